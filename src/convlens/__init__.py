@@ -1,0 +1,46 @@
+"""convlens: train convolutional neural networks on real images and see how they see.
+
+The public Python API; the CLI, the report and the web page use only what is listed here.
+Names are imported on first use, so ``convlens --help`` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ConvlensError": "convlens.errors",
+    "Dataset": "convlens.data",
+    "list_datasets": "convlens.data",
+    "load_dataset": "convlens.data",
+    "load_image": "convlens.data",
+    "create_model": "convlens.models",
+    "list_models": "convlens.models",
+    "register_model": "convlens.models",
+    "count_parameters": "convlens.models",
+    "flops_per_image": "convlens.models",
+    "TrainConfig": "convlens.train",
+    "TrainResult": "convlens.train",
+    "fit": "convlens.train",
+    "evaluate": "convlens.train",
+    "load_checkpoint": "convlens.checkpoint",
+    "save_checkpoint": "convlens.checkpoint",
+    "predict_probabilities": "convlens.predict",
+    "top_predictions": "convlens.predict",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,5 @@
+"""python -m convlens"""
+
+from convlens.cli import main
+
+main()

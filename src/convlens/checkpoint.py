@@ -1,0 +1,177 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON beside them. Nothing is unpickled.
+
+``NAME.safetensors`` holds the model weights under ``model.`` (and, for a resumable
+checkpoint, the optimizer and RNG state under ``state.``); ``NAME.json`` holds how to
+rebuild the model, the class names, normalization, training config, metrics, data
+fingerprint, versions and the SHA-256 of the tensor file. Both are written to a temp
+file and renamed, the JSON last, so a crash never leaves a checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from convlens.errors import ConvlensError
+
+FORMAT = "convlens-checkpoint/1"
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def versions() -> dict:
+    from convlens import __version__
+
+    return {"convlens": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    metadata: dict,
+    state_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``PATH.safetensors`` + ``PATH.json`` atomically; returns the JSON path.
+
+    ``metadata`` must carry at least ``class_names``; the model's own ``arguments`` are added.
+    """
+    from safetensors.torch import save as save_tensors
+
+    stem = Path(path).with_suffix("")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in (state_tensors or {}).items():
+        tensors[f"state.{key}"] = value.detach().cpu().contiguous()
+    blob = save_tensors(tensors)
+    meta = {
+        "format": FORMAT,
+        "model": model.arguments,
+        "input_shape": list(model.in_shape),
+        "versions": versions(),
+        **metadata,
+        "weights": {
+            "file": stem.name + ".safetensors",
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "tensors": len(tensors),
+        },
+    }
+    _atomic_write(stem.with_suffix(".safetensors"), blob)
+    _atomic_write(stem.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    return stem.with_suffix(".json")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """RUN_DIR, RUN_DIR/NAME.json or RUN_DIR/NAME.safetensors → the JSON path; refuses pickles."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ConvlensError(
+            f"{path}: refusing a pickle file: unpickling can run arbitrary code; "
+            "convlens checkpoints are NAME.safetensors + NAME.json"
+        )
+    if path.is_dir():
+        path = path / "model.json"
+    elif path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise ConvlensError(
+            f"{path}: no checkpoint here (expected a run folder or a .json written by convlens train)"
+        )
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Read and check a checkpoint's JSON (without loading tensors)."""
+    json_path = resolve_checkpoint(path)
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConvlensError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ConvlensError(f"{json_path}: not a convlens checkpoint (expected format {FORMAT!r})")
+    for key in ("model", "class_names", "weights"):
+        if key not in meta:
+            raise ConvlensError(f"{json_path}: checkpoint JSON is missing {key!r}")
+    meta["_path"] = str(json_path)
+    return meta
+
+
+def _read_tensors(json_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    weights_path = json_path.with_name(meta["weights"]["file"])
+    if not weights_path.is_file():
+        raise ConvlensError(f"{weights_path}: missing tensor file for checkpoint {json_path}")
+    blob = weights_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["weights"].get("sha256"):
+        raise ConvlensError(
+            f"{weights_path}: tensors do not match {json_path.name} (SHA-256 differs: modified or "
+            "replaced after saving)"
+        )
+    try:
+        return load_tensors(blob)
+    except SafetensorError as exc:
+        raise ConvlensError(f"{weights_path}: not a valid safetensors file ({exc})") from None
+
+
+def load_checkpoint(path: str | Path, with_state: bool = False):
+    """Rebuild the model from a checkpoint: returns ``(model, metadata)``, or with
+    ``with_state`` also the ``state.`` tensors saved for resuming. The model is in eval mode.
+    """
+    from convlens.models import create_model
+
+    meta = read_metadata(path)
+    json_path = Path(meta["_path"])
+    arguments = meta["model"]
+    try:
+        model = create_model(
+            arguments["name"],
+            arguments["in_shape"],
+            arguments["num_classes"],
+            arguments.get("mean"),
+            arguments.get("std"),
+            **arguments.get("options", {}),
+        )
+    except ConvlensError as exc:
+        raise ConvlensError(f"{json_path}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise ConvlensError(f"{json_path}: model arguments are incomplete ({exc})") from None
+    tensors = _read_tensors(json_path, meta)
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        which = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
+        raise ConvlensError(f"{json_path}: tensors do not fit model {arguments['name']!r}: {which}")
+    for key, tensor in weights.items():
+        if tensor.shape != expected[key].shape or tensor.dtype != expected[key].dtype:
+            raise ConvlensError(
+                f"{json_path}: tensor {key!r} is {tuple(tensor.shape)} {tensor.dtype}, model "
+                f"{arguments['name']!r} expects {tuple(expected[key].shape)} {expected[key].dtype}"
+            )
+    if len(meta["class_names"]) != model.num_classes:
+        raise ConvlensError(
+            f"{json_path}: {len(meta['class_names'])} class names for a model with "
+            f"{model.num_classes} outputs"
+        )
+    model.load_state_dict(weights)
+    model.eval()
+    if with_state:
+        state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+        return model, meta, state
+    return model, meta

