@@ -1,0 +1,344 @@
+"""Adversarial attacks: FGSM, PGD and the robustness curve, built on Captum.
+
+Models take pixels in [0, 1] and normalize inside, so ε is in pixel units (ε = 8/255 means
+"every pixel moves by at most 8 grey levels") and the adversarial image is clipped to
+[0, 1] — a real image. The perturbation maths is Captum's (``captum.robust.FGSM``/``PGD``);
+this module adds the loss on logits, batching, input checks and the numbers a learner reads.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.errors import ConvlensError
+
+METHODS = ("fgsm", "pgd")
+
+
+@dataclass
+class AttackResult:
+    """Clean vs adversarial predictions of one attack on a batch of images."""
+
+    method: str  # "fgsm" or "pgd"
+    eps: float  # L∞ budget in pixel units ([0, 1])
+    steps: int  # gradient steps (1 for FGSM)
+    step_size: float  # size of each step (= eps for FGSM)
+    target: int | None  # the class a targeted attack pushes towards; None: untargeted
+    labels: torch.Tensor  # (N,) true classes
+    clean_predictions: torch.Tensor  # (N,)
+    adversarial_predictions: torch.Tensor  # (N,)
+    clean_confidences: torch.Tensor  # (N,) softmax probability of the predicted class
+    adversarial_confidences: torch.Tensor  # (N,)
+    clean_images: torch.Tensor = field(repr=False)  # (N, C, H, W) in [0, 1]
+    adversarial_images: torch.Tensor = field(repr=False)  # (N, C, H, W) in [0, 1]
+
+    @property
+    def perturbations(self) -> torch.Tensor:
+        """adversarial - clean, (N, C, H, W)."""
+        return self.adversarial_images - self.clean_images
+
+    @property
+    def clean_accuracy(self) -> float:
+        return _fraction(self.clean_predictions == self.labels)
+
+    @property
+    def adversarial_accuracy(self) -> float:
+        return _fraction(self.adversarial_predictions == self.labels)
+
+    @property
+    def max_linf(self) -> float:
+        """Largest pixel change over all images: never above eps."""
+        return float(self.perturbations.abs().max()) if self.labels.numel() else 0.0
+
+    @property
+    def mean_l2(self) -> float:
+        """Mean over images of the perturbation's Euclidean length (pixel units)."""
+        if not self.labels.numel():
+            return 0.0
+        return float(self.perturbations.flatten(1).norm(dim=1).mean())
+
+    @property
+    def flipped(self) -> torch.Tensor:
+        """(N,) bool: correct before the attack, wrong after."""
+        return (self.clean_predictions == self.labels) & (self.adversarial_predictions != self.labels)
+
+    @property
+    def target_success_rate(self) -> float | None:
+        """Among images not already of the target class: the fraction now predicted as the target."""
+        if self.target is None:
+            return None
+        others = self.labels != self.target
+        return _fraction(self.adversarial_predictions[others] == self.target)
+
+    def summary(self) -> dict:
+        """The numbers (no tensors), ready for JSON."""
+        return {
+            "method": self.method,
+            "eps": self.eps,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "target": self.target,
+            "images": int(self.labels.numel()),
+            "clean_accuracy": self.clean_accuracy,
+            "adversarial_accuracy": self.adversarial_accuracy,
+            "mean_confidence_clean": _mean(self.clean_confidences),
+            "mean_confidence_adversarial": _mean(self.adversarial_confidences),
+            "max_linf": self.max_linf,
+            "mean_l2": self.mean_l2,
+            "flipped": int(self.flipped.sum()),
+            "target_success_rate": self.target_success_rate,
+        }
+
+
+@dataclass
+class RobustnessCurve:
+    """Accuracy (and mean confidence) against ε for each attack method."""
+
+    eps: list[float]
+    clean_accuracy: float
+    accuracy: dict[str, list[float]]  # method -> accuracy per eps
+    mean_confidence: dict[str, list[float]]  # method -> mean confidence of the prediction per eps
+    pgd_steps: int
+    images: int
+
+    def summary(self) -> dict:
+        return {
+            "eps": self.eps,
+            "clean_accuracy": self.clean_accuracy,
+            "accuracy": self.accuracy,
+            "mean_confidence": self.mean_confidence,
+            "pgd_steps": self.pgd_steps,
+            "images": self.images,
+        }
+
+
+def _fraction(mask: torch.Tensor) -> float:
+    return float(mask.float().mean()) if mask.numel() else 0.0
+
+
+def _mean(values: torch.Tensor) -> float:
+    return float(values.mean()) if values.numel() else 0.0
+
+
+def _per_image_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    # One loss per image (not the batch mean): Captum sums them, so each image's gradient
+    # does not shrink with the batch size.
+    return F.cross_entropy(logits, classes, reduction="none")  # (B,)
+
+
+def check_eps(eps: float, name: str = "--eps") -> float:
+    """ε must be a pixel distance in [0, 1]."""
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 <= eps <= 1:
+        raise ConvlensError(f"{name} must be between 0 and 1 (pixel units, e.g. 0.1), got {eps}")
+    return float(eps)
+
+
+def check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Reject images the model does not take, or that are not pixels in [0, 1]."""
+    expected = tuple(getattr(model, "in_shape", images.shape[1:]))
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        shape = "x".join(map(str, images.shape[1:]))
+        raise ConvlensError(f"images are {shape}, the model takes {'x'.join(map(str, expected))} (C x H x W)")
+    if images.shape[0] != labels.shape[0]:
+        raise ConvlensError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if not images.is_floating_point() or (
+        images.numel() and (float(images.min()) < 0 or float(images.max()) > 1)
+    ):
+        raise ConvlensError("images must be float pixels in [0, 1] (use convlens.data.to_float)")
+
+
+def _check_target(model: nn.Module, target: int | None) -> None:
+    classes = getattr(model, "num_classes", None)
+    if target is not None and (target < 0 or (classes is not None and target >= classes)):
+        raise ConvlensError(f"--target must be a class index 0..{(classes or 1) - 1}, got {target}")
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    probabilities = torch.softmax(model(images).float(), dim=1)  # (B, classes)
+    confidence, predicted = probabilities.max(dim=1)
+    return predicted, confidence
+
+
+def _run(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    perturb,
+    target: int | None,
+    batch_size: int,
+) -> tuple[torch.Tensor, ...]:
+    """Attack in batches; returns (adversarial images, clean/adv predictions and confidences)."""
+    model.eval()
+    device = next(model.parameters()).device
+    adversarial, outputs = [], {"cp": [], "cc": [], "ap": [], "ac": []}
+    for first in range(0, images.shape[0], batch_size):
+        clean = images[first : first + batch_size].to(device)  # (B, C, H, W)
+        classes = labels[first : first + batch_size].to(device)  # (B,)
+        if target is not None:
+            classes = torch.full_like(classes, target)
+        with warnings.catch_warnings():  # Captum warns that it turns on input gradients; intended
+            warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+            adv = perturb(clean, classes, target is not None).detach()  # (B, C, H, W)
+        for key, batch in (("c", clean), ("a", adv)):
+            predicted, confidence = _predict(model, batch)
+            outputs[key + "p"].append(predicted.cpu())
+            outputs[key + "c"].append(confidence.cpu())
+        adversarial.append(adv.cpu())
+    cat = torch.cat
+    return (
+        cat(adversarial),
+        cat(outputs["cp"]),
+        cat(outputs["cc"]),
+        cat(outputs["ap"]),
+        cat(outputs["ac"]),
+    )
+
+
+def _result(method, eps, steps, step_size, target, images, labels, run) -> AttackResult:
+    adversarial, clean_pred, clean_conf, adv_pred, adv_conf = run
+    return AttackResult(
+        method=method,
+        eps=eps,
+        steps=steps,
+        step_size=step_size,
+        target=target,
+        labels=labels.cpu(),
+        clean_predictions=clean_pred,
+        adversarial_predictions=adv_pred,
+        clean_confidences=clean_conf,
+        adversarial_confidences=adv_conf,
+        clean_images=images.cpu(),
+        adversarial_images=adversarial,
+    )
+
+
+def fgsm(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    target: int | None = None,
+    batch_size: int = 500,
+) -> AttackResult:
+    """Fast Gradient Sign Method: one step of size ε along the sign of the loss gradient.
+
+    Untargeted: raise the loss of the true label. Targeted (``target`` = a class): lower the
+    loss of that class. Every pixel moves by exactly ε, unless clipping to [0, 1] stops it
+    or its gradient is exactly zero.
+    """
+    from captum.robust import FGSM
+
+    eps = check_eps(eps)
+    check_inputs(model, images, labels)
+    _check_target(model, target)
+    attack = FGSM(model, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
+    attack.zero_thresh = 0.0  # textbook FGSM: only an exactly-zero gradient leaves a pixel alone
+
+    def perturb(clean, classes, targeted):
+        return attack.perturb(clean, epsilon=eps, target=classes, targeted=targeted)
+
+    run = _run(model, images, labels, perturb, target, batch_size)
+    return _result("fgsm", eps, 1, eps, target, images, labels, run)
+
+
+def pgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    steps: int = 10,
+    step_size: float | None = None,
+    target: int | None = None,
+    random_start: bool = False,
+    batch_size: int = 500,
+) -> AttackResult:
+    """Projected Gradient Descent (Madry et al.): ``steps`` FGSM steps, each projected back
+    into the L∞ ball of radius ε and into [0, 1]. Default step size 2.5·ε/steps, the paper's choice.
+    """
+    from captum.robust import PGD
+
+    eps = check_eps(eps)
+    check_inputs(model, images, labels)
+    _check_target(model, target)
+    if not isinstance(steps, int) or steps < 1:
+        raise ConvlensError(f"--steps must be a positive integer, got {steps}")
+    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
+    if not (math.isfinite(step_size) and step_size >= 0):
+        raise ConvlensError(f"step_size must be a non-negative number, got {step_size}")
+    attack = PGD(model, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
+    attack.fgsm.zero_thresh = 0.0
+    if random_start:
+        torch.manual_seed(0)  # Captum draws the start point from the global generator
+
+    def perturb(clean, classes, targeted):
+        return attack.perturb(
+            clean,
+            radius=eps,
+            step_size=step_size,
+            step_num=steps,
+            target=classes,
+            targeted=targeted,
+            random_start=random_start,
+        )
+
+    run = _run(model, images, labels, perturb, target, batch_size)
+    return _result("pgd", eps, steps, step_size, target, images, labels, run)
+
+
+def attack(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    method: str = "fgsm",
+    eps: float = 0.1,
+    steps: int = 10,
+    target: int | None = None,
+) -> AttackResult:
+    """Run ``method`` ("fgsm" or "pgd") — what the CLI and the web page call."""
+    if method == "fgsm":
+        return fgsm(model, images, labels, eps, target=target)
+    if method == "pgd":
+        return pgd(model, images, labels, eps, steps=steps, target=target)
+    raise ConvlensError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def robustness_curve(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps_list: Sequence[float],
+    methods: Sequence[str] = METHODS,
+    steps: int = 10,
+) -> RobustnessCurve:
+    """Accuracy against ε for each method (untargeted): how fast the model's answers collapse."""
+    eps_list = [check_eps(e, "--eps-sweep value") for e in eps_list]
+    if not eps_list:
+        raise ConvlensError("--eps-sweep needs at least one value, e.g. 0,0.05,0.1")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConvlensError(f"unknown attack method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    accuracy: dict[str, list[float]] = {m: [] for m in methods}
+    confidence: dict[str, list[float]] = {m: [] for m in methods}
+    clean = None
+    for method in methods:
+        for eps in eps_list:
+            result = attack(model, images, labels, method, eps, steps)
+            accuracy[method].append(result.adversarial_accuracy)
+            confidence[method].append(_mean(result.adversarial_confidences))
+            clean = result.clean_accuracy
+    return RobustnessCurve(
+        eps=eps_list,
+        clean_accuracy=float(clean),
+        accuracy=accuracy,
+        mean_confidence=confidence,
+        pgd_steps=steps,
+        images=int(labels.shape[0]),
+    )
