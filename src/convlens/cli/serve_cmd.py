@@ -1,0 +1,105 @@
+"""The explorer command: serve."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from convlens.cli import app
+from convlens.cli.render import err
+from convlens.errors import ConvlensError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public address
+
+
+def explorer_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/"
+
+
+def serve_runs(
+    run_dirs: list[Path], host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False
+) -> None:
+    """Load the runs, print the URL and serve the explorer until Ctrl-C."""
+    import uvicorn
+
+    from convlens.server import create_app
+
+    if not 0 < port < 65536:
+        raise ConvlensError(f"--port must be 1..65535, got {port}")
+    application = create_app(run_dirs)  # loads every run now: a bad folder fails before binding
+    if not is_loopback(host):
+        err.print(
+            f"[yellow]convlens: warning: serving on {host}, not loopback: anyone who can reach this "
+            "machine can use the explorer and its models; use --host 127.0.0.1 to keep it local[/]"
+        )
+    sock = listening_socket(host, port)
+    url = explorer_url(host, port)
+    runs = ", ".join(application.state.runs.runs)
+    err.print(f"[bold]convlens explorer[/] for {runs}: open [bold]{url}[/]  (Ctrl-C stops it)")
+    if open_browser:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    config = uvicorn.Config(application, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int):
+    """Bind before serving, so a taken port or unknown host is one clear error, not a log line."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConvlensError(f"--host {host!r}: cannot use this address ({exc.strerror or exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConvlensError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using it? try --port"
+        ) from None
+    return sock
+
+
+@app.command()
+def serve(
+    run_dirs: list[Path] = typer.Argument(
+        None,
+        help="Run folders written by `convlens train` [default: runs/demo]; switch between them on the page.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; keep loopback unless you mean it."
+    ),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
+) -> None:
+    """Start the explorer: a local web page that shows how your CNN sees (feature maps, cell arithmetic,
+    Grad-CAM, attacks, filters, model card).
+
+    Example:  convlens serve runs/mnist runs/fashion --open
+    """
+    if not run_dirs:
+        default = Path("runs/demo")
+        if not default.exists():
+            raise ConvlensError(
+                "give a run folder written by `convlens train` (e.g. convlens serve runs/mnist), "
+                "or run `convlens demo` first to create runs/demo"
+            )
+        run_dirs = [default]
+    serve_runs(run_dirs, host, port, open_browser)

@@ -1,0 +1,185 @@
+"""The JSON API of the model itself: runs, model card, test images, predict and activations.
+
+Every number here comes from the core (``convlens.predict``, ``convlens.inspect``,
+``convlens.models.summary``) or from the checkpoint; this module only shapes it as JSON.
+"""
+
+from __future__ import annotations
+
+import torch
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from convlens.server.deps import ImageRequest, get_run, get_store, image_request
+from convlens.server.encode import PackedTensor, packed
+from convlens.server.runs import LoadedRun, RunStore
+
+router = APIRouter(prefix="/api")
+MAX_TEST_IMAGES = 200  # per request: thumbnails for the picker, not a data export
+
+
+class RunSummary(BaseModel):
+    id: str
+    model: str
+    dataset: str
+    input_shape: list[int]
+    classes: int
+    test_accuracy: float | None
+
+
+class ClassProbability(BaseModel):
+    index: int
+    name: str = Field(alias="class")
+    probability: float
+
+
+class Prediction(BaseModel):
+    source: str = Field(description="where the image came from: an upload or a test image")
+    label: int | None = Field(description="true class of a test image, else null")
+    input: PackedTensor = Field(description="the model's input (C, H, W), pixels in [0, 1]")
+    probabilities: list[float] = Field(description="softmax probability per class")
+    top: list[ClassProbability]
+
+
+class StageOutput(BaseModel):
+    name: str
+    kind: str = Field(description="layer type, e.g. Conv2d, ReLU, MaxPool2d, Linear, Softmax")
+    shape: list[int]
+    min: float
+    max: float
+    output: PackedTensor
+
+
+class ActivationsResponse(Prediction):
+    stages: list[StageOutput] = Field(description="every stage's output in forward order, then softmax")
+
+
+def image_json(image) -> dict:
+    return {"source": image.source, "label": image.label, "input": packed(image.pixels)}
+
+
+def probabilities_json(probabilities: torch.Tensor, class_names: list[str]) -> dict:
+    """Probabilities (classes,) and the top 3, ranked by ``convlens.predict.top_predictions``."""
+    from convlens.predict import top_predictions
+
+    top = top_predictions(probabilities.unsqueeze(0), class_names, k=3)[0]
+    return {"probabilities": probabilities.tolist(), "top": top}
+
+
+@router.get("/runs", response_model=list[RunSummary], summary="List the loaded runs")
+def list_runs(store: RunStore = Depends(get_store)) -> list[dict]:
+    return store.summaries()
+
+
+@router.get("/runs/{run_id}", summary="Model card: stages table, training curves, metrics")
+def model_info(run: LoadedRun = Depends(get_run)) -> dict:
+    """Everything the model card shows: per-stage output shape, parameters and receptive field,
+    the training history per epoch, test accuracy, per-class scores and the confusion matrix."""
+    return _model_card(run)
+
+
+def _model_card(run: LoadedRun) -> dict:
+    if "card" not in run.cache:  # the card never changes while the server runs
+        run.cache["card"] = _build_card(run)
+    return run.cache["card"]
+
+
+def _build_card(run: LoadedRun) -> dict:
+    from convlens.inspect.receptive_field import receptive_fields
+    from convlens.models import count_parameters
+
+    meta, model = run.meta, run.model
+    with run.lock:
+        fields = receptive_fields(model)
+    stages = [
+        {
+            "name": field.stage,
+            "kind": field.kind,
+            "shape": list(field.output_shape),
+            "parameters": field.parameters,
+            "receptive_field": None if field.whole_image else list(field.size),
+            "jump": list(field.jump),
+        }
+        for field in fields
+    ]
+    return {
+        "id": run.run_id,
+        "model": meta["model"],
+        "input_shape": list(run.input_shape),
+        "class_names": run.class_names,
+        "dataset": meta.get("dataset", {}),
+        "normalization": meta.get("normalization", {}),
+        "training": meta.get("training", {}),
+        "versions": meta.get("versions", {}),
+        "parameters": count_parameters(model),
+        "stages": stages,
+        "history": meta.get("history", []),
+        "metrics": meta.get("metrics", {}),
+    }
+
+
+@router.get("/runs/{run_id}/test-images", summary="Test images of the run's data set, for picking")
+def test_images(
+    run: LoadedRun = Depends(get_run),
+    start: int = Query(0, ge=0, description="index of the first image"),
+    count: int = Query(24, ge=1, le=MAX_TEST_IMAGES, description="how many images"),
+) -> dict:
+    """Images ``start``..``start+count`` of the test split with their true classes."""
+    from convlens.data import to_float
+
+    images, labels = run.test_split()
+    stop = min(start + count, images.shape[0])
+    return {
+        "total": int(images.shape[0]),
+        "images": [
+            {
+                "index": index,
+                "label": int(labels[index]),
+                "class": run.class_names[int(labels[index])],
+                "pixels": packed(to_float(images[index])),
+            }
+            for index in range(start, stop)
+        ],
+    }
+
+
+@router.post("/runs/{run_id}/predict", response_model=Prediction, summary="Class probabilities of one image")
+def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
+    from convlens.predict import predict_probabilities
+
+    run, image = request.run, request.image
+    probabilities = predict_probabilities(run.model, image.batch)[0]  # (classes,)
+    return JSONResponse({**image_json(image), **probabilities_json(probabilities, run.class_names)})
+
+
+@router.post(
+    "/runs/{run_id}/activations",
+    response_model=ActivationsResponse,
+    summary="Every stage's feature maps and the probabilities of one image",
+)
+def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSONResponse:
+    """What the network overview draws: one output per stage (channels × H × W for conv stages),
+    in forward order, ending with the softmax; values as base64 float32 (see PackedTensor)."""
+    from convlens.inspect.hooks import activations
+
+    run, image = request.run, request.image
+    with run.lock:
+        result = activations(run.model, image.pixels)
+    stages = [
+        {
+            "name": stage.name,
+            "kind": stage.kind,
+            "shape": list(stage.shape),
+            "min": float(stage.output.min()),
+            "max": float(stage.output.max()),
+            "output": packed(stage.output),
+        }
+        for stage in result.stages
+    ]
+    body = {
+        **image_json(image),
+        **probabilities_json(result.probabilities, run.class_names),
+        "stages": stages,
+    }
+    return JSONResponse(body)

@@ -1,0 +1,123 @@
+"""Explanation endpoints: cell arithmetic, attributions and attacks on one image.
+
+Each endpoint calls one core function (``convlens.inspect`` or ``convlens.attacks``) and
+returns its result as JSON; nothing is computed here that the core does not compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from fastapi import APIRouter, Depends, Form
+from fastapi.responses import JSONResponse
+
+from convlens.errors import ConvlensError
+from convlens.server.api import image_json, probabilities_json
+from convlens.server.deps import ImageRequest, image_request
+from convlens.server.encode import floats, packed
+
+router = APIRouter(prefix="/api")
+
+MAX_PGD_STEPS = 100  # a page request, not a benchmark: keeps one click under a second
+
+
+def cell_json(cell) -> dict:
+    """A cell-arithmetic dataclass as JSON: tensors become (nested) lists, tuples lists."""
+    body = {"type": type(cell).__name__}
+    for field in dataclasses.fields(cell):
+        value = getattr(cell, field.name)
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.dtype == torch.bool else floats(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        body[field.name] = value
+    return body
+
+
+@router.post("/runs/{run_id}/arithmetic", summary="The arithmetic of one feature-map cell")
+def arithmetic(
+    request: ImageRequest = Depends(image_request),
+    stage: str = Form(..., description="stage name, e.g. conv1, relu1, pool1, fc, softmax"),
+    channel: int = Form(0, description="output channel (or unit / class for flat stages)"),
+    row: int = Form(0, description="cell row (0 for flat stages)"),
+    col: int = Form(0, description="cell column (0 for flat stages)"),
+) -> JSONResponse:
+    """Recomputes output cell (channel, row, col) of ``stage`` by hand — input patch, kernel,
+    products, sums, bias (or window max, normalization, weighted sum, softmax) — next to the
+    layer's own output, plus the input region the cell sees (its receptive field)."""
+    from convlens.inspect.arithmetic import cell_arithmetic
+    from convlens.inspect.receptive_field import receptive_field
+
+    run, image = request.run, request.image
+    with run.lock:
+        cell = cell_arithmetic(run.model, image.pixels, stage, channel, row, col)
+        field = receptive_field(run.model, stage)
+    _, height, width = run.input_shape
+    top, bottom, left, right = field.region(row, col, (height, width))
+    region = {"top": top, "bottom": bottom, "left": left, "right": right, "whole_image": field.whole_image}
+    return JSONResponse({"cell": cell_json(cell), "receptive_field": region, **image_json(image)})
+
+
+@router.post("/runs/{run_id}/attribution", summary="Where the model looks: Grad-CAM, saliency, IG, occlusion")
+def attribution(
+    request: ImageRequest = Depends(image_request),
+    method: Literal["grad_cam", "saliency", "integrated_gradients", "occlusion"] = Form("grad_cam"),
+    target: int | None = Form(None, description="class to explain [default: the predicted class]"),
+    stage: str | None = Form(None, description="Grad-CAM only: the conv stage [default: the last one]"),
+) -> JSONResponse:
+    """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
+    import convlens.inspect.attribution as attributions
+
+    run, image = request.run, request.image
+    target = run.check_class(target)
+    options = {"stage": stage or None} if method == "grad_cam" else {}
+    with run.lock:
+        result = getattr(attributions, method)(run.model, image.pixels, target=target, **options)
+    return JSONResponse(
+        {
+            "method": result.method,
+            "target": result.target,
+            "stage": result.stage,
+            "probability": result.probability,
+            "map": packed(result.map),
+            **image_json(image),
+        }
+    )
+
+
+@router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")
+def attack_endpoint(
+    request: ImageRequest = Depends(image_request),
+    method: Literal["fgsm", "pgd"] = Form("fgsm"),
+    eps: float = Form(0.1, description="L-infinity budget in pixel units, 0..1"),
+    steps: int = Form(10, description="PGD steps"),
+    target: int | None = Form(None, description="class to push towards [default: away from the label]"),
+) -> JSONResponse:
+    """The original, the perturbation (adversarial − original, within ±eps), the adversarial
+    image and the class probabilities before and after. The label attacked is the test image's
+    true class, or for a drawing or upload the model's own prediction."""
+    from convlens.attacks import attack
+    from convlens.predict import predict_probabilities
+
+    run, image = request.run, request.image
+    target = run.check_class(target)
+    if not 1 <= steps <= MAX_PGD_STEPS:
+        raise ConvlensError(f"steps must be 1..{MAX_PGD_STEPS}, got {steps}")
+    with run.lock:
+        clean = predict_probabilities(run.model, image.batch)[0]  # (classes,)
+        label = image.label if image.label is not None else int(clean.argmax())
+        result = attack(run.model, image.batch, torch.tensor([label]), method, eps, steps, target)
+        adversarial = predict_probabilities(run.model, result.adversarial_images)[0]  # (classes,)
+    return JSONResponse(
+        {
+            **image_json(image),
+            "summary": result.summary(),
+            "attacked_label": label,
+            "adversarial": packed(result.adversarial_images[0]),
+            "perturbation": packed(result.perturbations[0]),
+            "clean": probabilities_json(clean, run.class_names),
+            "attacked": probabilities_json(adversarial, run.class_names),
+        }
+    )

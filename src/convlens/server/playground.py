@@ -1,0 +1,114 @@
+"""The convolution playground's endpoints: presets, sample pictures and a convolution with
+every cell's arithmetic, all from ``convlens.inspect`` (the page only animates the result)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from convlens.errors import ConvlensError
+
+router = APIRouter(prefix="/api/playground")
+MAX_GRID = 64  # the page draws every cell; larger grids are a photo editor's job
+MAX_KERNEL = 7
+
+
+class ConvolveRequest(BaseModel):
+    image: list[list[float]] = Field(description="grayscale grid (H, W), e.g. 0 = white paper, 1 = ink")
+    kernel: list[list[float]] | str = Field("edge", description="a (kH, kW) matrix or a preset name")
+    stride: int = Field(1, description="cells the kernel moves per step")
+    padding: int = Field(0, description="rings of zeros added around the image")
+
+
+class ConvolveCellJSON(BaseModel):
+    row: int
+    col: int
+    rows: list[int] = Field(description="image rows under the kernel (outside 0..H-1: padding)")
+    cols: list[int]
+    products: list[list[float]] = Field(description="patch × kernel, cell by cell")
+    sum: float
+
+
+class ConvolveResponse(BaseModel):
+    kernel: list[list[float]]
+    stride: int
+    padding: int
+    output: list[list[float]] = Field(description="the feature map (H_out, W_out)")
+    cells: list[ConvolveCellJSON] = Field(description="every output cell's arithmetic, row by row")
+
+
+@router.get("", summary="Kernel presets and sample pictures for the playground")
+def presets() -> dict:
+    from convlens.inspect.convolve import KERNELS
+    from convlens.inspect.pictures import PHOTOS, XRAY
+
+    return {"kernels": KERNELS, "pictures": ["smiley", "digits:0", "digits:3", *PHOTOS, XRAY]}
+
+
+@router.get("/picture", summary="A sample picture as a grayscale grid")
+def picture(
+    name: str = Query("smiley", description="smiley, digits:N, a scikit-image photo name, or xray"),
+    size: int | None = Query(None, ge=3, le=MAX_GRID, description="resize to size × size [default: as is]"),
+) -> dict:
+    """A built-in picture (never a file path: the server reads no files on request) in [0, 1]."""
+    from convlens.data.transforms import resize_images
+    from convlens.inspect.pictures import PHOTOS, XRAY, load_picture
+
+    if not (name in ("smiley", *PHOTOS, XRAY) or name == "digits" or name.startswith("digits:")):
+        raise ConvlensError(f"picture {name!r}: expected smiley, digits:N, {', '.join(PHOTOS)} or {XRAY}")
+    grid = load_picture(name)  # (H, W) in [0, 1]
+    if size is None and max(grid.shape) > MAX_GRID:
+        size = 16  # a photo: 16 × 16 cells are still clickable
+    if size is not None and tuple(grid.shape) != (size, size):
+        grid = resize_images(grid[None, None], (size, size))[0, 0]  # (size, size)
+    return {"name": name, "image": grid.round(decimals=3).tolist()}
+
+
+@router.post("/convolve", response_model=ConvolveResponse, summary="Slide a kernel over a grid")
+def convolve_endpoint(request: ConvolveRequest) -> dict:
+    """``convlens.inspect.convolve``: the feature map plus each cell's products and sum, which
+    the page replays one cell at a time."""
+    from convlens.inspect.convolve import convolve
+
+    height = len(request.image)
+    width = len(request.image[0]) if height else 0
+    if not (1 <= height <= MAX_GRID and 1 <= width <= MAX_GRID) or any(
+        len(r) != width for r in request.image
+    ):
+        raise ConvlensError(f"image: expected a rectangular grid of at most {MAX_GRID}x{MAX_GRID} numbers")
+    if not all(math.isfinite(v) for r in request.image for v in r):
+        raise ConvlensError("image: values must be finite numbers")
+    if isinstance(request.kernel, list) and (
+        len(request.kernel) > MAX_KERNEL or any(len(r) > MAX_KERNEL for r in request.kernel)
+    ):
+        raise ConvlensError(f"kernel: at most {MAX_KERNEL}x{MAX_KERNEL} values")
+    if not 0 <= request.padding <= MAX_KERNEL:
+        raise ConvlensError(f"padding: expected 0..{MAX_KERNEL}, got {request.padding}")
+    result = convolve(
+        torch.tensor(request.image, dtype=torch.float64), request.kernel, request.stride, request.padding
+    )
+    out_h, out_w = result.output.shape
+    cells = []
+    for row in range(out_h):
+        for col in range(out_w):
+            cell = result.cell(row, col)
+            cells.append(
+                {
+                    "row": row,
+                    "col": col,
+                    "rows": cell.rows,
+                    "cols": cell.cols,
+                    "products": cell.products.tolist(),
+                    "sum": cell.sum,
+                }
+            )
+    return {
+        "kernel": result.kernel.tolist(),
+        "stride": result.stride,
+        "padding": result.padding,
+        "output": result.output.tolist(),
+        "cells": cells,
+    }
