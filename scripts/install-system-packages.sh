@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages convlens can use: the full Fashion-MNIST data set.
+# Installs the Debian packages convlens can use: the full Fashion-MNIST data set, and
+# Chromium for the explorer's browser tests (Playwright drives it; it never downloads a browser).
 # Skips with a message (never fails the build) where apt is missing or we are not root.
 set -u
 need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "convlens setup: apt-get not found; skipping ${need[*]} (the fashion-mnist built-in will be unavailable)"
+  echo "convlens setup: apt-get not found; skipping ${need[*]} (without them: no fashion-mnist built-in, browser tests skipped)"
   exit 0
 fi
 SUDO=""

@@ -175,3 +175,27 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
         state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
         return model, meta, state
     return model, meta
+
+
+def split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimizer's state into tensors (for safetensors) and plain values (for JSON), so resuming needs no pickle."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for param_id, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{param_id}.{key}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, plain: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, param_id, name = key.split(".", 2)
+            state.setdefault(int(param_id), {})[name] = value
+    for param_id, values in plain["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})

@@ -43,6 +43,10 @@ class TrainConfig:
 
     def check(self) -> None:
         """Reject values training cannot use, naming the option."""
+        from convlens.models import list_models
+
+        if self.model not in list_models():
+            raise ConvlensError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise ConvlensError(f"--epochs must be a positive integer, got {self.epochs}")
         if self.batch_size < 1:
@@ -199,33 +203,6 @@ def classification_summary(labels: torch.Tensor, predictions: torch.Tensor, clas
     return per_class, confusion
 
 
-# ---------------------------------------------------------------- checkpointable training state
-
-
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Split an optimizer's state into tensors (for safetensors) and plain values (for JSON)."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for param_id, values in state["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{param_id}.{key}"] = value
-            else:
-                scalars.setdefault(str(param_id), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, plain: dict) -> None:
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, param_id, name = key.split(".", 2)
-            state.setdefault(int(param_id), {})[name] = value
-    for param_id, values in plain["scalars"].items():
-        state.setdefault(int(param_id), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
-
-
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     from convlens.checkpoint import _atomic_write
 
@@ -258,7 +235,12 @@ def fit(
     (chosen on the test split, so its accuracy is optimistic) and ``last.*`` everything
     ``resume=True`` needs to continue exactly where an interrupted run stopped.
     """
-    from convlens.checkpoint import load_checkpoint, save_checkpoint
+    from convlens.checkpoint import (
+        load_checkpoint,
+        restore_optimizer_state,
+        save_checkpoint,
+        split_optimizer_state,
+    )
     from convlens.models import create_model
 
     config.check()
@@ -314,7 +296,7 @@ def fit(
     history: list[dict] = []
     first_epoch, best = 1, (-1.0, 0)
     if resume:
-        _restore_optimizer(
+        restore_optimizer_state(
             optimizer, {k: v.to(device) for k, v in state.items()}, meta["resume"]["optimizer"]
         )
         scheduler.load_state_dict(meta["resume"]["scheduler"])
@@ -362,7 +344,7 @@ def fit(
         if row["test_accuracy"] > best[0]:
             best = (row["test_accuracy"], epoch)
             save_checkpoint(run_dir / "best", model, {**common, "metrics": metrics, "history": history})
-        optimizer_tensors, optimizer_plain = _optimizer_state(optimizer)
+        optimizer_tensors, optimizer_plain = split_optimizer_state(optimizer)
         save_checkpoint(
             run_dir / "last",
             model,

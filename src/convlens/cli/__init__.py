@@ -19,7 +19,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from convlens.cli import core  # noqa: E402,F401  (registers the commands)
+from convlens.cli import core, inspect_cmds, lab_cmds, serve_cmd  # noqa: E402,F401  (registers the commands)
 
 
 class _OneLineWarnings(logging.Handler):

@@ -1,0 +1,1 @@
+"""Inside-view commands: explain, convolve, features."""

@@ -1,0 +1,94 @@
+"""The core commands end to end, and the one-line error contract for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def test_help_lists_every_core_command(run_cli):
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    for command in ("datasets", "models", "train", "eval", "predict", "demo"):
+        assert command in out
+
+
+def test_datasets_and_models_json(run_cli):
+    code, out, _ = run_cli("datasets", "--json")
+    assert code == 0 and {row["name"] for row in json.loads(out)} >= {"digits", "mnist5k"}
+    code, out, _ = run_cli("models", "--input", "1x8x8", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert code == 0 and rows["convnet"]["parameters"] > 0 and rows["mlp"]["flops"] > 0
+
+
+def test_train_json_then_eval_and_predict(run_cli, tmp_path, digits):
+    run = tmp_path / "run"
+    code, out, _ = run_cli("train", "--data", "digits", "--epochs", "3", "--out", run, "--json")
+    assert code == 0
+    result = json.loads(out)  # stdout holds only the JSON object
+    assert {"test_accuracy", "train_seconds", "epochs", "history", "checkpoint"} <= set(result)
+    assert len(result["history"]) == 3 and result["history"][-1]["train_seconds"] == result["train_seconds"]
+
+    code, out, _ = run_cli("eval", run, "--json")
+    assert code == 0 and json.loads(out)["test_accuracy"] == pytest.approx(result["test_accuracy"])
+
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for index in range(3):  # saved larger and in RGB: predict must convert to the model's 1x8x8
+        array = digits.test_images[index, 0].numpy()
+        Image.fromarray(np.stack([array] * 3, axis=-1)).resize((32, 32)).save(image_dir / f"{index}.png")
+    code, out, _ = run_cli("predict", run, image_dir, "--top-k", "10", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 3
+    for row in rows:
+        assert sum(p["probability"] for p in row["predictions"]) == pytest.approx(1.0, abs=1e-5)
+        assert len(row["predictions"]) == 10
+
+
+def _assert_one_line_error(code: int, err: str, expected: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("convlens: error:"), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--data", "imagenet"], "unknown data set 'imagenet'; built-ins are"),
+        (["train", "--data", "digits", "--model", "vgg99"], "unknown model 'vgg99'; choose one of"),
+        (["train", "--data", "digits", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["train", "--data", "digits", "--lr", "-1"], "--lr must be a positive number"),
+        (["train", "--data", "./no/such/folder"], "no such file or folder"),
+        (["predict", "./no/such/run", "x.png"], "no checkpoint here"),
+        (["eval", "model.pth"], "refusing a pickle file"),
+        (["models", "--input", "28x28"], "--input: expected CxHxW"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(run_cli, args, expected):
+    code, _, err = run_cli(*args)
+    _assert_one_line_error(code, err, expected)
+
+
+def test_predict_undecodable_image(run_cli, digits_run, tmp_path):
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    code, _, err = run_cli("predict", digits_run, bad)
+    _assert_one_line_error(code, err, "photo.jpg: cannot decode image")
+
+
+def test_console_script_runs_as_a_process(digits_run):
+    """The installed entry point (not only the in-process call) keeps the exit-code contract."""
+    result = subprocess.run(
+        [sys.executable, "-m", "convlens", "train", "--epochs", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _assert_one_line_error(result.returncode, result.stderr, "--epochs must be a positive integer")

@@ -1,0 +1,105 @@
+"""Training: accuracy on real digits, reproducibility, resume, outputs and bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from convlens.checkpoint import load_checkpoint
+from convlens.errors import ConvlensError
+from convlens.train import TrainConfig, fit
+
+
+def test_digits_reaches_90_percent(digits_run):
+    _, meta = load_checkpoint(digits_run)
+    assert meta["metrics"]["test_accuracy"] >= 0.90
+    lines = (digits_run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    row = json.loads(lines[-1])
+    assert {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "test_accuracy",
+        "train_seconds",
+        "images_per_second",
+    } <= set(row)
+    for name in ("model", "best", "last"):
+        assert (digits_run / f"{name}.json").is_file() and (digits_run / f"{name}.safetensors").is_file()
+
+
+def test_summary_has_per_class_metrics_and_confusion(digits_run, digits):
+    _, meta = load_checkpoint(digits_run)
+    confusion = meta["metrics"]["confusion"]
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == len(digits.test_labels)
+    correct = sum(confusion[i][i] for i in range(10))
+    assert correct / len(digits.test_labels) == pytest.approx(meta["metrics"]["test_accuracy"])
+    assert [row["support"] for row in meta["metrics"]["per_class"]] == [sum(r) for r in confusion]
+
+
+def test_same_seed_same_metrics(digits, tmp_path):
+    config = {"model": "tinyvgg", "epochs": 2, "seed": 3}
+    first = fit(digits, TrainConfig(**config), tmp_path / "a")
+    second = fit(digits, TrainConfig(**config), tmp_path / "b")
+    strip = [{k: v for k, v in row.items() if "second" not in k} for row in first.history]
+    assert strip == [{k: v for k, v in row.items() if "second" not in k} for row in second.history]
+
+
+class _StopAfter:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_epoch(self, epoch, epochs, batches):
+        pass
+
+    def batch_done(self, loss, accuracy, images_per_second):
+        pass
+
+    def end_epoch(self, metrics):
+        if metrics["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(digits, tmp_path):
+    config = dict(model="convnet", epochs=4, seed=1, model_options={"batchnorm": True})
+    whole = fit(digits, TrainConfig(**config), tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        fit(digits, TrainConfig(**config), tmp_path / "cut", observer=_StopAfter(2))
+    assert not (tmp_path / "cut" / "model.json").exists()
+    resumed = fit(digits, TrainConfig(), tmp_path / "cut", resume=True)
+    assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    model_a, _ = load_checkpoint(tmp_path / "whole")
+    model_b, _ = load_checkpoint(tmp_path / "cut")
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_existing_run_is_not_overwritten_by_accident(digits_run, digits):
+    with pytest.raises(ConvlensError, match="already holds a run"):
+        fit(digits, TrainConfig(epochs=1), digits_run)
+
+
+def test_resume_refuses_other_data_or_schedule(digits, digits_run):
+    with pytest.raises(ConvlensError, match="8-epoch schedule"):
+        fit(digits, TrainConfig(epochs=3), digits_run, resume=True)
+    digits_other = type(digits)(**{**digits.__dict__, "train_labels": digits.train_labels.flip(0)})
+    with pytest.raises(ConvlensError, match="different data"):
+        fit(digits_other, TrainConfig(), digits_run, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"epochs": 0}, "--epochs must be a positive integer"),
+        ({"lr": -0.1}, "--lr must be a positive number"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"device": "tpu"}, "--device"),
+    ],
+)
+def test_bad_settings(digits, tmp_path, config, message):
+    with pytest.raises(ConvlensError, match=message):
+        fit(digits, TrainConfig(**config), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing half-written
