@@ -1,0 +1,87 @@
+"""The inside view: what a trained CNN computes, stage by stage, for one image.
+
+Every function returns plain dataclasses of tensors and numbers (``as_dict`` makes them
+JSON); the CLI, the report and the web page only render them.
+"""
+
+from __future__ import annotations
+
+from convlens.inspect._data import as_dict
+from convlens.inspect._stages import SOFTMAX, find_stage, stage_names
+from convlens.inspect.arithmetic import (
+    BatchNormCell,
+    Cell,
+    ConvCell,
+    FlattenCell,
+    LinearCell,
+    NormalizeCell,
+    PoolCell,
+    ReluCell,
+    SoftmaxCell,
+    cell_arithmetic,
+)
+from convlens.inspect.attribution import (
+    METHODS,
+    Attribution,
+    grad_cam,
+    integrated_gradients,
+    last_conv_stage,
+    occlusion,
+    saliency,
+)
+from convlens.inspect.convolve import KERNELS, Convolution, ConvolutionCell, convolve, parse_kernel
+from convlens.inspect.featureviz import (
+    FeatureVisualization,
+    TopImages,
+    feature_visualization,
+    top_activating_images,
+)
+from convlens.inspect.filters import ConvFilters, conv_filters
+from convlens.inspect.hooks import Activations, StageActivation, activations
+from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, read_dicom
+from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields
+
+__all__ = [
+    "KERNELS",
+    "METHODS",
+    "SMILEY",
+    "SOFTMAX",
+    "Activations",
+    "Attribution",
+    "BatchNormCell",
+    "Cell",
+    "ConvCell",
+    "ConvFilters",
+    "Convolution",
+    "ConvolutionCell",
+    "FeatureVisualization",
+    "FlattenCell",
+    "LinearCell",
+    "NormalizeCell",
+    "PoolCell",
+    "ReceptiveField",
+    "ReluCell",
+    "SoftmaxCell",
+    "StageActivation",
+    "TopImages",
+    "activations",
+    "as_dict",
+    "cell_arithmetic",
+    "conv_filters",
+    "convolve",
+    "feature_visualization",
+    "find_stage",
+    "grad_cam",
+    "integrated_gradients",
+    "last_conv_stage",
+    "load_picture",
+    "occlusion",
+    "parse_kernel",
+    "picture_for_model",
+    "read_dicom",
+    "receptive_field",
+    "receptive_fields",
+    "saliency",
+    "stage_names",
+    "top_activating_images",
+]

@@ -1,0 +1,159 @@
+"""Which pixels mattered: Grad-CAM, saliency, integrated gradients and occlusion, through Captum.
+
+Captum implements the methods; this module picks their stage and target, checks input at
+the boundary, and returns one shape for every method: a map (H, W) at input resolution in
+[0, 1] plus the signed raw attribution, so faces can draw any method the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from convlens.errors import ConvlensError
+from convlens.inspect._stages import (
+    as_batch,
+    check_target,
+    eval_mode,
+    find_stage,
+    is_spatial_stage,
+    model_stages,
+)
+
+IG_STEPS = 32  # Riemann steps of integrated gradients; all run as one internal batch
+
+
+@dataclass
+class Attribution:
+    """How much each input pixel mattered for ``target``: ``map`` (H, W) in [0, 1], 1 = most."""
+
+    method: str  # "grad-cam", "saliency", "integrated-gradients", "occlusion"
+    target: int  # the class explained
+    stage: str | None  # the stage Grad-CAM looked at (None for input-space methods)
+    map: torch.Tensor  # (H, W) in [0, 1] at input resolution
+    raw: torch.Tensor  # signed attribution: (C, H, W) for input methods, (h, w) at the stage for Grad-CAM
+    probability: float  # the model's probability of ``target`` for this image
+
+
+def _scaled(values: torch.Tensor) -> torch.Tensor:
+    top = values.max()
+    return values / top if top > 0 else torch.zeros_like(values)
+
+
+def _prepare(model: nn.Module, image: torch.Tensor, target: int | None) -> tuple[torch.Tensor, int, float]:
+    batch, _ = as_batch(model, image)
+    if batch.shape[0] != 1:
+        raise ConvlensError(f"image: attribution explains one image, got a batch of {batch.shape[0]}")
+    with torch.no_grad():
+        logits = model(batch)  # (1, classes)
+    target = check_target(model, target, logits[0])
+    probability = float(torch.softmax(logits[0].float(), dim=0)[target])
+    return batch, target, probability
+
+
+def last_conv_stage(model: nn.Module) -> str:
+    """The last stage that is (or contains) a convolution: Grad-CAM's default."""
+    names = [name for name, module in model_stages(model) if is_spatial_stage(module)]
+    if not names:
+        raise ConvlensError("model has no convolution stage; Grad-CAM needs one (try saliency)")
+    return names[-1]
+
+
+def grad_cam(
+    model: nn.Module, image: torch.Tensor, target: int | None = None, stage: str | None = None
+) -> Attribution:
+    """Grad-CAM at ``stage`` (default: the last conv stage) for ``target`` (default: the prediction)."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    with eval_mode(model):
+        batch, target, probability = _prepare(model, image, target)
+        stage = stage or last_conv_stage(model)
+        layer = find_stage(model, stage)
+        cam = LayerGradCam(model, layer).attribute(batch, target=target)  # (1, 1, h, w) or (1, F)
+        if cam.ndim != 4:
+            spatial = [n for n, m in model_stages(model) if is_spatial_stage(m)]
+            raise ConvlensError(
+                f"stage {stage!r} has no spatial feature map for Grad-CAM; choose one of: {', '.join(spatial)}"
+            )
+        upsampled = LayerAttribution.interpolate(
+            cam.relu(), tuple(batch.shape[-2:]), interpolate_mode="bilinear"
+        )  # (1, 1, H, W)
+    return Attribution(
+        method="grad-cam",
+        target=target,
+        stage=stage,
+        map=_scaled(upsampled[0, 0].detach().clamp_min(0)),
+        raw=cam[0, 0].detach(),
+        probability=probability,
+    )
+
+
+def _input_attribution(method: str, raw: torch.Tensor, target: int, probability: float) -> Attribution:
+    magnitude = raw.abs().sum(dim=0) if method != "occlusion" else raw.sum(dim=0).clamp_min(0)  # (H, W)
+    return Attribution(
+        method=method, target=target, stage=None, map=_scaled(magnitude), raw=raw, probability=probability
+    )
+
+
+def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -> Attribution:
+    """The gradient of the target's logit with respect to each pixel (Simonyan et al. 2014)."""
+    from captum.attr import Saliency
+
+    with eval_mode(model):
+        batch, target, probability = _prepare(model, image, target)
+        raw = Saliency(model).attribute(batch, target=target, abs=False)  # (1, C, H, W)
+    return _input_attribution("saliency", raw[0].detach(), target, probability)
+
+
+def integrated_gradients(
+    model: nn.Module, image: torch.Tensor, target: int | None = None, steps: int = IG_STEPS
+) -> Attribution:
+    """Gradients averaged along the path from a black image, times the pixel (Sundararajan et al. 2017)."""
+    from captum.attr import IntegratedGradients
+
+    if steps < 1:
+        raise ConvlensError(f"steps: expected at least 1, got {steps}")
+    with eval_mode(model):
+        batch, target, probability = _prepare(model, image, target)
+        raw = IntegratedGradients(model).attribute(
+            batch,
+            baselines=torch.zeros_like(batch),
+            target=target,
+            n_steps=steps,
+            internal_batch_size=min(steps, 64),
+        )  # fmt: skip  (1, C, H, W)
+    return _input_attribution("integrated-gradients", raw[0].detach(), target, probability)
+
+
+def occlusion(
+    model: nn.Module, image: torch.Tensor, target: int | None = None, window: int | None = None
+) -> Attribution:
+    """How much the target's logit drops when a black square hides each region."""
+    from captum.attr import Occlusion
+
+    with eval_mode(model):
+        batch, target, probability = _prepare(model, image, target)
+        channels, height, width = batch.shape[1:]
+        window = window or max(2, round(min(height, width) / 7))
+        if not 1 <= window <= min(height, width):
+            raise ConvlensError(f"window: expected 1..{min(height, width)} pixels, got {window}")
+        stride = max(1, window // 2)
+        raw = Occlusion(model).attribute(
+            batch,
+            sliding_window_shapes=(channels, window, window),
+            strides=(channels, stride, stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=64,
+        )  # fmt: skip  (1, C, H, W)
+    return _input_attribution("occlusion", raw[0].detach(), target, probability)
+
+
+METHODS = {
+    "grad-cam": grad_cam,
+    "saliency": saliency,
+    "integrated-gradients": integrated_gradients,
+    "occlusion": occlusion,
+}

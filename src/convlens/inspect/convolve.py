@@ -1,0 +1,153 @@
+"""Draw your own convolution: slide a kernel over a grayscale grid, with every cell's arithmetic.
+
+Written out by hand (unfold the patches, multiply, sum) rather than calling ``conv2d`` so
+the code reads like the picture; tests check it against ``scipy.signal.correlate2d``.
+Deep-learning "convolution" is cross-correlation: the kernel is not flipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convlens.errors import ConvlensError
+
+KERNELS: dict[str, list[list[float]]] = {
+    "edge": [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]],  # the seed's vertical-edge detector
+    "sobel-x": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
+    "sobel-y": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
+    "laplacian": [[0, 1, 0], [1, -4, 1], [0, 1, 0]],
+    "blur": [[1 / 9] * 3] * 3,
+    "sharpen": [[0, -1, 0], [-1, 5, -1], [0, -1, 0]],
+    "identity": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+}
+
+
+@dataclass
+class ConvolutionCell:
+    """How one output cell is made: the patch under the kernel, the products and their sum."""
+
+    row: int
+    col: int
+    rows: list[int]  # image rows under the kernel (outside 0..H-1: padding zeros)
+    cols: list[int]
+    patch: torch.Tensor  # (kH, kW)
+    padding: torch.Tensor  # (kH, kW) bool, True where the patch lies in the zero padding
+    kernel: torch.Tensor  # (kH, kW)
+    products: torch.Tensor  # patch * kernel
+    sum: float
+
+
+@dataclass
+class Convolution:
+    """A kernel slid over an image: the feature map and what produced it."""
+
+    image: torch.Tensor  # (H, W)
+    kernel: torch.Tensor  # (kH, kW)
+    stride: int
+    padding: int
+    output: torch.Tensor  # (H_out, W_out) feature map
+
+    def cell(self, row: int, col: int) -> ConvolutionCell:
+        """The arithmetic of output cell (row, col)."""
+        height, width = self.output.shape
+        if not (0 <= row < height and 0 <= col < width):
+            raise ConvlensError(
+                f"cell ({row}, {col}) is outside the {height}x{width} feature map; "
+                f"expected row 0..{height - 1}, col 0..{width - 1}"
+            )
+        kh, kw = self.kernel.shape
+        padded = F.pad(self.image, (self.padding,) * 4)  # (H + 2p, W + 2p)
+        top, left = row * self.stride, col * self.stride
+        patch = padded[top : top + kh, left : left + kw]
+        rows = [top - self.padding + k for k in range(kh)]
+        cols = [left - self.padding + k for k in range(kw)]
+        inside_rows = torch.tensor([0 <= r < self.image.shape[0] for r in rows])
+        inside_cols = torch.tensor([0 <= c < self.image.shape[1] for c in cols])
+        products = patch * self.kernel
+        return ConvolutionCell(
+            row=row,
+            col=col,
+            rows=rows,
+            cols=cols,
+            patch=patch,
+            padding=~(inside_rows[:, None] & inside_cols[None, :]),
+            kernel=self.kernel,
+            products=products,
+            sum=float(products.sum()),
+        )
+
+
+def parse_kernel(kernel) -> torch.Tensor:
+    """A kernel name (see KERNELS), a matrix as text ("1,0,-1; 2,0,-2" or JSON) or an array → (kH, kW)."""
+    if isinstance(kernel, str):
+        text = kernel.strip()
+        if text.lower() in KERNELS:
+            return torch.tensor(KERNELS[text.lower()], dtype=torch.float64)
+        kernel = _parse_matrix_text(text)
+    try:
+        values = np.asarray(kernel, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ConvlensError(
+            f"kernel {kernel!r}: expected a 2-D numeric matrix with rows of equal length"
+        ) from None
+    if values.ndim != 2 or values.size == 0:
+        raise ConvlensError(f"kernel: expected a 2-D numeric matrix, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ConvlensError("kernel: values must be finite numbers")
+    return torch.from_numpy(values.copy())
+
+
+def _parse_matrix_text(text: str) -> list:
+    names = ", ".join(KERNELS)
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ConvlensError(
+                f"kernel {text!r}: not valid JSON; expected e.g. [[-1,0,1],[-1,0,1]]"
+            ) from None
+    rows = [row for row in re.split(r"[;\n]", text) if row.strip()]
+    try:
+        matrix = [[float(v) for v in re.split(r"[,\s]+", row.strip())] for row in rows]
+    except ValueError:
+        raise ConvlensError(
+            f"kernel {text!r}: expected a name ({names}) or a numeric matrix such as '1,0,-1; 2,0,-2'"
+        ) from None
+    if not matrix or len({len(row) for row in matrix}) != 1:
+        raise ConvlensError(f"kernel {text!r}: rows must have the same number of values")
+    return matrix
+
+
+def _as_grid(image) -> torch.Tensor:
+    grid = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    if grid.ndim == 3 and grid.shape[0] == 1:
+        grid = grid[0]
+    if grid.ndim != 2:
+        raise ConvlensError(f"image: expected a 2-D grayscale grid (H, W), got shape {tuple(grid.shape)}")
+    if not (torch.is_floating_point(grid) or grid.dtype in (torch.uint8, torch.int32, torch.int64)):
+        raise ConvlensError(f"image: expected numeric pixels, got {grid.dtype}")
+    return grid.double()
+
+
+def convolve(image, kernel="edge", stride: int = 1, padding: int = 0) -> Convolution:
+    """Slide ``kernel`` over a grayscale ``image`` (H, W) with ``stride`` and zero ``padding``."""
+    grid, weights = _as_grid(image), parse_kernel(kernel)
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ConvlensError(f"stride: expected a whole number >= 1, got {stride!r}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ConvlensError(f"padding: expected a whole number >= 0, got {padding!r}")
+    kh, kw = weights.shape
+    padded = F.pad(grid, (padding,) * 4)  # (H + 2p, W + 2p), zeros around
+    if kh > padded.shape[0] or kw > padded.shape[1]:
+        raise ConvlensError(
+            f"kernel {kh}x{kw} is larger than the {padded.shape[0]}x{padded.shape[1]} (padded) image"
+        )
+    patches = padded.unfold(0, kh, stride).unfold(1, kw, stride)  # (H_out, W_out, kH, kW)
+    output = (patches * weights).sum(dim=(-2, -1))  # (H_out, W_out): multiply, then add up
+    return Convolution(image=grid, kernel=weights, stride=stride, padding=padding, output=output)

@@ -1,0 +1,154 @@
+"""What does a channel look for? Activation maximization and the dataset images that excite it most.
+
+Following Distill's "Feature Visualization" (Olah et al. 2017): optimize an image so one
+channel's mean activation is as high as possible, parameterized in Fourier space with a
+1/frequency scale (so the optimizer prefers smooth, natural-looking structure) and made
+robust with random jitter, scale and rotation at every step. The image is built at the
+model's own input size: upsampling a low-resolution image, as ImageNet recipes do, is
+what blurs Lucent's pictures of 28-pixel models. All channels are optimized as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from convlens.data.bundle import to_float
+from convlens.data.transforms import random_affine
+from convlens.errors import ConvlensError
+from convlens.inspect._stages import SOFTMAX, eval_mode, find_stage, input_shape, stage_names
+from convlens.inspect.hooks import StageRecorder
+
+
+@dataclass
+class FeatureVisualization:
+    """One optimized image per channel and how strongly it drives that channel."""
+
+    stage: str
+    channels: list[int]
+    images: torch.Tensor  # (K, C, H, W) pixels in [0, 1]
+    activation: torch.Tensor  # (K,) mean activation of each image's own channel, without transforms
+    steps: int
+
+
+@dataclass
+class TopImages:
+    """The k dataset images that drive each channel hardest (same measure as feature visualization)."""
+
+    stage: str
+    channels: list[int]
+    indices: torch.Tensor  # (K, k) indices into the image set, strongest first
+    scores: torch.Tensor  # (K, k) mean activation of the channel
+
+
+def _channel_count(model: nn.Module, stage: str) -> int:
+    shape = input_shape(model)
+    with eval_mode(model), torch.no_grad():
+        return int(_stage_output(model, stage, torch.zeros(1, *shape), keep_graph=False).shape[1])
+
+
+def _stage_output(model: nn.Module, stage: str, batch: torch.Tensor, keep_graph: bool) -> torch.Tensor:
+    """The stage's output for a batch: (N, C, h, w) or (N, F); the logits for ``softmax``."""
+    if stage == SOFTMAX:
+        return model(batch)
+    with StageRecorder(model, [stage], keep_graph=keep_graph) as recorder:
+        model(batch)
+    return recorder.outputs[stage]
+
+
+def _channel_scores(output: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """Mean activation of each row's own channel: output (K, C, ...) → (K,)."""
+    picked = output[torch.arange(output.shape[0]), channels]  # (K, ...) or (K,)
+    return picked.flatten(1).mean(dim=1) if picked.ndim > 1 else picked
+
+
+def _check_channels(model: nn.Module, stage: str, channels) -> list[int]:
+    if stage != SOFTMAX:
+        find_stage(model, stage)
+    elif stage not in stage_names(model):
+        raise ConvlensError(f"unknown stage {stage!r}")
+    count = _channel_count(model, stage)
+    chosen = list(range(count)) if channels is None else [int(c) for c in channels]
+    bad = [c for c in chosen if not 0 <= c < count]
+    if bad or not chosen:
+        raise ConvlensError(f"channels {bad or chosen}: stage {stage!r} has channels 0..{count - 1}")
+    return chosen
+
+
+def _frequency_scale(height: int, width: int) -> torch.Tensor:
+    """1 / |frequency| per rfft2 coefficient, so coarse structure is cheap and noise is expensive."""
+    fy = torch.fft.fftfreq(height)[:, None]  # (H, 1)
+    fx = torch.fft.rfftfreq(width)[None, :]  # (1, W//2+1)
+    frequency = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / max(height, width))
+    return (1.0 / frequency) / max(height, width)  # (H, W//2+1), about 1 at the lowest frequency
+
+
+def feature_visualization(
+    model: nn.Module,
+    stage: str,
+    channels: list[int] | None = None,
+    steps: int = 256,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> FeatureVisualization:
+    """Optimize one input image per channel of ``stage`` to maximize that channel's mean activation."""
+    chosen = _check_channels(model, stage, channels)
+    if steps < 1:
+        raise ConvlensError(f"steps: expected at least 1, got {steps}")
+    c, height, width = input_shape(model)
+    generator = torch.Generator().manual_seed(seed)
+    scale = _frequency_scale(height, width)  # (H, W//2+1)
+    spectrum_shape = (len(chosen), c, height, width // 2 + 1)
+    real = (torch.randn(spectrum_shape, generator=generator) * 0.01).requires_grad_()
+    imag = (torch.randn(spectrum_shape, generator=generator) * 0.01).requires_grad_()
+    targets = torch.tensor(chosen)
+
+    def image() -> torch.Tensor:
+        spatial = torch.fft.irfft2(torch.complex(real, imag) * scale, s=(height, width), norm="ortho")
+        return torch.sigmoid(spatial * 4)  # (K, C, H, W) in (0, 1)
+
+    optimizer = torch.optim.Adam([real, imag], lr=lr)
+    jitter = max(1, height // 14) / height  # a pixel of shift per 14: a few pixels on 28x28
+    with eval_mode(model):
+        for _ in range(steps):
+            moved = random_affine(image(), generator, degrees=5.0, scale=0.05, translate=jitter)
+            scores = _channel_scores(_stage_output(model, stage, moved, keep_graph=True), targets)
+            gradients = torch.autograd.grad(-scores.sum(), [real, imag])
+            optimizer.zero_grad()
+            real.grad, imag.grad = gradients
+            optimizer.step()
+        with torch.no_grad():
+            final = image()
+            activation = _channel_scores(_stage_output(model, stage, final, keep_graph=False), targets)
+    return FeatureVisualization(
+        stage=stage, channels=chosen, images=final.detach(), activation=activation.detach(), steps=steps
+    )
+
+
+def top_activating_images(
+    model: nn.Module,
+    images: torch.Tensor,
+    stage: str,
+    channels: list[int] | None = None,
+    k: int = 9,
+    batch_size: int = 500,
+) -> TopImages:
+    """The ``k`` images of ``images`` (N, C, H, W) with the highest mean activation per channel."""
+    chosen = _check_channels(model, stage, channels)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape(model)):
+        raise ConvlensError(
+            f"images: expected N x {'x'.join(map(str, input_shape(model)))}, got {tuple(images.shape)}"
+        )
+    k = max(1, min(k, images.shape[0]))
+    index = torch.tensor(chosen)
+    scores = []
+    with eval_mode(model), torch.no_grad():
+        for first in range(0, images.shape[0], batch_size):
+            batch = to_float(images[first : first + batch_size])  # (B, C, H, W)
+            output = _stage_output(model, stage, batch, keep_graph=False)[:, index]  # (B, K, ...)
+            scores.append(output.flatten(2).mean(dim=2) if output.ndim > 2 else output)
+    per_image = torch.cat(scores).T  # (K, N)
+    values, indices = per_image.topk(k, dim=1)
+    return TopImages(stage=stage, channels=chosen, indices=indices, scores=values)
