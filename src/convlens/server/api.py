@@ -86,12 +86,10 @@ def _model_card(run: LoadedRun) -> dict:
 
 
 def _build_card(run: LoadedRun) -> dict:
-    from convlens.inspect.receptive_field import receptive_fields
     from convlens.models import count_parameters
 
     meta, model = run.meta, run.model
-    with run.lock:
-        fields = receptive_fields(model)
+    fields = run.fields()
     stages = [
         {
             "name": field.stage,
@@ -124,12 +122,19 @@ def test_images(
     run: LoadedRun = Depends(get_run),
     start: int = Query(0, ge=0, description="index of the first image"),
     count: int = Query(24, ge=1, le=MAX_TEST_IMAGES, description="how many images"),
+    spread: bool = Query(False, description="evenly spaced over the whole split instead of consecutive"),
 ) -> dict:
-    """Images ``start``..``start+count`` of the test split with their true classes."""
+    """``count`` images of the test split from ``start`` (consecutive, or spread over the split,
+    which shows every class of a split sorted by class) with their true classes."""
     from convlens.data import to_float
 
     images, labels = run.test_split()
-    stop = min(start + count, images.shape[0])
+    total = images.shape[0]
+    if spread:
+        step = max(1, (total - start) // count)
+        indices = list(range(start, total, step))[:count]
+    else:
+        indices = list(range(start, min(start + count, total)))
     return {
         "total": int(images.shape[0]),
         "images": [
@@ -139,7 +144,7 @@ def test_images(
                 "class": run.class_names[int(labels[index])],
                 "pixels": packed(to_float(images[index])),
             }
-            for index in range(start, stop)
+            for index in indices
         ],
     }
 
@@ -161,7 +166,7 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
 def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     """What the network overview draws: one output per stage (channels × H × W for conv stages),
     in forward order, ending with the softmax; values as base64 float32 (see PackedTensor)."""
-    from convlens.inspect.hooks import activations
+    from convlens.inspect import activations
 
     run, image = request.run, request.image
     with run.lock:

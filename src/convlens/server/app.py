@@ -100,7 +100,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(run_dirs: list[str | Path]) -> FastAPI:
     """The explorer for the given run folders (or checkpoint .json files); the first is shown first."""
     from convlens import __version__
-    from convlens.server import api, explain, playground
+    from convlens.server import api, explain, layers, playground
 
     app = FastAPI(
         title="convlens explorer",
@@ -112,6 +112,7 @@ def create_app(run_dirs: list[str | Path]) -> FastAPI:
     app.include_router(api.router)
     app.include_router(explain.router)
     app.include_router(playground.router)
+    app.include_router(layers.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

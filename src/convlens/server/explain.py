@@ -47,13 +47,12 @@ def arithmetic(
     """Recomputes output cell (channel, row, col) of ``stage`` by hand — input patch, kernel,
     products, sums, bias (or window max, normalization, weighted sum, softmax) — next to the
     layer's own output, plus the input region the cell sees (its receptive field)."""
-    from convlens.inspect.arithmetic import cell_arithmetic
-    from convlens.inspect.receptive_field import receptive_field
+    from convlens.inspect import cell_arithmetic
 
     run, image = request.run, request.image
     with run.lock:
         cell = cell_arithmetic(run.model, image.pixels, stage, channel, row, col)
-        field = receptive_field(run.model, stage)
+    field = run.stage_field(stage)
     _, height, width = run.input_shape
     top, bottom, left, right = field.region(row, col, (height, width))
     region = {"top": top, "bottom": bottom, "left": left, "right": right, "whole_image": field.whole_image}
@@ -68,7 +67,7 @@ def attribution(
     stage: str | None = Form(None, description="Grad-CAM only: the conv stage [default: the last one]"),
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
-    import convlens.inspect.attribution as attributions
+    import convlens.inspect as attributions
 
     run, image = request.run, request.image
     target = run.check_class(target)

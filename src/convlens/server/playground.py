@@ -42,7 +42,7 @@ class ConvolveResponse(BaseModel):
 
 @router.get("", summary="Kernel presets and sample pictures for the playground")
 def presets() -> dict:
-    from convlens.inspect.convolve import KERNELS
+    from convlens.inspect import KERNELS
     from convlens.inspect.pictures import PHOTOS, XRAY
 
     return {"kernels": KERNELS, "pictures": ["smiley", "digits:0", "digits:3", *PHOTOS, XRAY]}
@@ -71,7 +71,7 @@ def picture(
 def convolve_endpoint(request: ConvolveRequest) -> dict:
     """``convlens.inspect.convolve``: the feature map plus each cell's products and sum, which
     the page replays one cell at a time."""
-    from convlens.inspect.convolve import convolve
+    from convlens.inspect import convolve
 
     height = len(request.image)
     width = len(request.image[0]) if height else 0

@@ -30,7 +30,7 @@ class LoadedRun:
     model: torch.nn.Module
     meta: dict
     # Hooks and gradients touch the shared model, so explanations run one at a time per run.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     cache: dict = field(default_factory=dict, repr=False)  # results that never change, e.g. the card
     _test_split: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _test_error: str | None = field(default=None, repr=False)
@@ -50,6 +50,27 @@ class LoadedRun:
         if not 0 <= index < len(self.class_names):
             raise ConvlensError(f"{name} must be a class index 0..{len(self.class_names) - 1}, got {index}")
         return int(index)
+
+    def fields(self) -> list:
+        """Every stage's output shape, parameters and receptive field (``inspect.receptive_fields``)."""
+        from convlens.inspect import receptive_fields
+
+        if "fields" not in self.cache:
+            with self.lock:
+                self.cache["fields"] = receptive_fields(self.model)
+        return self.cache["fields"]
+
+    def stage_field(self, stage: str):
+        """The receptive-field facts of one stage; an unknown name lists the valid ones."""
+        for stage_field in self.fields():
+            if stage_field.stage == stage:
+                return stage_field
+        names = ", ".join(f.stage for f in self.fields())
+        raise ConvlensError(f"unknown stage {stage!r}; this model's stages are: {names}")
+
+    def model_channels(self, stage: str) -> int:
+        """How many channels (or units) stage ``stage`` outputs."""
+        return int(self.stage_field(stage).output_shape[0])
 
     def test_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's test images (N, C, H, W) uint8 and labels (N,), loaded once on first use."""

@@ -1,0 +1,125 @@
+"""What each layer learned: a stage's filters, feature-visualization images per channel, and the
+test images that drive a channel hardest — all from ``convlens.inspect``, cached per run
+because the weights never change while the server runs.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+
+from convlens.errors import ConvlensError
+from convlens.server.deps import get_run
+from convlens.server.encode import packed
+from convlens.server.runs import LoadedRun
+
+router = APIRouter(prefix="/api")
+FEATURE_STEPS = 128  # enough for a recognisable pattern on 28-pixel inputs in about a second
+MAX_CHANNELS = 64  # one request optimizes at most this many channels at once
+TOP_K = 9
+
+
+def _cached(run: LoadedRun, key: tuple, compute):
+    if key not in run.cache:
+        with run.lock:
+            if key not in run.cache:
+                run.cache[key] = compute()
+    return run.cache[key]
+
+
+def _spatial_stage(run: LoadedRun, stage: str) -> None:
+    """Feature visualization and top images need a stage with channels: not normalize or softmax."""
+    if stage == "normalize" or len(run.stage_field(stage).output_shape) != 3:
+        raise ConvlensError(
+            f"stage {stage!r} has no channels to visualize; choose a conv, relu or pool stage"
+        )
+
+
+@router.get("/runs/{run_id}/filters", summary="The kernels of a stage's convolution(s)")
+def filters(
+    run: LoadedRun = Depends(get_run),
+    stage: str = Query(..., description="a stage that is or contains a convolution, e.g. conv1"),
+) -> JSONResponse:
+    """Every kernel as (C_out, C_in/groups, kH, kW), with the bias and geometry."""
+    from convlens.inspect import conv_filters
+
+    found = _cached(run, ("filters", stage), lambda: conv_filters(run.model, stage))
+    return JSONResponse(
+        {
+            "stage": stage,
+            "convolutions": [
+                {
+                    "name": conv.stage,
+                    "weight": packed(conv.weight),
+                    "bias": conv.bias.tolist() if conv.bias is not None else None,
+                    "stride": list(conv.stride),
+                    "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
+                    "scale": float(conv.weight.abs().max()),
+                }
+                for conv in found
+            ],
+        }
+    )
+
+
+@router.get("/runs/{run_id}/features", summary="Feature visualization: an image per channel")
+def features(
+    run: LoadedRun = Depends(get_run),
+    stage: str = Query(..., description="a stage with channels, e.g. conv2 or relu2"),
+) -> JSONResponse:
+    """For each channel of ``stage`` (up to 64), an input optimized to excite it most
+    (activation maximization), and the mean activation it reaches."""
+    from convlens.inspect import feature_visualization
+
+    _spatial_stage(run, stage)
+
+    def compute():
+        channels = list(range(min(MAX_CHANNELS, run.model_channels(stage))))
+        return feature_visualization(run.model, stage, channels, steps=FEATURE_STEPS)
+
+    result = _cached(run, ("features", stage), compute)
+    return JSONResponse(
+        {
+            "stage": stage,
+            "channels": result.channels,
+            "steps": result.steps,
+            "images": packed(result.images),
+            "activation": result.activation.tolist(),
+        }
+    )
+
+
+@router.get("/runs/{run_id}/top-images", summary="The test images that excite one channel most")
+def top_images(
+    run: LoadedRun = Depends(get_run),
+    stage: str = Query(..., description="a stage with channels"),
+    channel: int = Query(..., ge=0, description="the channel"),
+) -> JSONResponse:
+    """The 9 test images with the highest mean activation of the channel, strongest first."""
+    from convlens.data import to_float
+    from convlens.inspect import top_activating_images
+
+    _spatial_stage(run, stage)
+    count = run.model_channels(stage)
+    if channel >= count:
+        raise ConvlensError(f"channel must be 0..{count - 1} for stage {stage!r}, got {channel}")
+    images, labels = run.test_split()
+    result = _cached(run, ("top", stage), lambda: top_activating_images(run.model, images, stage, k=TOP_K))
+    row = result.channels.index(channel)
+    indices = result.indices[row].tolist()
+    return JSONResponse(
+        {
+            "stage": stage,
+            "channel": channel,
+            "images": [
+                {
+                    "index": index,
+                    "label": int(labels[index]),
+                    "class": run.class_names[int(labels[index])],
+                    "score": float(score),
+                    "pixels": packed(to_float(images[index])),
+                }
+                for index, score in zip(indices, result.scores[row].tolist(), strict=True)
+            ],
+        }
+    )

@@ -1,0 +1,69 @@
+// Fool it: FGSM / PGD with an ε slider; original, amplified perturbation, adversarial image
+// and both probability bars, all as the server's attack returned them.
+
+import { postImage, unpack } from "./api.js";
+import { diverging, el, message, paintImage, paintPlane, percent, probabilityBars } from "./draw.js";
+
+export class AttackView {
+  constructor(refresh) {
+    this.eps = document.getElementById("attack-eps");
+    this.epsText = document.getElementById("attack-eps-value");
+    this.method = document.getElementById("attack-method");
+    this.target = document.getElementById("attack-target");
+    this.images = document.getElementById("attack-images");
+    this.before = document.getElementById("attack-before");
+    this.after = document.getElementById("attack-after");
+    this.verdict = document.getElementById("attack-verdict");
+    const changed = () => {
+      this.epsText.textContent = Number(this.eps.value).toFixed(2);
+      refresh();
+    };
+    this.eps.addEventListener("input", changed);
+    this.method.addEventListener("change", changed);
+    this.target.addEventListener("change", changed);
+  }
+
+  runChanged(state) {
+    this.target.replaceChildren(new Option("none (untargeted)", ""),
+      ...state.card.class_names.map((name, i) => new Option(name, String(i))));
+  }
+
+  fail(error) {
+    message(this.verdict, error.message, "error");
+  }
+
+  async update(state) {
+    const body = await postImage(`/api/runs/${encodeURIComponent(state.run.id)}/attack`, state.input, {
+      method: this.method.value,
+      eps: this.eps.value,
+      target: this.target.value,
+    });
+    const eps = body.summary.eps;
+    const original = unpack(body.input);
+    const perturbation = unpack(body.perturbation);
+    const [channels, height, width] = perturbation.shape;
+    const big = (canvas) => {
+      canvas.style.width = `${width * 6}px`;
+      canvas.style.height = `${height * 6}px`;
+      return canvas;
+    };
+    // the perturbation is at most ε per pixel: drawn with ε as full colour, i.e. amplified 1/ε times
+    const noise = paintPlane(document.createElement("canvas"), perturbation.data, 0, height, width,
+      (v) => diverging(v, eps || 1));
+    this.images.replaceChildren(
+      el("figure", {}, big(paintImage(document.createElement("canvas"), original)), el("figcaption", { text: "original" })),
+      el("figure", {}, big(noise), el("figcaption", { text: `perturbation (±${eps.toFixed(2)}, amplified${channels > 1 ? ", channel 0" : ""})` })),
+      el("figure", {}, big(paintImage(document.createElement("canvas"), unpack(body.adversarial))),
+        el("figcaption", { text: "adversarial" }))
+    );
+    const names = state.card.class_names;
+    probabilityBars(this.before, body.clean.probabilities, names);
+    probabilityBars(this.after, body.attacked.probabilities, names, body.clean.probabilities);
+    const was = body.clean.top[0];
+    const now = body.attacked.top[0];
+    this.verdict.textContent = `${body.summary.method.toUpperCase()} ε = ${eps.toFixed(2)}: ` +
+      `${was.class} (${percent(was.probability)}) → ${now.class} (${percent(now.probability)})` +
+      (was.index !== now.index ? " — fooled" : " — not fooled");
+    this.verdict.dataset.prediction = now.class;
+  }
+}

@@ -1,0 +1,146 @@
+// The input panel: draw with mouse or touch, upload a file, or pick a test image.
+// The canvas is sent as PNG; the server downsamples it to the model's input.
+
+import { getJSON, unpack } from "./api.js";
+import { el, gray, message, paintImage, paintPlane } from "./draw.js";
+
+const BRUSH = 22; // pixels on the 280 x 280 canvas: about one MNIST stroke width
+
+export class InputPanel {
+  constructor(onChange) {
+    this.onChange = onChange; // called with the new input {kind: "blob"|"test", ...}
+    this.canvas = document.getElementById("draw-canvas");
+    this.ctx = this.canvas.getContext("2d");
+    this.seen = document.getElementById("seen-canvas");
+    this.overlay = document.getElementById("seen-overlay");
+    this.strip = document.getElementById("test-strip");
+    this.input = null;
+    this.drawing = false;
+    this.clear(false);
+    this.canvas.addEventListener("pointerdown", (e) => this.start(e));
+    this.canvas.addEventListener("pointermove", (e) => this.move(e));
+    for (const type of ["pointerup", "pointercancel", "pointerleave"]) {
+      this.canvas.addEventListener(type, () => this.stop());
+    }
+    document.getElementById("clear-button").addEventListener("click", () => this.clear(true));
+    document.getElementById("upload-input").addEventListener("change", (e) => this.upload(e.target.files[0]));
+  }
+
+  clear(notify) {
+    this.ctx.fillStyle = "black";
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    this.input = null;
+    if (notify) this.sendCanvas();
+  }
+
+  point(event) {
+    const box = this.canvas.getBoundingClientRect();
+    return [
+      ((event.clientX - box.left) / box.width) * this.canvas.width,
+      ((event.clientY - box.top) / box.height) * this.canvas.height,
+    ];
+  }
+
+  start(event) {
+    event.preventDefault();
+    this.canvas.setPointerCapture?.(event.pointerId);
+    this.drawing = true;
+    this.last = this.point(event);
+    this.stroke(this.last);
+  }
+
+  move(event) {
+    if (!this.drawing) return;
+    event.preventDefault();
+    this.stroke(this.point(event));
+  }
+
+  stop() {
+    if (!this.drawing) return;
+    this.drawing = false;
+    this.sendCanvas();
+  }
+
+  stroke(to) {
+    const ctx = this.ctx;
+    ctx.strokeStyle = "white";
+    ctx.lineWidth = BRUSH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(...this.last);
+    ctx.lineTo(...to);
+    ctx.stroke();
+    this.last = to;
+    this.sendCanvas(); // throttled by main.js: at most one request in flight
+  }
+
+  sendCanvas() {
+    this.canvas.toBlob((blob) => {
+      this.input = { kind: "blob", blob, name: "drawing.png" };
+      this.onChange(this.input);
+    }, "image/png");
+  }
+
+  upload(file) {
+    if (!file) return;
+    const url = URL.createObjectURL(file);
+    const picture = new Image();
+    picture.onload = () => {
+      this.ctx.fillStyle = "black";
+      this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+      this.ctx.drawImage(picture, 0, 0, this.canvas.width, this.canvas.height);
+      URL.revokeObjectURL(url);
+    };
+    picture.src = url;
+    this.input = { kind: "blob", blob: file, name: file.name };
+    this.onChange(this.input);
+  }
+
+  pickTest(item) {
+    const pixels = unpack(item.pixels);
+    const small = paintImage(document.createElement("canvas"), pixels);
+    this.ctx.imageSmoothingEnabled = false;
+    this.ctx.drawImage(small, 0, 0, this.canvas.width, this.canvas.height);
+    this.input = { kind: "test", index: item.index, label: item.label };
+    this.onChange(this.input);
+  }
+
+  async loadTestImages(runId) {
+    this.strip.replaceChildren();
+    try {
+      const body = await getJSON(`/api/runs/${encodeURIComponent(runId)}/test-images?count=30&spread=true`);
+      for (const item of body.images) {
+        const thumb = paintImage(el("canvas", { class: "thumb", title: `test image ${item.index}: ${item.class}` }),
+          unpack(item.pixels));
+        thumb.dataset.index = item.index;
+        thumb.addEventListener("click", () => this.pickTest(item));
+        this.strip.append(thumb);
+      }
+    } catch (error) {
+      message(this.strip, error.message, "error");
+    }
+  }
+
+  // What the model sees (the server's resized input), with an optional receptive-field box.
+  showSeen(packed, box = null) {
+    const tensor = unpack(packed);
+    paintImage(this.seen, tensor);
+    this.outline(box, tensor.shape[1], tensor.shape[2]);
+  }
+
+  outline(box, height, width) {
+    const scale = 8;
+    this.overlay.width = (width || this.seen.width) * scale;
+    this.overlay.height = (height || this.seen.height) * scale;
+    const ctx = this.overlay.getContext("2d");
+    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    if (!box) return;
+    ctx.strokeStyle = "#00e0ff";
+    ctx.lineWidth = 3;
+    ctx.strokeRect(box.left * scale, box.top * scale, (box.right - box.left + 1) * scale,
+      (box.bottom - box.top + 1) * scale);
+  }
+}
+
+export { gray, paintPlane };

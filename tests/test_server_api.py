@@ -1,0 +1,307 @@
+"""The explorer's JSON API, checked against independent computations on a trained digits model.
+
+Feature maps are compared with running the model's stages one by one by hand; probabilities
+with a plain softmax of the model's logits; the playground with scipy's correlate2d.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from convlens.server import create_app
+from convlens.server.encode import unpacked
+
+
+@pytest.fixture(scope="module")
+def client(digits_run) -> TestClient:
+    return TestClient(create_app([digits_run]), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_id(digits_run) -> str:
+    return digits_run.name
+
+
+def by_hand(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stage's output, running the stages one after another without hooks."""
+    outputs, x = {}, image.unsqueeze(0)  # (1, C, H, W)
+    with torch.no_grad():
+        for name, module in model.stages():
+            x = module(x)
+            outputs[name] = x[0]
+    outputs["softmax"] = torch.softmax(x[0], dim=0)
+    return outputs
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_runs_lists_the_loaded_run(client, run_id, digits_model):
+    runs = client.get("/api/runs").json()
+    assert [r["id"] for r in runs] == [run_id]
+    assert runs[0]["input_shape"] == [1, 8, 8]
+    assert runs[0]["test_accuracy"] == pytest.approx(digits_model[1]["metrics"]["test_accuracy"])
+
+
+def test_model_card_matches_model_and_checkpoint(client, run_id, digits_model):
+    from convlens.models import count_parameters
+
+    model, meta = digits_model
+    card = client.get(f"/api/runs/{run_id}").json()
+    stages = dict(model.stages())
+    assert [s["name"] for s in card["stages"]] == [*stages, "softmax"]
+    for stage in card["stages"][:-1]:
+        assert stage["parameters"] == count_parameters(stages[stage["name"]])
+    assert card["parameters"] == count_parameters(model)
+    conv1 = next(s for s in card["stages"] if s["name"] == "conv1")
+    assert conv1["shape"] == [16, 8, 8] and conv1["receptive_field"] == [3, 3]
+    assert card["history"] == meta["history"]
+    assert card["metrics"]["confusion"] == meta["metrics"]["confusion"]
+
+
+def test_test_images_are_the_data_sets(client, run_id, digits):
+    body = client.get(f"/api/runs/{run_id}/test-images", params={"start": 5, "count": 3}).json()
+    assert body["total"] == len(digits.test_labels)
+    for item in body["images"]:
+        expected = digits.test_images[item["index"]].float() / 255
+        assert np.allclose(unpacked(item["pixels"]), expected.numpy())
+        assert item["label"] == int(digits.test_labels[item["index"]])
+    spread = client.get(f"/api/runs/{run_id}/test-images", params={"count": 10, "spread": True}).json()
+    indices = [item["index"] for item in spread["images"]]
+    assert len(indices) == 10 and indices[-1] > 300
+
+
+def test_predict_test_image_equals_softmax_of_logits(client, run_id, digits_model, digits):
+    model, _ = digits_model
+    body = client.post(f"/api/runs/{run_id}/predict", data={"test_index": 7}).json()
+    image = digits.test_images[7].float() / 255
+    with torch.no_grad():
+        expected = torch.softmax(model(image.unsqueeze(0))[0], dim=0)
+    assert np.allclose(body["probabilities"], expected.numpy(), atol=1e-6)
+    assert body["top"][0]["index"] == int(expected.argmax())
+    assert body["label"] == int(digits.test_labels[7])
+
+
+def test_predict_upload_equals_cli_reading_of_the_same_file(client, run_id, digits_model, tmp_path):
+    from convlens.data import load_image
+
+    model, _ = digits_model
+    rng = np.random.default_rng(0)
+    picture = (rng.random((40, 30)) * 255).astype(np.uint8)  # any size: resized like `convlens predict`
+    (tmp_path / "p.png").write_bytes(png_bytes(picture))
+    body = client.post(
+        f"/api/runs/{run_id}/predict", files={"image": ("p.png", png_bytes(picture), "image/png")}
+    ).json()
+    image = load_image(tmp_path / "p.png", (1, 8, 8))
+    assert np.allclose(unpacked(body["input"]), image.numpy())
+    with torch.no_grad():
+        expected = torch.softmax(model(image.unsqueeze(0))[0], dim=0)
+    assert np.allclose(body["probabilities"], expected.numpy(), atol=1e-6)
+
+
+def test_activations_equal_stages_run_by_hand(client, run_id, digits_model, digits):
+    model, _ = digits_model
+    body = client.post(f"/api/runs/{run_id}/activations", data={"test_index": 3}).json()
+    expected = by_hand(model, digits.test_images[3].float() / 255)
+    assert [s["name"] for s in body["stages"]] == list(expected)
+    for stage in body["stages"]:
+        values = unpacked(stage["output"])
+        assert values.shape == tuple(expected[stage["name"]].shape) == tuple(stage["shape"])
+        assert np.allclose(values, expected[stage["name"]].numpy(), atol=1e-5), stage["name"]
+        assert stage["min"] == pytest.approx(float(values.min())) and stage["max"] == pytest.approx(
+            float(values.max())
+        )
+
+
+@pytest.mark.parametrize(
+    ("stage", "channel", "row", "col"),
+    [
+        ("normalize", 0, 2, 3),
+        ("conv1", 5, 0, 7),
+        ("relu1", 5, 4, 4),
+        ("pool1", 2, 1, 3),
+        ("conv2", 9, 2, 1),
+        ("flatten", 17, 0, 0),
+        ("fc", 4, 0, 0),
+        ("softmax", 6, 0, 0),
+    ],
+)
+def test_arithmetic_equals_real_activations(client, run_id, digits_model, digits, stage, channel, row, col):
+    model, _ = digits_model
+    body = client.post(
+        f"/api/runs/{run_id}/arithmetic",
+        data={"test_index": 11, "stage": stage, "channel": channel, "row": row, "col": col},
+    ).json()
+    real = by_hand(model, digits.test_images[11].float() / 255)[stage]
+    value = float(real[channel, row, col]) if real.ndim == 3 else float(real[channel])
+    cell = body["cell"]
+    assert cell["output"] == pytest.approx(value, abs=1e-5)
+    assert cell["total"] == pytest.approx(value, abs=1e-4)
+    if stage == "conv1":  # patch x kernel summed + bias, recomputed from the JSON numbers
+        products = np.array(cell["patch"]) * np.array(cell["kernel"])
+        assert products.sum() + cell["bias"] == pytest.approx(value, abs=1e-4)
+        assert np.allclose(cell["kernel"], model.body.conv1.weight[channel].detach().numpy())
+
+
+def test_arithmetic_receptive_field_outline(client, run_id):
+    body = client.post(
+        f"/api/runs/{run_id}/arithmetic", data={"test_index": 0, "stage": "conv1", "row": 0, "col": 5}
+    ).json()
+    assert body["receptive_field"] == {"top": 0, "bottom": 1, "left": 4, "right": 6, "whole_image": False}
+    pool = client.post(
+        f"/api/runs/{run_id}/arithmetic", data={"test_index": 0, "stage": "pool1", "row": 1, "col": 1}
+    ).json()
+    assert pool["receptive_field"] == {"top": 1, "bottom": 4, "left": 1, "right": 4, "whole_image": False}
+    fc = client.post(f"/api/runs/{run_id}/arithmetic", data={"test_index": 0, "stage": "fc"}).json()
+    assert fc["receptive_field"]["whole_image"] is True
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "saliency", "integrated_gradients", "occlusion"])
+def test_attribution_maps(client, run_id, digits_model, digits, method):
+    model, _ = digits_model
+    body = client.post(f"/api/runs/{run_id}/attribution", data={"test_index": 2, "method": method}).json()
+    heat = unpacked(body["map"])
+    assert heat.shape == (8, 8) and heat.min() >= 0 and heat.max() == pytest.approx(1.0)
+    with torch.no_grad():
+        predicted = int(model((digits.test_images[2].float() / 255).unsqueeze(0)).argmax())
+    assert body["target"] == predicted
+    chosen = client.post(
+        f"/api/runs/{run_id}/attribution", data={"test_index": 2, "method": method, "target": 3}
+    ).json()
+    assert chosen["target"] == 3
+
+
+def test_attack_stays_within_eps_and_reports_the_adversarial_probabilities(client, run_id, digits_model):
+    model, _ = digits_model
+    body = client.post(
+        f"/api/runs/{run_id}/attack", data={"test_index": 4, "method": "pgd", "eps": 0.2, "steps": 5}
+    ).json()
+    original, adversarial = unpacked(body["input"]), unpacked(body["adversarial"])
+    assert np.abs(adversarial - original).max() <= 0.2 + 1e-6
+    assert np.allclose(unpacked(body["perturbation"]), adversarial - original, atol=1e-6)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(adversarial.copy()).unsqueeze(0))[0], dim=0)
+    assert np.allclose(body["attacked"]["probabilities"], expected.numpy(), atol=1e-5)
+    still = client.post(f"/api/runs/{run_id}/attack", data={"test_index": 4, "eps": 0}).json()
+    assert np.allclose(unpacked(still["adversarial"]), original)
+    assert np.allclose(still["attacked"]["probabilities"], still["clean"]["probabilities"], atol=1e-6)
+
+
+def test_attack_on_a_drawing_attacks_the_prediction(client, run_id):
+    drawing = np.zeros((64, 64), np.uint8)
+    drawing[10:54, 28:36] = 255
+    body = client.post(
+        f"/api/runs/{run_id}/attack",
+        files={"image": ("d.png", png_bytes(drawing), "image/png")},
+        data={"eps": 0.3, "target": 5},
+    ).json()
+    assert body["label"] is None
+    assert body["attacked_label"] == body["clean"]["top"][0]["index"]
+    assert body["summary"]["target"] == 5
+
+
+def test_filters_are_the_models_kernels(client, run_id, digits_model):
+    model, _ = digits_model
+    body = client.get(f"/api/runs/{run_id}/filters", params={"stage": "conv2"}).json()
+    (conv,) = body["convolutions"]
+    assert np.allclose(unpacked(conv["weight"]), model.body.conv2.weight.detach().numpy())
+    assert conv["bias"] == pytest.approx(model.body.conv2.bias.tolist())
+
+
+def test_features_and_top_images(client, run_id, digits_model, digits):
+    model, _ = digits_model
+    body = client.get(f"/api/runs/{run_id}/features", params={"stage": "relu1"}).json()
+    images = unpacked(body["images"])
+    assert images.shape == (16, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    top = client.get(f"/api/runs/{run_id}/top-images", params={"stage": "relu1", "channel": 3}).json()
+    scores = [item["score"] for item in top["images"]]
+    assert len(scores) == 9 and scores == sorted(scores, reverse=True)
+    all_scores = [
+        float(by_hand(model, digits.test_images[i].float() / 255)["relu1"][3].mean())
+        for i in range(len(digits.test_labels))
+    ]
+    assert scores[0] == pytest.approx(max(all_scores), abs=1e-5)
+    assert top["images"][0]["index"] == int(np.argmax(all_scores))
+
+
+def test_playground_edge_kernel_on_smiley_equals_scipy(client):
+    from scipy.signal import correlate2d
+
+    from convlens.inspect import KERNELS, SMILEY
+
+    presets = client.get("/api/playground").json()
+    assert presets["kernels"]["edge"] == KERNELS["edge"]
+    smiley = client.get("/api/playground/picture", params={"name": "smiley"}).json()["image"]
+    assert smiley == SMILEY.tolist()
+    body = client.post("/api/playground/convolve", json={"image": smiley, "kernel": "edge"}).json()
+    expected = correlate2d(np.array(smiley), np.array(KERNELS["edge"]), mode="valid")
+    assert np.allclose(body["output"], expected)
+    assert len(body["cells"]) == 36
+    cell = body["cells"][7]  # row 1, col 1
+    assert (cell["row"], cell["col"]) == (1, 1) and cell["rows"] == [1, 2, 3]
+    assert np.sum(cell["products"]) == pytest.approx(expected[1, 1])
+    padded = client.post(
+        "/api/playground/convolve",
+        json={"image": smiley, "kernel": [[1, 2], [3, 4]], "padding": 1, "stride": 2},
+    ).json()
+    expected = correlate2d(np.pad(np.array(smiley), 1), np.array([[1, 2], [3, 4]]), mode="valid")[::2, ::2]
+    assert np.allclose(padded["output"], expected)
+
+
+def test_playground_photo_is_resized(client):
+    body = client.get("/api/playground/picture", params={"name": "camera", "size": 12}).json()
+    grid = np.array(body["image"])
+    assert grid.shape == (12, 12) and grid.min() >= 0 and grid.max() <= 1
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/predict",
+        "/api/runs/{run_id}/activations",
+        "/api/runs/{run_id}/arithmetic",
+        "/api/runs/{run_id}/attribution",
+        "/api/runs/{run_id}/attack",
+        "/api/runs/{run_id}/features",
+        "/api/runs/{run_id}/filters",
+        "/api/runs/{run_id}/top-images",
+        "/api/playground/convolve",
+    ):
+        assert path in paths, path
+    assert "test_index" in str(paths["/api/runs/{run_id}/predict"]) or "Body_" in str(paths)
+
+
+def test_page_and_static_files(client):
+    page = client.get("/")
+    assert page.status_code == 200 and '<script type="module" src="/static/main.js">' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    script = client.get("/static/main.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+
+
+def test_several_runs_are_switchable(tmp_path, digits_run, digits):
+    from convlens.train import TrainConfig, fit
+
+    other = tmp_path / "nested" / digits_run.name  # same folder name: ids must still differ
+    fit(digits, TrainConfig(model="tinyvgg", epochs=1, seed=1), other, overwrite=True)
+    client = TestClient(create_app([digits_run, other]))
+    ids = [r["id"] for r in client.get("/api/runs").json()]
+    assert len(set(ids)) == 2
+    models = {client.get(f"/api/runs/{i}").json()["model"]["name"] for i in ids}
+    assert models == {"convnet", "tinyvgg"}
+    one = client.post(f"/api/runs/{ids[0]}/predict", data={"test_index": 0}).json()["probabilities"]
+    two = client.post(f"/api/runs/{ids[1]}/predict", data={"test_index": 0}).json()["probabilities"]
+    assert one != two
