@@ -61,8 +61,11 @@ def as_batch(model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, bool]
         )
     if not torch.is_floating_point(batch):
         batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return batch.to(device=device, dtype=torch.float32), single
+    return batch.to(device=model_device(model), dtype=torch.float32), single
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def _prepare(model: nn.Module, image: torch.Tensor, target: int | None) -> tuple
         logits = model(batch)  # (1, classes)
     target = check_target(model, target, logits[0])
     probability = float(torch.softmax(logits[0].float(), dim=0)[target])
-    return batch, target, probability
+    return batch.clone().requires_grad_(), target, probability
 
 
 def last_conv_stage(model: nn.Module) -> str:

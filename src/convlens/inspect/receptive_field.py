@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, eval_mode, find_stage, input_shape, model_stages
+from convlens.inspect._stages import (
+    SOFTMAX,
+    eval_mode,
+    find_stage,
+    input_shape,
+    model_device,
+    model_stages,
+)
 from convlens.inspect.arithmetic import conv_padding
 from convlens.inspect.hooks import StageRecorder
 
@@ -93,7 +100,7 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
     if shape is None:
         raise ConvlensError("model: receptive fields need a model with an input shape (in_shape)")
     with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
-        logits = model(torch.zeros(1, *shape, device=next(model.parameters()).device))  # (1, classes)
+        logits = model(torch.zeros(1, *shape, device=model_device(model)))  # (1, classes)
     geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0])
     fields = []
     for name, module in model_stages(model):
