@@ -54,7 +54,11 @@ def serve_runs(
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     config = uvicorn.Config(application, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C it caught
+        pass
+    err.print("explorer stopped")
 
 
 def listening_socket(host: str, port: int):

@@ -5,7 +5,7 @@ import { postImage, unpack } from "./api.js";
 import { diverging, el, message, paintPlane, percent, probabilityBars } from "./draw.js";
 import { showArithmetic } from "./arithmetic.js";
 
-const MAP_PIXELS = 46; // on-screen size of the largest side of every feature map, as in CNN Explainer
+const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
 
 export class Overview {
   constructor(inputPanel) {
@@ -32,6 +32,7 @@ export class Overview {
     this.state = state;
     this.inputPanel.showSeen(body.input);
     this.draw(body, state);
+    this.network.dataset.source = body.source; // which input these maps belong to
     probabilityBars(this.probabilities, body.probabilities, state.card.class_names);
     const best = body.top[0];
     this.prediction.replaceChildren(
@@ -53,7 +54,7 @@ export class Overview {
     const scale = Math.max(Math.abs(stage.min), Math.abs(stage.max));
     const colour = (v) => diverging(v, scale);
     const header = el("div", { class: "stage-head" },
-      el("strong", { text: stage.name }), el("span", { text: ` ${stage.kind} ${stage.shape.join("×")}` }));
+      el("strong", { text: stage.name }), el("br"), el("span", { text: `${stage.kind} ${stage.shape.join("×")}` }));
     const column = el("div", { class: "stage", "data-stage": stage.name }, header);
     const maps = el("div", { class: "maps" });
     if (stage.shape.length === 3) {
