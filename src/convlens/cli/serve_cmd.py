@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from pathlib import Path
 
@@ -54,10 +55,9 @@ def serve_runs(
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     config = uvicorn.Config(application, log_level="warning", access_log=False)
-    try:
+    # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: that is the normal way to stop
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down cleanly, then re-raises the Ctrl-C it caught
-        pass
     err.print("explorer stopped")
 
 
