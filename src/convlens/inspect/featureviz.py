@@ -6,10 +6,15 @@ channel's mean activation is as high as possible, parameterized in Fourier space
 robust with random jitter, scale and rotation at every step. The image is built at the
 model's own input size: upsampling a low-resolution image, as ImageNet recipes do, is
 what blurs Lucent's pictures of 28-pixel models. All channels are optimized as one batch.
+A channel that no starting image turns on gets no gradient through its ReLUs; as in Lucid,
+ReLUs pass a "redirected" gradient for an image whose ordinary ReLU gradient is all zero
+(here aimed at the unit closest to firing).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +46,41 @@ class TopImages:
     channels: list[int]
     indices: torch.Tensor  # (K, k) indices into the image set, strongest first
     scores: torch.Tensor  # (K, k) mean activation of the channel
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU forward; backward falls back to "do not push negatives lower" when nothing gets through."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x > 0, grad, torch.zeros_like(grad))
+        stuck = relu_grad.flatten(1).norm(dim=1) == 0  # (N,) images with no gradient at all
+        # loss = -activation, so a negative gradient asks to raise x; of the units asked, send the
+        # whole push to the one closest to firing: raising one unit above 0 beats raising all a bit
+        wanted = torch.where(grad < 0, x, torch.full_like(x, float("-inf"))).flatten(1)  # (N, M)
+        closest = torch.zeros_like(wanted).scatter_(1, wanted.argmax(dim=1, keepdim=True), 1.0)
+        push = grad.flatten(1).clamp_max(0).sum(dim=1, keepdim=True)  # (N, 1) total upward push
+        redirected = (closest * push).view_as(grad)
+        return torch.where(stuck.view(-1, *[1] * (grad.ndim - 1)), redirected, relu_grad)
+
+
+@contextlib.contextmanager
+def _redirected_relus(model: nn.Module) -> Iterator[None]:
+    handles = []
+    try:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                handles.append(module.register_forward_hook(lambda m, i, o: _RedirectedReLU.apply(i[0])))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _channel_count(model: nn.Module, stage: str) -> int:
@@ -112,13 +152,22 @@ def feature_visualization(
     optimizer = torch.optim.Adam([real, imag], lr=lr)
     jitter = max(1, height // 14) / height  # a pixel of shift per 14: a few pixels on 28x28
     with eval_mode(model):
-        for _ in range(steps):
-            moved = random_affine(image(), generator, degrees=5.0, scale=0.05, translate=jitter)
-            scores = _channel_scores(_stage_output(model, stage, moved, keep_graph=True), targets)
-            gradients = torch.autograd.grad(-scores.sum(), [real, imag])
-            optimizer.zero_grad()
-            real.grad, imag.grad = gradients
-            optimizer.step()
+        with _redirected_relus(model):
+            for step in range(steps):
+                # robustness first; the last quarter settles the image exactly where it is measured
+                strength = 1.0 if step < steps * 3 // 4 else 0.0
+                moved = random_affine(
+                    image(),
+                    generator,
+                    degrees=5.0 * strength,
+                    scale=0.05 * strength,
+                    translate=jitter * strength,
+                )
+                scores = _channel_scores(_stage_output(model, stage, moved, keep_graph=True), targets)
+                gradients = torch.autograd.grad(-scores.sum(), [real, imag])
+                optimizer.zero_grad()
+                real.grad, imag.grad = gradients
+                optimizer.step()
         with torch.no_grad():
             final = image()
             activation = _channel_scores(_stage_output(model, stage, final, keep_graph=False), targets)
