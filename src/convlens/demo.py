@@ -30,7 +30,7 @@ def save_samples(images, labels, class_names: list[str], folder: Path, count: in
     return files
 
 
-def run_demo(out_dir: Path) -> None:
+def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
     from convlens.checkpoint import load_checkpoint
     from convlens.cli.core import predict_files
     from convlens.data import load_dataset
@@ -67,3 +67,8 @@ def run_demo(out_dir: Path) -> None:
     convlens train --data ./my_images --image-size 64 --out runs/mine
   see what is built in:
     convlens datasets;  convlens models""")
+    if serve:  # `make demo` ends in the explorer; `convlens demo --no-serve` stops here
+        from convlens.cli.serve_cmd import serve_runs
+
+        out.print(f"\n[bold]explore the model in your browser[/] (later: convlens serve {out_dir})")
+        serve_runs([out_dir], port=port)

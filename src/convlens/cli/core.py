@@ -290,8 +290,13 @@ def predict(
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder for the demo model."),
+    no_serve: bool = typer.Option(
+        False, "--no-serve", help="Exit after training instead of starting the explorer (for scripts)."
+    ),
+    port: int = typer.Option(8000, "--port", "-p", help="Port of the explorer."),
 ) -> None:
-    """Train the default CNN on 5,000 real MNIST digits, then classify a few test images."""
+    """Train the default CNN on 5,000 real MNIST digits, classify a few test images, then open the
+    explorer on http://127.0.0.1:8000/ until Ctrl-C (unless --no-serve)."""
     from convlens.demo import run_demo
 
-    run_demo(out_dir)
+    run_demo(out_dir, serve=not no_serve, port=port)
