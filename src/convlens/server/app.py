@@ -8,6 +8,7 @@ runs it with uvicorn. Bad requests become 4xx answers with a one-line ``detail``
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -31,7 +32,8 @@ log = logging.getLogger("convlens")
 
 class _BodyLimit:
     """Pure ASGI middleware: refuse a request whose declared body exceeds the upload limit
-    before any of it is read, and add the page's security headers to every response."""
+    before any of it is read; add the page's security headers and the server time
+    (``Server-Timing: app;dur=MS``, shown by browser dev tools) to every response."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -51,13 +53,16 @@ class _BodyLimit:
             status = 413 if length.isdigit() else 400
             return await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
 
+        started = time.perf_counter()
+
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
+                milliseconds = 1000 * (time.perf_counter() - started)  # request in → response out
                 message["headers"] = [
-                    *message["headers"],
+                    *message.get("headers", []),
                     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                     (b"x-content-type-options", b"nosniff"),
+                    (b"server-timing", f"app;dur={milliseconds:.2f}".encode()),
                 ]
             await send(message)
 
