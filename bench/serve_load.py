@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_pressure, median  # noqa: E402
+from _common import cpu_pressure, median
 
 HOST = "127.0.0.1"  # loopback only, never another address
 REQUESTS, CLIENTS = 500, 8
