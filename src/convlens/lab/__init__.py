@@ -22,7 +22,26 @@ EXPERIMENTS = {
     "calibration": "reliability diagram, ECE and temperature scaling",
 }
 
-__all__ = ["EXPERIMENTS", "LabResult", "Table", "check_experiment", "list_experiments", "run_experiment"]
+# Tiny settings for smoke tests and `convlens lab all --quick`: seconds instead of minutes,
+# numbers too rough to conclude anything from.
+QUICK = {
+    "params": {},
+    "locality": {"epochs": 1, "train_limit": 500, "test_limit": 200},
+    "equivariance": {"epochs": 1, "images": 20},
+    "invariance": {"epochs": 1, "max_shift": 2, "train_limit": 500, "test_limit": 200},
+    "hierarchy": {"epochs": 1, "channels": 2, "featureviz_steps": 4, "random_kernels": 200},
+    "calibration": {"epochs": 1},
+}
+
+__all__ = [
+    "EXPERIMENTS",
+    "QUICK",
+    "LabResult",
+    "Table",
+    "check_experiment",
+    "list_experiments",
+    "run_experiment",
+]
 
 
 def list_experiments() -> list[str]:
