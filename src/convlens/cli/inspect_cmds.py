@@ -130,9 +130,11 @@ def explain(
       convlens explain runs/mnist digit.png --stage conv1 --at 3,10,12
     """
     from convlens.checkpoint import load_checkpoint
-    from convlens.inspect import as_dict, cell_arithmetic, picture_for_model
+    from convlens.inspect import SOFTMAX, as_dict, cell_arithmetic, find_stage, picture_for_model
 
     model, meta = load_checkpoint(run_dir)
+    if stage is not None and stage != SOFTMAX:
+        find_stage(model, stage)  # an unknown name fails first, listing the valid ones
     pixels = picture_for_model(image, tuple(meta["input_shape"]))  # (C, H, W)
     class_names = meta["class_names"]
     target_index = parse_target(target, class_names)
@@ -169,8 +171,6 @@ def _write_explanation(model, meta, pixels, image, out_dir: Path, stage, target)
     from convlens.inspect._stages import find_stage, is_spatial_stage
 
     class_names = meta["class_names"]
-    if stage is not None:
-        find_stage(model, stage)  # an unknown name fails here, listing the valid ones
     result = activations(model, pixels)
     files = [fig.input_figure(pixels, out_dir / "input.png", f"input: {Path(str(image)).name}")]
     for entry in result.stages:

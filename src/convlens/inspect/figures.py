@@ -80,12 +80,10 @@ def _mosaic(tiles: torch.Tensor, cols: int) -> torch.Tensor:
 
 
 def _mosaic_axes(ax, mosaic: torch.Tensor, style: dict, size: tuple[int, int], rows: int, cols: int):
-    import copy
-
     import matplotlib
 
-    cmap = copy.copy(matplotlib.colormaps[style["cmap"]])
-    cmap.set_bad("#8c8c8c")  # mid gray: apart from white (0 on RdBu) and black (0 on magma)
+    # gaps in mid gray: apart from white (0 on RdBu) and black (0 on magma)
+    cmap = matplotlib.colormaps[style["cmap"]].with_extremes(bad="#8c8c8c")
     picture = ax.imshow(
         mosaic.numpy(), cmap=cmap, vmin=style["vmin"], vmax=style["vmax"], interpolation="nearest"
     )

@@ -1,0 +1,175 @@
+"""`convlens explain`, `convolve` and `features` end to end, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_convolve import SMILEY_EDGES  # the hand-computed edge map
+
+
+def _one_line_error(code: int, err: str, expected: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("convlens: error:"), err
+    assert expected in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory, digits) -> Path:
+    """A test digit saved as a larger RGB PNG: explain must adapt it to the model's 1x8x8."""
+    path = tmp_path_factory.mktemp("images") / "digit.png"
+    array = digits.test_images[0, 0].numpy()
+    Image.fromarray(np.stack([array] * 3, axis=-1)).resize((32, 32), Image.NEAREST).save(path)
+    return path
+
+
+def test_explain_writes_every_picture(run_cli, digits_run, digit_png, tmp_path):
+    code, out, _ = run_cli("explain", digits_run, digit_png, "--out", tmp_path / "x", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    names = {Path(f).name for f in summary["files"]}
+    assert {
+        "input.png",
+        "stage-conv1.png",
+        "stage-pool2.png",
+        "filters-conv1.png",
+        "filters-conv2.png",
+    } <= names
+    assert {"gradcam.png", "probabilities.png"} <= names
+    for file in summary["files"]:
+        assert Path(file).stat().st_size > 1000 and Path(file).read_bytes()[:4] == b"\x89PNG"
+    assert sum(summary["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert summary["grad_cam"]["stage"] == "conv2"
+    assert [s["stage"] for s in summary["stages"]][-1] == "softmax"
+    code, out, _ = run_cli("explain", digits_run, "digits:5", "--out", tmp_path / "y", "--stage", "conv1")
+    assert code == 0 and "receptive field" in out and "prediction:" in out
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == [
+        "filters-conv1.png", "gradcam.png", "input.png", "probabilities.png", "stage-conv1.png",
+    ]  # fmt: skip
+
+
+def test_explain_at_prints_the_cell_arithmetic(run_cli, digits_run, digit_png):
+    code, out, _ = run_cli("explain", digits_run, digit_png, "--stage", "conv1", "--at", "3,0,0", "--json")
+    assert code == 0
+    cell = json.loads(out)
+    assert cell["kind"] == "conv" and cell["padding"][0][0] == [True, True, True]
+    assert cell["total"] == pytest.approx(cell["output"], abs=1e-5)
+    code, out, _ = run_cli("explain", digits_run, digit_png, "--stage", "conv1", "--at", "3,0,0")
+    assert code == 0 and "pad" in out and "the layer's own output" in out
+    code, out, _ = run_cli("explain", digits_run, digit_png, "--stage", "softmax", "--at", "2")
+    assert code == 0 and "exp(logit - max)" in out
+
+
+def test_convolve_smiley_json_and_picture(run_cli, tmp_path):
+    png = tmp_path / "edges.png"
+    code, out, _ = run_cli("convolve", "smiley", "--kernel", "edge", "--at", "2,2", "--out", png, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["output"] == SMILEY_EDGES
+    assert result["at"]["patch"] == [[1, 0, 0], [0, 0, 0], [1, 0, 0]]
+    assert result["at"]["kernel"] == [[-1, 0, 1]] * 3 and result["at"]["sum"] == -2
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run_cli("convolve", "smiley", "--kernel", "1,1;1,1", "--stride", "2", "--padding", "1")
+    assert code == 0 and "5x5 feature map" in out
+
+
+def test_convolve_photo_and_xray(run_cli, tmp_path):
+    code, out, _ = run_cli("convolve", "coffee", "--kernel", "sobel-y", "--stride", "4", "--json")
+    assert code == 0 and np.array(json.loads(out)["output"]).shape == (100, 150)
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    if not get_testdata_file("RG1_UNCI.dcm", download=False):
+        pytest.skip("pydicom-data is not installed")
+    code, out, _ = run_cli(
+        "convolve", "xray", "--kernel", "laplacian", "--stride", "8", "--out", tmp_path / "x.png"
+    )
+    assert code == 0 and "245x230 feature map" in out
+
+
+def test_features_writes_a_picture(run_cli, digits_run, tmp_path):
+    code, out, _ = run_cli(
+        "features", digits_run, "--stage", "conv2", "--channels", "1,3", "--steps", "32", "--top-k", "3",
+        "--out", tmp_path, "--json",
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out)
+    assert result["channels"] == [1, 3] and len(result["top_images"][0]) == 3
+    assert Path(result["file"]).name == "features-conv2.png" and Path(result["file"]).is_file()
+
+
+def _empty_dicom(tmp_path) -> Path:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    del dataset.PixelData
+    dataset.save_as(tmp_path / "empty.dcm")
+    return tmp_path / "empty.dcm"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--stage", "conv9"], "unknown stage 'conv9'; this model's stages are: normalize, conv1, relu1"),
+        (["--stage", "conv1", "--at", "0,9,0"], "cell (0, 9, 0) is outside stage 'conv1'"),
+        (["--stage", "conv1", "--at", "0,a,0"], "--at: expected C,ROW,COL"),
+        (["--at", "0,0,0"], "--at needs --stage"),
+        (["--target", "10", "--out", "OUT"], "target class 10 is out of range; expected 0..9"),
+        (
+            ["--target", "eleven", "--out", "OUT"],
+            "--target: 'eleven' is neither a class index nor a class name",
+        ),
+        ([], "--out: give a folder"),
+    ],
+)
+def test_explain_bad_input(run_cli, digits_run, digit_png, tmp_path, args, expected):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    _one_line_error(*run_cli("explain", digits_run, digit_png, *args)[::2], expected)
+
+
+def test_explain_bad_images(run_cli, digits_run, tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((2, 200), dtype=np.uint8)).save(strip)
+    code, _, err = run_cli("explain", digits_run, strip, "--out", tmp_path / "o")
+    _one_line_error(code, err, "a 2x200 picture cannot be adapted to the model's 8x8 input")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    code, _, err = run_cli("explain", digits_run, text, "--out", tmp_path / "o")
+    _one_line_error(code, err, "notes.png: cannot decode image")
+    code, _, err = run_cli("explain", digits_run, _empty_dicom(tmp_path), "--out", tmp_path / "o")
+    _one_line_error(code, err, "empty.dcm: DICOM file has no pixel data")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["smiley", "--kernel", "wobble"], "kernel 'wobble': expected a name (edge, sobel-x"),
+        (["smiley", "--kernel", "1,2;3"], "rows must have the same number of values"),
+        (["smiley", "--kernel", "[[[1]]]"], "expected a 2-D numeric matrix"),
+        (["smiley", "--at", "6,0"], "cell (6, 0) is outside the 6x6 feature map"),
+        (["smiley", "--stride", "0"], "stride: expected a whole number >= 1"),
+        (["smiley", "--out", "edges.jpg"], "--out: expected a .png file name"),
+        (["nothing-here.png"], "nothing-here.png: no such file"),
+    ],
+)
+def test_convolve_bad_input(run_cli, args, expected):
+    _one_line_error(*run_cli("convolve", *args)[::2], expected)
+
+
+def test_convolve_dicom_without_pixels(run_cli, tmp_path):
+    _one_line_error(*run_cli("convolve", _empty_dicom(tmp_path))[::2], "DICOM file has no pixel data")
+
+
+def test_features_bad_input(run_cli, digits_run, tmp_path):
+    code, _, err = run_cli(
+        "features", digits_run, "--stage", "conv1", "--channels", "0,16", "--out", tmp_path
+    )
+    _one_line_error(code, err, "channels [16]: stage 'conv1' has channels 0..15")
+    code, _, err = run_cli("features", digits_run, "--stage", "pool9", "--out", tmp_path)
+    _one_line_error(code, err, "unknown stage 'pool9'")
