@@ -292,11 +292,16 @@ def test_page_and_static_files(client):
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
 
 
-def test_several_runs_are_switchable(tmp_path, digits_run, digits):
-    from convlens.train import TrainConfig, fit
+def test_several_runs_are_switchable(tmp_path, digits_run, digits_model):
+    from convlens.checkpoint import save_checkpoint
+    from convlens.models import create_model
 
     other = tmp_path / "nested" / digits_run.name  # same folder name: ids must still differ
-    fit(digits, TrainConfig(model="tinyvgg", epochs=1, seed=1), other, overwrite=True)
+    untrained = create_model("tinyvgg", (1, 8, 8), 10)
+    meta = digits_model[1]
+    save_checkpoint(
+        other / "model", untrained, {"class_names": meta["class_names"], "dataset": meta["dataset"]}
+    )
     client = TestClient(create_app([digits_run, other]))
     ids = [r["id"] for r in client.get("/api/runs").json()]
     assert len(set(ids)) == 2

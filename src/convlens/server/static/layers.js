@@ -29,20 +29,23 @@ export class LayersView {
     if (!this.run || !this.stage.value) return;
     const base = `/api/runs/${encodeURIComponent(this.run.id)}`;
     const stage = this.stage.value;
-    this.loaded = `${this.run.id}/${stage}`;
+    const token = `${this.run.id}/${stage}`;
+    this.loaded = token;
+    const current = () => this.loaded === token; // a newer choice wins over a slower answer
     this.top.replaceChildren();
+    document.getElementById("layers-features-note").textContent = "";
     message(this.features, "optimizing an input image for every channel…");
     try {
       const body = await getJSON(`${base}/filters?stage=${encodeURIComponent(stage)}`);
-      this.drawFilters(body);
+      if (current()) this.drawFilters(body);
     } catch (error) {
-      message(this.filters, `${error.message}`, "note");
+      if (current()) message(this.filters, `${error.message}`, "note");
     }
     try {
       const body = await getJSON(`${base}/features?stage=${encodeURIComponent(stage)}`);
-      this.drawFeatures(body, base);
+      if (current()) this.drawFeatures(body, base);
     } catch (error) {
-      message(this.features, error.message, "error");
+      if (current()) message(this.features, error.message, "error");
     }
   }
 

@@ -47,6 +47,7 @@ const stale = new Set();
 
 function inputChanged(input) {
   state.input = input;
+  views.input.outline(null); // a receptive field belongs to the previous image's cell
   for (const name of Object.keys(refreshers)) stale.add(name);
   refreshActive();
 }
@@ -80,8 +81,7 @@ async function selectRun(runId) {
     `${state.card.parameters.toLocaleString()} parameters${accuracy})`;
   for (const view of Object.values(views)) view.runChanged?.(state);
   views.input.loadTestImages(runId);
-  // a test index of the previous run means nothing here: start again from the canvas
-  if (state.input?.kind === "test") views.input.clear(false);
+  // a test index of the previous run means nothing here: send the canvas, which shows that image
   if (state.input?.kind === "test" || !state.input) views.input.sendCanvas();
   else inputChanged(state.input);
 }

@@ -34,6 +34,10 @@ export class Overview {
     this.draw(body, state);
     this.network.dataset.source = body.source; // which input these maps belong to
     probabilityBars(this.probabilities, body.probabilities, state.card.class_names);
+    this.probabilities.querySelectorAll(".bar-row").forEach((row, index) => {
+      row.title = "click: how softmax turns the logits into this probability";
+      row.addEventListener("click", () => this.select({ stage: "softmax", channel: index, row: 0, col: 0 }, null));
+    });
     const best = body.top[0];
     this.prediction.replaceChildren(
       el("span", { class: "predicted-class", text: best.class }),
@@ -83,7 +87,7 @@ export class Overview {
       padded.set(values.data);
       const canvas = paintPlane(el("canvas", { class: "fmap flat", title: `${stage.name}: ${units} values` }),
         padded, 0, rows, perRow, colour);
-      const zoom = perRow === 1 ? 14 : Math.max(2, Math.floor(112 / perRow));
+      const zoom = perRow === 1 ? 14 : Math.max(2, Math.floor(84 / perRow));
       canvas.style.width = `${perRow * zoom}px`;
       canvas.style.height = `${rows * zoom}px`;
       canvas.addEventListener("click", (e) => {
@@ -116,8 +120,4 @@ export class Overview {
       message(this.panel, error.message, "error");
     }
   }
-}
-
-export function explainProbabilityClick(overview, classIndex) {
-  overview.select({ stage: "softmax", channel: classIndex, row: 0, col: 0 }, null);
 }
