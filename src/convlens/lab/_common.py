@@ -57,14 +57,14 @@ def train_quick(
     model: str,
     epochs: int,
     seed: int = 0,
-    augment: bool = False,
+    augment: str = "none",
     label_smoothing: float = 0.1,
     **options,
 ) -> tuple[torch.nn.Module, float]:
     """Train with the project's recipe in a throw-away folder; returns (model in eval mode, test accuracy).
 
-    Augmentation is off by default: its random shifts and rotations would blur exactly the
-    properties (locality, translation) the experiments measure.
+    Augmentation is off by default ("none"): its random shifts and rotations would blur exactly
+    the properties (locality, translation) the experiments measure; "auto" is the data set's recipe.
     """
     from convlens.checkpoint import load_checkpoint
     from convlens.train import TrainConfig, fit

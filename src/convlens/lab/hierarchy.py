@@ -167,7 +167,7 @@ def run(
     check_positive("channels", channels)
     check_positive("featureviz_steps", featureviz_steps)
     check_positive("random_kernels", random_kernels)
-    model, accuracy = train_quick(dataset, model_name, epochs, seed, augment=True)
+    model, accuracy = train_quick(dataset, model_name, epochs, seed, augment="auto")
     fields_ = [
         {
             "stage": f.stage,
