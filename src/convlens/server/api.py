@@ -154,7 +154,8 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     from convlens.predict import predict_probabilities
 
     run, image = request.run, request.image
-    probabilities = predict_probabilities(run.model, image.batch)[0]  # (classes,)
+    with run.lock:  # another request's hooks may sit on the shared model; never run beside them
+        probabilities = predict_probabilities(run.model, image.batch)[0]  # (classes,)
     return JSONResponse({**image_json(image), **probabilities_json(probabilities, run.class_names)})
 
 

@@ -20,7 +20,7 @@ from convlens.server.runs import LoadedRun
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
-ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")  # MPO: JPEGs from cameras
 
 
 class UploadRejected(ConvlensError):
