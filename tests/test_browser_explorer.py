@@ -196,3 +196,14 @@ def test_every_tab_renders(page, tab, tmp_path):
     if tab == "card":
         assert page.locator("#card-stages tr").count() == 11  # header + 9 stages + softmax
     page.screenshot(path=tmp_path / f"{tab}.png", full_page=True)
+
+
+def test_upload_an_image(page, tmp_path, digits):
+    from PIL import Image
+
+    digit = digits.test_images[4, 0].numpy()  # (8, 8) uint8
+    Image.fromarray(digit).resize((64, 64), Image.NEAREST).save(tmp_path / "my digit.png")
+    page.set_input_files("#upload-input", str(tmp_path / "my digit.png"))
+    page.wait_for_selector("#network[data-source=\"upload 'my digit.png'\"]")
+    assert page.locator("#prediction").get_attribute("data-probability") is not None
+    page.screenshot(path=tmp_path / "upload.png", full_page=True)
