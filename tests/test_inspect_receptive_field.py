@@ -38,7 +38,7 @@ layer = st.one_of(
 )  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(layers=st.lists(layer, min_size=1, max_size=3), size=st.integers(12, 20), seed=st.integers(0, 99))
 def test_linear_stacks_match_the_gradient_exactly(layers, size, seed):
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ path (their shortcut sees a subset of it); global pooling and linear layers see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -40,20 +40,29 @@ class ReceptiveField:
     jump: tuple[int, int]  # input pixels between neighbouring cells (the product of strides so far)
     start: tuple[int, int]  # input row/col of the first cell's top-left corner (negative: in padding)
     whole_image: bool = False  # every cell sees the whole input (after flatten, linear, global pooling)
+    # per axis, every windowed layer so far as (span, stride, padding before, input length)
+    layers: tuple[tuple[tuple[int, int, int, int], ...], ...] = field(default=((), ()), repr=False)
 
     def region(self, row: int, col: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """Input rows top..bottom and cols left..right (inclusive, clipped) that cell (row, col) sees."""
+        """Input rows top..bottom and cols left..right (inclusive) that cell (row, col) sees.
+
+        Walked back layer by layer and clipped at each one: a window that hangs over an
+        intermediate map's padding sees nothing there, even where the image itself goes on.
+        """
         height, width = image_size
         if self.whole_image:
             return 0, height - 1, 0, width - 1
-        top = self.start[0] + row * self.jump[0]
-        left = self.start[1] + col * self.jump[1]
-        return (
-            max(top, 0),
-            min(top + self.size[0] - 1, height - 1),
-            max(left, 0),
-            min(left + self.size[1] - 1, width - 1),
-        )
+        top, bottom = _walk_back(row, self.layers[0])
+        left, right = _walk_back(col, self.layers[1])
+        return top, min(bottom, height - 1), left, min(right, width - 1)
+
+
+def _walk_back(index: int, layers) -> tuple[int, int]:
+    first, last = index, index
+    for span, stride, padding, length in reversed(layers):
+        first = max(first * stride - padding, 0)
+        last = min(last * stride - padding + span - 1, length - 1)
+    return first, last
 
 
 @dataclass
@@ -61,14 +70,24 @@ class _Geometry:
     size: list[int]
     jump: list[int]
     start: list[int]
+    length: list[int]  # the current map's rows and cols
+    layers: list[list] = field(default_factory=lambda: [[], []])
     whole: bool = False
 
-    def apply(self, kernel, stride, padding, dilation) -> None:
+    def apply(self, kernel, stride, padding, dilation, ceil_mode: bool = False) -> None:
+        """``padding`` is (before, after) per axis: (top, bottom), (left, right)."""
         for axis in (0, 1):
             span = dilation[axis] * (kernel[axis] - 1) + 1
+            before, after = padding[axis]
+            self.layers[axis].append((span, stride[axis], before, self.length[axis]))
             self.size[axis] += (span - 1) * self.jump[axis]
-            self.start[axis] -= padding[axis] * self.jump[axis]
+            self.start[axis] -= before * self.jump[axis]
             self.jump[axis] *= stride[axis]
+            room = self.length[axis] + before + after - span
+            steps = -(-room // stride[axis]) if ceil_mode else room // stride[axis]
+            if ceil_mode and steps * stride[axis] >= self.length[axis] + before:
+                steps -= 1  # PyTorch: the last window must start inside the image or its left padding
+            self.length[axis] = steps + 1
 
 
 def _pair(value) -> tuple[int, int]:
@@ -80,12 +99,19 @@ def _step(module: nn.Module, geometry: _Geometry) -> None:
     if geometry.whole:
         return
     if isinstance(module, nn.Conv2d):
-        top, _, left, _ = conv_padding(module)
-        geometry.apply(module.kernel_size, module.stride, (top, left), module.dilation)
+        top, bottom, left, right = conv_padding(module)
+        geometry.apply(module.kernel_size, module.stride, ((top, bottom), (left, right)), module.dilation)
     elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
         kernel = _pair(module.kernel_size)
         stride = _pair(module.stride or module.kernel_size)
-        geometry.apply(kernel, stride, _pair(module.padding), _pair(getattr(module, "dilation", 1)))
+        pad_rows, pad_cols = _pair(module.padding)
+        geometry.apply(
+            kernel,
+            stride,
+            ((pad_rows, pad_rows), (pad_cols, pad_cols)),
+            _pair(getattr(module, "dilation", 1)),
+            module.ceil_mode,
+        )
     elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Flatten | nn.Linear):
         geometry.whole = True  # every output mixes all positions (exact for global pooling)
     else:
@@ -101,12 +127,13 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
         raise ConvlensError("model: receptive fields need a model with an input shape (in_shape)")
     with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
         logits = model(torch.zeros(1, *shape, device=model_device(model)))  # (1, classes)
-    geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0])
+    geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
     fields = []
     for name, module in model_stages(model):
         _step(module, geometry)
         fields.append(_field(name, type(module).__name__, recorder.outputs[name][0].shape, module, geometry))
-    fields.append(_field(SOFTMAX, "Softmax", logits[0].shape, None, _Geometry([1, 1], [1, 1], [0, 0], True)))
+    whole = _Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
+    fields.append(_field(SOFTMAX, "Softmax", logits[0].shape, None, whole))
     return fields
 
 
@@ -121,6 +148,7 @@ def _field(name, kind, shape, module, geometry: _Geometry) -> ReceptiveField:
         jump=tuple(geometry.jump),
         start=tuple(geometry.start),
         whole_image=whole,
+        layers=(tuple(geometry.layers[0]), tuple(geometry.layers[1])),
     )
 
 
@@ -128,4 +156,4 @@ def receptive_field(model: nn.Module, stage: str) -> ReceptiveField:
     """The receptive field of one stage (an unknown name lists the valid ones)."""
     if stage != SOFTMAX:
         find_stage(model, stage)
-    return next(field for field in receptive_fields(model) if field.stage == stage)
+    return next(f for f in receptive_fields(model) if f.stage == stage)
