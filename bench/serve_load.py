@@ -83,15 +83,18 @@ def start_server(run_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def forward_baseline(run_dir: Path) -> float:
-    """Seconds for the model's forward pass on one 28x28 image, no HTTP (median of 200)."""
+    """Seconds for the model's forward pass on one 28x28 image, no HTTP (median of 200, one thread:
+    two threads are erratic when other processes keep a core busy, see PERF-NOTES)."""
     import torch
 
     from convlens.checkpoint import load_checkpoint
     from convlens.predict import predict_probabilities
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     model, _ = load_checkpoint(run_dir)
-    image = torch.rand(1, 1, 28, 28)
+    image = torch.rand(1, *model.in_shape)
+    for _ in range(20):  # warm up
+        predict_probabilities(model, image)
     samples = []
     for _ in range(200):
         start = time.perf_counter()
@@ -162,13 +165,13 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
-    print(f"model forward, 1 image, no HTTP (baseline): {1000 * baseline:.2f} ms")
+    print(f"model forward, 1 image, 1 thread, no HTTP (baseline): {1000 * baseline:.2f} ms")
     print(
         f"predict: {REQUESTS} requests from {CLIENTS} clients in {elapsed:.1f} s "
         f"({REQUESTS / elapsed:.0f} req/s), errors {errors}"
     )
     print(
-        f"  latency median {1000 * median(latencies):.1f} ms ({median(latencies) / baseline:.0f}x baseline), "
+        f"  latency median {1000 * median(latencies):.1f} ms ({median(latencies) / baseline:.1f}x baseline), "
         f"p99 {1000 * percentile(latencies, 99):.1f} ms"
     )
     print(
@@ -176,7 +179,7 @@ def main() -> None:
     )
     print(
         f"  server time median {1000 * median(server):.1f} ms, p99 {1000 * percentile(server, 99):.1f} ms "
-        f"({median(server) / baseline:.0f}x baseline); round trip median {1000 * median(wall):.1f} ms"
+        f"({median(server) / baseline:.1f}x baseline); round trip median {1000 * median(wall):.1f} ms"
     )
     print(f"CPU pressure after: {cpu_pressure()}  (threads: {os.cpu_count()} cores)")
 

@@ -45,7 +45,9 @@ export class Playground {
   }
 
   async picture(name) {
-    const size = name === "smiley" || name.startsWith("digits") ? null : Number(document.getElementById("pg-size").value);
+    // the smiley and digits are 8x8 already; a photo needs at least 16x16 cells to be recognisable
+    const chosen = Number(document.getElementById("pg-size").value);
+    const size = name === "smiley" || name.startsWith("digits") ? null : Math.max(16, chosen);
     try {
       const body = await getJSON(`/api/playground/picture?name=${encodeURIComponent(name)}${size ? `&size=${size}` : ""}`);
       this.image = body.image;
