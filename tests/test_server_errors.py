@@ -8,6 +8,8 @@ import io
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convlens.server import create_app
 from convlens.server.uploads import MAX_UPLOAD_BYTES
@@ -220,3 +222,19 @@ def test_unavailable_test_images_are_a_4xx(digits_run, tmp_path):
     check_refused(client.post("/api/runs/moved/predict", data={"test_index": 0}), 400, "not available")
     check_refused(client.get("/api/runs/moved/test-images"), 400, "not available")
     assert client.post("/api/runs/moved/predict", files=upload("a.png", image_bytes())).status_code == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mangled_images_never_cause_a_500(client, base, data):
+    """Random bytes, and real PNG/JPEG/GIF/BMP/TIFF files with bytes flipped or cut short."""
+    kind = data.draw(st.sampled_from(["random", "PNG", "JPEG", "GIF", "BMP", "TIFF"]))
+    if kind == "random":
+        body = data.draw(st.binary(min_size=1, max_size=300))
+    else:
+        body = bytearray(image_bytes((16, 12), mode="RGB", fmt=kind))
+        for _ in range(data.draw(st.integers(1, 8))):
+            body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+        body = bytes(body[: data.draw(st.integers(1, len(body)))])
+    response = client.post(f"{base}/predict", files=upload("fuzz.bin", body))
+    assert response.status_code in (200, 400, 413, 415), response.text

@@ -20,7 +20,7 @@ from convlens.server.runs import LoadedRun
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
-ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")  # MPO: JPEGs from cameras
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # JPEG also opens cameras' MPO files
 
 
 class UploadRejected(ConvlensError):
@@ -57,7 +57,7 @@ class ModelInput:
 
 def check_upload(data: bytes, name: str) -> None:
     """Size, format and pixel count, read from the header only (nothing decoded yet)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if len(data) == 0:
         raise UploadRejected(f"upload {name!r} is empty; expected an image file")
@@ -69,13 +69,14 @@ def check_upload(data: bytes, name: str) -> None:
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except Image.DecompressionBombError as exc:
+        raise UploadRejected(f"upload {name!r} refused, image too large ({exc})", status=413) from None
+    except Exception:
+        # Pillow's plugins raise many types on malformed headers; any of them means "not an image"
         raise UploadRejected(
             f"upload {name!r} is not an image convlens reads; expected {', '.join(ALLOWED_FORMATS)}",
             status=415,
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise UploadRejected(f"upload {name!r} refused, image too large ({exc})", status=413) from None
     if width * height > MAX_UPLOAD_PIXELS:
         raise UploadRejected(
             f"upload {name!r} is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS:,} pixels",
@@ -92,6 +93,12 @@ def decode_upload(data: bytes, name: str, input_shape: tuple[int, int, int]) -> 
         array = decode_image(_NamedBytes(data, name))  # (H, W, 3) uint8
     except ConvlensError as exc:
         raise UploadRejected(str(exc), status=415) from None
+    except (
+        Exception
+    ) as exc:  # a malformed body past a valid header (e.g. struct.error): still the file's fault
+        raise UploadRejected(
+            f"upload {name!r}: cannot decode image ({exc.__class__.__name__})", status=415
+        ) from None
     channels, height, width = input_shape
     return image_to_tensor(array, channels, (height, width)).float() / 255.0  # (C, H, W)
 
