@@ -238,3 +238,20 @@ def test_mangled_images_never_cause_a_500(client, base, data):
         body = bytes(body[: data.draw(st.integers(1, len(body)))])
     response = client.post(f"{base}/predict", files=upload("fuzz.bin", body))
     assert response.status_code in (200, 400, 413, 415), response.text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    stage=st.sampled_from(["normalize", "conv1", "relu1", "pool1", "conv2", "flatten", "fc", "softmax", "x"]),
+    cell=st.tuples(*[st.integers(-3, 40)] * 3),
+    eps=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4)),
+)
+def test_random_parameters_never_cause_a_500(client, base, stage, cell, eps):
+    channel, row, col = cell
+    arithmetic = client.post(
+        f"{base}/arithmetic",
+        data={"test_index": 1, "stage": stage, "channel": channel, "row": row, "col": col},
+    )
+    assert arithmetic.status_code in (200, 400), arithmetic.text
+    attack = client.post(f"{base}/attack", data={"test_index": 1, "eps": str(eps)})
+    assert attack.status_code in (200, 400, 422), attack.text
