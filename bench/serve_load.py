@@ -1,5 +1,6 @@
-"""Load test of the explorer on loopback: 500 predict requests from 8 concurrent clients, then the
-server time of one draw interaction (all feature maps + probabilities) on a 28x28 model.
+"""Load test of the explorer on loopback: 500 predict requests from 8 concurrent clients, the
+server time of one draw interaction (all feature maps + probabilities) on a 28x28 model, and
+the page's load time in headless Chromium.
 
     python bench/serve_load.py [RUN_DIR]      (default: trains a convnet on mnist5k for 2 epochs)
 
@@ -143,6 +144,37 @@ def draw_interactions(url: str, run_id: str, pngs: list[bytes]) -> tuple[list[fl
     return server, wall, size
 
 
+def page_loads(url: str, times: int = 5) -> list[float] | None:
+    """Seconds from navigation to the page being ready (runs listed, model card and first
+    feature maps drawn) in headless Debian Chromium; None where Chromium or Playwright is missing."""
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not chromium.exists():
+        return None
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+    ]
+    samples = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=args)
+        for _ in range(times):
+            page = browser.new_page()
+            start = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("#network[data-source]")
+            samples.append(time.perf_counter() - start)
+            page.close()
+        browser.close()
+    return samples
+
+
 def main() -> None:
     print(f"CPU pressure before: {cpu_pressure()}")
     pngs = [drawing_png(seed) for seed in range(16)]
@@ -162,6 +194,7 @@ def main() -> None:
             latencies, errors = load_test(url, run_id, pngs)
             elapsed = time.perf_counter() - start
             server, wall, size = draw_interactions(url, run_id, pngs)
+            loads = page_loads(url + "/")
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
@@ -181,6 +214,12 @@ def main() -> None:
         f"  server time median {1000 * median(server):.1f} ms, p99 {1000 * percentile(server, 99):.1f} ms "
         f"({median(server) / baseline:.1f}x baseline); round trip median {1000 * median(wall):.1f} ms"
     )
+    if loads:
+        print(
+            f"page load to first feature maps in Chromium: median {1000 * median(loads):.0f} ms of {len(loads)}"
+        )
+    else:
+        print("page load: skipped (needs /usr/bin/chromium and playwright)")
     print(f"CPU pressure after: {cpu_pressure()}  (threads: {os.cpu_count()} cores)")
 
 
