@@ -249,6 +249,7 @@ def test_playground_edge_kernel_on_smiley_equals_scipy(client):
     assert len(body["cells"]) == 36
     cell = body["cells"][7]  # row 1, col 1
     assert (cell["row"], cell["col"]) == (1, 1) and cell["rows"] == [1, 2, 3]
+    assert np.array_equal(cell["patch"], np.array(smiley)[1:4, 1:4])
     assert np.sum(cell["products"]) == pytest.approx(expected[1, 1])
     padded = client.post(
         "/api/playground/convolve",

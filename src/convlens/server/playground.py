@@ -28,6 +28,7 @@ class ConvolveCellJSON(BaseModel):
     col: int
     rows: list[int] = Field(description="image rows under the kernel (outside 0..H-1: padding)")
     cols: list[int]
+    patch: list[list[float]] = Field(description="the pixels under the kernel (padding: 0)")
     products: list[list[float]] = Field(description="patch × kernel, cell by cell")
     sum: float
 
@@ -101,6 +102,7 @@ def convolve_endpoint(request: ConvolveRequest) -> dict:
                     "col": col,
                     "rows": cell.rows,
                     "cols": cell.cols,
+                    "patch": cell.patch.tolist(),
                     "products": cell.products.tolist(),
                     "sum": cell.sum,
                 }

@@ -171,10 +171,16 @@ export class Playground {
         this.gridBox.querySelector(`td[data-row="${row}"][data-col="${col}"]`)?.classList.add("window");
       }
     }
-    const terms = cell.products.flat().map((v) => fmt(v, 2)).join(" + ").replaceAll("+ -", "− ");
+    const kernel = this.result.kernel;
+    const terms = cell.patch.flat().map((p, i) => `${fmt(p, 2)}·${fmt(kernel.flat()[i], 2)}`).join(" + ");
     this.stepBox.replaceChildren(
       el("h4", { text: `output cell (${cell.row}, ${cell.col}): kernel over rows ${cell.rows.join(",")}, cols ${cell.cols.join(",")}` }),
-      numberTable(cell.products, { caption: "pixel × kernel weight" }),
+      el("div", { class: "tables" },
+        numberTable(cell.patch, { caption: "pixels under the kernel" }),
+        el("span", { class: "op", text: "×" }),
+        numberTable(kernel, { caption: "kernel" }),
+        el("span", { class: "op", text: "=" }),
+        numberTable(cell.products, { caption: "products" })),
       el("p", { class: "equation" }, el("span", { text: `${terms} = ` }),
         el("strong", { id: "pg-sum", "data-value": cell.sum, text: fmt(cell.sum, 3) })));
   }
