@@ -146,9 +146,10 @@ def _first_layer_kernels(model) -> tuple[str, torch.Tensor]:
     return first.stage, first.weight.sum(dim=1)  # (C_out, kH, kW)
 
 
-def _depth_stages(model) -> list[str]:
-    """The activation stage after each convolution block (ReLU outputs), shallow to deep."""
-    return [name for name, module in model.stages() if isinstance(module, torch.nn.ReLU) and name != "relu"]
+def _depth_stages(model, fields: list[dict]) -> list[str]:
+    """The ReLU stages that still have feature maps (C, H, W), shallow to deep."""
+    spatial = {f["stage"] for f in fields if len(f["output_shape"]) == 3}
+    return [name for name, module in model.stages() if isinstance(module, torch.nn.ReLU) and name in spatial]
 
 
 def run(
@@ -188,10 +189,10 @@ def run(
     random = (torch.rand(random_kernels, in_channels, size, size, generator=generator) * 2 - 1).sum(dim=1)
     random_score, _ = edge_scores(random)
     trained_mean = float(trained_score.mean())
-    stages = _depth_stages(model)
+    stages = _depth_stages(model, fields_)
     activation, images = {}, {}
     for stage in stages:
-        count = min(channels, _stage_channels(model, stage))
+        count = min(channels, next(f["output_shape"][0] for f in fields_ if f["stage"] == stage))
         visual = feature_visualization(model, stage, list(range(count)), steps=featureviz_steps, seed=seed)
         activation[stage] = [float(a) for a in visual.activation]
         images[stage] = visual.images
@@ -211,12 +212,3 @@ def run(
         featureviz_activation=activation,
         featureviz_images=images,
     )
-
-
-def _stage_channels(model, stage: str) -> int:
-    from convlens.inspect import receptive_field
-
-    shape = receptive_field(model, stage).output_shape
-    if len(shape) != 3:
-        raise ConvlensError(f"stage {stage!r} has no channels to visualize")
-    return int(shape[0])
