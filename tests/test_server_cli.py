@@ -117,3 +117,11 @@ def test_serve_answers_and_stops_on_ctrl_c(digits_run):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_demo_no_serve_exits_after_training(tmp_path):
+    result = run_cli("demo", "--no-serve", "--out", str(tmp_path / "demo"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    assert "explorer" not in result.stderr and (tmp_path / "demo" / "model.json").is_file()

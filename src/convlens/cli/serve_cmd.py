@@ -85,7 +85,7 @@ def listening_socket(host: str, port: int):
 def serve(
     run_dirs: list[Path] = typer.Argument(
         None,
-        help="Run folders written by `convlens train` [default: runs/demo]; switch between them on the page.",
+        help="Run folders written by `convlens train` (default: runs/demo); switch between them on the page.",
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to listen on; keep loopback unless you mean it."
