@@ -206,7 +206,8 @@ def evaluate_command(
     """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split."""
     from convlens.checkpoint import load_checkpoint
     from convlens.data import load_dataset
-    from convlens.train import classification_summary, evaluate
+    from convlens.metrics import classification_summary
+    from convlens.train import evaluate
 
     model, meta = load_checkpoint(run_dir)
     spec = data or meta["dataset"].get("spec") or meta["dataset"]["name"]
