@@ -30,10 +30,17 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def explorer(digits_run):
+def explorer(digits_run, digits_model, tmp_path_factory):
+    """The digits convnet first, and an (untrained) Tiny VGG as a second run to switch to."""
+    from convlens.checkpoint import save_checkpoint
+    from convlens.models import create_model
     from convlens.server.background import BackgroundServer
 
-    with BackgroundServer([digits_run]) as url:
+    second = tmp_path_factory.mktemp("tinyvgg-run")
+    meta = digits_model[1]
+    facts = {"class_names": meta["class_names"], "dataset": meta["dataset"]}
+    save_checkpoint(second / "model", create_model("tinyvgg", (1, 8, 8), 10), facts)
+    with BackgroundServer([digits_run, second]) as url:
         yield url
 
 
@@ -207,3 +214,17 @@ def test_upload_an_image(page, tmp_path, digits):
     page.wait_for_selector("#network[data-source=\"upload 'my digit.png'\"]")
     assert page.locator("#prediction").get_attribute("data-probability") is not None
     page.screenshot(path=tmp_path / "upload.png", full_page=True)
+
+
+def test_switch_runs(page, tmp_path):
+    index = pick_test_image(page, 3)
+    page.select_option("#run-select", index=1)
+    page.wait_for_selector('#run-facts:has-text("tinyvgg")')
+    page.wait_for_selector('#network .stage[data-stage="conv4"]')  # Tiny VGG's stages, not the convnet's
+    assert page.locator('#network .stage[data-stage="conv2"] canvas.fmap').count() == 10
+    # the picked test image is carried over as the drawing canvas shows it
+    assert page.locator("#network").get_attribute("data-source") == "upload 'drawing.png'"
+    assert index >= 0
+    page.click('#tabs button[data-tab="card"]')
+    page.wait_for_selector('#card h3:has-text("tinyvgg")')
+    page.screenshot(path=tmp_path / "switched.png", full_page=True)
