@@ -311,3 +311,35 @@ def test_several_runs_are_switchable(tmp_path, digits_run, digits_model):
     one = client.post(f"/api/runs/{ids[0]}/predict", data={"test_index": 0}).json()["probabilities"]
     two = client.post(f"/api/runs/{ids[1]}/predict", data={"test_index": 0}).json()["probabilities"]
     assert one != two
+
+
+def test_rgb_model_of_another_size(tmp_path):
+    """A 3-channel 12x16 model (untrained: only shapes matter) through every image endpoint."""
+    from convlens.checkpoint import save_checkpoint
+    from convlens.models import create_model
+
+    model = create_model("convnet", (3, 12, 16), 3)
+    save_checkpoint(tmp_path / "rgb" / "model", model, {"class_names": ["a", "b", "c"], "dataset": {}})
+    client = TestClient(create_app([tmp_path / "rgb"]), raise_server_exceptions=False)
+    photo = (np.random.default_rng(1).random((30, 40, 3)) * 255).astype(np.uint8)
+    files = {"image": ("photo.png", png_bytes(photo), "image/png")}
+    body = client.post("/api/runs/rgb/activations", files=files).json()
+    assert unpacked(body["input"]).shape == (3, 12, 16)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(unpacked(body["input"]).copy()).unsqueeze(0))[0], 0)
+    assert np.allclose(body["probabilities"], expected.numpy(), atol=1e-6)
+    cell = client.post("/api/runs/rgb/arithmetic", files=files, data={"stage": "conv1", "row": 3, "col": 9})
+    assert cell.json()["cell"]["input_channels"] == [0, 1, 2]
+    assert cell.json()["receptive_field"] == {
+        "top": 2,
+        "bottom": 4,
+        "left": 8,
+        "right": 10,
+        "whole_image": False,
+    }
+    attack = client.post("/api/runs/rgb/attack", files=files, data={"eps": 0.05}).json()
+    assert unpacked(attack["perturbation"]).shape == (3, 12, 16)
+    heat = client.post("/api/runs/rgb/attribution", files=files, data={"method": "saliency"}).json()
+    assert unpacked(heat["map"]).shape == (12, 16)
+    # no data set in the checkpoint: test images are a clear 4xx, uploads still work
+    assert client.post("/api/runs/rgb/predict", data={"test_index": 0}).status_code == 400

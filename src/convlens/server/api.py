@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from convlens.server.deps import ImageRequest, get_run, get_store, image_request
 from convlens.server.encode import PackedTensor, packed
 from convlens.server.runs import LoadedRun, RunStore
+from convlens.server.uploads import ModelInput
 
 router = APIRouter(prefix="/api")
 MAX_TEST_IMAGES = 200  # per request: thumbnails for the picker, not a data export
@@ -55,7 +56,7 @@ class ActivationsResponse(Prediction):
     stages: list[StageOutput] = Field(description="every stage's output in forward order, then softmax")
 
 
-def image_json(image) -> dict:
+def image_json(image: ModelInput) -> dict:
     return {"source": image.source, "label": image.label, "input": packed(image.pixels)}
 
 
