@@ -42,18 +42,18 @@ def test_shuffle_pixels_is_one_permutation_for_all_images_and_channels():
 
 
 def test_locality_end_to_end(digits):
-    result = locality.run(digits, epochs=2, test_limit=200)
+    result = locality.run(digits, epochs=2, train_limit=600, test_limit=150)
     assert set(result.accuracy) == {"convnet", "mlp"}
     for scores in result.accuracy.values():
         assert set(scores) == {"original", "shuffled"}
-        assert all(0.3 < value <= 1 for value in scores.values())  # well above 10 % chance
-    assert result.test_images == 200
+        assert all(0.2 < value <= 1 for value in scores.values())  # above 10 % chance
+    assert result.test_images == 150
     (table,) = result.tables()
     assert [row[0] for row in table.rows] == ["convnet", "mlp"]
 
 
 def test_invariance_end_to_end(digits):
-    result = invariance.run(digits, max_shift=2, epochs=2, test_limit=150)
+    result = invariance.run(digits, max_shift=2, epochs=2, train_limit=600, test_limit=100)
     assert result.shifts == [-2, -1, 0, 1, 2]
     assert set(result.accuracy) == set(invariance.VARIANTS)
     for variant in invariance.VARIANTS:
