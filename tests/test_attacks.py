@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from convlens import attacks
@@ -176,3 +178,19 @@ def test_bad_input_is_one_clear_error(digits_model, digits_test, call, message):
         ConvlensError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
     ):
         call(model, images[:4], labels[:4])
+
+
+@settings(max_examples=25, deadline=None)
+@given(eps=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_fgsm_budget_holds_for_any_eps_and_image(eps, seed):
+    generator = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 5, 4))
+    images = torch.rand(6, 1, 5, 5, generator=generator)
+    images[0, 0, 0, :] = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5])  # pixels already on the border
+    labels = torch.randint(0, 4, (6,), generator=generator)
+    result = attacks.fgsm(model, images, labels, eps)
+    adversarial, delta = result.adversarial_images, result.perturbations
+    assert float(adversarial.min()) >= 0.0 and float(adversarial.max()) <= 1.0
+    assert float(delta.abs().max()) <= eps + TOL
+    moved_inside = (adversarial > 0) & (adversarial < 1) & (delta != 0)
+    assert torch.allclose(delta[moved_inside].abs(), torch.full_like(delta[moved_inside], eps), atol=TOL)
