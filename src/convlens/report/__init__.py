@@ -184,7 +184,14 @@ def _attacks(model, meta: dict, images, labels, eps: float) -> Section:
         f"curve of FGSM and PGD-{curve.pgd_steps}.",
         tables=[
             {"title": f"FGSM ε = {eps:g}", "columns": ["", "clean", "adversarial"], "rows": rows},
-            {"title": "accuracy vs ε", "columns": ["ε", *[m.upper() for m in curve.accuracy]], "rows": sweep},
+            {
+                "title": "accuracy vs ε",
+                "columns": [
+                    "ε",
+                    *[f"PGD-{curve.pgd_steps}" if m == "pgd" else m.upper() for m in curve.accuracy],
+                ],
+                "rows": sweep,
+            },
         ],
         images=[
             _image(plots.attack_examples(result, meta["class_names"]), "attack examples"),
