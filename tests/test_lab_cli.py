@@ -43,8 +43,10 @@ def test_lab_table_with_options(run_cli, tmp_path):
 
 
 def test_lab_all_quick_writes_an_index(run_cli, tmp_path):
-    code, _, err = run_cli("lab", "all", "--data", "digits", "--quick", "--out", tmp_path)
+    code, out, err = run_cli("lab", "all", "--data", "digits", "--quick", "--json", "--out", tmp_path)
     assert code == 0, err
+    printed = json.loads(out)  # one JSON object for all experiments
+    assert [r["experiment"] for r in printed["experiments"]][0] == "params"
     index = json.loads((tmp_path / "index.json").read_text())
     names = [entry["experiment"] for entry in index["experiments"]]
     assert names == ["params", "locality", "equivariance", "invariance", "hierarchy", "calibration"]

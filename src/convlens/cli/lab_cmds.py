@@ -53,6 +53,7 @@ def _write_json(path: Path, value) -> None:
 
 
 def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) -> dict:
+    """Run, write result.json and plot.png, print the tables (unless --json); returns the record."""
     from convlens.lab import run_experiment
     from convlens.lab.plots import experiment_figure, save_png
 
@@ -66,12 +67,10 @@ def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) ->
     }
     _write_json(out_dir / "result.json", record)
     plot = save_png(experiment_figure(name, result), out_dir / "plot.png")
-    if as_json:
-        print_json(record)
-    else:
+    if not as_json:
         _print_tables(result.tables())
     err.print(f"{name}: took {result.seconds:.1f} s   result: {out_dir / 'result.json'}   plot: {plot}")
-    return {"experiment": name, "seconds": result.seconds, "result": "result.json", "plot": "plot.png"}
+    return record
 
 
 @app.command()
@@ -111,24 +110,34 @@ def lab(
     dataset = load_dataset(data)
     out_dir = out_dir or Path("runs") / "lab" / name
     start = time.perf_counter()
-    index = []
+    index, records = [], []
     for experiment in names:
         folder = out_dir / experiment if name == "all" else out_dir
         chosen = {**(QUICK[experiment] if quick else {}), **options}
-        entry = _run_one(experiment, dataset, folder, chosen, as_json)
-        index.append({**entry, "result": f"{experiment}/result.json", "plot": f"{experiment}/plot.png"})
-    if name == "all":
-        total = time.perf_counter() - start
-        _write_json(out_dir / "index.json", {"data": data, "seconds": total, "experiments": index})
-        lines = [f"# convlens lab on {data}", "", f"All experiments took {total:.1f} s.", ""]
-        lines += [
-            f"- **{e['experiment']}** ({e['seconds']:.1f} s): [result]({e['result']}) · ![plot]({e['plot']})"
-            for e in index
-        ]
-        (out_dir / "index.md").write_text("\n".join(lines) + "\n")
-        err.print(
-            f"all experiments took {total:.1f} s   index: {out_dir / 'index.json'}, {out_dir / 'index.md'}"
+        records.append(_run_one(experiment, dataset, folder, chosen, as_json))
+        index.append(
+            {
+                "experiment": experiment,
+                "seconds": records[-1]["seconds"],
+                "result": f"{experiment}/result.json",
+                "plot": f"{experiment}/plot.png",
+            }
         )
+    if name != "all":
+        if as_json:
+            print_json(records[0])
+        return
+    total = time.perf_counter() - start
+    if as_json:
+        print_json({"data": data, "seconds": total, "experiments": records})
+    _write_json(out_dir / "index.json", {"data": data, "seconds": total, "experiments": index})
+    lines = [f"# convlens lab on {data}", "", f"All experiments took {total:.1f} s.", ""]
+    lines += [
+        f"- **{e['experiment']}** ({e['seconds']:.1f} s): [result]({e['result']}) · ![plot]({e['plot']})"
+        for e in index
+    ]
+    (out_dir / "index.md").write_text("\n".join(lines) + "\n")
+    err.print(f"all experiments took {total:.1f} s   index: {out_dir / 'index.json'}, {out_dir / 'index.md'}")
 
 
 def _parse_sweep(text: str) -> list[float]:
