@@ -117,7 +117,7 @@ def cell_arithmetic(
         with eval_mode(model), torch.no_grad():
             logits = model(batch)[0]  # (classes,)
         _check_flat_cell(stage, (logits.shape[0],), channel, row, col)
-        return _softmax(logits, channel)
+        return _softmax(logits.cpu(), channel)
     module = find_stage(model, stage)
     explain = _KINDS.get(type(module))
     if explain is None:
@@ -135,7 +135,7 @@ def cell_arithmetic(
     else:
         _check_flat_cell(stage, tuple(stage_output.shape), channel, row, col)
         real = float(stage_output[channel])
-    return explain(module, stage_input.double(), stage, channel, row, col, real)
+    return explain(module, stage_input.double().cpu(), stage, channel, row, col, real)
 
 
 def _check_spatial_cell(stage: str, shape: tuple[int, ...], channel: int, row: int, col: int) -> None:
@@ -205,7 +205,7 @@ def _conv(module: nn.Conv2d, x: torch.Tensor, stage: str, channel: int, row: int
     rows = _positions(top - top_pad, module.kernel_size[0], dh)
     cols = _positions(left - left_pad, module.kernel_size[1], dw)
     outside = ~_inside(rows, cols, x.shape[1], x.shape[2])
-    kernel = module.weight[channel].detach().double()  # (Cg, kH, kW)
+    kernel = module.weight[channel].detach().double().cpu()  # (Cg, kH, kW)
     products = patch * kernel
     channel_sums = products.sum(dim=(1, 2))  # (Cg,)
     bias = float(module.bias[channel].detach()) if module.bias is not None else 0.0
@@ -346,7 +346,7 @@ def _flatten(module: nn.Flatten, x, stage: str, channel: int, row: int, col: int
 
 def _linear(module: nn.Linear, x, stage: str, channel: int, row: int, col: int, real: float):
     inputs = x.reshape(-1)  # (F,)
-    weights = module.weight[channel].detach().double()  # (F,)
+    weights = module.weight[channel].detach().double().cpu()  # (F,)
     products = inputs * weights
     bias = float(module.bias[channel].detach()) if module.bias is not None else 0.0
     top = products.abs().argsort(descending=True)[:TOP_INPUTS].tolist()

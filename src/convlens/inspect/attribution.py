@@ -84,8 +84,8 @@ def grad_cam(
         method="grad-cam",
         target=target,
         stage=stage,
-        map=_scaled(upsampled[0, 0].detach().clamp_min(0)),
-        raw=cam[0, 0].detach(),
+        map=_scaled(upsampled[0, 0].detach().cpu().clamp_min(0)),
+        raw=cam[0, 0].detach().cpu(),
         probability=probability,
     )
 
@@ -104,7 +104,7 @@ def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -
     with eval_mode(model):
         batch, target, probability = _prepare(model, image, target)
         raw = Saliency(model).attribute(batch, target=target, abs=False)  # (1, C, H, W)
-    return _input_attribution("saliency", raw[0].detach(), target, probability)
+    return _input_attribution("saliency", raw[0].detach().cpu(), target, probability)
 
 
 def integrated_gradients(
@@ -124,7 +124,7 @@ def integrated_gradients(
             n_steps=steps,
             internal_batch_size=min(steps, 64),
         )  # fmt: skip  (1, C, H, W)
-    return _input_attribution("integrated-gradients", raw[0].detach(), target, probability)
+    return _input_attribution("integrated-gradients", raw[0].detach().cpu(), target, probability)
 
 
 def occlusion(
@@ -148,7 +148,7 @@ def occlusion(
             target=target,
             perturbations_per_eval=64,
         )  # fmt: skip  (1, C, H, W)
-    return _input_attribution("occlusion", raw[0].detach(), target, probability)
+    return _input_attribution("occlusion", raw[0].detach().cpu(), target, probability)
 
 
 METHODS = {

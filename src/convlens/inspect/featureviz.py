@@ -23,8 +23,17 @@ from torch import nn
 from convlens.data.bundle import to_float
 from convlens.data.transforms import random_affine
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, eval_mode, find_stage, input_shape, stage_names
+from convlens.inspect._stages import (
+    SOFTMAX,
+    eval_mode,
+    find_stage,
+    input_shape,
+    model_device,
+    stage_names,
+)
 from convlens.inspect.hooks import StageRecorder
+
+DECAY = 1.0  # spectrum ~ 1/frequency**DECAY: natural images fall off about like 1/f
 
 
 @dataclass
@@ -86,7 +95,8 @@ def _redirected_relus(model: nn.Module) -> Iterator[None]:
 def _channel_count(model: nn.Module, stage: str) -> int:
     shape = input_shape(model)
     with eval_mode(model), torch.no_grad():
-        return int(_stage_output(model, stage, torch.zeros(1, *shape), keep_graph=False).shape[1])
+        zeros = torch.zeros(1, *shape, device=model_device(model))
+        return int(_stage_output(model, stage, zeros, keep_graph=False).shape[1])
 
 
 def _stage_output(model: nn.Module, stage: str, batch: torch.Tensor, keep_graph: bool) -> torch.Tensor:
@@ -117,12 +127,13 @@ def _check_channels(model: nn.Module, stage: str, channels) -> list[int]:
     return chosen
 
 
-def _frequency_scale(height: int, width: int) -> torch.Tensor:
+def _frequency_scale(height: int, width: int, decay: float = DECAY) -> torch.Tensor:
     """1 / |frequency| per rfft2 coefficient, so coarse structure is cheap and noise is expensive."""
     fy = torch.fft.fftfreq(height)[:, None]  # (H, 1)
     fx = torch.fft.rfftfreq(width)[None, :]  # (1, W//2+1)
     frequency = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / max(height, width))
-    return (1.0 / frequency) / max(height, width)  # (H, W//2+1), about 1 at the lowest frequency
+    lowest = 1.0 / max(height, width)
+    return (lowest / frequency) ** decay  # (H, W//2+1), 1 at the lowest frequency
 
 
 def feature_visualization(
@@ -130,7 +141,7 @@ def feature_visualization(
     stage: str,
     channels: list[int] | None = None,
     steps: int = 256,
-    lr: float = 0.05,
+    lr: float = 0.2,
     seed: int = 0,
 ) -> FeatureVisualization:
     """Optimize one input image per channel of ``stage`` to maximize that channel's mean activation."""
@@ -139,11 +150,13 @@ def feature_visualization(
         raise ConvlensError(f"steps: expected at least 1, got {steps}")
     c, height, width = input_shape(model)
     generator = torch.Generator().manual_seed(seed)
-    scale = _frequency_scale(height, width)  # (H, W//2+1)
+    device = model_device(model)
+    scale = _frequency_scale(height, width, DECAY).to(device)  # (H, W//2+1)
     spectrum_shape = (len(chosen), c, height, width // 2 + 1)
-    real = (torch.randn(spectrum_shape, generator=generator) * 0.01).requires_grad_()
-    imag = (torch.randn(spectrum_shape, generator=generator) * 0.01).requires_grad_()
-    targets = torch.tensor(chosen)
+    # drawn on the CPU generator, so a seed gives the same start on every device
+    real = (torch.randn(spectrum_shape, generator=generator) * 0.01).to(device).requires_grad_()
+    imag = (torch.randn(spectrum_shape, generator=generator) * 0.01).to(device).requires_grad_()
+    targets = torch.tensor(chosen, device=device)
 
     def image() -> torch.Tensor:
         spatial = torch.fft.irfft2(torch.complex(real, imag) * scale, s=(height, width), norm="ortho")
@@ -172,7 +185,11 @@ def feature_visualization(
             final = image()
             activation = _channel_scores(_stage_output(model, stage, final, keep_graph=False), targets)
     return FeatureVisualization(
-        stage=stage, channels=chosen, images=final.detach(), activation=activation.detach(), steps=steps
+        stage=stage,
+        channels=chosen,
+        images=final.detach().cpu(),
+        activation=activation.detach().cpu(),
+        steps=steps,
     )
 
 
@@ -191,13 +208,14 @@ def top_activating_images(
             f"images: expected N x {'x'.join(map(str, input_shape(model)))}, got {tuple(images.shape)}"
         )
     k = max(1, min(k, images.shape[0]))
-    index = torch.tensor(chosen)
+    device = model_device(model)
+    index = torch.tensor(chosen, device=device)
     scores = []
     with eval_mode(model), torch.no_grad():
         for first in range(0, images.shape[0], batch_size):
-            batch = to_float(images[first : first + batch_size])  # (B, C, H, W)
+            batch = to_float(images[first : first + batch_size]).to(device)  # (B, C, H, W)
             output = _stage_output(model, stage, batch, keep_graph=False)[:, index]  # (B, K, ...)
             scores.append(output.flatten(2).mean(dim=2) if output.ndim > 2 else output)
-    per_image = torch.cat(scores).T  # (K, N)
+    per_image = torch.cat(scores).T.cpu()  # (K, N)
     values, indices = per_image.topk(k, dim=1)
     return TopImages(stage=stage, channels=chosen, indices=indices, scores=values)

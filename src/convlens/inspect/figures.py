@@ -117,15 +117,20 @@ def filters_figure(weight: torch.Tensor, stage: str, path: str | Path) -> Path:
     plt = _pyplot()
     out_channels, in_channels, kh, kw = weight.shape
     rows, cols = min(out_channels, 64), min(in_channels, 32)
+    more = "" if (rows, cols) == (out_channels, in_channels) else f", first {rows}x{cols} shown"
     shown = weight[:rows, :cols].detach().cpu().float().reshape(rows * cols, kh, kw)
     bound = max(float(shown.abs().max()), 1e-12)  # weights are signed: always centre on zero
     style = {"cmap": SIGNED, "vmin": -bound, "vmax": bound}
-    scale = 0.08 * (kw + 1)
-    fig, ax = plt.subplots(figsize=(max(3.0, scale * cols + 1.8), max(2.0, scale * rows + 1.0)))
+    if in_channels == 1:  # one kernel per output channel: wrap them into rows of 8
+        cols, rows = min(rows, 8), math.ceil(rows / 8)
+    scale = 0.13 * (kw + 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, scale * cols + 2.0), max(2.4, scale * rows + 1.2)))
     picture = _mosaic_axes(ax, _mosaic(shown, cols), style, (kh, kw), rows, cols)
-    ax.set_xlabel("input channel", fontsize=9)
-    ax.set_ylabel("output channel", fontsize=9)
-    more = "" if (rows, cols) == (out_channels, in_channels) else f", first {rows}x{cols} shown"
+    if in_channels == 1:
+        ax.set_xlabel("output channel = 8 x row + column (one input channel)", fontsize=9)
+    else:
+        ax.set_xlabel("input channel", fontsize=9)
+        ax.set_ylabel("output channel", fontsize=9)
     ax.set_title(f"{stage}: {out_channels}x{in_channels} kernels of {kh}x{kw}{more}", fontsize=10)
     fig.colorbar(picture, ax=ax, shrink=0.8, label="weight")
     return _save(fig, path)

@@ -104,10 +104,11 @@ def activations(model: nn.Module, image: torch.Tensor) -> Activations:
     batch, single = as_batch(model, image)
     with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
         logits = model(batch)  # (N, classes)
+    logits, batch = logits.cpu(), batch.cpu()  # explanations are data: hand them out on the CPU
     probabilities = torch.softmax(logits.float(), dim=-1)  # (N, classes)
     stages = []
     for name, module in recorder.modules:
-        output = recorder.outputs[name]
+        output = recorder.outputs[name].cpu()
         stages.append(StageActivation(name, type(module).__name__, output[0] if single else output))
     stages.append(StageActivation(SOFTMAX, "Softmax", probabilities[0] if single else probabilities))
     return Activations(
