@@ -11,7 +11,7 @@ from convlens.inspect import activations, feature_visualization, top_activating_
 
 @pytest.mark.parametrize(
     ("stage", "channels"),
-    [("conv2", list(range(32))), ("relu1", list(range(16))), ("pool1", list(range(16)))],
+    [("conv2", list(range(32))), ("conv1", list(range(16))), ("relu1", list(range(16)))],
 )
 def test_optimized_image_beats_the_most_activating_test_image(digits_model, digits, stage, channels):
     model, _ = digits_model
