@@ -80,7 +80,7 @@ def lab(
     ),
     data: str = typer.Option("mnist5k", "--data", "-d", help="Built-in name or a path."),
     out_dir: Path = typer.Option(
-        None, "--out", "-o", help="Folder for result.json and plot.png [default: runs/lab/NAME]."
+        None, "--out", "-o", help="Folder for result.json and plot.png (default: runs/lab/NAME)."
     ),
     option: list[str] = typer.Option([], "--option", help="Experiment option KEY=VALUE, e.g. epochs=2."),
     quick: bool = typer.Option(
@@ -185,10 +185,10 @@ def attack(
     target: str = typer.Option(
         None, "--target", help="Targeted attack: push every image towards this class."
     ),
-    data: str = typer.Option(None, "--data", "-d", help="Data set [default: the training data]."),
+    data: str = typer.Option(None, "--data", "-d", help="Data set (default: the training data)."),
     images: int = typer.Option(1000, "--images", help="How many test images to attack (seeded sample)."),
     out_dir: Path = typer.Option(
-        None, "--out", "-o", help="Folder for result.json and PNGs [default: RUN_DIR/attack]."
+        None, "--out", "-o", help="Folder for result.json and PNGs (default: RUN_DIR/attack)."
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -279,12 +279,12 @@ def _attack_tables(summary: dict, class_names: list[str]) -> None:
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
     out_file: Path = typer.Option(
-        None, "--out", "-o", help="HTML file to write [default: RUN_DIR/report.html]."
+        None, "--out", "-o", help="HTML file to write (default: RUN_DIR/report.html)."
     ),
-    data: str = typer.Option(None, "--data", "-d", help="Data set [default: the training data]."),
+    data: str = typer.Option(None, "--data", "-d", help="Data set (default: the training data)."),
     eps: float = typer.Option(0.1, "--eps", help="ε of the attack examples in the report."),
     lab_dir: Path = typer.Option(
-        None, "--lab", help="Folder of `convlens lab` results to include [default: RUN_DIR/lab]."
+        None, "--lab", help="Folder of `convlens lab` results to include (default: RUN_DIR/lab)."
     ),
 ) -> None:
     """Write one self-contained HTML report of a run: curves, confusion, errors with Grad-CAM, filters, attacks, lab."""
