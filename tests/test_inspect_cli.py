@@ -173,3 +173,23 @@ def test_features_bad_input(run_cli, digits_run, tmp_path):
     _one_line_error(code, err, "channels [16]: stage 'conv1' has channels 0..15")
     code, _, err = run_cli("features", digits_run, "--stage", "pool9", "--out", tmp_path)
     _one_line_error(code, err, "unknown stage 'pool9'")
+
+
+@pytest.mark.parametrize("name", ["tinyvgg", "lenet5", "resnet8", "mlp"])
+def test_explain_every_model_family(run_cli, tmp_path, name):
+    """Untrained checkpoints are enough: the pictures depend on the stages, not on the weights."""
+    from convlens.checkpoint import save_checkpoint
+    from convlens.models import create_model
+
+    model = create_model(name, (1, 12, 12), 3)
+    save_checkpoint(tmp_path / "run" / "model", model, {"class_names": ["a", "b", "c"]})
+    code, out, err = run_cli("explain", tmp_path / "run", "smiley", "--out", tmp_path / "x", "--json")
+    assert code == 0, err
+    names = {Path(f).name for f in json.loads(out)["files"]}
+    assert {"input.png", "probabilities.png"} <= names
+    if name == "mlp":
+        assert "gradcam.png" not in names and not any(n.startswith("filters-") for n in names)
+    else:
+        assert "gradcam.png" in names and any(n.startswith("filters-") for n in names)
+    if name == "resnet8":
+        assert {"filters-block2.conv1.png", "filters-block2.shortcut.0.png", "stage-block3.png"} <= names

@@ -116,7 +116,7 @@ def explain(
     out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for the PNGs (required unless --at)."),
     stage: str = typer.Option(None, "--stage", help="Only this stage's feature maps; Grad-CAM looks here."),
     target: str = typer.Option(
-        None, "--target", help="Class index or name to explain [default: prediction]."
+        None, "--target", help="Class index or name to explain (default: the prediction)."
     ),
     at: str = typer.Option(None, "--at", help="C,ROW,COL: print the arithmetic of this cell of --stage."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
@@ -324,7 +324,7 @@ def features(
         ..., "--stage", help="Stage whose channels to visualize (or softmax: classes)."
     ),
     channels: str = typer.Option(
-        None, "--channels", help="Comma-separated channels [default: all, up to 64]."
+        None, "--channels", help="Comma-separated channels (default: all, up to 64)."
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for features-STAGE.png."),
     steps: int = typer.Option(256, "--steps", help="Optimization steps."),
