@@ -30,8 +30,7 @@ from convlens.train import TrainConfig, fit
 
 
 def plain_gradient_pass(model, images, labels, batch_size: int = 250) -> None:
-    """The floor: d(loss)/d(pixels) for every image, with plain autograd."""
-    model = model.to(memory_format=torch.channels_last)
+    """The floor: d(loss)/d(pixels) for every image, with plain autograd (channels_last input, as the attacks)."""
     for first in range(0, images.shape[0], batch_size):
         batch = images[first : first + batch_size].contiguous(memory_format=torch.channels_last)
         batch.requires_grad_(True)

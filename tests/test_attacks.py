@@ -194,3 +194,19 @@ def test_fgsm_budget_holds_for_any_eps_and_image(eps, seed):
     assert float(delta.abs().max()) <= eps + TOL
     moved_inside = (adversarial > 0) & (adversarial < 1) & (delta != 0)
     assert torch.allclose(delta[moved_inside].abs(), torch.full_like(delta[moved_inside], eps), atol=TOL)
+
+
+def test_the_model_comes_back_unchanged(digits_model, digits_test):
+    model, _ = digits_model
+    images, labels = digits_test
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strides = {k: v.stride() for k, v in model.state_dict().items()}
+    model.train()
+    try:
+        attacks.pgd(model, images[:20], labels[:20], 0.1, steps=2)
+        assert model.training  # the mode it came in
+    finally:
+        model.eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]) and value.stride() == strides[key]
+    assert all(p.grad is None for p in model.parameters())  # no gradients left on the weights

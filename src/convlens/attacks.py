@@ -175,26 +175,33 @@ def _run(
     target: int | None,
     batch_size: int,
 ) -> tuple[torch.Tensor, ...]:
-    """Attack in batches; returns (adversarial images, clean/adv predictions and confidences)."""
-    # channels_last halves the input-gradient convolutions on CPU (PERF-NOTES); it changes only
-    # how the weights are laid out in memory, not their values
-    model.eval().to(memory_format=torch.channels_last)
+    """Attack in batches; returns (adversarial images, clean/adv predictions and confidences).
+
+    The model runs in eval mode (dropout off, BatchNorm statistics frozen) and is put back in
+    the mode it came in; its weights are not touched.
+    """
+    was_training = model.training
+    model.eval()
     device = next(model.parameters()).device
     adversarial, outputs = [], {"cp": [], "cc": [], "ap": [], "ac": []}
-    for first in range(0, images.shape[0], batch_size):
-        clean = images[first : first + batch_size].to(device)  # (B, C, H, W)
-        clean = clean.contiguous(memory_format=torch.channels_last)
-        classes = labels[first : first + batch_size].to(device)  # (B,)
-        if target is not None:
-            classes = torch.full_like(classes, target)
-        with warnings.catch_warnings():  # Captum warns that it turns on input gradients; intended
-            warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
-            adv = perturb(clean, classes, target is not None).detach()  # (B, C, H, W)
-        for key, batch in (("c", clean), ("a", adv)):
-            predicted, confidence = _predict(model, batch)
-            outputs[key + "p"].append(predicted.cpu())
-            outputs[key + "c"].append(confidence.cpu())
-        adversarial.append(adv.cpu())
+    try:
+        for first in range(0, images.shape[0], batch_size):
+            # channels_last input: faster input-gradient convolutions on CPU (PERF-NOTES)
+            clean = images[first : first + batch_size].to(device)  # (B, C, H, W)
+            clean = clean.contiguous(memory_format=torch.channels_last)
+            classes = labels[first : first + batch_size].to(device)  # (B,)
+            if target is not None:
+                classes = torch.full_like(classes, target)
+            with warnings.catch_warnings():  # Captum warns that it turns on input gradients; intended
+                warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+                adv = perturb(clean, classes, target is not None).detach()  # (B, C, H, W)
+            for key, batch in (("c", clean), ("a", adv)):
+                predicted, confidence = _predict(model, batch)
+                outputs[key + "p"].append(predicted.cpu())
+                outputs[key + "c"].append(confidence.cpu())
+            adversarial.append(adv.cpu().contiguous())
+    finally:
+        model.train(was_training)
     cat = torch.cat
     return (
         cat(adversarial),
