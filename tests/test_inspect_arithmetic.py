@@ -70,6 +70,7 @@ def test_conv_cell_equals_the_layer(
         assert torch.equal(cell.padding[0], row_out[:, None] | col_out[None, :])
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 @FAST
 @given(
     padding_mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),

@@ -87,3 +87,25 @@ def test_filters_are_the_conv_weights():
         conv_filters(model, "relu1")
     with pytest.raises(ConvlensError, match="unknown stage 'conv9'.*conv1, bn1"):
         conv_filters(model, "conv9")
+
+
+def test_in_place_layers_do_not_change_what_was_recorded():
+    from convlens.inspect import cell_arithmetic
+    from convlens.models._registry import Normalize, StagedModel
+
+    torch.manual_seed(0)
+    stages = [
+        ("normalize", Normalize([0.5], [0.5])),
+        ("conv", nn.Conv2d(1, 4, 3, padding=1)),
+        ("relu", nn.ReLU(inplace=True)),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(4 * 6 * 6, 2)),
+    ]
+    model = StagedModel(stages, (1, 6, 6), 2).eval()
+    image = torch.rand(1, 6, 6)
+    result = activations(model, image)
+    assert result["conv"].min() < 0  # the ReLU ran in place after the conv output was recorded
+    torch.testing.assert_close(result["relu"], result["conv"].clamp_min(0))
+    negative = (result["conv"] < 0).nonzero()[0].tolist()
+    cell = cell_arithmetic(model, image, "relu", *negative)
+    assert cell.before < 0 and cell.after == 0 == cell.output

@@ -126,7 +126,7 @@ def cell_arithmetic(
             f"stage {stage!r} ({type(module).__name__}) has no cell arithmetic; "
             f"choose one of: {', '.join(supported)}"
         )
-    with eval_mode(model), torch.no_grad(), StageRecorder(model, [stage]) as recorder:
+    with eval_mode(model), torch.no_grad(), StageRecorder(model, [stage], with_inputs=True) as recorder:
         model(batch)
     stage_input, stage_output = recorder.inputs[stage][0], recorder.outputs[stage][0]
     if stage_output.ndim == 3:

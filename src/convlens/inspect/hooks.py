@@ -57,16 +57,24 @@ class Activations:
 
 
 class StageRecorder:
-    """Forward hooks that keep the input and output of chosen stages; use as a context manager.
+    """Forward hooks that keep the output (and with ``with_inputs`` the input) of chosen stages.
 
-    The hooks are removed on exit even when the forward pass raises. With ``keep_graph`` the
-    outputs stay attached to autograd (feature visualization differentiates through them).
+    Use as a context manager: the hooks are removed on exit even when the forward pass
+    raises. Recorded tensors are copies, so a later in-place layer (``ReLU(inplace=True)``)
+    cannot change what was recorded; inputs are copied before the stage runs for the same
+    reason. With ``keep_graph`` outputs stay attached to autograd (feature visualization
+    differentiates through them) and are not copied.
     """
 
     def __init__(
-        self, model: nn.Module, names: Sequence[str] | None = None, keep_graph: bool = False
+        self,
+        model: nn.Module,
+        names: Sequence[str] | None = None,
+        keep_graph: bool = False,
+        with_inputs: bool = False,
     ) -> None:
         self.keep_graph = keep_graph
+        self.with_inputs = with_inputs
         stages = model_stages(model)
         chosen = [n for n, _ in stages] if names is None else list(names)
         self.modules = [(name, find_stage(model, name)) for name in chosen]
@@ -77,7 +85,9 @@ class StageRecorder:
     def __enter__(self) -> StageRecorder:
         try:
             for name, module in self.modules:
-                self._handles.append(module.register_forward_hook(self._hook(name)))
+                if self.with_inputs:
+                    self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
+                self._handles.append(module.register_forward_hook(self._output_hook(name)))
         except BaseException:
             self.remove()
             raise
@@ -91,10 +101,15 @@ class StageRecorder:
             handle.remove()
         self._handles.clear()
 
-    def _hook(self, name: str):
+    def _input_hook(self, name: str):
+        def keep(module: nn.Module, inputs: tuple) -> None:
+            self.inputs[name] = inputs[0].detach().clone()
+
+        return keep
+
+    def _output_hook(self, name: str):
         def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            self.inputs[name] = inputs[0] if self.keep_graph else inputs[0].detach()
-            self.outputs[name] = output if self.keep_graph else output.detach()
+            self.outputs[name] = output if self.keep_graph else output.detach().clone()
 
         return keep
 
