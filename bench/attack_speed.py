@@ -13,6 +13,7 @@ before and after: a run with pressure well above 0 was disturbed by other proces
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -30,7 +31,7 @@ from convlens.train import TrainConfig, fit
 
 
 def plain_gradient_pass(model, images, labels, batch_size: int = 250) -> None:
-    """The floor: d(loss)/d(pixels) for every image, with plain autograd (channels_last input, as the attacks)."""
+    """The floor: d(loss)/d(pixels) for every image, with plain autograd (channels_last, as the attacks)."""
     for first in range(0, images.shape[0], batch_size):
         batch = images[first : first + batch_size].contiguous(memory_format=torch.channels_last)
         batch.requires_grad_(True)
@@ -63,10 +64,11 @@ def main() -> None:
         model, _ = load_checkpoint(Path(folder) / "run")
     print(f"trained convnet on mnist5k: {100 * result.test_accuracy:.1f} % in {result.train_seconds:.1f} s")
     images, labels = to_float(dataset.test_images[:1000]), dataset.test_labels[:1000]  # (1000, 1, 28, 28)
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)  # what the attacks run on
     rows = []
     for threads in (2, 1):
         torch.set_num_threads(threads)
-        baseline = timed(lambda: plain_gradient_pass(model, images, labels), repeats)
+        baseline = timed(lambda: plain_gradient_pass(channels_last, images, labels), repeats)
         fgsm = timed(lambda: attacks.fgsm(model, images, labels, 0.1), repeats)
         pgd = timed(lambda: attacks.pgd(model, images, labels, 0.1, steps=10), repeats)
         rows.append((threads, baseline, fgsm, pgd))

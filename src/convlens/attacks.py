@@ -8,6 +8,7 @@ this module adds the loss on logits, batching, input checks and the numbers a le
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -177,31 +178,27 @@ def _run(
 ) -> tuple[torch.Tensor, ...]:
     """Attack in batches; returns (adversarial images, clean/adv predictions and confidences).
 
-    The model runs in eval mode (dropout off, BatchNorm statistics frozen) and is put back in
-    the mode it came in; its weights are not touched.
+    The attack runs on a channels_last copy of the model in eval mode: channels_last weights
+    and inputs make the input-gradient convolutions up to 2x faster on CPU (PERF-NOTES), and
+    the copy leaves the caller's model, its weights and its train/eval mode untouched.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    working = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    device = next(working.parameters()).device
     adversarial, outputs = [], {"cp": [], "cc": [], "ap": [], "ac": []}
-    try:
-        for first in range(0, images.shape[0], batch_size):
-            # channels_last input: faster input-gradient convolutions on CPU (PERF-NOTES)
-            clean = images[first : first + batch_size].to(device)  # (B, C, H, W)
-            clean = clean.contiguous(memory_format=torch.channels_last)
-            classes = labels[first : first + batch_size].to(device)  # (B,)
-            if target is not None:
-                classes = torch.full_like(classes, target)
-            with warnings.catch_warnings():  # Captum warns that it turns on input gradients; intended
-                warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
-                adv = perturb(clean, classes, target is not None).detach()  # (B, C, H, W)
-            for key, batch in (("c", clean), ("a", adv)):
-                predicted, confidence = _predict(model, batch)
-                outputs[key + "p"].append(predicted.cpu())
-                outputs[key + "c"].append(confidence.cpu())
-            adversarial.append(adv.cpu().contiguous())
-    finally:
-        model.train(was_training)
+    for first in range(0, images.shape[0], batch_size):
+        clean = images[first : first + batch_size].to(device)  # (B, C, H, W)
+        clean = clean.contiguous(memory_format=torch.channels_last)
+        classes = labels[first : first + batch_size].to(device)  # (B,)
+        if target is not None:
+            classes = torch.full_like(classes, target)
+        with warnings.catch_warnings():  # Captum warns that it turns on input gradients; intended
+            warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+            adv = perturb(working, clean, classes, target is not None).detach()  # (B, C, H, W)
+        for key, batch in (("c", clean), ("a", adv)):
+            predicted, confidence = _predict(working, batch)
+            outputs[key + "p"].append(predicted.cpu())
+            outputs[key + "c"].append(confidence.cpu())
+        adversarial.append(adv.cpu().contiguous())
     cat = torch.cat
     return (
         cat(adversarial),
@@ -249,10 +246,10 @@ def fgsm(
     eps = check_eps(eps)
     check_inputs(model, images, labels)
     _check_target(model, target)
-    attack = FGSM(model, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
-    attack.zero_thresh = 0.0  # textbook FGSM: only an exactly-zero gradient leaves a pixel alone
 
-    def perturb(clean, classes, targeted):
+    def perturb(working, clean, classes, targeted):
+        attack = FGSM(working, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
+        attack.zero_thresh = 0.0  # textbook FGSM: only an exactly-zero gradient leaves a pixel alone
         return attack.perturb(clean, epsilon=eps, target=classes, targeted=targeted)
 
     run = _run(model, images, labels, perturb, target, batch_size)
@@ -283,12 +280,10 @@ def pgd(
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     if not (math.isfinite(step_size) and step_size >= 0):
         raise ConvlensError(f"step_size must be a non-negative number, got {step_size}")
-    attack = PGD(model, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
-    attack.fgsm.zero_thresh = 0.0
-    if random_start:
-        torch.manual_seed(0)  # Captum draws the start point from the global generator
 
-    def perturb(clean, classes, targeted):
+    def perturb(working, clean, classes, targeted):
+        attack = PGD(working, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
+        attack.fgsm.zero_thresh = 0.0
         return attack.perturb(
             clean,
             radius=eps,
@@ -299,7 +294,10 @@ def pgd(
             random_start=random_start,
         )
 
-    run = _run(model, images, labels, perturb, target, batch_size)
+    # Captum draws the random start from the global generator: seed it, without disturbing the caller's
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        run = _run(model, images, labels, perturb, target, batch_size)
     return _result("pgd", eps, steps, step_size, target, images, labels, run)
 
 
