@@ -357,9 +357,11 @@ def features(
     if top_k:
         spec = meta.get("dataset", {}).get("spec") or meta.get("dataset", {}).get("name")
         try:
+            if not spec:
+                raise ConvlensError("the checkpoint records no data set")
             dataset = load_dataset(spec, image_size=tuple(meta["input_shape"][1:]))
         except ConvlensError as exc:
-            err.print(f"[yellow]no top images: the training data is not available ({exc})[/]")
+            err.print(f"no top images: the training data is not available ({exc})", markup=False)
         else:
             top = top_activating_images(model, dataset.test_images, stage, visualization.channels, k=top_k)
             images = to_float(dataset.test_images[top.indices.flatten()]).view(
