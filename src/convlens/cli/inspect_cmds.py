@@ -96,7 +96,7 @@ def arithmetic_lines(cell) -> list[str]:
                 f"  input {i}: {_fmt(float(cell.inputs[i]))} x {_fmt(float(cell.weights[i]))} = {_fmt(float(cell.products[i]))}"
             )
         lines.append(
-            f"sum of all {len(cell.inputs)} products {_fmt(float(cell.products.sum()))} + bias {_fmt(cell.bias)} = {_fmt(cell.total)}"
+            f"sum of all {len(cell.inputs)} products {_fmt(cell.total - cell.bias)} + bias {_fmt(cell.bias)} = {_fmt(cell.total)}"
         )
     elif cell.kind == "softmax":
         lines.append("logits: " + ", ".join(_fmt(v) for v in cell.logits.tolist()))
@@ -217,7 +217,7 @@ def _write_explanation(model, meta, pixels, image, out_dir: Path, stage, target)
                 "output_shape": list(f.output_shape),
                 "parameters": f.parameters,
                 "receptive_field": "whole image" if f.whole_image else f"{f.size[0]}x{f.size[1]}",
-                "jump": list(f.jump),
+                "jump": None if f.whole_image else list(f.jump),
             }
             for f in receptive_fields(model)
         ],
@@ -234,7 +234,7 @@ def _print_explanation(summary: dict, class_names: list[str]) -> None:
     for row in summary["stages"]:
         table.add_row(
             row["stage"], row["kind"], "x".join(map(str, row["output_shape"])), f"{row['parameters']:,}",
-            row["receptive_field"], "x".join(map(str, row["jump"])),
+            row["receptive_field"], "x".join(map(str, row["jump"])) if row["jump"] else "-",
         )  # fmt: skip
     out.print(table)
     p = summary["prediction"]
