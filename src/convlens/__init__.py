@@ -29,6 +29,26 @@ _EXPORTS = {
     "save_checkpoint": "convlens.checkpoint",
     "predict_probabilities": "convlens.predict",
     "top_predictions": "convlens.predict",
+    # the inside view
+    "activations": "convlens.inspect",
+    "cell_arithmetic": "convlens.inspect",
+    "receptive_fields": "convlens.inspect",
+    "conv_filters": "convlens.inspect",
+    "convolve": "convlens.inspect",
+    "grad_cam": "convlens.inspect",
+    "saliency": "convlens.inspect",
+    "integrated_gradients": "convlens.inspect",
+    "occlusion": "convlens.inspect",
+    "feature_visualization": "convlens.inspect",
+    "top_activating_images": "convlens.inspect",
+    # fooling the model, the lab, the faces
+    "fgsm": "convlens.attacks",
+    "pgd": "convlens.attacks",
+    "robustness_curve": "convlens.attacks",
+    "list_experiments": "convlens.lab",
+    "run_experiment": "convlens.lab",
+    "build_report": "convlens.report",
+    "create_app": "convlens.server.app",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

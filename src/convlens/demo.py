@@ -65,8 +65,22 @@ def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
     convlens train --data fashion-mnist --out runs/fashion
   train on your own folder (one subfolder per class):
     convlens train --data ./my_images --image-size 64 --out runs/mine
+  look inside: feature maps, filters, Grad-CAM and one cell's arithmetic:
+    convlens explain {out_dir} {samples[0]} --out {out_dir / "explain"}
+    convlens explain {out_dir} {samples[0]} --stage conv1 --at 0,14,14
+  fool it with an invisible perturbation:
+    convlens attack {out_dir} --eps-sweep 0,0.05,0.1,0.2 --out {out_dir / "attack"}
+  test what CNN articles claim, as experiments:
+    convlens lab all --out runs/lab
   see what is built in:
     convlens datasets;  convlens models""")
+    from convlens.report import build_report
+
+    err.print("writing the report (training curves, confusion matrix, Grad-CAM, filters, attacks) ...")
+    report = build_report(out_dir)
+    out.print(
+        f"\n[bold]report[/]: {report.resolve()}  (one self-contained HTML file; open it in any browser)"
+    )
     if serve:  # `make demo` ends in the explorer; `convlens demo --no-serve` stops here
         from convlens.cli.serve_cmd import serve_runs
 

@@ -305,8 +305,10 @@ def demo(
     ),
     port: int = typer.Option(8000, "--port", "-p", help="Port of the explorer."),
 ) -> None:
-    """Train the default CNN on 5,000 real MNIST digits, classify a few test images, then open the
-    explorer on http://127.0.0.1:8000/ until Ctrl-C (unless --no-serve)."""
+    """Train the default CNN on 5,000 real MNIST digits, classify a few, write a report, open the explorer.
+
+    The explorer runs on http://127.0.0.1:8000/ until Ctrl-C; --no-serve stops after the report.
+    """
     from convlens.demo import run_demo
 
     run_demo(out_dir, serve=not no_serve, port=port)

@@ -93,8 +93,10 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
 ) -> None:
-    """Start the explorer: a local web page that shows how your CNN sees (feature maps, cell arithmetic,
-    Grad-CAM, attacks, filters, model card).
+    """Start the explorer: a local web page that shows how your CNN sees.
+
+    Feature maps as you draw, cell-by-cell arithmetic, a convolution playground, Grad-CAM,
+    attacks, filters and the model card.
 
     Example:  convlens serve runs/mnist runs/fashion --open
     """
