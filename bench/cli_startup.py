@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_pressure, median  # noqa: E402
+from _common import cpu_pressure, median
 
 
 def timed(command: list[str], runs: int = 7) -> float:
@@ -32,7 +32,9 @@ def main() -> None:
     torch_time = timed([sys.executable, "-c", "import torch"])
     print(f"python -c pass:        {1000 * bare:.0f} ms")
     print(f"convlens --help:       {1000 * help_time:.0f} ms  ({help_time / bare:.1f}x bare python)")
-    print(f"python -c 'import torch': {1000 * torch_time:.0f} ms  (what --help would cost without lazy imports)")
+    print(
+        f"python -c 'import torch': {1000 * torch_time:.0f} ms  (what --help would cost without lazy imports)"
+    )
     print(f"CPU pressure after: {cpu_pressure()}")
 
 

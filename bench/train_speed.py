@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_pressure, matmul_peak_gflops, median  # noqa: E402
-
-from convlens.data import load_dataset, to_float  # noqa: E402
-from convlens.models import create_model, flops_per_image  # noqa: E402
-from convlens.train import TrainConfig, fit  # noqa: E402
+from _common import cpu_pressure, matmul_peak_gflops, median
+from convlens.data import load_dataset, to_float
+from convlens.models import create_model, flops_per_image
+from convlens.train import TrainConfig, fit
 
 
 class ExampleNet(nn.Module):
@@ -71,8 +70,10 @@ def baseline_run(dataset, seed: int, epochs: int = 14) -> list[tuple[float, floa
         seconds += time.perf_counter() - start
         model.eval()
         with torch.no_grad():
-            correct = sum(int((model(test_x[i : i + 1000]).argmax(1) == test_y[i : i + 1000]).sum())
-                          for i in range(0, len(test_y), 1000))
+            correct = sum(
+                int((model(test_x[i : i + 1000]).argmax(1) == test_y[i : i + 1000]).sum())
+                for i in range(0, len(test_y), 1000)
+            )
         curve.append((seconds, correct / len(test_y)))
     return curve
 
@@ -97,14 +98,18 @@ def describe(name: str, curves: list[list[tuple[float, float]]]) -> dict:
         "final_min": min(finals),
         "total": median([c[-1][0] for c in curves]),
         "t97": median([t for t in t97 if t is not None]) if all(t is not None for t in t97) else None,
-        "t98": median([t for t in t98 if t is not None]) if sum(t is not None for t in t98) > len(t98) / 2 else None,
+        "t98": median([t for t in t98 if t is not None])
+        if sum(t is not None for t in t98) > len(t98) / 2
+        else None,
         "reached97": sum(t is not None for t in t97),
         "reached98": sum(t is not None for t in t98),
         "runs": len(curves),
     }
-    print(f"  {name:<22} final {100 * row['final']:.2f} % (min {100 * row['final_min']:.2f}), "
-          f"{row['total']:.2f} s training; time to 97 %: {fmt(row['t97'])} ({row['reached97']}/{row['runs']} runs), "
-          f"time to 98 %: {fmt(row['t98'])} ({row['reached98']}/{row['runs']} runs)")
+    print(
+        f"  {name:<22} final {100 * row['final']:.2f} % (min {100 * row['final_min']:.2f}), "
+        f"{row['total']:.2f} s training; time to 97 %: {fmt(row['t97'])} ({row['reached97']}/{row['runs']} runs), "
+        f"time to 98 %: {fmt(row['t98'])} ({row['reached98']}/{row['runs']} runs)"
+    )
     return row
 
 
@@ -119,17 +124,23 @@ def throughput(dataset, peak: float) -> None:
         result = fit(dataset, TrainConfig(seed=0, epochs=3), run_dir)
     rate = max(row["images_per_second"] for row in result.history)
     achieved = rate * flops * 3 / 1e9  # forward + backward ≈ 3x forward
-    print(f"  default model training throughput: {rate:,.0f} img/s at 28x28 "
-          f"({achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f} % of the {peak:.0f} GFLOP/s matmul peak)")
+    print(
+        f"  default model training throughput: {rate:,.0f} img/s at 28x28 "
+        f"({achieved:.1f} GFLOP/s = {100 * achieved / peak:.1f} % of the {peak:.0f} GFLOP/s matmul peak)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="2 seeds each instead of 5 and 3")
     parser.add_argument("--fashion", action="store_true", help="also train Fashion-MNIST with the defaults")
     args = parser.parse_args()
     seeds, baseline_seeds = (2, 1) if args.quick else (5, 3)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU pressure before: {cpu_pressure()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU pressure before: {cpu_pressure()}"
+    )
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak: {peak:.0f} GFLOP/s")
     dataset = load_dataset("mnist5k")
@@ -145,16 +156,20 @@ def main() -> None:
     if mine["t97"] and base["t97"]:
         print(f"  time-to-97 % ratio (baseline / convlens): {base['t97'] / mine['t97']:.1f}x")
     elif mine["t97"]:
-        print(f"  baseline did not reach 97 % in every run; ratio ≥ {base['total'] / mine['t97']:.1f}x "
-              "(its whole training time / our time to 97 %)")
+        print(
+            f"  baseline did not reach 97 % in every run; ratio ≥ {base['total'] / mine['t97']:.1f}x "
+            "(its whole training time / our time to 97 %)"
+        )
     throughput(dataset, peak)
     if args.fashion:
         fashion = load_dataset("fashion-mnist")
         with tempfile.TemporaryDirectory() as run_dir:
             result = fit(fashion, TrainConfig(seed=0), run_dir)
         reached = time_to([(r["train_seconds"], r["test_accuracy"]) for r in result.history], 0.93)
-        print(f"\nfashion-mnist (60k/10k) defaults: {100 * result.test_accuracy:.2f} % after {result.epochs} epochs, "
-              f"{result.train_seconds:.1f} s training; time to 93 %: {fmt(reached)}")
+        print(
+            f"\nfashion-mnist (60k/10k) defaults: {100 * result.test_accuracy:.2f} % after {result.epochs} epochs, "
+            f"{result.train_seconds:.1f} s training; time to 93 %: {fmt(reached)}"
+        )
     print(f"\nCPU pressure after: {cpu_pressure()}")
 
 
