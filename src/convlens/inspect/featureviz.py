@@ -33,6 +33,7 @@ from convlens.inspect._stages import (
 )
 from convlens.inspect.hooks import StageRecorder
 
+GAIN = 4.0  # sigmoid steepness: how fast a coefficient can reach black or white
 DECAY = 1.0  # spectrum ~ 1/frequency**DECAY: natural images fall off about like 1/f
 
 
@@ -160,7 +161,7 @@ def feature_visualization(
 
     def image() -> torch.Tensor:
         spatial = torch.fft.irfft2(torch.complex(real, imag) * scale, s=(height, width), norm="ortho")
-        return torch.sigmoid(spatial * 4)  # (K, C, H, W) in (0, 1)
+        return torch.sigmoid(spatial * GAIN)  # (K, C, H, W) in (0, 1)
 
     optimizer = torch.optim.Adam([real, imag], lr=lr)
     jitter = max(1, height // 14) / height  # a pixel of shift per 14: a few pixels on 28x28
