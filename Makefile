@@ -27,8 +27,11 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/train_speed.py --fashion
 	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/inspect_speed.py
+	$(BIN)/python bench/attack_speed.py
+	$(BIN)/python bench/serve_load.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

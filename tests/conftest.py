@@ -8,6 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright never downloads a browser here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
 # Tests must not depend on (or fill) the user's cache folder.
 os.environ.setdefault(
     "CONVLENS_CACHE_DIR", str(Path(__file__).parent.parent / ".pytest_cache" / "convlens-data")
@@ -57,3 +67,17 @@ def run_cli(capsys, monkeypatch):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium driven by Playwright, shared by every browser test; skips without it."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (apt install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

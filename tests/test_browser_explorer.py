@@ -8,25 +8,11 @@ scripts/install-system-packages.sh); without it these tests are skipped.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt install chromium)"),
-]
+pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +30,9 @@ def explorer(digits_run, digits_model, tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
-def page(browser, explorer):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def page(chromium, explorer):
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     elsewhere: list[str] = []  # the page works offline: every request goes to the explorer itself
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -12,15 +12,6 @@ import pytest
 from convlens.report import build_report
 
 SECTIONS = ["overview", "training", "confusion", "misclassified", "filters", "feature-maps", "attacks", "lab"]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -72,34 +63,28 @@ def test_report_command(run_cli, digits_run, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt install chromium)")
-def test_report_opens_in_headless_chromium_without_errors(report_file, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_report_opens_in_headless_chromium_without_errors(chromium, report_file, tmp_path):
     errors: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on(
-                "console", lambda message: errors.append(message.text) if message.type == "error" else None
-            )
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on(
-                "request",
-                lambda request: (
-                    None if request.url.startswith(("file:", "data:")) else errors.append(request.url)
-                ),
-            )
-            page.goto(report_file.as_uri())
-            for section in SECTIONS:
-                assert page.locator(f"section#{section} h2").is_visible()
-            # every embedded picture decoded (the lab plot here is deliberately broken: skip it)
-            broken = page.evaluate(
-                "Array.from(document.querySelectorAll('section:not(#lab) img'))"
-                ".filter(i => !i.complete || i.naturalWidth === 0).length"
-            )
-            assert broken == 0
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    page = chromium.new_page()
+    try:
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "request",
+            lambda request: (
+                None if request.url.startswith(("file:", "data:")) else errors.append(request.url)
+            ),
+        )
+        page.goto(report_file.as_uri())
+        for section in SECTIONS:
+            assert page.locator(f"section#{section} h2").is_visible()
+        # every embedded picture decoded (the lab plot here is deliberately broken: skip it)
+        broken = page.evaluate(
+            "Array.from(document.querySelectorAll('section:not(#lab) img'))"
+            ".filter(i => !i.complete || i.naturalWidth === 0).length"
+        )
+        assert broken == 0
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+        page.close()
     assert errors == []

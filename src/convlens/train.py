@@ -79,7 +79,7 @@ def resolve_defaults(config: TrainConfig, dataset: Dataset) -> TrainConfig:
     size = int(dataset.train_labels.shape[0])
     large = size > LARGE_DATASET
     if config.epochs is None:
-        config.epochs = 20 if size <= 2_000 else 10 if large else 6
+        config.epochs = 20 if size <= 2_000 else 10 if large else 5
     if config.augment == "auto":
         config.augment = "none" if large else (dataset.augmentation or "shift")
     if config.model == "convnet" and large and not config.model_options:

@@ -114,9 +114,9 @@ def train(
     ),
     model: str = typer.Option("convnet", "--model", "-m", help="Model name (see `convlens models`)."),
     epochs: int = typer.Option(
-        None, "--epochs", "-e", help="Epochs [default: 20 under 2k images, 6 under 20k, else 15]."
+        None, "--epochs", "-e", help="Epochs (default: 20 up to 2k training images, 5 up to 20k, else 10)."
     ),
-    out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder [default: runs/DATA-MODEL]."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATA-MODEL)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
     lr: float = typer.Option(
         0.1, "--lr", help="Peak learning rate of the OneCycle schedule (SGD, Nesterov)."
@@ -199,7 +199,7 @@ def train(
 def evaluate_command(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
     data: str = typer.Option(
-        None, "--data", "-d", help="Data set to evaluate on [default: the training data]."
+        None, "--data", "-d", help="Data set to evaluate on (default: the training data)."
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
