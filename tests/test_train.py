@@ -103,3 +103,21 @@ def test_bad_settings(digits, tmp_path, config, message):
     with pytest.raises(ConvlensError, match=message):
         fit(digits, TrainConfig(**config), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_default_recipe_depends_on_data_size(digits):
+    from convlens.train import resolve_defaults
+
+    assert resolve_defaults(TrainConfig(), digits).epochs == 20  # 23 steps an epoch already
+    tiny = type(digits)(
+        **{
+            **digits.__dict__,
+            "train_images": digits.train_images[:48],
+            "train_labels": digits.train_labels[:48],
+        }
+    )
+    config = resolve_defaults(TrainConfig(), tiny)
+    assert config.epochs == 300  # one step an epoch: capped, not 460 epochs
+    assert config.augment == "affine"  # digits keep the augmentation of their kind
+    explicit = resolve_defaults(TrainConfig(epochs=3, augment="none"), tiny)
+    assert (explicit.epochs, explicit.augment) == (3, "none")  # what the user says wins

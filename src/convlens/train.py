@@ -66,6 +66,7 @@ class TrainConfig:
 
 
 LARGE_DATASET = 20_000  # training images above which the big-data recipe applies
+MIN_STEPS = 460  # optimizer steps a small data set gets at least (digits: 23 steps x 20 epochs)
 
 
 def resolve_defaults(config: TrainConfig, dataset: Dataset) -> TrainConfig:
@@ -79,7 +80,11 @@ def resolve_defaults(config: TrainConfig, dataset: Dataset) -> TrainConfig:
     size = int(dataset.train_labels.shape[0])
     large = size > LARGE_DATASET
     if config.epochs is None:
-        config.epochs = 20 if size <= 2_000 else 10 if large else 5
+        steps_per_epoch = math.ceil(size / config.batch_size)
+        # a small folder still needs a few hundred optimizer steps: 48 images at batch 64 is one
+        # step an epoch, so count epochs from steps there (digits: 23 steps x 20 epochs)
+        small = min(max(20, math.ceil(MIN_STEPS / steps_per_epoch)), 300)
+        config.epochs = small if size <= 2_000 else 10 if large else 5
     if config.augment == "auto":
         config.augment = "none" if large else (dataset.augmentation or "shift")
     if config.model == "convnet" and large and not config.model_options:

@@ -114,7 +114,10 @@ def train(
     ),
     model: str = typer.Option("convnet", "--model", "-m", help="Model name (see `convlens models`)."),
     epochs: int = typer.Option(
-        None, "--epochs", "-e", help="Epochs (default: 20 up to 2k training images, 5 up to 20k, else 10)."
+        None,
+        "--epochs",
+        "-e",
+        help="Epochs (default: 20 or more up to 2k training images, 5 up to 20k, else 10).",
     ),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATA-MODEL)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
