@@ -24,7 +24,8 @@ FORMAT = "convlens-checkpoint/1"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path`` and rename it: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
@@ -70,8 +71,8 @@ def save_checkpoint(
             "tensors": len(tensors),
         },
     }
-    _atomic_write(stem.with_suffix(".safetensors"), blob)
-    _atomic_write(stem.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write(stem.with_suffix(".safetensors"), blob)
+    atomic_write(stem.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
     return stem.with_suffix(".json")
 
 

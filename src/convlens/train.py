@@ -165,8 +165,7 @@ def train_one_epoch(
         index = order[first : first + config.batch_size]
         batch = _to_device(images[index], device)  # (B, C, H, W) float in [0, 1]
         target = labels[index].to(device)
-        if config.augment != "none":
-            batch = augment(batch, generator, config.augment).contiguous(memory_format=torch.channels_last)
+        batch = augment(batch, generator, config.augment).contiguous(memory_format=torch.channels_last)
         logits = model(batch)  # (B, classes)
         loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -212,9 +211,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    from convlens.checkpoint import _atomic_write
+    from convlens.checkpoint import atomic_write
 
-    _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 def _dataset_facts(dataset: Dataset) -> dict:

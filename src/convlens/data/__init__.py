@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convlens.data.builtins import BUILTINS, cache_dir, load_builtin
+from convlens.data.builtins import BUILTINS, builtin_available, cache_dir, load_builtin
 from convlens.data.bundle import Dataset, channel_stats, to_float
 from convlens.data.readers import (
     apply_image_size,
@@ -51,8 +51,8 @@ def list_datasets() -> list[dict]:
             "classes": len(info.class_names),
             "train": info.train,
             "test": info.test,
-            "available": info.available(),
-            "hint": "" if info.available() else info.missing_hint,
+            "available": builtin_available(info),
+            "hint": "" if builtin_available(info) else info.missing_hint,
         }
         for info in BUILTINS.values()
     ]

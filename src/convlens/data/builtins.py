@@ -179,10 +179,15 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
     return arrays
 
 
+def builtin_available(info: BuiltinInfo) -> bool:
+    """Whether a built-in can load: its source is installed, or an earlier load cached it."""
+    return info.available() or _cache_path(info).is_file()
+
+
 def load_builtin(name: str) -> Dataset:
     """Load a built-in data set by name."""
     info = BUILTINS[name]
-    if not info.available() and not _cache_path(info).is_file():
+    if not builtin_available(info):
         raise ConvlensError(f"data set {name!r} is not installed; {info.missing_hint}")
     train_x, train_y, test_x, test_y = _cached_arrays(info)
     return Dataset(

@@ -285,12 +285,12 @@ def build_report(
     lab_dir: str | Path | None = None,
 ) -> Path:
     """Write the report of ``run_dir`` to ``out_file`` (default RUN_DIR/report.html); returns its path."""
-    from convlens.checkpoint import _atomic_write
+    from convlens.checkpoint import atomic_write
 
     meta, sections = report_sections(run_dir, data, eps, lab_dir)
     out_path = Path(out_file) if out_file is not None else Path(meta["_path"]).parent / "report.html"
     if out_path.is_dir():
         raise ConvlensError(f"--out {out_path}: is a folder; give a file name such as report.html")
     title = f"{meta['model']['name']} on {meta.get('dataset', {}).get('name', 'its data')}"
-    _atomic_write(out_path, render_report(title, sections).encode("utf-8"))
+    atomic_write(out_path, render_report(title, sections).encode("utf-8"))
     return out_path
