@@ -6,7 +6,6 @@ returns its result as JSON; nothing is computed here that the core does not comp
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
 import torch
@@ -14,26 +13,14 @@ from fastapi import APIRouter, Depends, Form
 from fastapi.responses import JSONResponse
 
 from convlens.errors import ConvlensError
+from convlens.inspect import as_dict
 from convlens.server.api import image_json, probabilities_json
 from convlens.server.deps import ImageRequest, image_request
-from convlens.server.encode import floats, packed
+from convlens.server.encode import packed
 
 router = APIRouter(prefix="/api")
 
 MAX_PGD_STEPS = 100  # a page request, not a benchmark: keeps one click under a second
-
-
-def cell_json(cell) -> dict:
-    """A cell-arithmetic dataclass as JSON: tensors become (nested) lists, tuples lists."""
-    body = {"type": type(cell).__name__}
-    for field in dataclasses.fields(cell):
-        value = getattr(cell, field.name)
-        if isinstance(value, torch.Tensor):
-            value = value.tolist() if value.dtype == torch.bool else floats(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        body[field.name] = value
-    return body
 
 
 @router.post("/runs/{run_id}/arithmetic", summary="The arithmetic of one feature-map cell")
@@ -56,7 +43,13 @@ def arithmetic(
     _, height, width = run.input_shape
     top, bottom, left, right = field.region(row, col, (height, width))
     region = {"top": top, "bottom": bottom, "left": left, "right": right, "whole_image": field.whole_image}
-    return JSONResponse({"cell": cell_json(cell), "receptive_field": region, **image_json(image)})
+    return JSONResponse(
+        {
+            "cell": {"type": type(cell).__name__, **as_dict(cell)},
+            "receptive_field": region,
+            **image_json(image),
+        }
+    )
 
 
 @router.post("/runs/{run_id}/attribution", summary="Where the model looks: Grad-CAM, saliency, IG, occlusion")
