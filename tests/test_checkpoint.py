@@ -91,3 +91,31 @@ def test_pickles_are_refused_without_being_read(tmp_path, suffix):
     path.write_bytes(b"this would be unpickled by torch.load")
     with pytest.raises(ConvlensError, match="refusing a pickle file: unpickling can run arbitrary code"):
         load_checkpoint(path)
+
+
+def test_checkpoint_data_reloads_the_training_data_at_its_trained_size(tmp_path):
+    """A run trained with --image-size gets its own data resized again (eval, attack, report,
+    the explorer all use this); other data must already fit the model."""
+    from convlens.checkpoint import checkpoint_data
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    fit(load_dataset("digits", image_size=16), TrainConfig(epochs=1), tmp_path / "run")
+    _, meta = load_checkpoint(tmp_path / "run")
+    dataset, spec = checkpoint_data(meta)
+    assert spec == "digits" and dataset.input_shape == (1, 16, 16)
+    with pytest.raises(ConvlensError, match="--data faces: images are 1x25x25, the model takes 1x16x16"):
+        checkpoint_data(meta, "faces")
+    meta["dataset"] = {}
+    with pytest.raises(ConvlensError, match="does not say which data set"):
+        checkpoint_data(meta)
+
+
+def test_attack_runs_on_a_model_trained_at_another_size(run_cli, tmp_path):
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    fit(load_dataset("digits", image_size=16), TrainConfig(epochs=1), tmp_path / "run")
+    code, out, err = run_cli("attack", tmp_path / "run", "--eps", "0.05", "--json", "--out", tmp_path / "a")
+    assert code == 0, err
+    assert json.loads(out)["eps"] == 0.05

@@ -178,6 +178,33 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
     return model, meta
 
 
+def checkpoint_data(meta: dict, data: str | None = None):
+    """The data set to run a checkpoint on, as ``(Dataset, spec)``.
+
+    By default the data it was trained on, reloaded at the size it was trained at (so a run
+    trained with ``--image-size`` gets its images resized the same way). Other data (``data``)
+    must already have the model's input shape and the same number of classes.
+    """
+    from convlens.data import load_dataset
+
+    facts = meta.get("dataset") or {}
+    spec = data or facts.get("spec") or facts.get("name")
+    if not spec:
+        raise ConvlensError("the checkpoint does not say which data set it was trained on; pass --data")
+    expected = tuple(meta["input_shape"])
+    dataset = load_dataset(spec, image_size=None if data else expected[1:])
+    if dataset.input_shape != expected:
+        raise ConvlensError(
+            f"--data {spec}: images are {'x'.join(map(str, dataset.input_shape))}, the model takes "
+            f"{'x'.join(map(str, expected))} (train a model on this data, or pick data of that shape)"
+        )
+    if dataset.num_classes != len(meta["class_names"]):
+        raise ConvlensError(
+            f"--data {spec}: {dataset.num_classes} classes, the model has {len(meta['class_names'])}"
+        )
+    return dataset, spec
+
+
 def split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """Split an optimizer's state into tensors (for safetensors) and plain values (for JSON), so resuming needs no pickle."""
     state = optimizer.state_dict()

@@ -207,23 +207,12 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split."""
-    from convlens.checkpoint import load_checkpoint
-    from convlens.data import load_dataset
+    from convlens.checkpoint import checkpoint_data, load_checkpoint
     from convlens.metrics import classification_summary
     from convlens.train import evaluate
 
     model, meta = load_checkpoint(run_dir)
-    spec = data or meta["dataset"].get("spec") or meta["dataset"]["name"]
-    channels, height, width = meta["input_shape"]
-    dataset = load_dataset(spec, image_size=(height, width))
-    if dataset.input_shape[0] != channels:
-        raise ConvlensError(
-            f"--data {spec}: images have {dataset.input_shape[0]} channel(s), the model takes {channels}"
-        )
-    if dataset.num_classes != len(meta["class_names"]):
-        raise ConvlensError(
-            f"--data {spec}: {dataset.num_classes} classes, the model has {len(meta['class_names'])}"
-        )
+    dataset, spec = checkpoint_data(meta, data)
     result = evaluate(model, dataset.test_images, dataset.test_labels)
     per_class, confusion = classification_summary(
         dataset.test_labels, result["predictions"], meta["class_names"]

@@ -335,8 +335,8 @@ def features(
 
     Example:  convlens features runs/mnist --stage conv2 --channels 0,1,2,3 --out features/
     """
-    from convlens.checkpoint import load_checkpoint
-    from convlens.data import load_dataset, to_float
+    from convlens.checkpoint import checkpoint_data, load_checkpoint
+    from convlens.data import to_float
     from convlens.inspect import feature_visualization, top_activating_images
     from convlens.inspect import figures as fig
 
@@ -355,11 +355,8 @@ def features(
     visualization = feature_visualization(model, stage, chosen, steps=steps)
     top = images = None
     if top_k:
-        spec = meta.get("dataset", {}).get("spec") or meta.get("dataset", {}).get("name")
         try:
-            if not spec:
-                raise ConvlensError("the checkpoint records no data set")
-            dataset = load_dataset(spec, image_size=tuple(meta["input_shape"][1:]))
+            dataset, _ = checkpoint_data(meta)
         except ConvlensError as exc:
             err.print(f"no top images: the training data is not available ({exc})", markup=False)
         else:

@@ -150,19 +150,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
 def model_test_data(meta: dict, data: str | None = None, limit: int | None = None, seed: int = 0):
     """(float images, labels, spec): a seeded sample of the test split of ``data`` (default: the
     data the checkpoint was trained on), refusing data whose images the model cannot take."""
-    from convlens.data import load_dataset
+    from convlens.checkpoint import checkpoint_data
 
-    spec = data or meta["dataset"].get("spec") or meta["dataset"]["name"]
-    dataset = load_dataset(spec)
-    expected = tuple(meta["input_shape"])
-    if dataset.input_shape != expected:
-        raise ConvlensError(
-            f"--data {spec}: images are {'x'.join(map(str, dataset.input_shape))}, the model takes "
-            f"{'x'.join(map(str, expected))} (train a model on this data, or pick data of that shape)"
-        )
-    if dataset.num_classes != len(meta["class_names"]):
-        raise ConvlensError(
-            f"--data {spec}: {dataset.num_classes} classes, the model has {len(meta['class_names'])}"
-        )
+    dataset, spec = checkpoint_data(meta, data)
     index = sample_indices(dataset.test_labels.shape[0], limit, seed)
     return to_float(dataset.test_images[index]), dataset.test_labels[index], spec

@@ -88,19 +88,9 @@ class LoadedRun:
 
 
 def _load_test_split(meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    from convlens.data import load_dataset
+    from convlens.checkpoint import checkpoint_data
 
-    dataset_facts = meta.get("dataset") or {}
-    spec = dataset_facts.get("spec") or dataset_facts.get("name")
-    if not spec:
-        raise ConvlensError("the checkpoint does not say which data set it was trained on")
-    channels, height, width = meta["input_shape"]
-    dataset = load_dataset(spec, image_size=(height, width))
-    if dataset.input_shape != (channels, height, width):
-        raise ConvlensError(
-            f"data set {spec!r} has {'x'.join(map(str, dataset.input_shape))} images, "
-            f"the model takes {channels}x{height}x{width}"
-        )
+    dataset, _ = checkpoint_data(meta)
     return dataset.test_images, dataset.test_labels
 
 
