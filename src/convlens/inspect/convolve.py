@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ class Convolution:
     stride: int
     padding: int
     output: torch.Tensor  # (H_out, W_out) feature map
+    patches: torch.Tensor = field(repr=False)  # (H_out, W_out, kH, kW): the window under every cell
+    products: torch.Tensor = field(repr=False)  # (H_out, W_out, kH, kW): each window times the kernel
+    in_padding: torch.Tensor = field(repr=False)  # (H_out, W_out, kH, kW) bool: window cells in the padding
 
     def cell(self, row: int, col: int) -> ConvolutionCell:
         """The arithmetic of output cell (row, col)."""
@@ -62,24 +65,19 @@ class Convolution:
                 f"expected row 0..{height - 1}, col 0..{width - 1}"
             )
         kh, kw = self.kernel.shape
-        padded = F.pad(self.image, (self.padding,) * 4)  # (H + 2p, W + 2p)
         top, left = row * self.stride, col * self.stride
-        patch = padded[top : top + kh, left : left + kw]
         rows = [top - self.padding + k for k in range(kh)]
         cols = [left - self.padding + k for k in range(kw)]
-        inside_rows = torch.tensor([0 <= r < self.image.shape[0] for r in rows])
-        inside_cols = torch.tensor([0 <= c < self.image.shape[1] for c in cols])
-        products = patch * self.kernel
         return ConvolutionCell(
             row=row,
             col=col,
             rows=rows,
             cols=cols,
-            patch=patch,
-            padding=~(inside_rows[:, None] & inside_cols[None, :]),
+            patch=self.patches[row, col],  # every window was cut once by convolve()
+            padding=self.in_padding[row, col],
             kernel=self.kernel,
-            products=products,
-            sum=float(products.sum()),
+            products=self.products[row, col],
+            sum=float(self.output[row, col]),
         )
 
 
@@ -149,5 +147,8 @@ def convolve(image, kernel="edge", stride: int = 1, padding: int = 0) -> Convolu
             f"kernel {kh}x{kw} is larger than the {padded.shape[0]}x{padded.shape[1]} (padded) image"
         )
     patches = padded.unfold(0, kh, stride).unfold(1, kw, stride)  # (H_out, W_out, kH, kW)
-    output = (patches * weights).sum(dim=(-2, -1))  # (H_out, W_out): multiply, then add up
-    return Convolution(image=grid, kernel=weights, stride=stride, padding=padding, output=output)
+    products = patches * weights  # (H_out, W_out, kH, kW): multiply ...
+    output = products.sum(dim=(-2, -1))  # (H_out, W_out): ... then add up
+    inside = F.pad(torch.ones_like(grid), (padding,) * 4)  # 1 on the image, 0 on the padding
+    in_padding = inside.unfold(0, kh, stride).unfold(1, kw, stride) == 0  # (H_out, W_out, kH, kW)
+    return Convolution(grid, weights, stride, padding, output, patches, products, in_padding)
