@@ -121,3 +121,10 @@ def test_default_recipe_depends_on_data_size(digits):
     assert config.augment == "affine"  # digits keep the augmentation of their kind
     explicit = resolve_defaults(TrainConfig(epochs=3, augment="none"), tiny)
     assert (explicit.epochs, explicit.augment) == (3, "none")  # what the user says wins
+
+
+def test_resuming_a_finished_run_reports_its_final_accuracy(digits, tmp_path):
+    done = fit(digits, TrainConfig(epochs=2), tmp_path / "run")
+    again = fit(digits, TrainConfig(), tmp_path / "run", resume=True)
+    assert again.test_accuracy == done.test_accuracy == done.history[-1]["test_accuracy"]
+    assert again.history == done.history

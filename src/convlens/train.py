@@ -371,7 +371,9 @@ def fit(
         )
         _write_metrics(run_dir, history)
         observer.end_epoch(row)
-    final = evaluate(model, dataset.test_images, dataset.test_labels, config.eval_batch_size)
+    if first_epoch > config.epochs:  # resumed a run whose epochs were all done: nothing was evaluated
+        evaluation = evaluate(model, dataset.test_images, dataset.test_labels, config.eval_batch_size)
+    final = evaluation  # the last epoch's evaluation is of the final weights already
     per_class, confusion = classification_summary(
         dataset.test_labels, final["predictions"], dataset.class_names
     )
