@@ -12,7 +12,7 @@ import copy
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -110,14 +110,7 @@ class RobustnessCurve:
     images: int
 
     def summary(self) -> dict:
-        return {
-            "eps": self.eps,
-            "clean_accuracy": self.clean_accuracy,
-            "accuracy": self.accuracy,
-            "mean_confidence": self.mean_confidence,
-            "pgd_steps": self.pgd_steps,
-            "images": self.images,
-        }
+        return asdict(self)
 
 
 def _fraction(mask: torch.Tensor) -> float:

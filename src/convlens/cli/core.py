@@ -94,12 +94,13 @@ def models(
     out.print(table)
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def parse_key_values(pairs: list[str], flag: str) -> dict:
+    """Repeated ``flag KEY=VALUE`` options: JSON values (numbers, true/false, lists), else text."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConvlensError(f"--model-option: expected KEY=VALUE, got {pair!r}")
+            raise ConvlensError(f"{flag}: expected KEY=VALUE, got {pair!r}")
         try:
             options[key] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
         except json.JSONDecodeError:
@@ -154,7 +155,7 @@ def train(
 
     config = TrainConfig(
         model=model,
-        model_options=_parse_options(model_option),
+        model_options=parse_key_values(model_option, "--model-option"),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

@@ -31,25 +31,20 @@ def _print_tables(tables) -> None:
 
 def _parse_options(pairs: list[str], run_function) -> dict:
     """--option KEY=VALUE pairs, checked against the experiment's keyword arguments."""
+    from convlens.cli.core import parse_key_values
+
     accepted = [p for p in inspect.signature(run_function).parameters if p not in ("dataset", "model")]
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConvlensError(f"--option: expected KEY=VALUE, got {pair!r}")
+    options = parse_key_values(pairs, "--option")
+    for key in options:
         if key not in accepted:
             raise ConvlensError(f"--option {key}: unknown; this experiment takes: {', '.join(accepted)}")
-        try:
-            parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
-        except json.JSONDecodeError:
-            parsed = value
-        options[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return options
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
 
 
 def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    from convlens.checkpoint import atomic_write
+
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) -> dict:
@@ -203,7 +198,7 @@ def attack(
       convlens attack runs/mnist --eps-sweep 0,0.02,0.05,0.1,0.2
     """
     from convlens import attacks
-    from convlens.checkpoint import load_checkpoint, read_metadata
+    from convlens.checkpoint import load_checkpoint
     from convlens.lab._common import model_test_data
     from convlens.lab.plots import attack_examples, robustness_curve, save_png
 
@@ -216,8 +211,8 @@ def attack(
         raise ConvlensError(f"--steps must be a positive integer, got {steps}")
     if images < 1:
         raise ConvlensError(f"--images must be a positive integer, got {images}")
-    target_index = _target_index(target, read_metadata(run_dir)["class_names"])
-    model, meta = load_checkpoint(run_dir)
+    model, meta = load_checkpoint(run_dir)  # a few milliseconds: small models
+    target_index = _target_index(target, meta["class_names"])
     pixels, labels, spec = model_test_data(meta, data, images)
     out_dir = out_dir or (Path(meta["_path"]).parent / "attack")
     start = time.perf_counter()

@@ -79,11 +79,15 @@ def image_to_tensor(array: np.ndarray, channels: int, size: tuple[int, int]) -> 
     return resize_images(tensor.unsqueeze(0), size)[0]
 
 
+def array_to_input(array: np.ndarray, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """A decoded RGB uint8 (H, W, 3) image as the model's input: float32 (C, H, W) in [0, 1]."""
+    channels, height, width = input_shape
+    return image_to_tensor(array, channels, (height, width)).float() / 255.0
+
+
 def load_image(path: str | Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Read one image file as the model's input: float32 (C, H, W) in [0, 1]."""
-    channels, height, width = input_shape
-    array = decode_image(Path(path))
-    return image_to_tensor(array, channels, (height, width)).float() / 255.0
+    return array_to_input(decode_image(Path(path)), input_shape)
 
 
 def is_grayscale(array: np.ndarray) -> bool:

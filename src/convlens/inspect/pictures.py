@@ -142,11 +142,11 @@ def picture_for_model(source: str | Path, input_shape: tuple[int, int, int]) -> 
     channels, height, width = input_shape
     path = Path(str(source)).expanduser()
     if path.is_file() and not is_dicom(path):
-        from convlens.data.readers import decode_image, image_to_tensor
+        from convlens.data.readers import array_to_input, decode_image
 
         rgb = decode_image(path)  # (H, W, 3) uint8
         _check_aspect(str(source), rgb.shape[0], rgb.shape[1], height, width)
-        return image_to_tensor(rgb, channels, (height, width)).float() / 255.0
+        return array_to_input(rgb, input_shape)
     gray = load_picture(source)  # (H, W)
     _check_aspect(str(source), gray.shape[0], gray.shape[1], height, width)
     if channels not in (1, 3):

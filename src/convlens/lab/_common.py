@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -92,18 +93,16 @@ def with_images(
     train_labels: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
 ) -> Dataset:
-    """The same classes and normalization with other pixels (e.g. shuffled) and, optionally, labels."""
-    return Dataset(
+    """The same classes, normalization and augmentation with other pixels (e.g. shuffled) and,
+    optionally, labels. ``spec`` is cleared: these pixels cannot be loaded again by name."""
+    return dataclasses.replace(
+        dataset,
         name=name,
+        spec="",
         train_images=train_images,
         train_labels=dataset.train_labels if train_labels is None else train_labels,
         test_images=test_images,
         test_labels=dataset.test_labels if test_labels is None else test_labels,
-        class_names=dataset.class_names,
-        mean=dataset.mean,
-        std=dataset.std,
-        normalization_source=dataset.normalization_source,
-        source=dataset.source,
     )
 
 

@@ -86,7 +86,7 @@ def check_upload(data: bytes, name: str) -> None:
 
 def decode_upload(data: bytes, name: str, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Upload bytes → the model's input (C, H, W) float32 in [0, 1]."""
-    from convlens.data.readers import decode_image, image_to_tensor
+    from convlens.data.readers import array_to_input, decode_image
 
     check_upload(data, name)
     try:
@@ -99,8 +99,7 @@ def decode_upload(data: bytes, name: str, input_shape: tuple[int, int, int]) -> 
         raise UploadRejected(
             f"upload {name!r}: cannot decode image ({exc.__class__.__name__})", status=415
         ) from None
-    channels, height, width = input_shape
-    return image_to_tensor(array, channels, (height, width)).float() / 255.0  # (C, H, W)
+    return array_to_input(array, input_shape)  # (C, H, W), as `convlens predict` reads files
 
 
 def test_image(run: LoadedRun, index: int) -> ModelInput:
