@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from convlens.data import to_float
 from convlens.errors import ConvlensError
 
 SOFTMAX = "softmax"  # the pseudo-stage after the logits; every explanation can point at it
@@ -59,8 +60,7 @@ def as_batch(model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, bool]
             f"image: shape {tuple(batch.shape[1:])} does not fit the model, which takes "
             f"{'x'.join(map(str, expected))} (C x H x W); load files with convlens.data.load_image"
         )
-    if not torch.is_floating_point(batch):
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+    batch = to_float(batch)  # uint8 pixels → [0, 1]
     return batch.to(device=model_device(model), dtype=torch.float32), single
 
 

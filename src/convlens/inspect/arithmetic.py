@@ -238,7 +238,8 @@ def _relu(module: nn.ReLU, x: torch.Tensor, stage: str, channel: int, row: int, 
     )  # fmt: skip
 
 
-def _pool_geometry(module: nn.Module, x: torch.Tensor) -> tuple:
+def pool_geometry(module: nn.Module) -> tuple:
+    """(kernel, stride, padding, dilation) of a pooling layer, each as a (rows, cols) pair."""
     kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
     padding = _pair(module.padding)
     dilation = _pair(getattr(module, "dilation", 1))
@@ -247,7 +248,7 @@ def _pool_geometry(module: nn.Module, x: torch.Tensor) -> tuple:
 
 def _padded_for_pool(x: torch.Tensor, module: nn.Module, fill: float) -> tuple[torch.Tensor, tuple, tuple]:
     """Pad like the pool does; with ceil_mode the last window may run past the padding, so pad more."""
-    kernel, stride, padding, dilation = _pool_geometry(module, x)
+    kernel, stride, padding, dilation = pool_geometry(module)
     extra = []
     for axis in (0, 1):
         size = x.shape[1 + axis] + 2 * padding[axis]
@@ -260,7 +261,7 @@ def _padded_for_pool(x: torch.Tensor, module: nn.Module, fill: float) -> tuple[t
 
 
 def _max_pool(module: nn.MaxPool2d, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real):
-    kernel, stride, _, dilation = _pool_geometry(module, x)
+    kernel, stride, _, dilation = pool_geometry(module)
     padded, padding, _ = _padded_for_pool(x, module, float("-inf"))
     top, left = row * stride[0], col * stride[1]
     window = _window(padded[channel], top, left, kernel, dilation)  # (kH, kW)
@@ -276,7 +277,7 @@ def _max_pool(module: nn.MaxPool2d, x: torch.Tensor, stage: str, channel: int, r
 
 
 def _avg_pool(module: nn.AvgPool2d, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real):
-    kernel, stride, padding, _ = _pool_geometry(module, x)
+    kernel, stride, padding, _ = pool_geometry(module)
     padded, _, _ = _padded_for_pool(x, module, 0.0)
     top, left = row * stride[0], col * stride[1]
     window = _window(padded[channel], top, left, kernel, (1, 1))  # (kH, kW)

@@ -22,7 +22,7 @@ from convlens.inspect._stages import (
     model_device,
     model_stages,
 )
-from convlens.inspect.arithmetic import conv_padding
+from convlens.inspect.arithmetic import conv_padding, pool_geometry
 from convlens.inspect.hooks import StageRecorder
 
 PARALLEL_BRANCHES = {"shortcut", "downsample", "skip"}  # children added back in, not run in sequence
@@ -90,10 +90,6 @@ class _Geometry:
             self.length[axis] = steps + 1
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
 def _step(module: nn.Module, geometry: _Geometry) -> None:
     """Advance the geometry through one module (containers: their children in order)."""
     if geometry.whole:
@@ -102,15 +98,9 @@ def _step(module: nn.Module, geometry: _Geometry) -> None:
         top, bottom, left, right = conv_padding(module)
         geometry.apply(module.kernel_size, module.stride, ((top, bottom), (left, right)), module.dilation)
     elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-        kernel = _pair(module.kernel_size)
-        stride = _pair(module.stride or module.kernel_size)
-        pad_rows, pad_cols = _pair(module.padding)
+        kernel, stride, (pad_rows, pad_cols), dilation = pool_geometry(module)
         geometry.apply(
-            kernel,
-            stride,
-            ((pad_rows, pad_rows), (pad_cols, pad_cols)),
-            _pair(getattr(module, "dilation", 1)),
-            module.ceil_mode,
+            kernel, stride, ((pad_rows, pad_rows), (pad_cols, pad_cols)), dilation, module.ceil_mode
         )
     elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Flatten | nn.Linear):
         geometry.whole = True  # every output mixes all positions (exact for global pooling)

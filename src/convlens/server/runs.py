@@ -26,7 +26,6 @@ class LoadedRun:
     """One trained model, its checkpoint metadata and (lazily) its test split."""
 
     run_id: str
-    path: Path
     model: torch.nn.Module
     meta: dict
     # Hooks and gradients touch the shared model, so explanations run one at a time per run.
@@ -118,7 +117,7 @@ class RunStore:
             if not hasattr(model, "stages"):
                 raise ConvlensError(f"{run_dir}: model has no stages(); the explorer needs a StagedModel")
             run_id = _run_id(Path(run_dir), set(self.runs))
-            self.runs[run_id] = LoadedRun(run_id, Path(run_dir), model, meta)
+            self.runs[run_id] = LoadedRun(run_id, model, meta)
 
     def get(self, run_id: str) -> LoadedRun:
         if run_id not in self.runs:
