@@ -88,3 +88,27 @@ def test_report_opens_in_headless_chromium_without_errors(chromium, report_file,
     finally:
         page.close()
     assert errors == []
+
+
+def test_confusion_matrix_is_of_the_data_the_report_shows(digits, digits_model, tmp_path, monkeypatch):
+    """With --data, the matrix counts that data's test images, not those of the training run."""
+    import numpy as np
+
+    import convlens.report.figures as figures
+    from convlens.report import report_sections
+
+    other = tmp_path / "other.npz"  # 8x8, 10 classes, 50 test images: data the model can take
+    np.savez(
+        other,
+        x=digits.train_images[:200, 0].numpy(),
+        y=digits.train_labels[:200].numpy(),
+        x_test=digits.test_images[:50, 0].numpy(),
+        y_test=digits.test_labels[:50].numpy(),
+    )
+    totals = []
+    real = figures.confusion_matrix
+    monkeypatch.setattr(
+        figures, "confusion_matrix", lambda m, n: totals.append(sum(map(sum, m))) or real(m, n)
+    )
+    report_sections(digits_model[1]["_path"], data=str(other))
+    assert totals == [50]

@@ -72,19 +72,17 @@ def _training(meta: dict) -> Section:
     )
 
 
-def _confusion(meta: dict, labels, predictions) -> Section:
+def _confusion(meta: dict, labels, predictions, spec: str) -> Section:
+    """From the predictions the report shows, so it matches the data it was given (--data too)."""
+    from convlens.metrics import classification_summary
     from convlens.report import figures
-    from convlens.train import classification_summary
 
-    confusion = meta.get("metrics", {}).get("confusion")
-    text = "From the checkpoint's final evaluation on the test split."
-    if confusion is None:
-        _, confusion = classification_summary(labels, predictions, meta["class_names"])
-        text = "Computed now on the test split (the checkpoint stores none)."
+    _, confusion = classification_summary(labels, predictions, meta["class_names"])
     return Section(
         "confusion",
         "Confusion matrix",
-        text=text + " Rows: true class; columns: predicted class.",
+        text=f"On the test split of {spec} ({labels.numel():,} images). Rows: true class; "
+        "columns: predicted class.",
         images=[_image(figures.confusion_matrix(confusion, meta["class_names"]), "confusion matrix")],
     )
 
@@ -240,7 +238,7 @@ def report_sections(
 
     check_eps(eps)
     model, meta = load_checkpoint(run_dir)
-    images, labels, _ = model_test_data(meta, data)  # whole test split, seeded order
+    images, labels, spec = model_test_data(meta, data)  # whole test split, seeded order
     probabilities = predict_probabilities(model, images)  # (N, classes)
     run_folder = Path(meta["_path"]).parent
     lab_dir = Path(lab_dir) if lab_dir is not None else run_folder / "lab"
@@ -248,7 +246,7 @@ def report_sections(
     sections = [
         _overview(meta, model),
         _training(meta),
-        _confusion(meta, labels, probabilities.argmax(1)),
+        _confusion(meta, labels, probabilities.argmax(1), spec),
         _misclassified(model, meta, images, labels, probabilities),
         _filters(model),
         _feature_maps(model, meta, images[sample], int(labels[sample])),
