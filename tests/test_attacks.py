@@ -159,16 +159,16 @@ def test_robustness_curve(digits_model, digits_test):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda m, x, y: attacks.fgsm(m, x, y, -0.1), "--eps must be between 0 and 1"),
-        (lambda m, x, y: attacks.fgsm(m, x, y, 1.5), "--eps must be between 0 and 1"),
-        (lambda m, x, y: attacks.pgd(m, x, y, float("nan")), "--eps must be between 0 and 1"),
-        (lambda m, x, y: attacks.pgd(m, x, y, 0.1, steps=0), "--steps must be a positive integer"),
-        (lambda m, x, y: attacks.fgsm(m, x, y, 0.1, target=10), "--target must be a class index 0..9"),
-        (lambda m, x, y: attacks.pgd(m, x, y, 0.1, target=-1), "--target must be a class index 0..9"),
-        (lambda m, x, y: attacks.attack(m, x, y, "cw", 0.1), "--method must be one of fgsm, pgd"),
+        (lambda m, x, y: attacks.fgsm(m, x, y, -0.1), "eps must be between 0 and 1"),
+        (lambda m, x, y: attacks.fgsm(m, x, y, 1.5), "eps must be between 0 and 1"),
+        (lambda m, x, y: attacks.pgd(m, x, y, float("nan")), "eps must be between 0 and 1"),
+        (lambda m, x, y: attacks.pgd(m, x, y, 0.1, steps=0), "steps must be a positive integer"),
+        (lambda m, x, y: attacks.fgsm(m, x, y, 0.1, target=10), "target must be a class index 0..9"),
+        (lambda m, x, y: attacks.pgd(m, x, y, 0.1, target=-1), "target must be a class index 0..9"),
+        (lambda m, x, y: attacks.attack(m, x, y, "cw", 0.1), "method must be one of fgsm, pgd"),
         (lambda m, x, y: attacks.fgsm(m, x[:, :, :4], y, 0.1), "the model takes 1x8x8"),
         (lambda m, x, y: attacks.fgsm(m, x * 255, y, 0.1), "pixels in [0, 1]"),
-        (lambda m, x, y: attacks.robustness_curve(m, x, y, [0.1, 2]), "--eps-sweep value must be"),
+        (lambda m, x, y: attacks.robustness_curve(m, x, y, [0.1, 2]), "eps_list must be"),
     ],
 )
 def test_bad_input_is_one_clear_error(digits_model, digits_test, call, message):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -93,22 +95,26 @@ def test_pickles_are_refused_without_being_read(tmp_path, suffix):
         load_checkpoint(path)
 
 
-def test_checkpoint_data_reloads_the_training_data_at_its_trained_size(tmp_path):
+def test_run_data_reloads_the_training_data_at_its_trained_size(tmp_path):
     """A run trained with --image-size gets its own data resized again (eval, attack, report,
     the explorer all use this); other data must already fit the model."""
-    from convlens.checkpoint import checkpoint_data
+    import dataclasses
+
     from convlens.data import load_dataset
+    from convlens.run import Run
     from convlens.train import TrainConfig, fit
 
     fit(load_dataset("digits", image_size=16), TrainConfig(epochs=1), tmp_path / "run")
-    _, meta = load_checkpoint(tmp_path / "run")
-    dataset, spec = checkpoint_data(meta)
+    run = Run.open(tmp_path / "run")
+    dataset, spec = run.data()
     assert spec == "digits" and dataset.input_shape == (1, 16, 16)
-    with pytest.raises(ConvlensError, match="--data faces: images are 1x25x25, the model takes 1x16x16"):
-        checkpoint_data(meta, "faces")
-    meta["dataset"] = {}
+    with pytest.raises(
+        ConvlensError, match="data faces: images are 1x25x25, the model takes 1x16x16"
+    ) as caught:
+        run.data("faces")
+    assert caught.value.parameter == "data"
     with pytest.raises(ConvlensError, match="does not say which data set"):
-        checkpoint_data(meta)
+        dataclasses.replace(run, dataset={}).data()
 
 
 def test_attack_runs_on_a_model_trained_at_another_size(run_cli, tmp_path):
@@ -119,3 +125,35 @@ def test_attack_runs_on_a_model_trained_at_another_size(run_cli, tmp_path):
     code, out, err = run_cli("attack", tmp_path / "run", "--eps", "0.05", "--json", "--out", tmp_path / "a")
     assert code == 0, err
     assert json.loads(out)["eps"] == 0.05
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_honours_the_umask(tmp_path, umask, mode):
+    from convlens.checkpoint import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "sub" / "file.json", b"{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "sub" / "file.json").stat().st_mode) == mode
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["file.json"]  # no temp file left
+
+
+def test_files_written_by_train_report_and_lab_are_0644_under_umask_022(run_cli, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        code, _, err = run_cli("train", "--data", "digits", "--epochs", "1", "--out", tmp_path / "run")
+        assert code == 0, err
+        code, _, err = run_cli("report", tmp_path / "run", "--json")
+        assert code == 0, err
+        code, _, err = run_cli("lab", "params", "--data", "digits", "--json", "--out", tmp_path / "lab")
+        assert code == 0, err
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    names = {p.relative_to(tmp_path).as_posix() for p in files}
+    assert {"run/model.json", "run/model.safetensors", "run/metrics.jsonl", "run/report.html"} <= names
+    assert {"lab/result.json", "lab/plot.png"} <= names
+    modes = {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == dict.fromkeys(names, oct(0o644))

@@ -18,6 +18,59 @@ def test_help_lists_every_core_command(run_cli):
         assert command in out
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(run_cli, flag):
+    from convlens import __version__
+
+    code, out, err = run_cli(flag)
+    assert code == 0 and out == f"convlens {__version__}\n" and not err
+
+
+def test_version_does_not_load_torch():
+    """Startup stays fast: --version (like --help) answers before any heavy import."""
+    script = (
+        "import sys; sys.argv = ['convlens', '--version']\n"
+        "from convlens.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+        "heavy = sorted({'torch', 'numpy', 'matplotlib'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("convlens ")
+
+
+def test_short_flags_mean_one_thing_everywhere():
+    """A short flag is the same long option in every command that has it."""
+    import typer.main
+
+    from convlens.cli import app
+
+    meaning: dict[str, set[str]] = {}
+    for command in typer.main.get_command(app).commands.values():
+        for param in command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            for short in (o for o in param.opts if len(o) == 2 and o[0] == "-"):
+                meaning.setdefault(short, set()).update(longs)
+    assert {short: sorted(longs) for short, longs in meaning.items() if len(longs) > 1} == {}
+    assert meaning["-k"] == {"--top-k"} and meaning["-m"] == {"--model"} and meaning["-o"] == {"--out"}
+
+
+def test_every_command_with_a_result_has_json():
+    """Only the interactive commands (demo, serve) may lack --json."""
+    import typer.main
+
+    from convlens.cli import app
+
+    commands = typer.main.get_command(app).commands
+    missing = [
+        name
+        for name, command in sorted(commands.items())
+        if not any("--json" in param.opts for param in command.params)
+    ]
+    assert missing == ["demo", "serve"]
+
+
 def test_datasets_and_models_json(run_cli):
     code, out, _ = run_cli("datasets", "--json")
     assert code == 0 and {row["name"] for row in json.loads(out)} >= {"digits", "mnist5k"}

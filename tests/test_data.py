@@ -151,8 +151,9 @@ def test_bad_data_specs(tmp_path, setup, message):
 
 
 def test_bad_image_size():
-    with pytest.raises(ConvlensError, match="--image-size"):
+    with pytest.raises(ConvlensError, match="image_size: expected N or HxW") as caught:
         load_dataset("digits", image_size="big")
+    assert caught.value.parameter == "image_size"
 
 
 # ---------------------------------------------------------------- IDX and NPZ

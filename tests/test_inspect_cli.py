@@ -125,12 +125,42 @@ def _empty_dicom(tmp_path) -> Path:
             ["--target", "eleven", "--out", "OUT"],
             "--target: 'eleven' is neither a class index nor a class name",
         ),
-        ([], "--out: give a folder"),
     ],
 )
 def test_explain_bad_input(run_cli, digits_run, digit_png, tmp_path, args, expected):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
     _one_line_error(*run_cli("explain", digits_run, digit_png, *args)[::2], expected)
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of a session-wide run, for commands that write into the run folder."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def test_explain_and_features_write_into_the_run_folder_by_default(run_cli, digits_run, tmp_path):
+    run = _copy_run(digits_run, tmp_path)
+    code, out, err = run_cli("explain", run / "model.json", "digits:5", "--stage", "conv1", "--json")
+    assert code == 0, err
+    files = [Path(f) for f in json.loads(out)["files"]]
+    assert files and all(f.parent == run / "explain" and f.is_file() for f in files)
+    # -k is --top-k, as in predict
+    code, out, err = run_cli(
+        "features", run, "--stage", "conv1", "--channels", "0,1", "--steps", "2", "-k", "1", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert Path(result["file"]) == run / "features" / "features-conv1.png" and Path(result["file"]).is_file()
+    assert [len(row) for row in result["top_images"]] == [1, 1]
+
+
+def test_explain_at_writes_nothing(run_cli, digits_run, tmp_path):
+    run = _copy_run(digits_run, tmp_path)
+    before = sorted(p.name for p in run.iterdir())
+    code, out, err = run_cli("explain", run, "digits:5", "--stage", "conv1", "--at", "0,1,1")
+    assert code == 0, err
+    assert "total =" in out and sorted(p.name for p in run.iterdir()) == before
 
 
 def test_explain_bad_images(run_cli, digits_run, tmp_path):

@@ -117,7 +117,7 @@ def test_targeted_attack_table(run_cli, digits_run, tmp_path):
         (["lab", "params", "--option", "colour=red"], "--option colour: unknown"),
         (["attack", "RUN", "--eps", "-0.1"], "--eps must be between 0 and 1"),
         (["attack", "RUN", "--eps", "1.5"], "--eps must be between 0 and 1"),
-        (["attack", "RUN", "--eps-sweep", "0,0.1,2"], "--eps-sweep value must be between 0 and 1"),
+        (["attack", "RUN", "--eps-sweep", "0,0.1,2"], "--eps-sweep must be between 0 and 1"),
         (["attack", "RUN", "--eps-sweep", "0,x"], "--eps-sweep: expected numbers separated by commas"),
         (
             ["attack", "RUN", "--target", "10"],

@@ -62,6 +62,18 @@ def test_report_command(run_cli, digits_run, tmp_path):
     assert (tmp_path / "out.html").stat().st_size > 10_000
 
 
+def test_report_json_defaults_to_the_run_folder(run_cli, digits_run, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(digits_run, tmp_path / "run"))
+    code, out, err = run_cli("report", run, "--json")
+    assert code == 0, err
+    result = json.loads(out)  # stdout holds only the JSON object
+    assert Path(result["report"]) == run / "report.html"
+    assert result["bytes"] == (run / "report.html").stat().st_size > 10_000
+    assert result["seconds"] > 0 and result["run"] == str(run)
+
+
 @pytest.mark.browser
 def test_report_opens_in_headless_chromium_without_errors(chromium, report_file, tmp_path):
     errors: list[str] = []
@@ -90,12 +102,14 @@ def test_report_opens_in_headless_chromium_without_errors(chromium, report_file,
     assert errors == []
 
 
-def test_confusion_matrix_is_of_the_data_the_report_shows(digits, digits_model, tmp_path, monkeypatch):
+def test_confusion_matrix_is_of_the_data_the_report_shows(
+    digits_run, digits, digits_model, tmp_path, monkeypatch
+):
     """With --data, the matrix counts that data's test images, not those of the training run."""
     import numpy as np
 
-    import convlens.report.figures as figures
     from convlens.report import report_sections
+    from convlens.views import plots as figures
 
     other = tmp_path / "other.npz"  # 8x8, 10 classes, 50 test images: data the model can take
     np.savez(
@@ -110,5 +124,5 @@ def test_confusion_matrix_is_of_the_data_the_report_shows(digits, digits_model, 
     monkeypatch.setattr(
         figures, "confusion_matrix", lambda m, n: totals.append(sum(map(sum, m))) or real(m, n)
     )
-    report_sections(digits_model[1]["_path"], data=str(other))
+    report_sections(digits_run, data=str(other))
     assert totals == [50]

@@ -89,7 +89,7 @@ def test_upload_of_exactly_5_mb_is_accepted(client, base):
         ("arithmetic", {"test_index": 0, "stage": "conv1", "row": -1}, 400, "outside stage"),
         ("arithmetic", {"test_index": 0, "stage": "fc", "row": 2}, 400, "flat"),
         ("arithmetic", {"test_index": 0}, 422, "stage"),
-        ("attribution", {"test_index": 0, "method": "magic"}, 422, "method"),
+        ("attribution", {"test_index": 0, "method": "magic"}, 400, "method must be one of grad-cam"),
         ("attribution", {"test_index": 0, "target": 10}, 400, "target must be a class index 0..9"),
         ("attribution", {"test_index": 0, "stage": "nowhere"}, 400, "unknown stage"),
         ("attribution", {"test_index": 0, "stage": "fc"}, 400, "no spatial feature map"),
@@ -98,7 +98,7 @@ def test_upload_of_exactly_5_mb_is_accepted(client, base):
         ("attack", {"test_index": 0, "eps": -0.1}, 400, "between 0 and 1"),
         ("attack", {"test_index": 0, "method": "pgd", "steps": 0}, 400, "steps must be 1.."),
         ("attack", {"test_index": 0, "method": "pgd", "steps": 10_000}, 400, "steps must be 1.."),
-        ("attack", {"test_index": 0, "method": "cw"}, 422, "method"),
+        ("attack", {"test_index": 0, "method": "cw"}, 400, "method must be one of fgsm, pgd"),
         ("attack", {"test_index": 0, "target": 12}, 400, "target must be a class index"),
     ],
 )

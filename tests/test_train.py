@@ -93,10 +93,10 @@ def test_resume_refuses_other_data_or_schedule(digits, digits_run):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"epochs": 0}, "--epochs must be a positive integer"),
-        ({"lr": -0.1}, "--lr must be a positive number"),
-        ({"batch_size": 0}, "--batch-size"),
-        ({"device": "tpu"}, "--device"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"lr": -0.1}, "lr must be a positive number"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"device": "tpu"}, "device"),
     ],
 )
 def test_bad_settings(digits, tmp_path, config, message):

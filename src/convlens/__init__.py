@@ -1,6 +1,7 @@
 """convlens: train convolutional neural networks on real images and see how they see.
 
-The public Python API; the CLI, the report and the web page use only what is listed here.
+The public Python API. The faces (CLI, report, web page) use the public modules only: no
+``_private`` helper, so what they can do a script can do.
 Names are imported on first use, so ``convlens --help`` answers without loading torch.
 """
 
@@ -26,6 +27,15 @@ _EXPORTS = {
     "fit": "convlens.train",
     "evaluate": "convlens.train",
     "load_checkpoint": "convlens.checkpoint",
+    "Run": "convlens.run",
+    "predict_files": "convlens.predict",
+    # extension points: one registry each (see docs/architecture.md)
+    "ATTRIBUTIONS": "convlens.inspect.attribution",
+    "ATTACKS": "convlens.attacks",
+    "EXPERIMENTS": "convlens.lab",
+    "register_experiment": "convlens.lab",
+    "attribute": "convlens.inspect",
+    "Attribution": "convlens.inspect",
     "save_checkpoint": "convlens.checkpoint",
     "predict_probabilities": "convlens.predict",
     "top_predictions": "convlens.predict",

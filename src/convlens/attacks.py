@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.registry import Registry
 
-METHODS = ("fgsm", "pgd")
+# fgsm and pgd register at the end of this module; a new attack is one function and one line
+ATTACKS = Registry("attack", shared_inputs=("model", "images", "labels", "target", "batch_size"))
 
 
 @dataclass
@@ -39,6 +41,11 @@ class AttackResult:
     adversarial_confidences: torch.Tensor  # (N,)
     clean_images: torch.Tensor = field(repr=False)  # (N, C, H, W) in [0, 1]
     adversarial_images: torch.Tensor = field(repr=False)  # (N, C, H, W) in [0, 1]
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name this attack, e.g. "FGSM" or "PGD-10"."""
+        return attack_label(self.method, self.steps)
 
     @property
     def perturbations(self) -> torch.Tensor:
@@ -82,6 +89,7 @@ class AttackResult:
         """The numbers (no tensors), ready for JSON."""
         return {
             "method": self.method,
+            "label": self.label,
             "eps": self.eps,
             "steps": self.steps,
             "step_size": self.step_size,
@@ -109,8 +117,18 @@ class RobustnessCurve:
     pgd_steps: int
     images: int
 
+    def labels(self) -> dict[str, str]:
+        """method → how tables and plots name it ("PGD-10")."""
+        return {method: attack_label(method, self.pgd_steps) for method in self.accuracy}
+
     def summary(self) -> dict:
         return asdict(self)
+
+
+def attack_label(method: str, steps: int) -> str:
+    """An attack's display name: its registered label, with the step count if it iterates."""
+    entry = ATTACKS.get(method)
+    return f"{entry.label}-{steps}" if entry.accepts("steps") else entry.label
 
 
 def _fraction(mask: torch.Tensor) -> float:
@@ -127,10 +145,17 @@ def _per_image_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits, classes, reduction="none")  # (B,)
 
 
-def check_eps(eps: float, name: str = "--eps") -> float:
+def check_eps(eps: float, parameter: str = "eps") -> float:
     """ε must be a pixel distance in [0, 1]."""
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 <= eps <= 1:
-        raise ConvlensError(f"{name} must be between 0 and 1 (pixel units, e.g. 0.1), got {eps}")
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, int | float)
+        or not math.isfinite(eps)
+        or not 0 <= eps <= 1
+    ):
+        raise ConvlensError(
+            f"{parameter} must be between 0 and 1 (pixel units, e.g. 0.1), got {eps}", parameter=parameter
+        )
     return float(eps)
 
 
@@ -151,7 +176,9 @@ def check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 def _check_target(model: nn.Module, target: int | None) -> None:
     classes = getattr(model, "num_classes", None)
     if target is not None and (target < 0 or (classes is not None and target >= classes)):
-        raise ConvlensError(f"--target must be a class index 0..{(classes or 1) - 1}, got {target}")
+        raise ConvlensError(
+            f"target must be a class index 0..{(classes or 1) - 1}, got {target}", parameter="target"
+        )
 
 
 @torch.no_grad()
@@ -269,10 +296,12 @@ def pgd(
     check_inputs(model, images, labels)
     _check_target(model, target)
     if not isinstance(steps, int) or steps < 1:
-        raise ConvlensError(f"--steps must be a positive integer, got {steps}")
+        raise ConvlensError(f"steps must be a positive integer, got {steps}", parameter="steps")
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     if not (math.isfinite(step_size) and step_size >= 0):
-        raise ConvlensError(f"step_size must be a non-negative number, got {step_size}")
+        raise ConvlensError(
+            f"step_size must be a non-negative number, got {step_size}", parameter="step_size"
+        )
 
     def perturb(working, clean, classes, targeted):
         attack = PGD(working, loss_func=_per_image_loss, lower_bound=0.0, upper_bound=1.0)
@@ -303,12 +332,11 @@ def attack(
     steps: int = 10,
     target: int | None = None,
 ) -> AttackResult:
-    """Run ``method`` ("fgsm" or "pgd") — what the CLI and the web page call."""
-    if method == "fgsm":
-        return fgsm(model, images, labels, eps, target=target)
-    if method == "pgd":
-        return pgd(model, images, labels, eps, steps=steps, target=target)
-    raise ConvlensError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    """Run the registered attack ``method`` (fgsm, pgd, ...) — what the CLI and the web page call.
+
+    Options an attack does not take (``steps`` for FGSM) are left out.
+    """
+    return ATTACKS.get(method).call(model, images, labels, eps=eps, steps=steps, target=target)
 
 
 def robustness_curve(
@@ -316,16 +344,14 @@ def robustness_curve(
     images: torch.Tensor,
     labels: torch.Tensor,
     eps_list: Sequence[float],
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     steps: int = 10,
 ) -> RobustnessCurve:
-    """Accuracy against ε for each method (untargeted): how fast the model's answers collapse."""
-    eps_list = [check_eps(e, "--eps-sweep value") for e in eps_list]
+    """Accuracy against ε for each method (default: every registered attack), untargeted."""
+    eps_list = [check_eps(e, "eps_list") for e in eps_list]
     if not eps_list:
-        raise ConvlensError("--eps-sweep needs at least one value, e.g. 0,0.05,0.1")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConvlensError(f"unknown attack method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        raise ConvlensError("eps_list needs at least one value, e.g. 0,0.05,0.1", parameter="eps_list")
+    methods = [ATTACKS.get(m).name for m in (ATTACKS.names() if methods is None else methods)]
     accuracy: dict[str, list[float]] = {m: [] for m in methods}
     confidence: dict[str, list[float]] = {m: [] for m in methods}
     clean = None
@@ -343,3 +369,9 @@ def robustness_curve(
         pgd_steps=steps,
         images=int(labels.shape[0]),
     )
+
+
+ATTACKS.register("fgsm", fgsm, label="FGSM", help="Fast Gradient Sign Method: one step of size ε")
+ATTACKS.register(
+    "pgd", pgd, label="PGD", help="Projected Gradient Descent: iterated FGSM steps, kept within ε"
+)

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -24,15 +25,52 @@ FORMAT = "convlens-checkpoint/1"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux ``/proc``).
+
+    Elsewhere it is set and restored under a lock, so two writers in this process never race.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` and rename it: readers never see half a file."""
+    """Write to a temp file beside ``path`` and rename it: readers never see half a file.
+
+    The temp file is created 0600; it gets the mode the user's umask asks for before the rename.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     ) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            tmp.write(data)
+            tmp.flush()
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no mode bits to honour
+                os.fchmod(tmp.fileno(), new_file_mode())
+            os.fsync(tmp.fileno())
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
 
 
@@ -107,7 +145,6 @@ def read_metadata(path: str | Path) -> dict:
     for key in ("model", "class_names", "weights"):
         if key not in meta:
             raise ConvlensError(f"{json_path}: checkpoint JSON is missing {key!r}")
-    meta["_path"] = str(json_path)
     return meta
 
 
@@ -130,14 +167,15 @@ def _read_tensors(json_path: Path, meta: dict) -> dict[str, torch.Tensor]:
         raise ConvlensError(f"{weights_path}: not a valid safetensors file ({exc})") from None
 
 
-def load_checkpoint(path: str | Path, with_state: bool = False):
-    """Rebuild the model from a checkpoint: returns ``(model, metadata)``, or with
-    ``with_state`` also the ``state.`` tensors saved for resuming. The model is in eval mode.
+def read_checkpoint(path: str | Path) -> tuple[Path, torch.nn.Module, dict, dict[str, torch.Tensor]]:
+    """(JSON path, model in eval mode, metadata, the ``state.`` tensors saved for resuming).
+
+    The low level under ``Run.open`` and ``load_checkpoint``: every check happens here.
     """
     from convlens.models import create_model
 
-    meta = read_metadata(path)
-    json_path = Path(meta["_path"])
+    json_path = resolve_checkpoint(path)
+    meta = read_metadata(json_path)
     arguments = meta["model"]
     try:
         model = create_model(
@@ -172,37 +210,19 @@ def load_checkpoint(path: str | Path, with_state: bool = False):
         )
     model.load_state_dict(weights)
     model.eval()
-    if with_state:
-        state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
-        return model, meta, state
-    return model, meta
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    return json_path, model, meta, state
 
 
-def checkpoint_data(meta: dict, data: str | None = None):
-    """The data set to run a checkpoint on, as ``(Dataset, spec)``.
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """``(model in eval mode, metadata dict)`` of a checkpoint: a run folder or its ``NAME.json``.
 
-    By default the data it was trained on, reloaded at the size it was trained at (so a run
-    trained with ``--image-size`` gets its images resized the same way). Other data (``data``)
-    must already have the model's input shape and the same number of classes.
+    Kept for scripts that want the raw JSON; ``convlens.Run.open(path)`` gives the same model
+    with typed fields (class names, input shape, metrics, history, paths) and the methods the
+    faces use (``data()``, ``predict()``).
     """
-    from convlens.data import load_dataset
-
-    facts = meta.get("dataset") or {}
-    spec = data or facts.get("spec") or facts.get("name")
-    if not spec:
-        raise ConvlensError("the checkpoint does not say which data set it was trained on; pass --data")
-    expected = tuple(meta["input_shape"])
-    dataset = load_dataset(spec, image_size=None if data else expected[1:])
-    if dataset.input_shape != expected:
-        raise ConvlensError(
-            f"--data {spec}: images are {'x'.join(map(str, dataset.input_shape))}, the model takes "
-            f"{'x'.join(map(str, expected))} (train a model on this data, or pick data of that shape)"
-        )
-    if dataset.num_classes != len(meta["class_names"]):
-        raise ConvlensError(
-            f"--data {spec}: {dataset.num_classes} classes, the model has {len(meta['class_names'])}"
-        )
-    return dataset, spec
+    _, model, meta, _ = read_checkpoint(path)
+    return model, meta
 
 
 def split_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -1,8 +1,25 @@
 """The one error type users see: a clear message, no traceback (the CLI exits with code 2)."""
 
+from __future__ import annotations
+
 
 class ConvlensError(ValueError):
     """Bad input from the user: a file, an argument or a value convlens cannot use.
 
-    The message names the thing and what was expected; faces print it as one line.
+    The message names the thing and what was expected; faces print it as one line. When the
+    problem is one argument of a library function, ``parameter`` names it (``eps``,
+    ``image_size``) and the message starts with that name: a Python caller reads
+    "eps must be between 0 and 1", and the CLI rewrites the name into its flag
+    ("--eps must be ..."), so the library never speaks of command-line flags.
     """
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def with_name(self, name: str) -> str:
+        """The message with its leading parameter name replaced by ``name`` (e.g. a CLI flag)."""
+        message = str(self)
+        if self.parameter and message.startswith(self.parameter):
+            return name + message[len(self.parameter) :]
+        return message

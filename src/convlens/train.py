@@ -50,19 +50,24 @@ class TrainConfig:
         if self.model not in list_models():
             raise ConvlensError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise ConvlensError(f"--epochs must be a positive integer, got {self.epochs}")
+            raise ConvlensError(f"epochs must be a positive integer, got {self.epochs}", parameter="epochs")
         if self.batch_size < 1:
-            raise ConvlensError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConvlensError(
+                f"batch_size must be at least 1, got {self.batch_size}", parameter="batch_size"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConvlensError(f"--lr must be a positive number, got {self.lr}")
+            raise ConvlensError(f"lr must be a positive number, got {self.lr}", parameter="lr")
         if self.augment != "auto" and self.augment not in AUGMENTATIONS:
             raise ConvlensError(
-                f"--augment must be auto or one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}"
+                f"augment must be auto or one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}",
+                parameter="augment",
             )
         if not 0 <= self.label_smoothing < 1:
-            raise ConvlensError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConvlensError(
+                f"label_smoothing must be in [0, 1), got {self.label_smoothing}", parameter="label_smoothing"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConvlensError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise ConvlensError(f"device must be auto, cpu or cuda, got {self.device!r}", parameter="device")
 
 
 LARGE_DATASET = 20_000  # training images above which the big-data recipe applies
@@ -96,7 +101,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConvlensError(f"--device {name}: CUDA is not available on this machine")
+        raise ConvlensError(f"device {name}: CUDA is not available on this machine", parameter="device")
     return torch.device(name)
 
 
@@ -243,7 +248,7 @@ def fit(
     ``resume=True`` needs to continue exactly where an interrupted run stopped.
     """
     from convlens.checkpoint import (
-        load_checkpoint,
+        read_checkpoint,
         restore_optimizer_state,
         save_checkpoint,
         split_optimizer_state,
@@ -254,27 +259,30 @@ def fit(
     observer = observer or _Silent()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConvlensError(f"--out {run_dir}: exists and is not a folder")
+        raise ConvlensError(f"run_dir {run_dir}: exists and is not a folder", parameter="run_dir")
     facts = _dataset_facts(dataset)
     if resume:
         if not (run_dir / "last.json").is_file():
-            raise ConvlensError(f"--resume: {run_dir} has no last.json to resume from")
-        model, meta, state = load_checkpoint(run_dir / "last.json", with_state=True)
+            raise ConvlensError(f"resume: {run_dir} has no last.json to resume from", parameter="resume")
+        _, model, meta, state = read_checkpoint(run_dir / "last.json")
         saved = TrainConfig(**meta["training"])
         if config.epochs is not None and config.epochs != saved.epochs:
             raise ConvlensError(
-                f"--resume continues the saved {saved.epochs}-epoch schedule; got --epochs {config.epochs}"
+                f"resume continues the saved {saved.epochs}-epoch schedule; got epochs={config.epochs}",
+                parameter="resume",
             )
         if meta["dataset"]["fingerprint"] != facts["fingerprint"]:
             raise ConvlensError(
-                f"--resume: {run_dir} was trained on different data ({meta['dataset']['name']})"
+                f"resume: {run_dir} was trained on different data ({meta['dataset']['name']})",
+                parameter="resume",
             )
         config = saved
     else:
         if ((run_dir / "model.json").exists() or (run_dir / "last.json").exists()) and not overwrite:
             raise ConvlensError(
-                f"--out {run_dir}: already holds a run; pass --resume to continue it or "
-                "--overwrite to replace it"
+                f"run_dir {run_dir}: already holds a run; pass resume=True to continue it or "
+                "overwrite=True to replace it",
+                parameter="run_dir",
             )
         config = resolve_defaults(config, dataset)
         torch.manual_seed(config.seed)  # weight initialization

@@ -5,26 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 
-import typer
-
+from convlens.cli import core, inspect_cmds, lab_cmds, serve_cmd  # noqa: F401  (registers the commands)
+from convlens.cli.app import app
 from convlens.errors import ConvlensError
-
-app = typer.Typer(
-    name="convlens",
-    help="Train convolutional neural networks on real images and see how they see.\n\n"
-    "Start with:  convlens demo   or   convlens train --data mnist5k --out runs/mnist",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-from convlens.cli import core, inspect_cmds, lab_cmds, serve_cmd  # noqa: E402,F401  (registers the commands)
 
 
 class _OneLineWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"convlens: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        from convlens.cli.flags import flag_text
+
+        print(f"convlens: {record.levelname.lower()}: {flag_text(record.getMessage())}", file=sys.stderr)
 
 
 def main() -> None:
@@ -36,7 +26,9 @@ def main() -> None:
     try:
         app()
     except ConvlensError as exc:
-        print(f"convlens: error: {exc}", file=sys.stderr)
+        from convlens.cli.flags import error_text
+
+        print(f"convlens: error: {error_text(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)

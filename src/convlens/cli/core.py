@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from convlens.cli import app
+from convlens.cli.app import app
 from convlens.cli.render import (
     ProgressBar,
     classification_tables,
@@ -16,6 +16,7 @@ from convlens.cli.render import (
     percent,
     predictions_table,
     print_json,
+    print_tables,
 )
 from convlens.errors import ConvlensError
 
@@ -92,6 +93,35 @@ def models(
     for row in rows:
         table.add_row(row["name"], f"{row['parameters']:,}", f"{row['flops'] / 1e6:.2f}", row["description"])
     out.print(table)
+
+
+@app.command()
+def methods(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List what can be chosen by name: attribution methods, attacks, lab experiments, models, data sets.
+
+    Each comes from its registry, so anything registered (by a plugin or a script) shows up here.
+    """
+    from convlens.catalog import catalog
+    from convlens.views.tables import Table
+
+    registries = catalog()
+    if as_json:
+        return print_json(registries)
+    for kind, entries in registries.items():
+        rows = [
+            [
+                entry["name"],
+                ", ".join(
+                    p["name"] if p["required"] else f"{p['name']}={p['default']}"
+                    for p in entry.get("parameters", [])
+                )
+                or "-",
+                entry["help"],
+            ]
+            for entry in entries
+        ]
+        print_tables([Table(kind, ["name", "options (default)", "what it is"], rows)])
+    return None
 
 
 def parse_key_values(pairs: list[str], flag: str) -> dict:
@@ -208,16 +238,14 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split."""
-    from convlens.checkpoint import checkpoint_data, load_checkpoint
     from convlens.metrics import classification_summary
+    from convlens.run import Run
     from convlens.train import evaluate
 
-    model, meta = load_checkpoint(run_dir)
-    dataset, spec = checkpoint_data(meta, data)
-    result = evaluate(model, dataset.test_images, dataset.test_labels)
-    per_class, confusion = classification_summary(
-        dataset.test_labels, result["predictions"], meta["class_names"]
-    )
+    run = Run.open(run_dir)
+    dataset, spec = run.data(data)
+    result = evaluate(run.model, dataset.test_images, dataset.test_labels)
+    per_class, confusion = classification_summary(dataset.test_labels, result["predictions"], run.class_names)
     summary = {
         "data": spec,
         "images": int(dataset.test_labels.shape[0]),
@@ -232,38 +260,7 @@ def evaluate_command(
         f"[bold]{spec}[/]: accuracy {percent(summary['test_accuracy'])} on {summary['images']:,} test images, "
         f"loss {summary['test_loss']:.4f}"
     )
-    classification_tables(per_class, confusion, meta["class_names"])
-
-
-def _expand_images(paths: list[Path]) -> list[Path]:
-    from convlens.data.readers import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ConvlensError(f"{path}: no PNG/JPEG/BMP/GIF/TIFF images in this folder")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise ConvlensError(f"{path}: no such file or folder")
-    return files
-
-
-def predict_files(model, meta: dict, files: list[Path], top_k: int) -> list[dict]:
-    import torch
-
-    from convlens.data import load_image
-    from convlens.predict import predict_probabilities, top_predictions
-
-    images = torch.stack([load_image(f, tuple(meta["input_shape"])) for f in files])  # (N, C, H, W)
-    ranked = top_predictions(predict_probabilities(model, images), meta["class_names"], top_k)
-    return [
-        {"file": str(f), "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r]}
-        for f, r in zip(files, ranked, strict=True)
-    ]
+    classification_tables(per_class, confusion, run.class_names)
 
 
 @app.command()
@@ -279,12 +276,9 @@ def predict(
 
     Example:  convlens predict runs/mnist digit.png more_digits/ --top-k 3
     """
-    from convlens.checkpoint import load_checkpoint
+    from convlens.run import Run
 
-    if top_k < 1:
-        raise ConvlensError(f"--top-k must be at least 1, got {top_k}")
-    model, meta = load_checkpoint(run_dir)
-    rows = predict_files(model, meta, _expand_images(images), top_k)
+    rows = Run.open(run_dir).predict_files(images, top_k)
     if as_json:
         return print_json(rows)
     predictions_table(rows)
@@ -301,7 +295,8 @@ def demo(
     """Train the default CNN on 5,000 real MNIST digits, classify a few, write a report, open the explorer.
 
     The explorer runs on http://127.0.0.1:8000/ until Ctrl-C; --no-serve stops after the report.
+    Interactive, so no --json: for machine-readable results use train, eval and report --json.
     """
-    from convlens.demo import run_demo
+    from convlens.cli.demo import run_demo
 
     run_demo(out_dir, serve=not no_serve, port=port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import asdict
@@ -10,35 +9,11 @@ from pathlib import Path
 
 import typer
 
-from convlens.cli import app
-from convlens.cli.render import err, out, percent, print_json
+from convlens.cli.app import app
+from convlens.cli.render import err, out, print_json, print_tables
 from convlens.errors import ConvlensError
 
 JSON_HELP = "Print one JSON object to stdout instead of tables."
-
-
-def _print_tables(tables) -> None:
-    from rich.table import Table
-
-    for table in tables:
-        rich_table = Table(title=table.title, title_justify="left")
-        for index, column in enumerate(table.columns):
-            rich_table.add_column(column, justify="left" if index == 0 else "right")
-        for row in table.rows:
-            rich_table.add_row(*row)
-        out.print(rich_table)
-
-
-def _parse_options(pairs: list[str], run_function) -> dict:
-    """--option KEY=VALUE pairs, checked against the experiment's keyword arguments."""
-    from convlens.cli.core import parse_key_values
-
-    accepted = [p for p in inspect.signature(run_function).parameters if p not in ("dataset", "model")]
-    options = parse_key_values(pairs, "--option")
-    for key in options:
-        if key not in accepted:
-            raise ConvlensError(f"--option {key}: unknown; this experiment takes: {', '.join(accepted)}")
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
 
 
 def _write_json(path: Path, value) -> None:
@@ -49,8 +24,8 @@ def _write_json(path: Path, value) -> None:
 
 def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) -> dict:
     """Run, write result.json and plot.png, print the tables (unless --json); returns the record."""
-    from convlens.lab import run_experiment
-    from convlens.lab.plots import experiment_figure, save_png
+    from convlens.lab import experiment_figure, run_experiment
+    from convlens.views.plots import save_png
 
     err.print(f"lab [bold]{name}[/] on [bold]{dataset.name}[/] …")
     result = run_experiment(name, dataset, **options)
@@ -63,7 +38,7 @@ def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) ->
     _write_json(out_dir / "result.json", record)
     plot = save_png(experiment_figure(name, result), out_dir / "plot.png")
     if not as_json:
-        _print_tables(result.tables())
+        print_tables(result.tables())
     err.print(f"{name}: took {result.seconds:.1f} s   result: {out_dir / 'result.json'}   plot: {plot}")
     return record
 
@@ -71,7 +46,9 @@ def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) ->
 @app.command()
 def lab(
     name: str = typer.Argument(
-        ..., help="Experiment: params, locality, equivariance, invariance, hierarchy, calibration, or all."
+        ...,
+        help="Experiment: params, locality, equivariance, invariance, hierarchy, calibration (and any "
+        "registered one: see `convlens methods`), or all.",
     ),
     data: str = typer.Option("mnist5k", "--data", "-d", help="Built-in name or a path."),
     out_dir: Path = typer.Option(
@@ -91,15 +68,14 @@ def lab(
 
       convlens lab all --out runs/lab
     """
-    import importlib
-
+    from convlens.cli.core import parse_key_values
     from convlens.data import load_dataset
-    from convlens.lab import QUICK, check_experiment, list_experiments
+    from convlens.lab import check_experiment, check_options, list_experiments, quick_options
 
     names = list_experiments() if name == "all" else [check_experiment(name)]
     options = {}
     if name != "all":
-        options = _parse_options(option, importlib.import_module(f"convlens.lab.{name}").run)
+        options = check_options(name, parse_key_values(option, "--option"))
     elif option:
         raise ConvlensError("--option applies to one experiment, not to all (use --quick for tiny settings)")
     dataset = load_dataset(data)
@@ -108,7 +84,7 @@ def lab(
     index, records = [], []
     for experiment in names:
         folder = out_dir / experiment if name == "all" else out_dir
-        chosen = {**(QUICK[experiment] if quick else {}), **options}
+        chosen = {**(quick_options(experiment) if quick else {}), **options}
         records.append(_run_one(experiment, dataset, folder, chosen, as_json))
         index.append(
             {
@@ -146,31 +122,16 @@ def _parse_sweep(text: str) -> list[float]:
         ) from None
     if not values:
         raise ConvlensError("--eps-sweep: expected at least one value, e.g. 0,0.05,0.1")
-    return [check_eps(v, "--eps-sweep value") for v in values]
-
-
-def _target_index(target: str | None, class_names: list[str]) -> int | None:
-    """A class given by index (0..K-1) or by name."""
-    if target is None:
-        return None
-    if target in class_names:
-        return class_names.index(target)
-    try:
-        index = int(target)
-    except ValueError:
-        index = -1
-    if not 0 <= index < len(class_names):
-        raise ConvlensError(
-            f"--target must be a class index 0..{len(class_names) - 1} or a class name, got {target!r}"
-        )
-    return index
+    return [check_eps(v, "eps_list") for v in values]
 
 
 @app.command()
 def attack(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
     method: str = typer.Option(
-        "fgsm", "--method", "-m", help="fgsm (one step) or pgd (iterated, projected)."
+        "fgsm",
+        "--method",
+        help="fgsm (one step), pgd (iterated, projected), or any registered attack (see `convlens methods`).",
     ),
     eps: float = typer.Option(0.1, "--eps", help="L∞ budget in pixel units [0, 1] (0.1 ≈ 25 grey levels)."),
     eps_sweep: str = typer.Option(
@@ -198,31 +159,32 @@ def attack(
       convlens attack runs/mnist --eps-sweep 0,0.02,0.05,0.1,0.2
     """
     from convlens import attacks
-    from convlens.checkpoint import load_checkpoint
-    from convlens.lab._common import model_test_data
-    from convlens.lab.plots import attack_examples, robustness_curve, save_png
+    from convlens.run import Run
+    from convlens.views.plots import attack_examples, robustness_curve, save_png
+    from convlens.views.tables import attack_table, robustness_table
 
     # every flag is checked before anything heavy is loaded
-    if method not in attacks.METHODS:
-        raise ConvlensError(f"--method must be one of {', '.join(attacks.METHODS)}, got {method!r}")
+    attacks.ATTACKS.get(method)
     attacks.check_eps(eps)
     sweep = _parse_sweep(eps_sweep) if eps_sweep is not None else None
     if steps < 1:
         raise ConvlensError(f"--steps must be a positive integer, got {steps}")
     if images < 1:
         raise ConvlensError(f"--images must be a positive integer, got {images}")
-    model, meta = load_checkpoint(run_dir)  # a few milliseconds: small models
-    target_index = _target_index(target, meta["class_names"])
-    pixels, labels, spec = model_test_data(meta, data, images)
-    out_dir = out_dir or (Path(meta["_path"]).parent / "attack")
+    run = Run.open(run_dir)  # a few milliseconds: small models
+    target_index = run.class_index(target)
+    pixels, labels, spec = run.test_data(data, images)
+    out_dir = out_dir or (run.folder / "attack")
     start = time.perf_counter()
-    result = attacks.attack(model, pixels, labels, method, eps, steps, target_index)
+    result = attacks.attack(run.model, pixels, labels, method, eps, steps, target_index)
     summary = {"run": str(run_dir), "data": spec, **result.summary()}
-    save_png(attack_examples(result, meta["class_names"]), out_dir / "examples.png")
+    tables = [attack_table(result, spec, run.class_names)]
+    save_png(attack_examples(result, run.class_names), out_dir / "examples.png")
     files = {"examples": str(out_dir / "examples.png")}
     if sweep is not None:
-        curve = attacks.robustness_curve(model, pixels, labels, sweep, steps=steps)
+        curve = attacks.robustness_curve(run.model, pixels, labels, sweep, steps=steps)
         summary["robustness_curve"] = curve.summary()
+        tables.append(robustness_table(curve))
         save_png(robustness_curve(curve), out_dir / "robustness.png")
         files["robustness_curve"] = str(out_dir / "robustness.png")
     summary["seconds"] = time.perf_counter() - start
@@ -230,44 +192,8 @@ def attack(
     _write_json(out_dir / "result.json", summary)
     if as_json:
         return print_json(summary)
-    _attack_tables(summary, meta["class_names"])
+    print_tables(tables)
     err.print(f"took {summary['seconds']:.1f} s   " + "   ".join(f"{k}: {v}" for k, v in files.items()))
-
-
-def _attack_tables(summary: dict, class_names: list[str]) -> None:
-    from rich.table import Table
-
-    name = summary["method"].upper() + (f"-{summary['steps']}" if summary["method"] == "pgd" else "")
-    target = f", target {class_names[summary['target']]}" if summary["target"] is not None else ""
-    table = Table(
-        title=f"{name} ε = {summary['eps']:g}{target} on {summary['images']:,} {summary['data']} test images",
-        title_justify="left",
-    )
-    for column in ("", "clean", "adversarial"):
-        table.add_column(column, justify="left" if not column else "right")
-    table.add_row("accuracy", percent(summary["clean_accuracy"]), percent(summary["adversarial_accuracy"]))
-    table.add_row(
-        "mean confidence",
-        percent(summary["mean_confidence_clean"]),
-        percent(summary["mean_confidence_adversarial"]),
-    )
-    table.add_row("max L∞ of the perturbation", "", f"{summary['max_linf']:.4f}")
-    table.add_row("mean L2 of the perturbation", "", f"{summary['mean_l2']:.4f}")
-    table.add_row("correct images fooled", "", f"{summary['flipped']:,}")
-    if summary["target_success_rate"] is not None:
-        table.add_row("now predicted as the target", "", percent(summary["target_success_rate"]))
-    out.print(table)
-    curve = summary.get("robustness_curve")
-    if curve:
-        sweep = Table(title="robustness curve: accuracy vs ε", title_justify="left")
-        sweep.add_column("ε")
-        for method in curve["accuracy"]:
-            sweep.add_column(
-                method.upper() if method == "fgsm" else f"PGD-{curve['pgd_steps']}", justify="right"
-            )
-        for i, value in enumerate(curve["eps"]):
-            sweep.add_row(f"{value:g}", *[percent(curve["accuracy"][m][i]) for m in curve["accuracy"]])
-        out.print(sweep)
 
 
 @app.command()
@@ -281,11 +207,23 @@ def report(
     lab_dir: Path = typer.Option(
         None, "--lab", help="Folder of `convlens lab` results to include (default: RUN_DIR/lab)."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help='Print {"report": PATH, "bytes": N, "seconds": S, "run": RUN_DIR}.'
+    ),
 ) -> None:
-    """Write one self-contained HTML report of a run: curves, confusion, errors with Grad-CAM, filters, attacks, lab."""
+    """Write one self-contained HTML report of a run: curves, confusion, errors with Grad-CAM, filters, attacks, lab.
+
+    Example:  convlens report runs/mnist          (writes runs/mnist/report.html)
+    """
     from convlens.report import build_report
 
     start = time.perf_counter()
     path = build_report(run_dir, out_file, data=data, eps=eps, lab_dir=lab_dir)
-    err.print(f"took {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    if as_json:
+        return print_json(
+            {"report": str(path), "bytes": path.stat().st_size, "seconds": seconds, "run": str(run_dir)}
+        )
+    err.print(f"took {seconds:.1f} s")
     out.print(f"report: {path}")
+    return None

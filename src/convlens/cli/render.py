@@ -62,28 +62,22 @@ class ProgressBar:
             self.progress.stop()
 
 
+def print_tables(tables) -> None:
+    """Lay out ``convlens.views.tables.Table``s as Rich tables: first column left, numbers right."""
+    for table in tables:
+        rich_table = Table(title=table.title, title_justify="left")
+        for index, column in enumerate(table.columns):
+            rich_table.add_column(column, justify="left" if index == 0 else "right")
+        for row in table.rows:
+            rich_table.add_row(*row)
+        out.print(rich_table)
+
+
 def classification_tables(per_class: list[dict], confusion: list[list[int]], class_names: list[str]) -> None:
-    table = Table(title="per class (held-out split)", title_justify="left")
-    for column in ("class", "precision", "recall", "images"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for row in per_class:
-        table.add_row(row["class"], percent(row["precision"]), percent(row["recall"]), str(row["support"]))
-    out.print(table)
-    short = [name[:7] for name in class_names]
-    matrix = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
-    matrix.add_column("")
-    for name in short:
-        matrix.add_column(name, justify="right")
-    for name, row in zip(short, confusion, strict=True):
-        diagonal = row[short.index(name)] if name in short else None
-        matrix.add_row(
-            name,
-            *[
-                f"[bold]{v}[/]" if v == diagonal and i == short.index(name) else (str(v) if v else ".")
-                for i, v in enumerate(row)
-            ],
-        )
-    out.print(matrix)
+    """Per-class scores and the confusion matrix, as every face shows them."""
+    from convlens.views.tables import classification_tables as tables
+
+    print_tables(tables(per_class, confusion, class_names))
 
 
 def predictions_table(rows: list[dict]) -> None:
@@ -101,3 +95,47 @@ def predictions_table(rows: list[dict]) -> None:
             ", ".join(f"{p['class']} {percent(p['probability'])}" for p in rest),
         )
     out.print(table)
+
+
+def number(value: float | None) -> str:
+    """4 significant digits, no negative zero; None (JSON's ±inf/NaN) reads n/a."""
+    return "n/a" if value is None else f"{value + 0.0:.4g}"
+
+
+def grid_text(values, marks=None) -> str:
+    """Rows of numbers, right-aligned; a cell marked "pad" reads pad, the "winner" gets a *."""
+    texts = [
+        [
+            "pad" if mark == "pad" else number(value) + ("*" if mark == "winner" else "")
+            for value, mark in zip(row, marks[r] if marks is not None else [None] * len(row), strict=True)
+        ]
+        for r, row in enumerate(values)
+    ]
+    width = max([8, *(len(text) for row in texts for text in row)])
+    return "\n".join(" ".join(text.rjust(width) for text in row) for row in texts)
+
+
+def _table_text(table: dict) -> list[str]:
+    rows = [table["columns"], *[[c if isinstance(c, str) else number(c) for c in r] for r in table["rows"]]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(table["columns"]))]
+    lines = [table["caption"]] if table.get("caption") else []
+    for index, row in enumerate(rows):
+        marker = "> " if index - 1 == table.get("chosen") else "  "
+        lines.append(marker + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    return lines
+
+
+def steps_text(steps: list[dict]) -> str:
+    """Arithmetic steps (``convlens.views.arithmetic``) as plain text, one step after another."""
+    lines: list[str] = []
+    for step in steps:
+        lines += [step[key] for key in ("title", "heading", "text") if step.get(key)]
+        grids, ops = step.get("grids") or [], step.get("ops") or []
+        for index, grid in enumerate(grids):
+            op = ops[index - 1] + " " if 0 < index <= len(ops) else ""
+            lines += [op + grid["caption"], grid_text(grid["values"], grid.get("marks"))]
+        if step.get("table"):
+            lines += _table_text(step["table"])
+        if "equation" in step:
+            lines.append(f"{step['equation']} {number(step.get('value'))}")
+    return "\n".join(lines)

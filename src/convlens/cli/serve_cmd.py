@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from convlens.cli import app
+from convlens.cli.app import app
 from convlens.cli.render import err
 from convlens.errors import ConvlensError
 
@@ -97,6 +97,8 @@ def serve(
 
     Feature maps as you draw, cell-by-cell arithmetic, a convolution playground, Grad-CAM,
     attacks, filters and the model card.
+
+    Interactive, so no --json; the page's own JSON API is described in docs/explorer.md.
 
     Example:  convlens serve runs/mnist runs/fashion --open
     """

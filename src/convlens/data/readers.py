@@ -128,11 +128,11 @@ def _choose_size(arrays: list[np.ndarray], root: Path) -> tuple[int, int]:
     sizes = Counter(a.shape[:2] for a in arrays)
     (height, width), _ = sizes.most_common(1)[0]
     if height > MAX_DEFAULT_SIDE or width > MAX_DEFAULT_SIDE:
-        log.warning("%s: images are %dx%d; resizing to 64x64 (choose with --image-size)", root, height, width)
+        log.warning("%s: images are %dx%d; resizing to 64x64 (choose with image_size)", root, height, width)
         return 64, 64
     if len(sizes) > 1:
         log.warning(
-            "%s: images have %d different sizes; resizing all to %dx%d (choose with --image-size)",
+            "%s: images have %d different sizes; resizing all to %dx%d (choose with image_size)",
             root,
             len(sizes),
             height,

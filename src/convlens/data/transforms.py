@@ -30,9 +30,14 @@ def parse_image_size(value: int | str | tuple[int, int] | None) -> tuple[int, in
         elif len(parts) == 2:
             height, width = parts
         else:
-            raise ConvlensError(f"--image-size: expected N or HxW (e.g. 28 or 32x48), got {value!r}")
+            raise ConvlensError(
+                f"image_size: expected N or HxW (e.g. 28 or 32x48), got {value!r}", parameter="image_size"
+            )
     if not (1 <= height <= 4096 and 1 <= width <= 4096):
-        raise ConvlensError(f"--image-size: expected sides between 1 and 4096 pixels, got {height}x{width}")
+        raise ConvlensError(
+            f"image_size: expected sides between 1 and 4096 pixels, got {height}x{width}",
+            parameter="image_size",
+        )
     return int(height), int(width)
 
 

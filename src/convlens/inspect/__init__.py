@@ -7,7 +7,7 @@ JSON); the CLI, the report and the web page only render them.
 from __future__ import annotations
 
 from convlens.inspect._data import as_dict
-from convlens.inspect._stages import SOFTMAX, find_stage, stage_names
+from convlens.inspect._stages import SOFTMAX, find_stage, is_spatial_stage, stage_names
 from convlens.inspect.arithmetic import (
     BatchNormCell,
     Cell,
@@ -21,8 +21,9 @@ from convlens.inspect.arithmetic import (
     cell_arithmetic,
 )
 from convlens.inspect.attribution import (
-    METHODS,
+    ATTRIBUTIONS,
     Attribution,
+    attribute,
     grad_cam,
     integrated_gradients,
     last_conv_stage,
@@ -42,8 +43,8 @@ from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, r
 from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields
 
 __all__ = [
+    "ATTRIBUTIONS",
     "KERNELS",
-    "METHODS",
     "SMILEY",
     "SOFTMAX",
     "Activations",
@@ -66,6 +67,7 @@ __all__ = [
     "TopImages",
     "activations",
     "as_dict",
+    "attribute",
     "cell_arithmetic",
     "conv_filters",
     "convolve",
@@ -73,6 +75,7 @@ __all__ = [
     "find_stage",
     "grad_cam",
     "integrated_gradients",
+    "is_spatial_stage",
     "last_conv_stage",
     "load_picture",
     "occlusion",

@@ -13,7 +13,10 @@ def as_dict(value):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: as_dict(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, torch.Tensor):
-        return as_dict(value.detach().cpu().tolist())
+        value = value.detach().cpu()
+        if not value.is_floating_point() or bool(value.isfinite().all()):
+            return value.tolist()  # nothing to replace: skip walking every number
+        return as_dict(value.tolist())
     if isinstance(value, dict):
         return {str(k): as_dict(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -21,6 +21,7 @@ from convlens.inspect._stages import (
     is_spatial_stage,
     model_stages,
 )
+from convlens.registry import Registry
 
 IG_STEPS = 32  # Riemann steps of integrated gradients; all run as one internal batch
 
@@ -114,7 +115,7 @@ def integrated_gradients(
     from captum.attr import IntegratedGradients
 
     if steps < 1:
-        raise ConvlensError(f"steps: expected at least 1, got {steps}")
+        raise ConvlensError(f"steps: expected at least 1, got {steps}", parameter="steps")
     with eval_mode(model):
         batch, target, probability = _prepare(model, image, target)
         raw = IntegratedGradients(model).attribute(
@@ -138,7 +139,9 @@ def occlusion(
         channels, height, width = batch.shape[1:]
         window = window or max(2, round(min(height, width) / 7))
         if not 1 <= window <= min(height, width):
-            raise ConvlensError(f"window: expected 1..{min(height, width)} pixels, got {window}")
+            raise ConvlensError(
+                f"window: expected 1..{min(height, width)} pixels, got {window}", parameter="window"
+            )
         stride = max(1, window // 2)
         raw = Occlusion(model).attribute(
             batch,
@@ -151,9 +154,18 @@ def occlusion(
     return _input_attribution("occlusion", raw[0].detach().cpu(), target, probability)
 
 
-METHODS = {
-    "grad-cam": grad_cam,
-    "saliency": saliency,
-    "integrated-gradients": integrated_gradients,
-    "occlusion": occlusion,
-}
+# One registry of attribution methods: the CLI's --method choices, the server's validation and
+# the explorer's menu read it. A new method is a function (model, image, target, **options)
+# returning an Attribution, plus one line here (or a register() call from anywhere).
+ATTRIBUTIONS = Registry("attribution method", shared_inputs=("model", "image", "target"))
+ATTRIBUTIONS.register("grad-cam", grad_cam, label="Grad-CAM")
+ATTRIBUTIONS.register("saliency", saliency, label="saliency")
+ATTRIBUTIONS.register("integrated-gradients", integrated_gradients, label="integrated gradients")
+ATTRIBUTIONS.register("occlusion", occlusion, label="occlusion")
+
+
+def attribute(
+    model: nn.Module, image: torch.Tensor, method: str = "grad-cam", target: int | None = None, **options
+) -> Attribution:
+    """Run the registered attribution ``method`` (options it does not take are left out)."""
+    return ATTRIBUTIONS.get(method).call(model, image, target=target, **options)

@@ -1,8 +1,9 @@
 """The lab: each claim a CNN article makes, turned into a measured experiment.
 
 Every experiment is a module with ``run(dataset, **options)`` returning a dataclass of
-numbers (``to_json()``, ``tables()``); ``run_experiment`` times it. Defaults finish in about
-two minutes or less on two CPU cores with mnist5k.
+numbers (``to_json()``, ``tables()``) and ``figure(result)``, registered with one
+``register_experiment(...)`` line; ``run_experiment`` checks the options and times it.
+Defaults finish in about two minutes or less on two CPU cores with mnist5k.
 """
 
 from __future__ import annotations
@@ -11,54 +12,68 @@ import importlib
 import time
 
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table
+from convlens.lab._common import EXPERIMENTS, LabResult, register_experiment
+from convlens.views.tables import Table
 
-EXPERIMENTS = {
-    "params": "dense vs convolutional parameter counts, exact, with the formula",
-    "locality": "CNN and MLP on original vs pixel-shuffled images: who needs neighbours?",
-    "equivariance": "feature maps of a shifted image vs shifted feature maps, per stage",
-    "invariance": "accuracy vs shift for a CNN with pooling, without pooling, and an MLP",
-    "hierarchy": "receptive fields, feature visualization per depth, edge-like first-layer kernels",
-    "calibration": "reliability diagram, ECE and temperature scaling",
-}
-
-# Tiny settings for smoke tests and `convlens lab all --quick`: seconds instead of minutes,
-# numbers too rough to conclude anything from.
-QUICK = {
-    "params": {},
-    "locality": {"epochs": 1, "train_limit": 500, "test_limit": 200},
-    "equivariance": {"epochs": 1, "images": 20},
-    "invariance": {"epochs": 1, "max_shift": 2, "train_limit": 500, "test_limit": 200},
-    "hierarchy": {"epochs": 1, "channels": 2, "featureviz_steps": 4, "random_kernels": 200},
-    "calibration": {"epochs": 1},
-}
+BUILT_IN = ("params", "locality", "equivariance", "invariance", "hierarchy", "calibration")
+for _module in BUILT_IN:  # importing an experiment registers it; this is the order `lab all` runs them
+    importlib.import_module(f"convlens.lab.{_module}")
 
 __all__ = [
     "EXPERIMENTS",
-    "QUICK",
     "LabResult",
     "Table",
     "check_experiment",
+    "check_options",
+    "experiment_figure",
     "list_experiments",
+    "quick_options",
+    "register_experiment",
     "run_experiment",
 ]
 
 
 def list_experiments() -> list[str]:
     """Experiment names in the order ``lab all`` runs them."""
-    return list(EXPERIMENTS)
+    return EXPERIMENTS.names()
 
 
 def check_experiment(name: str) -> str:
     if name not in EXPERIMENTS:
-        raise ConvlensError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}, or all")
-    return name
+        raise ConvlensError(
+            f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS.names())}, or all",
+            parameter="name",
+        )
+    return EXPERIMENTS.get(name).name
+
+
+def check_options(name: str, options: dict) -> dict:
+    """``options`` for experiment ``name``, refusing keys its ``run`` does not take."""
+    entry = EXPERIMENTS.get(check_experiment(name))
+    accepted = [p.name for p in entry.parameters if p.name != "model"]
+    for key in options:
+        if key not in accepted:
+            raise ConvlensError(
+                f"option {key}: unknown; this experiment takes: {', '.join(accepted)}", parameter="option"
+            )
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in options.items()}
+
+
+def quick_options(name: str) -> dict:
+    """The experiment's tiny smoke-test settings."""
+    return dict(EXPERIMENTS.get(check_experiment(name)).extras.get("quick", {}))
 
 
 def run_experiment(name: str, dataset, **options) -> LabResult:
     """Run one experiment on a Dataset bundle; the result carries how many seconds it took."""
-    module = importlib.import_module(f"convlens.lab.{check_experiment(name)}")
+    entry = EXPERIMENTS.get(check_experiment(name))
+    options = check_options(name, options)
     start = time.perf_counter()
-    result = module.run(dataset, **options)
+    result = entry.function(dataset, **options)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def experiment_figure(name: str, result: LabResult):
+    """The experiment's plot of ``result`` (a matplotlib Figure)."""
+    return EXPERIMENTS.get(check_experiment(name)).extras["figure"](result)

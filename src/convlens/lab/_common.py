@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from convlens.data import Dataset, to_float
 from convlens.errors import ConvlensError
+from convlens.registry import Registry
+from convlens.views.tables import Table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.figure import Figure
 
 
-@dataclass
-class Table:
-    """A result as a table of already-formatted cells: the faces only lay it out."""
+# Every experiment registers itself at the end of its module; `convlens lab`, the report and
+# the explorer's registry endpoint read this. A new experiment is one file plus one line.
+EXPERIMENTS = Registry("lab experiment", shared_inputs=("dataset",))
 
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
+
+def register_experiment(
+    name: str,
+    run: Callable[..., LabResult],
+    figure: Callable[[LabResult], Figure],
+    quick: dict | None = None,
+    help: str | None = None,
+) -> None:
+    """Register ``run(dataset, **options) -> LabResult`` and ``figure(result) -> Figure`` as ``name``.
+
+    ``quick`` holds tiny settings for smoke tests and ``convlens lab all --quick``: seconds
+    instead of minutes, numbers too rough to conclude anything from.
+    """
+    EXPERIMENTS.register(name, run, help=help, figure=figure, quick=dict(quick or {}))
 
 
 class LabResult:
@@ -144,13 +163,3 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
     model.eval()
     outputs = [model(to_float(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
     return torch.cat(outputs)
-
-
-def model_test_data(meta: dict, data: str | None = None, limit: int | None = None, seed: int = 0):
-    """(float images, labels, spec): a seeded sample of the test split of ``data`` (default: the
-    data the checkpoint was trained on), refusing data whose images the model cannot take."""
-    from convlens.checkpoint import checkpoint_data
-
-    dataset, spec = checkpoint_data(meta, data)
-    index = sample_indices(dataset.test_labels.shape[0], limit, seed)
-    return to_float(dataset.test_images[index]), dataset.test_labels[index], spec

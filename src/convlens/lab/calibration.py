@@ -10,13 +10,24 @@ smoothing by default, because smoothing itself pulls confidences down and hides 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, check_positive, predict_logits, train_quick
+from convlens.lab._common import (
+    LabResult,
+    Table,
+    check_positive,
+    predict_logits,
+    register_experiment,
+    train_quick,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BINS = 15
 
@@ -189,3 +200,49 @@ def run(
         bins_before=reliability(before, eval_labels),
         bins_after=reliability(after, eval_labels),
     )
+
+
+def figure(result: CalibrationResult) -> Figure:
+    """The experiment's plot: calibration."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4.2))
+    axes = figure.subplots(1, 2)
+    for axis, bins, title, ece in (
+        (axes[0], result.bins_before, "before", result.ece_before),
+        (axes[1], result.bins_after, f"after (T = {result.temperature:.2f})", result.ece_after),
+    ):
+        centers = [(b.lower + b.upper) / 2 for b in bins]
+        width = bins[0].upper - bins[0].lower
+        axis.bar(
+            centers, [b.accuracy for b in bins], width, edgecolor="black", color="tab:blue", label="accuracy"
+        )
+        gaps = [b.confidence - b.accuracy if b.count else 0 for b in bins]
+        axis.bar(
+            centers,
+            gaps,
+            width,
+            bottom=[b.accuracy for b in bins],
+            fill=False,
+            hatch="//",
+            edgecolor="tab:red",
+            label="gap to confidence",
+        )
+        axis.plot([0, 1], [0, 1], "k--", label="perfect")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{title}: ECE {ece:.4f}")
+        axis.legend(loc="upper left", fontsize=8)
+    figure.suptitle(f"reliability diagram, {result.model} on {result.dataset}")
+    return figure
+
+
+register_experiment(
+    "calibration",
+    run,
+    figure,
+    quick={"epochs": 1},
+    help="reliability diagram, ECE and temperature scaling",
+)

@@ -11,6 +11,7 @@ image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,17 @@ from torch import nn
 
 from convlens.data import Dataset, to_float
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, check_positive, sample_indices, train_quick
+from convlens.lab._common import (
+    LabResult,
+    Table,
+    check_positive,
+    register_experiment,
+    sample_indices,
+    train_quick,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CANVAS_MARGIN = 16  # empty pixels around the image: more than any stage's receptive-field radius + shift
 
@@ -145,3 +156,30 @@ def run(
         strides=strides,
         relative_error=errors,
     )
+
+
+def figure(result: EquivarianceResult) -> Figure:
+    """The experiment's plot: equivariance."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    floor = 1e-8  # exact zeros drawn at the floor of the log scale
+    for column, shift in enumerate(result.shifts):
+        values = [max(errors[column], floor) for errors in result.relative_error]
+        axis.plot(result.stages, values, "o-", label=f"shift {shift} px")
+    axis.set_yscale("log")
+    axis.set_ylabel("relative error (log; 1e-8 = exact)")
+    axis.set_title(f"equivariance per stage, {result.model} on {result.dataset}")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return figure
+
+
+register_experiment(
+    "equivariance",
+    run,
+    figure,
+    quick={"epochs": 1, "images": 20},
+    help="feature maps of a shifted image vs shifted feature maps, per stage",
+)

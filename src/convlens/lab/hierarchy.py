@@ -10,12 +10,16 @@ the same score for random kernels drawn like the untrained layer's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, check_positive, train_quick
+from convlens.lab._common import LabResult, Table, check_positive, register_experiment, train_quick
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ORIENTATIONS = 16  # edge kernels every 11.25° over 0..180°
 
@@ -212,3 +216,49 @@ def run(
         featureviz_activation=activation,
         featureviz_images=images,
     )
+
+
+def figure(result: HierarchyResult) -> Figure:
+    """The experiment's plot: hierarchy."""
+    from matplotlib.figure import Figure
+
+    from convlens.views.plots import picture
+
+    stages = result.featureviz_stages
+    columns = max([len(result.featureviz_activation[s]) for s in stages] + [4])
+    figure = Figure(figsize=(max(1.4 * columns, 9), 4.2 + 1.5 * len(stages)), layout="constrained")
+    grid = figure.add_gridspec(1 + len(stages), columns, height_ratios=[2.2] + [1] * len(stages))
+    half = columns // 2
+    fields = figure.add_subplot(grid[0, :half])
+    shown = [f for f in result.receptive_fields if not f["whole_image"]]
+    fields.plot([f["stage"] for f in shown], [f["size"][0] for f in shown], "o-")
+    fields.set_ylabel("receptive field (px)")
+    fields.tick_params(axis="x", rotation=45, labelsize=8)
+    fields.set_title("receptive field grows with depth")
+    edges = figure.add_subplot(grid[0, half:])
+    edges.hist(result.edge_score_trained, bins=10, range=(0, 1), alpha=0.7, density=True, label="trained")
+    edges.axvline(result.edge_score_random_mean, color="tab:gray", linestyle="--", label="random mean")
+    edges.axvline(result.edge_score_trained_mean, color="tab:blue", label="trained mean")
+    edges.set_xlabel(f"{result.first_layer}: best |corr| with an edge kernel")
+    edges.legend(fontsize=8)
+    for row, stage in enumerate(stages, start=1):
+        images = result.featureviz_images.get(stage)
+        for column in range(columns):
+            axis = figure.add_subplot(grid[row, column])
+            if images is not None and column < images.shape[0]:
+                picture(axis, images[column])
+                if column == 0:
+                    axis.set_ylabel(stage, fontsize=9)
+            else:
+                axis.axis("off")
+    figure.suptitle(f"hierarchy of {result.model} on {result.dataset}")
+    return figure
+
+
+register_experiment(
+    "hierarchy",
+    run,
+    figure,
+    quick={"epochs": 1, "channels": 2, "featureviz_steps": 4, "random_kernels": 200},
+    help="receptive fields, feature visualization per depth, edge-like first-layer kernels",
+)

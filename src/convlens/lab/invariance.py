@@ -11,6 +11,7 @@ the unshifted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
@@ -19,10 +20,14 @@ from convlens.lab._common import (
     Table,
     check_positive,
     predict_logits,
+    register_experiment,
     shift_images,
     subset,
     train_quick,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 VARIANTS = {  # label -> (model name, options)
     "cnn with pooling": ("convnet", {}),
@@ -105,3 +110,32 @@ def run(
         accuracy=accuracy,
         agreement=agreement,
     )
+
+
+def figure(result: InvarianceResult) -> Figure:
+    """The experiment's plot: invariance."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4))
+    left, right = figure.subplots(1, 2)
+    for variant in result.accuracy:
+        left.plot(result.shifts, [100 * a for a in result.accuracy[variant]], "o-", label=variant)
+        right.plot(result.shifts, [100 * a for a in result.agreement[variant]], "o-", label=variant)
+    left.set_ylabel("accuracy (%)")
+    right.set_ylabel("agrees with unshifted prediction (%)")
+    for axis in (left, right):
+        axis.set_xlabel(f"{result.axis} shift (pixels)")
+        axis.set_ylim(-2, 102)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"translation invariance on {result.dataset}")
+    return figure
+
+
+register_experiment(
+    "invariance",
+    run,
+    figure,
+    quick={"epochs": 1, "max_shift": 2, "train_limit": 500, "test_limit": 200},
+    help="accuracy vs shift for a CNN with pooling, without pooling, and an MLP",
+)

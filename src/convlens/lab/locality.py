@@ -9,11 +9,23 @@ only ever look at adjacent pixels, loses what it relies on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from convlens.data import Dataset
-from convlens.lab._common import LabResult, Table, check_positive, subset, train_quick, with_images
+from convlens.lab._common import (
+    LabResult,
+    Table,
+    check_positive,
+    register_experiment,
+    subset,
+    train_quick,
+    with_images,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def shuffle_pixels(images: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
@@ -87,3 +99,32 @@ def run(
         test_images=int(data.test_labels.shape[0]),
         accuracy=accuracy,
     )
+
+
+def figure(result: LocalityResult) -> Figure:
+    """The experiment's plot: locality."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    models = list(result.accuracy)
+    width = 0.38
+    for offset, key, color in ((-width / 2, "original", "tab:blue"), (width / 2, "shuffled", "tab:orange")):
+        values = [100 * result.accuracy[m][key] for m in models]
+        bars = axis.bar([i + offset for i in range(len(models))], values, width, label=key, color=color)
+        axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_xticks(range(len(models)), models)
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title(f"original vs pixel-shuffled {result.dataset}")
+    axis.legend(loc="lower right")
+    return figure
+
+
+register_experiment(
+    "locality",
+    run,
+    figure,
+    quick={"epochs": 1, "train_limit": 500, "test_limit": 200},
+    help="CNN and MLP on original vs pixel-shuffled images: who needs neighbours?",
+)

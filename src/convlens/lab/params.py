@@ -9,10 +9,14 @@ image size. For the seed's 1000×1000×3 photo and 1,000 units that is 3,000,001
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table
+from convlens.lab._common import LabResult, Table, register_experiment
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_INPUT = (3, 1000, 1000)  # (C, H, W): a 1-megapixel RGB photo
 WHOLE_MODELS = ("mlp", "convnet", "tinyvgg")
@@ -127,3 +131,46 @@ def run(
         dataset_input=tuple(dataset.input_shape) if dataset is not None else input_shape,  # type: ignore[arg-type]
         models=models,
     )
+
+
+def figure(result: ParamsResult) -> Figure:
+    """The experiment's plot: params."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2)
+    c, h, w = result.input_shape
+    left.bar(
+        [
+            f"dense\n{result.dense_units:,} units",
+            f"conv\n{result.conv_filters} {result.kernel_size}×{result.kernel_size}",
+        ],
+        [result.dense_parameters, result.conv_parameters],
+        color=["tab:gray", "tab:blue"],
+    )
+    left.set_yscale("log")
+    left.set_ylabel("parameters (log scale)")
+    left.set_title(f"first layer on {h}×{w}×{c}")
+    for x, value in enumerate((result.dense_parameters, result.conv_parameters)):
+        left.text(x, value, f"{value:,}", ha="center", va="bottom", fontsize=9)
+    if result.models:
+        names = [m["name"] for m in result.models]
+        right.bar(names, [m["parameters"] for m in result.models], color="tab:green")
+        right.set_yscale("log")
+        right.set_title(f"whole models on {result.dataset}")
+        for x, model in enumerate(result.models):
+            right.text(
+                x, model["parameters"], f"{model['parameters']:,}", ha="center", va="bottom", fontsize=9
+            )
+    else:
+        right.axis("off")
+    return figure
+
+
+register_experiment(
+    "params",
+    run,
+    figure,
+    quick={},
+    help="dense vs convolutional parameter counts, exact, with the formula",
+)

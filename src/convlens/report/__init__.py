@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from convlens.errors import ConvlensError
+from convlens.run import Run
 
 ROBUSTNESS_EPS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2]
 ATTACK_IMAGES = 200  # enough for a curve, fast enough for a report
@@ -33,21 +34,26 @@ class Section:
 
 
 def _image(figure, alt: str, caption: str = "") -> dict:
-    from convlens.lab.plots import png_bytes
+    from convlens.views.plots import png_bytes
 
     return {"data": base64.b64encode(png_bytes(figure)).decode("ascii"), "alt": alt, "caption": caption}
 
 
-def _overview(meta: dict, model) -> Section:
+def _table(table) -> dict:
+    """A ``views.tables.Table`` as the template's table dict."""
+    return {"title": table.title, "columns": table.columns, "rows": table.rows}
+
+
+def _overview(run: Run) -> Section:
     from convlens.models import count_parameters
 
-    metrics = meta.get("metrics", {})
+    metrics = run.metrics
     facts = [
-        ["model", meta["model"]["name"]],
-        ["parameters", f"{count_parameters(model):,}"],
-        ["input", "×".join(map(str, meta["input_shape"]))],
-        ["classes", ", ".join(meta["class_names"])],
-        ["data", meta.get("dataset", {}).get("name", "?")],
+        ["model", run.model_name],
+        ["parameters", f"{count_parameters(run.model):,}"],
+        ["input", "×".join(map(str, run.input_shape))],
+        ["classes", ", ".join(run.class_names)],
+        ["data", run.dataset.get("name", "?")],
     ]
     if "test_accuracy" in metrics:
         facts.append(["held-out accuracy", f"{100 * metrics['test_accuracy']:.2f} %"])
@@ -58,52 +64,52 @@ def _overview(meta: dict, model) -> Section:
     )
 
 
-def _training(meta: dict) -> Section:
-    from convlens.report import figures
+def _training(run: Run) -> Section:
+    from convlens.views import plots
 
-    history = meta.get("history") or []
+    history = run.history
     if not history:
         return Section("training", "Training curves", text="This checkpoint has no training history.")
     return Section(
         "training",
         "Training curves",
         text=f"{len(history)} epochs; held-out = the data set's test split.",
-        images=[_image(figures.training_curves(history), "training curves")],
+        images=[_image(plots.training_curves(history), "training curves")],
     )
 
 
-def _confusion(meta: dict, labels, predictions, spec: str) -> Section:
+def _confusion(run: Run, labels, predictions, spec: str) -> Section:
     """From the predictions the report shows, so it matches the data it was given (--data too)."""
     from convlens.metrics import classification_summary
-    from convlens.report import figures
+    from convlens.views import plots
 
-    _, confusion = classification_summary(labels, predictions, meta["class_names"])
+    _, confusion = classification_summary(labels, predictions, run.class_names)
     return Section(
         "confusion",
         "Confusion matrix",
         text=f"On the test split of {spec} ({labels.numel():,} images). Rows: true class; "
         "columns: predicted class.",
-        images=[_image(figures.confusion_matrix(confusion, meta["class_names"]), "confusion matrix")],
+        images=[_image(plots.confusion_matrix(confusion, run.class_names), "confusion matrix")],
     )
 
 
-def _misclassified(model, meta: dict, images, labels, probabilities) -> Section:
+def _misclassified(run: Run, images, labels, probabilities) -> Section:
     from convlens.inspect import grad_cam
-    from convlens.report import figures
+    from convlens.views import plots
 
     confidence, predicted = probabilities.max(dim=1)
     wrong = torch.nonzero(predicted != labels).flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:MISCLASSIFIED]  # most confident mistakes first
     if wrong.numel() == 0:
         return Section("misclassified", "Misclassified test images", text="No test image is misclassified.")
-    cams = [grad_cam(model, images[int(i)], target=int(predicted[i])).map for i in wrong]
-    figure = figures.misclassified(
+    cams = [grad_cam(run.model, images[int(i)], target=int(predicted[i])).map for i in wrong]
+    figure = plots.misclassified(
         [images[int(i)] for i in wrong],
         cams,
         [int(labels[i]) for i in wrong],
         [int(predicted[i]) for i in wrong],
         [float(confidence[i]) for i in wrong],
-        meta["class_names"],
+        run.class_names,
     )
     return Section(
         "misclassified",
@@ -117,7 +123,7 @@ def _misclassified(model, meta: dict, images, labels, probabilities) -> Section:
 
 def _filters(model) -> Section:
     from convlens.inspect import conv_filters
-    from convlens.report import figures
+    from convlens.views import plots
 
     found = conv_filters(model)
     if not found:
@@ -127,133 +133,144 @@ def _filters(model) -> Section:
         "filters",
         "Filters",
         text=f"The {first.shape[0]} kernels of {first.stage}, shape {tuple(first.shape[1:])}.",
-        images=[_image(figures.filters(first.weight, first.stage), "first-layer filters")],
+        images=[_image(plots.filters(first.weight, first.stage, out_limit=32), "first-layer filters")],
     )
 
 
-def _feature_maps(model, meta: dict, image, label: int) -> Section:
+def _feature_maps(run: Run, image, label: int) -> Section:
     from convlens.inspect import activations
-    from convlens.report import figures
+    from convlens.views import plots
 
-    inside = activations(model, image)
-    spatial = [(s.name, s.output) for s in inside.stages if s.output.ndim == 3 and s.name != "normalize"]
+    inside = activations(run.model, image)
+    spatial = [
+        (s.name, s.kind, s.output) for s in inside.stages if s.output.ndim == 3 and s.name != "normalize"
+    ]
     if not spatial:
         return Section("feature-maps", "Feature maps of a sample", text="This model has no feature maps.")
     predicted = int(inside.prediction)
     return Section(
         "feature-maps",
         "Feature maps of a sample",
-        text=f"A test image of class {meta['class_names'][label]} (predicted "
-        f"{meta['class_names'][predicted]}, {100 * float(inside.probabilities[predicted]):.1f} %); "
+        text=f"A test image of class {run.class_names[label]} (predicted "
+        f"{run.class_names[predicted]}, {100 * float(inside.probabilities[predicted]):.1f} %); "
         "the first 8 channels of every spatial stage.",
-        images=[_image(figures.feature_maps(image, spatial), "feature maps")],
+        images=[_image(plots.feature_maps(spatial, limit=8, image=image), "feature maps")],
     )
 
 
-def _attacks(model, meta: dict, images, labels, eps: float) -> Section:
+def _attributions(run: Run, image, label: int) -> Section:
+    """Every registered attribution method on one test image: where the model looks, method by method."""
+    from convlens.inspect.attribution import ATTRIBUTIONS
+    from convlens.views import plots
+
+    maps, failed = [], []
+    for entry in ATTRIBUTIONS:
+        try:
+            maps.append((entry.label, entry.call(run.model, image, target=None)))
+        except ConvlensError as exc:  # e.g. Grad-CAM on a model without convolutions
+            failed.append(f"{entry.label}: {exc}")
+    text = (
+        f"A test image of class {run.class_names[label]}, explained for the predicted class by each of the "
+        f"{len(ATTRIBUTIONS)} registered attribution methods ({', '.join(e.label for e in ATTRIBUTIONS)}; "
+        "1 = mattered most)."
+    )
+    if failed:
+        text += " Not available: " + "; ".join(failed) + "."
+    images = [_image(plots.attribution_grid(image, maps), "attribution maps")] if maps else []
+    return Section("attributions", "Where the model looks", text=text, images=images)
+
+
+def _attacks(run: Run, images, labels, eps: float) -> Section:
     from convlens import attacks
-    from convlens.lab import plots
+    from convlens.views import plots
+    from convlens.views.tables import attack_table, robustness_table
 
     images, labels = images[:ATTACK_IMAGES], labels[:ATTACK_IMAGES]
-    result = attacks.fgsm(model, images, labels, eps)
-    curve = attacks.robustness_curve(model, images, labels, ROBUSTNESS_EPS)
-    summary = result.summary()
-    rows = [
-        [
-            "accuracy",
-            f"{100 * summary['clean_accuracy']:.1f} %",
-            f"{100 * summary['adversarial_accuracy']:.1f} %",
-        ],
-        [
-            "mean confidence",
-            f"{100 * summary['mean_confidence_clean']:.1f} %",
-            f"{100 * summary['mean_confidence_adversarial']:.1f} %",
-        ],
-        ["max L∞ / mean L2", "", f"{summary['max_linf']:.4f} / {summary['mean_l2']:.4f}"],
-    ]
-    sweep = [
-        [f"{e:g}", *[f"{100 * curve.accuracy[m][i]:.1f} %" for m in curve.accuracy]]
-        for i, e in enumerate(curve.eps)
-    ]
+    result = attacks.fgsm(run.model, images, labels, eps)
+    curve = attacks.robustness_curve(run.model, images, labels, ROBUSTNESS_EPS)
+    labels_shown = ", ".join(curve.labels().values())
     return Section(
         "attacks",
         "Adversarial attacks",
         text=f"FGSM with ε = {eps:g} (pixel units) on {labels.numel()} test images, and the robustness "
-        f"curve of FGSM and PGD-{curve.pgd_steps}.",
-        tables=[
-            {"title": f"FGSM ε = {eps:g}", "columns": ["", "clean", "adversarial"], "rows": rows},
-            {
-                "title": "accuracy vs ε",
-                "columns": [
-                    "ε",
-                    *[f"PGD-{curve.pgd_steps}" if m == "pgd" else m.upper() for m in curve.accuracy],
-                ],
-                "rows": sweep,
-            },
-        ],
+        f"curve of every registered attack ({labels_shown}).",
+        tables=[_table(attack_table(result, class_names=run.class_names)), _table(robustness_table(curve))],
         images=[
-            _image(plots.attack_examples(result, meta["class_names"]), "attack examples"),
+            _image(plots.attack_examples(result, run.class_names), "attack examples"),
             _image(plots.robustness_curve(curve), "robustness curve"),
         ],
     )
 
 
-def _lab(lab_dir: Path | None) -> Section:
-    results = sorted(lab_dir.glob("*/result.json")) if lab_dir is not None and lab_dir.is_dir() else []
-    if not results:
-        return Section(
-            "lab",
-            "Lab results",
-            text="No lab results for this run. Write them with: convlens lab all --out RUN_DIR/lab",
-        )
-    section = Section("lab", "Lab results", text=f"From {len(results)} experiment(s) in {lab_dir.name}/.")
-    for path in results:
+def _lab(lab_dir: Path) -> Section:
+    """Every registered experiment: its tables and plot where ``convlens lab`` wrote them, else how to."""
+    from convlens.lab import EXPERIMENTS
+
+    section = Section("lab", "Lab results")
+    missing = []
+    for entry in EXPERIMENTS:
+        path = lab_dir / entry.name / "result.json"
+        if not path.is_file():
+            missing.append(entry.name)
+            continue
         try:
             record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConvlensError(f"{path}: not a lab result ({exc})") from None
-        name = record.get("experiment", path.parent.name)
         for table in record.get("tables", []):
-            section.tables.append({**table, "title": f"{name}: {table['title']}"})
+            section.tables.append({**table, "title": f"{entry.name}: {table['title']}"})
         plot = path.parent / "plot.png"
         if plot.is_file():
             section.images.append(
                 {
                     "data": base64.b64encode(plot.read_bytes()).decode("ascii"),
-                    "alt": f"{name} plot",
-                    "caption": f"{name} ({record.get('seconds', 0):.1f} s)",
+                    "alt": f"{entry.name} plot",
+                    "caption": f"{entry.name} ({record.get('seconds', 0):.1f} s)",
                 }
             )
+    found = len(EXPERIMENTS) - len(missing)
+    section.text = (
+        f"{found} of the {len(EXPERIMENTS)} registered experiments have results in {lab_dir.name}/."
+    )
+    if missing:
+        section.text += " Write the others with: convlens lab all --out RUN_DIR/lab"
+        section.tables.append(
+            {
+                "title": "not run yet",
+                "columns": ["experiment", "what it tests", "command"],
+                "rows": [
+                    [name, EXPERIMENTS.get(name).help, f"convlens lab {name} --out RUN_DIR/lab/{name}"]
+                    for name in missing
+                ],
+            }
+        )
     return section
 
 
 def report_sections(
     run_dir: str | Path, data: str | None = None, eps: float = 0.1, lab_dir: str | Path | None = None
-) -> tuple[dict, list[Section]]:
-    """(checkpoint metadata, the report's sections) for a run."""
+) -> tuple[Run, list[Section]]:
+    """(the run, the report's sections)."""
     from convlens.attacks import check_eps
-    from convlens.checkpoint import load_checkpoint
-    from convlens.lab._common import model_test_data
-    from convlens.predict import predict_probabilities
 
     check_eps(eps)
-    model, meta = load_checkpoint(run_dir)
-    images, labels, spec = model_test_data(meta, data)  # whole test split, seeded order
-    probabilities = predict_probabilities(model, images)  # (N, classes)
-    run_folder = Path(meta["_path"]).parent
-    lab_dir = Path(lab_dir) if lab_dir is not None else run_folder / "lab"
+    run = Run.open(run_dir)
+    images, labels, spec = run.test_data(data)  # whole test split, seeded order
+    probabilities = run.predict(images)  # (N, classes)
+    lab_dir = Path(lab_dir) if lab_dir is not None else run.folder / "lab"
     sample = int(torch.nonzero(probabilities.argmax(1) == labels).flatten()[0]) if labels.numel() else 0
     sections = [
-        _overview(meta, model),
-        _training(meta),
-        _confusion(meta, labels, probabilities.argmax(1), spec),
-        _misclassified(model, meta, images, labels, probabilities),
-        _filters(model),
-        _feature_maps(model, meta, images[sample], int(labels[sample])),
-        _attacks(model, meta, images, labels, eps),
+        _overview(run),
+        _training(run),
+        _confusion(run, labels, probabilities.argmax(1), spec),
+        _misclassified(run, images, labels, probabilities),
+        _filters(run.model),
+        _feature_maps(run, images[sample], int(labels[sample])),
+        _attributions(run, images[sample], int(labels[sample])),
+        _attacks(run, images, labels, eps),
         _lab(lab_dir),
     ]
-    return meta, sections
+    return run, sections
 
 
 def render_report(title: str, sections: list[Section]) -> str:
@@ -285,10 +302,12 @@ def build_report(
     """Write the report of ``run_dir`` to ``out_file`` (default RUN_DIR/report.html); returns its path."""
     from convlens.checkpoint import atomic_write
 
-    meta, sections = report_sections(run_dir, data, eps, lab_dir)
-    out_path = Path(out_file) if out_file is not None else Path(meta["_path"]).parent / "report.html"
+    run, sections = report_sections(run_dir, data, eps, lab_dir)
+    out_path = Path(out_file) if out_file is not None else run.folder / "report.html"
     if out_path.is_dir():
-        raise ConvlensError(f"--out {out_path}: is a folder; give a file name such as report.html")
-    title = f"{meta['model']['name']} on {meta.get('dataset', {}).get('name', 'its data')}"
+        raise ConvlensError(
+            f"out_file {out_path}: is a folder; give a file name such as report.html", parameter="out_file"
+        )
+    title = f"{run.model_name} on {run.dataset.get('name', 'its data')}"
     atomic_write(out_path, render_report(title, sections).encode("utf-8"))
     return out_path

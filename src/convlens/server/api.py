@@ -73,6 +73,15 @@ def list_runs(store: RunStore = Depends(get_store)) -> list[dict]:
     return store.summaries()
 
 
+@router.get("/registry", summary="What can be chosen by name: attribution methods, attacks, experiments")
+def registry() -> dict:
+    """Every extension point's registered entries (name, label, help, parameters): the explorer's
+    menus are built from this, so a newly registered method appears without editing the page."""
+    from convlens.catalog import catalog
+
+    return catalog()
+
+
 @router.get("/runs/{run_id}", summary="Model card: stages table, training curves, metrics")
 def model_info(run: LoadedRun = Depends(get_run)) -> dict:
     """Everything the model card shows: per-stage output shape, parameters and receptive field,
@@ -88,33 +97,27 @@ def _model_card(run: LoadedRun) -> dict:
 
 def _build_card(run: LoadedRun) -> dict:
     from convlens.models import count_parameters
+    from convlens.views.tables import stage_rows
 
-    meta, model = run.meta, run.model
-    fields = run.fields()
+    trained = run.run
+    # the card's stage list: the shared rows, with the page's short names for two keys
     stages = [
-        {
-            "name": field.stage,
-            "kind": field.kind,
-            "shape": list(field.output_shape),
-            "parameters": field.parameters,
-            "receptive_field": None if field.whole_image else list(field.size),
-            "jump": list(field.jump),
-        }
-        for field in fields
+        {**row, "name": row["stage"], "shape": row["output_shape"], "jump": list(field.jump)}
+        for row, field in zip(stage_rows(run.fields()), run.fields(), strict=True)
     ]
     return {
         "id": run.run_id,
-        "model": meta["model"],
+        "model": trained.metadata["model"],
         "input_shape": list(run.input_shape),
         "class_names": run.class_names,
-        "dataset": meta.get("dataset", {}),
-        "normalization": meta.get("normalization", {}),
-        "training": meta.get("training", {}),
-        "versions": meta.get("versions", {}),
-        "parameters": count_parameters(model),
+        "dataset": trained.dataset,
+        "normalization": trained.normalization,
+        "training": trained.training,
+        "versions": trained.versions,
+        "parameters": count_parameters(trained.model),
         "stages": stages,
-        "history": meta.get("history", []),
-        "metrics": meta.get("metrics", {}),
+        "history": trained.history,
+        "metrics": trained.metrics,
     }
 
 

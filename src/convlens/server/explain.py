@@ -6,8 +6,6 @@ returns its result as JSON; nothing is computed here that the core does not comp
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import JSONResponse
@@ -33,8 +31,10 @@ def arithmetic(
 ) -> JSONResponse:
     """Recomputes output cell (channel, row, col) of ``stage`` by hand — input patch, kernel,
     products, sums, bias (or window max, normalization, weighted sum, softmax) — next to the
-    layer's own output, plus the input region the cell sees (its receptive field)."""
+    layer's own output, plus the input region the cell sees (its receptive field). ``steps``
+    describes the same arithmetic for display (``convlens.views.arithmetic``)."""
     from convlens.inspect import cell_arithmetic
+    from convlens.views.arithmetic import arithmetic_steps
 
     run, image = request.run, request.image
     with run.lock:
@@ -46,6 +46,7 @@ def arithmetic(
     return JSONResponse(
         {
             "cell": {"type": type(cell).__name__, **as_dict(cell)},
+            "steps": arithmetic_steps(cell, run.class_names),
             "receptive_field": region,
             **image_json(image),
         }
@@ -55,18 +56,18 @@ def arithmetic(
 @router.post("/runs/{run_id}/attribution", summary="Where the model looks: Grad-CAM, saliency, IG, occlusion")
 def attribution(
     request: ImageRequest = Depends(image_request),
-    method: Literal["grad_cam", "saliency", "integrated_gradients", "occlusion"] = Form("grad_cam"),
+    method: str = Form("grad-cam", description="a registered attribution method (GET /api/registry)"),
     target: int | None = Form(None, description="class to explain [default: the predicted class]"),
     stage: str | None = Form(None, description="Grad-CAM only: the conv stage [default: the last one]"),
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
-    import convlens.inspect as attributions
+    from convlens.inspect.attribution import ATTRIBUTIONS
 
     run, image = request.run, request.image
+    entry = ATTRIBUTIONS.get(method)
     target = run.check_class(target)
-    options = {"stage": stage or None} if method == "grad_cam" else {}
-    with run.lock:
-        result = getattr(attributions, method)(run.model, image.pixels, target=target, **options)
+    with run.lock:  # options a method does not take (stage for saliency) are left out
+        result = entry.call(run.model, image.pixels, target=target, stage=stage or None)
     return JSONResponse(
         {
             "method": result.method,
@@ -82,7 +83,7 @@ def attribution(
 @router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")
 def attack_endpoint(
     request: ImageRequest = Depends(image_request),
-    method: Literal["fgsm", "pgd"] = Form("fgsm"),
+    method: str = Form("fgsm", description="a registered attack (GET /api/registry)"),
     eps: float = Form(0.1, description="L-infinity budget in pixel units, 0..1"),
     steps: int = Form(10, description="PGD steps"),
     target: int | None = Form(None, description="class to push towards [default: away from the label]"),
@@ -90,10 +91,11 @@ def attack_endpoint(
     """The original, the perturbation (adversarial − original, within ±eps), the adversarial
     image and the class probabilities before and after. The label attacked is the test image's
     true class, or for a drawing or upload the model's own prediction."""
-    from convlens.attacks import attack
+    from convlens.attacks import ATTACKS, attack
     from convlens.predict import predict_probabilities
 
     run, image = request.run, request.image
+    ATTACKS.get(method)
     target = run.check_class(target)
     if not 1 <= steps <= MAX_PGD_STEPS:
         raise ConvlensError(f"steps must be 1..{MAX_PGD_STEPS}, got {steps}")

@@ -24,11 +24,14 @@ class ConvolveRequest(BaseModel):
 
 
 class ConvolveCellJSON(BaseModel):
+    """``as_dict(Convolution.cell(row, col))``; the kernel is sent once, next to the cells."""
+
     row: int
     col: int
     rows: list[int] = Field(description="image rows under the kernel (outside 0..H-1: padding)")
     cols: list[int]
     patch: list[list[float]] = Field(description="the pixels under the kernel (padding: 0)")
+    padding: list[list[bool]] = Field(description="true where the kernel lies over the zero padding")
     products: list[list[float]] = Field(description="patch × kernel, cell by cell")
     sum: float
 
@@ -72,7 +75,7 @@ def picture(
 def convolve_endpoint(request: ConvolveRequest) -> dict:
     """``convlens.inspect.convolve``: the feature map plus each cell's products and sum, which
     the page replays one cell at a time."""
-    from convlens.inspect import convolve
+    from convlens.inspect import as_dict, convolve
 
     height = len(request.image)
     width = len(request.image[0]) if height else 0
@@ -92,21 +95,7 @@ def convolve_endpoint(request: ConvolveRequest) -> dict:
         torch.tensor(request.image, dtype=torch.float64), request.kernel, request.stride, request.padding
     )
     out_h, out_w = result.output.shape
-    cells = []
-    for row in range(out_h):
-        for col in range(out_w):
-            cell = result.cell(row, col)
-            cells.append(
-                {
-                    "row": row,
-                    "col": col,
-                    "rows": cell.rows,
-                    "cols": cell.cols,
-                    "patch": cell.patch.tolist(),
-                    "products": cell.products.tolist(),
-                    "sum": cell.sum,
-                }
-            )
+    cells = [as_dict(result.cell(row, col)) for row in range(out_h) for col in range(out_w)]
     return {
         "kernel": result.kernel.tolist(),
         "stride": result.stride,

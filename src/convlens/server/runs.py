@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from convlens.errors import ConvlensError
+from convlens.run import Run
 
 
 class RunNotFound(ConvlensError):
@@ -23,11 +24,10 @@ class RunNotFound(ConvlensError):
 
 @dataclass
 class LoadedRun:
-    """One trained model, its checkpoint metadata and (lazily) its test split."""
+    """A ``convlens.Run`` as the server holds it: an id, a lock, and caches of what never changes."""
 
     run_id: str
-    model: torch.nn.Module
-    meta: dict
+    run: Run
     # Hooks and gradients touch the shared model, so explanations run one at a time per run.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     cache: dict = field(default_factory=dict, repr=False)  # results that never change, e.g. the card
@@ -35,20 +35,20 @@ class LoadedRun:
     _test_error: str | None = field(default=None, repr=False)
 
     @property
+    def model(self) -> torch.nn.Module:
+        return self.run.model
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.meta["input_shape"])  # type: ignore[return-value]
+        return self.run.input_shape
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return self.run.class_names
 
     def check_class(self, index: int | None, name: str = "target") -> int | None:
         """A class index from a request, or None; names the valid range when it is out of it."""
-        if index is None:
-            return None
-        if not 0 <= index < len(self.class_names):
-            raise ConvlensError(f"{name} must be a class index 0..{len(self.class_names) - 1}, got {index}")
-        return int(index)
+        return self.run.class_index(index, name)
 
     def fields(self) -> list:
         """Every stage's output shape, parameters and receptive field (``inspect.receptive_fields``)."""
@@ -80,17 +80,11 @@ class LoadedRun:
         with self.lock:
             if self._test_split is None and self._test_error is None:
                 try:
-                    self._test_split = _load_test_split(self.meta)
+                    dataset, _ = self.run.data()
+                    self._test_split = (dataset.test_images, dataset.test_labels)
                 except ConvlensError as exc:
                     self._test_error = f"test images of run {self.run_id!r} are not available: {exc}"
         return self.test_split()
-
-
-def _load_test_split(meta: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    from convlens.checkpoint import checkpoint_data
-
-    dataset, _ = checkpoint_data(meta)
-    return dataset.test_images, dataset.test_labels
 
 
 def _run_id(path: Path, taken: set[str]) -> str:
@@ -107,17 +101,15 @@ class RunStore:
     """The loaded runs in command-line order; the first is what the page shows first."""
 
     def __init__(self, run_dirs: list[str | Path]) -> None:
-        from convlens.checkpoint import load_checkpoint
-
         if not run_dirs:
             raise ConvlensError("give at least one run folder written by `convlens train`")
         self.runs: dict[str, LoadedRun] = {}
         for run_dir in run_dirs:
-            model, meta = load_checkpoint(run_dir)
-            if not hasattr(model, "stages"):
+            run = Run.open(run_dir)
+            if not hasattr(run.model, "stages"):
                 raise ConvlensError(f"{run_dir}: model has no stages(); the explorer needs a StagedModel")
             run_id = _run_id(Path(run_dir), set(self.runs))
-            self.runs[run_id] = LoadedRun(run_id, model, meta)
+            self.runs[run_id] = LoadedRun(run_id, run)
 
     def get(self, run_id: str) -> LoadedRun:
         if run_id not in self.runs:
@@ -130,12 +122,11 @@ class RunStore:
 
 def run_summary(run: LoadedRun) -> dict:
     """One line about a run, for the run switcher."""
-    metrics = run.meta.get("metrics") or {}
     return {
         "id": run.run_id,
-        "model": run.meta["model"]["name"],
-        "dataset": (run.meta.get("dataset") or {}).get("name", ""),
+        "model": run.run.model_name,
+        "dataset": run.run.dataset.get("name", ""),
         "input_shape": list(run.input_shape),
         "classes": len(run.class_names),
-        "test_accuracy": metrics.get("test_accuracy"),
+        "test_accuracy": run.run.test_accuracy,
     }

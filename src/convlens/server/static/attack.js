@@ -2,7 +2,7 @@
 // and both probability bars, all as the server's attack returned them.
 
 import { postImage, unpack } from "./api.js";
-import { diverging, el, message, paintImage, paintPlane, percent, probabilityBars } from "./draw.js";
+import { colourFor, colourLegend, el, message, paintImage, paintPlane, percent, probabilityBars, symmetricLimits } from "./draw.js";
 
 export class AttackView {
   constructor(refresh) {
@@ -21,6 +21,15 @@ export class AttackView {
     this.eps.addEventListener("input", changed);
     this.method.addEventListener("change", changed);
     this.target.addEventListener("change", changed);
+  }
+
+  registryLoaded(registry) {
+    const chosen = this.method.value;
+    this.method.replaceChildren(...registry.attacks.map((entry) => {
+      const steps = entry.parameters.find((p) => p.name === "steps");
+      return new Option(steps ? `${entry.label} (${steps.default} steps)` : entry.label, entry.name);
+    }));
+    if (registry.attacks.some((entry) => entry.name === chosen)) this.method.value = chosen;
   }
 
   runChanged(state) {
@@ -48,11 +57,12 @@ export class AttackView {
       return canvas;
     };
     // the perturbation is at most ε per pixel: drawn with ε as full colour, i.e. amplified 1/ε times
-    const noise = paintPlane(document.createElement("canvas"), perturbation.data, 0, height, width,
-      (v) => diverging(v, eps || 1));
+    const limits = symmetricLimits(eps || 1);
+    const noise = paintPlane(document.createElement("canvas"), perturbation.data, 0, height, width, colourFor(limits));
     this.images.replaceChildren(
       el("figure", {}, big(paintImage(document.createElement("canvas"), original)), el("figcaption", { text: "original" })),
-      el("figure", {}, big(noise), el("figcaption", { text: `perturbation (±${eps.toFixed(2)}, amplified${channels > 1 ? ", channel 0" : ""})` })),
+      el("figure", {}, big(noise), colourLegend(limits, "pixel change"),
+        el("figcaption", { text: `perturbation (±${eps.toFixed(2)}, amplified${channels > 1 ? ", channel 0" : ""})` })),
       el("figure", {}, big(paintImage(document.createElement("canvas"), unpack(body.adversarial))),
         el("figcaption", { text: "adversarial" }))
     );

@@ -1,14 +1,7 @@
 // Where it looks: Grad-CAM, saliency, integrated gradients and occlusion maps over the input.
 
 import { postImage, unpack } from "./api.js";
-import { el, fmt, heat, message, paintImage, paintPlane, percent } from "./draw.js";
-
-const METHODS = [
-  ["grad_cam", "Grad-CAM"],
-  ["saliency", "saliency"],
-  ["integrated_gradients", "integrated gradients"],
-  ["occlusion", "occlusion"],
-];
+import { colourFor, colourLegend, colourLimits, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 export class AttributionView {
   constructor(refresh) {
@@ -17,6 +10,11 @@ export class AttributionView {
     this.stage = document.getElementById("attr-stage");
     this.target.addEventListener("change", refresh);
     this.stage.addEventListener("change", refresh);
+    this.methods = []; // [name, label] of every registered attribution method
+  }
+
+  registryLoaded(registry) {
+    this.methods = registry.attributions.map((entry) => [entry.name, entry.label]);
   }
 
   runChanged(state) {
@@ -35,10 +33,11 @@ export class AttributionView {
   async update(state) {
     const url = `/api/runs/${encodeURIComponent(state.run.id)}/attribution`;
     const target = this.target.value;
-    const results = await Promise.all(METHODS.map(([method]) =>
-      postImage(url, state.input, { method, target, stage: method === "grad_cam" ? this.stage.value : "" })
+    // the stage menu applies to Grad-CAM; the server leaves it out for methods that take no stage
+    const results = await Promise.all(this.methods.map(([method]) =>
+      postImage(url, state.input, { method, target, stage: this.stage.value })
         .catch((error) => ({ error: error.message, method }))));
-    const figures = results.map((result, i) => this.figure(METHODS[i][1], result, state));
+    const figures = results.map((result, i) => this.figure(this.methods[i][1], result, state));
     this.box.replaceChildren(...figures);
   }
 
@@ -48,7 +47,8 @@ export class AttributionView {
     const map = unpack(result.map);
     const [height, width] = map.shape;
     const base = paintImage(document.createElement("canvas"), image);
-    const heatLayer = paintPlane(document.createElement("canvas"), map.data, 0, height, width, heat);
+    const limits = colourLimits(map.data, false); // magnitudes, robust limits: one hot pixel cannot wash it out
+    const heatLayer = paintPlane(document.createElement("canvas"), map.data, 0, height, width, colourFor(limits));
     const overlay = el("canvas", { class: "attr-overlay", "data-method": result.method });
     overlay.width = width * 8;
     overlay.height = height * 8;
@@ -59,7 +59,7 @@ export class AttributionView {
     ctx.drawImage(heatLayer, 0, 0, overlay.width, overlay.height);
     const caption = `${title} for class ${state.card.class_names[result.target]} ` +
       `(p = ${percent(result.probability)})${result.stage ? ` at ${result.stage}` : ""}`;
-    return el("figure", { class: "attr" }, overlay, el("figcaption", { text: caption }));
+    return el("figure", { class: "attr" }, overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }));
   }
 }
 

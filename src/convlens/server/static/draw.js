@@ -23,18 +23,108 @@ export function percent(value) {
   return `${(100 * value).toFixed(1)} %`;
 }
 
-// Diverging colours: negative blue, zero white, positive orange (scale: the largest |value|).
-export function diverging(value, scale) {
-  const t = scale > 0 ? Math.max(-1, Math.min(1, value / scale)) : 0;
-  if (t >= 0) return [255, Math.round(255 - 120 * t), Math.round(255 - 235 * t)];
-  return [Math.round(255 + 225 * t), Math.round(255 + 125 * t), 255];
+// One colour convention with the Python figures (convlens.views.plots.colours):
+// signed values on a diverging map centred on 0 (RdBu_r: blue negative, white zero, red positive),
+// magnitudes on one sequential map (magma: black low → pale yellow high), pixels in gray.
+// Limits come from robust percentiles (colourLimits), so one outlier cannot wash out a map.
+// The tables are matplotlib's colour maps sampled at even steps, interpolated linearly.
+const SIGNED = ["053061", "2065ab", "4393c3", "90c4dd", "d1e5f0", "f7f6f6", "fddbc7", "f3a481", "d6604d",
+  "b1182b", "67001f"].map(rgb);
+const MAGNITUDE = ["000004", "0a0822", "1d1147", "36106b", "51127c", "6a1c81", "832681", "9c2e7f", "b73779",
+  "d0416f", "e75263", "f56b5c", "fc8961", "fea772", "fec488", "fde2a3", "fcfdbf"].map(rgb);
+export const PERCENTILE = 99.5; // signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
+export const ROBUST_FROM = 256; // fewer values: plain min/max
+const TINY = 1e-12;
+
+function rgb(hex) {
+  return [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16));
 }
 
-// Heat colours for maps in [0, 1] (black → red → yellow → white).
-export function heat(t) {
-  const v = Math.max(0, Math.min(1, t));
-  return [Math.round(255 * Math.min(1, 3 * v)), Math.round(255 * Math.min(1, Math.max(0, 3 * v - 1))),
-    Math.round(255 * Math.max(0, 3 * v - 2))];
+function lookup(stops, t) {
+  const x = Math.max(0, Math.min(1, Number.isFinite(t) ? t : 0)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  return stops[i].map((low, k) => Math.round(low + (stops[i + 1][k] - low) * f));
+}
+
+// Signed values: blue < 0 (white) < red; `bound` is the |value| drawn at full colour.
+export function diverging(value, bound) {
+  return lookup(SIGNED, bound > 0 ? 0.5 + value / (2 * bound) : 0.5);
+}
+
+// Magnitudes: black at `low`, pale yellow at `high`.
+export function magnitude(value, low = 0, high = 1) {
+  return lookup(MAGNITUDE, high > low ? (value - low) / (high - low) : 0.5);
+}
+
+function percentileOf(sorted, p) {
+  const x = (p / 100) * (sorted.length - 1); // linear, as numpy.percentile
+  const i = Math.floor(x);
+  return sorted[i] + (sorted[Math.min(i + 1, sorted.length - 1)] - sorted[i]) * (x - i);
+}
+
+// {low, high, signed, clipped} of a map (NaN/±inf ignored); signed = null decides from the data
+// (any negative value → signed, limits symmetric around 0). Same rule as colour_limits in Python.
+export function colourLimits(values, signed = null) {
+  const finite = Float64Array.from(Array.prototype.filter.call(values, Number.isFinite));
+  if (!finite.length) return signed ? symmetricLimits(1) : { low: 0, high: 1, signed: false, clipped: false };
+  finite.sort();
+  const min = finite[0];
+  const max = finite[finite.length - 1];
+  const isSigned = signed ?? min < 0;
+  const robust = finite.length >= ROBUST_FROM;
+  if (isSigned) {
+    const top = Math.max(Math.abs(min), Math.abs(max));
+    const bound = Math.max(TINY, robust ? percentileOf(finite.map(Math.abs).sort(), PERCENTILE) : top);
+    return { low: -bound, high: bound, signed: true, clipped: top > bound };
+  }
+  let low = robust ? percentileOf(finite, 100 - PERCENTILE) : min;
+  let high = robust ? percentileOf(finite, PERCENTILE) : max;
+  if (high - low < TINY) [low, high] = [low - TINY, high + TINY];
+  return { low, high, signed: false, clipped: min < low || max > high };
+}
+
+// Signed limits of a known size (an attack's ±ε): nothing estimated, nothing clipped.
+export function symmetricLimits(bound) {
+  const b = Math.max(TINY, Math.abs(bound));
+  return { low: -b, high: b, signed: true, clipped: false };
+}
+
+// value → [r, g, b] under `limits`: the diverging map when signed, else the sequential one.
+export function colourFor(limits) {
+  return limits.signed ? (v) => diverging(v, limits.high) : (v) => magnitude(v, limits.low, limits.high);
+}
+
+// Black or white text, whichever reads better on a background colour.
+export function inkOn([r, g, b]) {
+  return 0.299 * r + 0.587 * g + 0.114 * b > 128 ? "black" : "white";
+}
+
+function short(value) {
+  return String(Number(value.toPrecision(3)));
+}
+
+// A small colour legend: low number, gradient bar, high number (and what the colour means).
+export function colourLegend(limits, label = "") {
+  const bar = el("canvas", { class: "legend-bar" });
+  bar.width = 64;
+  bar.height = 1;
+  const ctx = bar.getContext("2d");
+  const image = ctx.createImageData(64, 1);
+  const colour = colourFor(limits);
+  for (let x = 0; x < 64; x++) image.data.set([...colour(limits.low + ((limits.high - limits.low) * x) / 63), 255], 4 * x);
+  ctx.putImageData(image, 0, 0);
+  const clipped = limits.clipped ? ` (clipped at the ${PERCENTILE}th percentile${limits.signed ? " of |value|" : "s"})` : "";
+  return el("div", {
+    class: "colour-legend",
+    "data-low": limits.low,
+    "data-high": limits.high,
+    "data-map": limits.signed ? "diverging" : "magnitude",
+    title: `${label || "colour"}: ${short(limits.low)} … ${short(limits.high)}${clipped}`,
+  },
+  el("span", { class: "legend-value", text: short(limits.low) }), bar,
+  el("span", { class: "legend-value", text: (limits.clipped ? "≥" : "") + short(limits.high) }),
+  label ? el("span", { class: "legend-label", text: label }) : null);
 }
 
 // A (H, W) plane of a Float32Array at `offset` onto a canvas, one canvas pixel per value.
@@ -94,14 +184,14 @@ export function probabilityBars(container, probabilities, classNames, compare = 
 export function numberTable(rows, { digits = 2, mark = null, scale = null, caption = null } = {}) {
   const table = el("table", { class: "numbers" });
   if (caption) table.append(el("caption", { text: caption }));
-  const big = scale ?? Math.max(1e-12, ...rows.flat().map((v) => Math.abs(v)).filter(Number.isFinite));
+  const big = scale ?? colourLimits(rows.flat(), true).high;
   rows.forEach((row, r) => {
     const tr = el("tr");
     row.forEach((value, c) => {
-      const [red, green, blue] = Number.isFinite(value) ? diverging(value, big) : [230, 230, 230];
+      const colour = Number.isFinite(value) ? diverging(value, big) : [230, 230, 230];
       const td = el("td", {
         text: Number.isFinite(value) ? fmt(value, digits) : String(value),
-        style: `background: rgb(${red},${green},${blue})`,
+        style: `background: rgb(${colour.join(",")}); color: ${inkOn(colour)}`,
         "data-value": value,
       });
       const extra = mark && mark(r, c);

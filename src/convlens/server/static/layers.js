@@ -2,7 +2,7 @@
 // channel, and (on click) the test images that excite that channel most.
 
 import { getJSON, unpack } from "./api.js";
-import { diverging, el, fmt, message, paintImage, paintPlane } from "./draw.js";
+import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane } from "./draw.js";
 
 export class LayersView {
   constructor() {
@@ -56,18 +56,19 @@ export class LayersView {
       const [outC, inC, kh, kw] = weight.shape;
       const grid = el("div", { class: inC === 1 ? "filter-grid wrap" : "filter-grid" });
       const shownIn = Math.min(inC, 16);
+      const limits = colourLimits(weight.data, true); // weights are signed: centred on 0
       for (let o = 0; o < outC; o++) {
         const row = el("div", { class: "filter-row", title: `output channel ${o}${conv.bias ? `, bias ${fmt(conv.bias[o], 3)}` : ""}` },
           el("span", { class: "filter-index", text: String(o) }));
         for (let i = 0; i < shownIn; i++) {
           const canvas = paintPlane(el("canvas", { class: "kernel" }), weight.data, (o * inC + i) * kh * kw, kh, kw,
-            (v) => diverging(v, conv.scale));
+            (v) => diverging(v, limits.high));
           row.append(canvas);
         }
         grid.append(row);
       }
       parts.push(el("h4", { text: `${conv.name}: ${outC} filters of ${inC}×${kh}×${kw}` +
-        (inC > shownIn ? ` (first ${shownIn} input channels shown)` : "") }), grid);
+        (inC > shownIn ? ` (first ${shownIn} input channels shown)` : "") }), colourLegend(limits, "weight"), grid);
     }
     this.filters.replaceChildren(...parts);
   }

@@ -10,7 +10,8 @@ import { AttackView } from "./attack.js";
 import { LayersView } from "./layers.js";
 import { ModelCard } from "./card.js";
 
-const state = { runs: [], run: null, card: null, input: null };
+// registry: what the server can do by name (attribution methods, attacks, ...), from GET /api/registry
+const state = { runs: [], run: null, card: null, input: null, registry: null };
 const views = {};
 let activeTab = "overview";
 
@@ -98,6 +99,9 @@ async function start() {
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
+  state.registry = await getJSON("/api/registry");
+  views.attribution.registryLoaded(state.registry);
+  views.attack.registryLoaded(state.registry);
   state.runs = await getJSON("/api/runs");
   const select = document.getElementById("run-select");
   for (const run of state.runs) {

@@ -2,7 +2,7 @@
 // map, then the class probabilities. Clicking a cell opens its arithmetic.
 
 import { postImage, unpack } from "./api.js";
-import { diverging, el, message, paintPlane, percent, probabilityBars } from "./draw.js";
+import { colourFor, colourLegend, colourLimits, el, message, paintPlane, percent, probabilityBars } from "./draw.js";
 import { showArithmetic } from "./arithmetic.js";
 
 const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
@@ -55,11 +55,12 @@ export class Overview {
 
   column(stage) {
     const values = unpack(stage.output);
-    const scale = Math.max(Math.abs(stage.min), Math.abs(stage.max));
-    const colour = (v) => diverging(v, scale);
+    // one scale per stage: diverging around 0 when it has negative values, sequential otherwise (ReLU, pooling)
+    const limits = colourLimits(values.data);
+    const colour = colourFor(limits);
     const header = el("div", { class: "stage-head" },
       el("strong", { text: stage.name }), el("br"), el("span", { text: `${stage.kind} ${stage.shape.join("×")}` }));
-    const column = el("div", { class: "stage", "data-stage": stage.name }, header);
+    const column = el("div", { class: "stage", "data-stage": stage.name }, header, colourLegend(limits));
     const maps = el("div", { class: "maps" });
     if (stage.shape.length === 3) {
       const [channels, height, width] = stage.shape;

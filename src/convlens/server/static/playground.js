@@ -2,7 +2,7 @@
 // returns every cell's products and sum, which the page replays one step at a time.
 
 import { getJSON, postJSON } from "./api.js";
-import { diverging, el, fmt, gray, message, numberTable } from "./draw.js";
+import { colourLegend, colourLimits, diverging, el, fmt, gray, inkOn, message, numberTable } from "./draw.js";
 
 const PLAY_MS = 350;
 
@@ -143,15 +143,15 @@ export class Playground {
     if (!this.result) return;
     this.position = index;
     const output = this.result.output;
-    const scale = Math.max(1e-9, ...output.flat().map(Math.abs));
+    const limits = colourLimits(output.flat(), true); // a feature map is signed: centred on 0, robust bound
     const width = output[0]?.length ?? 0;
     const table = el("table", { class: "pixel-grid output", id: "pg-output-table" });
     output.forEach((row, r) => {
       const tr = el("tr");
       row.forEach((value, c) => {
         const visible = r * width + c <= index;
-        const colour = visible ? diverging(value, scale) : [240, 240, 240];
-        const td = el("td", { "data-row": r, "data-col": c, style: `background: rgb(${colour.join(",")})`,
+        const colour = visible ? diverging(value, limits.high) : [240, 240, 240];
+        const td = el("td", { "data-row": r, "data-col": c, style: `background: rgb(${colour.join(",")}); color: ${inkOn(colour)}`,
           text: visible && output.length <= 16 ? fmt(value, 1) : "" });
         if (visible) td.dataset.value = value;
         if (r * width + c === index) td.classList.add("current");
@@ -159,7 +159,7 @@ export class Playground {
       });
       table.append(tr);
     });
-    this.outputBox.replaceChildren(table);
+    this.outputBox.replaceChildren(table, colourLegend(limits, "sum of products"));
     for (const td of this.gridBox.querySelectorAll("td.window")) td.classList.remove("window");
     if (index < 0) {
       this.stepBox.replaceChildren(el("p", { class: "note", text: "Press step or play to slide the kernel." }));

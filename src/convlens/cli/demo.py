@@ -31,9 +31,8 @@ def save_samples(images, labels, class_names: list[str], folder: Path, count: in
 
 
 def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
-    from convlens.checkpoint import load_checkpoint
-    from convlens.cli.core import predict_files
     from convlens.data import load_dataset
+    from convlens.run import Run
     from convlens.train import TrainConfig, fit
 
     dataset = load_dataset("mnist5k")
@@ -52,9 +51,8 @@ def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
     )
     classification_tables(result.per_class, result.confusion, result.class_names)
     samples = save_samples(dataset.test_images, dataset.test_labels, dataset.class_names, out_dir / "samples")
-    model, meta = load_checkpoint(out_dir)
     out.print("\n[bold]a few held-out digits, as `convlens predict` sees them:[/]")
-    predictions_table(predict_files(model, meta, samples, top_k=3))
+    predictions_table(Run.open(out_dir).predict_files(samples, top_k=3))
     out.print(f"""
 [bold]what next[/]
   classify your own images (PNG/JPEG, any size):

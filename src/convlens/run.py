@@ -1,0 +1,169 @@
+"""A trained run, typed: the model plus everything its checkpoint says, and what faces do with it.
+
+``Run.open(path)`` is how the CLI, the report and the explorer load a model: one object with
+the class names, input shape, normalization, training config, metrics, history, the data it
+was trained on and where its checkpoints lie, instead of a JSON dict that each face parses
+its own way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convlens.errors import ConvlensError
+
+CHECKPOINT_NAMES = ("model", "best", "last")  # what `convlens train` writes into a run folder
+
+
+@dataclass
+class Run:
+    """A trained model and its checkpoint's facts (see ``convlens.checkpoint`` for the format)."""
+
+    model: nn.Module  # in eval mode, inputs are pixels in [0, 1]
+    checkpoint: Path  # the checkpoint's JSON file
+    model_name: str
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    class_names: list[str]
+    normalization: dict  # {"mean", "std", "source"}
+    training: dict  # the TrainConfig it was trained with
+    metrics: dict  # test accuracy, per-class scores, confusion matrix, ...
+    history: list[dict]  # one row per epoch
+    dataset: dict  # {"name", "spec", "fingerprint", "source", ...} of the training data
+    versions: dict
+    metadata: dict = field(repr=False)  # the whole JSON, for fields not typed above
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """Load a run folder (its ``model.json``) or any ``NAME.json``/``NAME.safetensors`` of one."""
+        from convlens.checkpoint import read_checkpoint
+
+        json_path, model, meta, _ = read_checkpoint(path)
+        return cls.from_checkpoint(json_path, model, meta)
+
+    @classmethod
+    def from_checkpoint(cls, json_path: Path, model: nn.Module, meta: dict) -> Run:
+        def section(key: str, kind: type):
+            value = meta.get(key)
+            return value if isinstance(value, kind) else kind()
+
+        return cls(
+            model=model,
+            checkpoint=Path(json_path),
+            model_name=str(meta["model"].get("name", "")),
+            input_shape=tuple(int(s) for s in meta.get("input_shape", model.in_shape)),  # type: ignore[arg-type]
+            class_names=[str(name) for name in meta["class_names"]],
+            normalization=section("normalization", dict),
+            training=section("training", dict),
+            metrics=section("metrics", dict),
+            history=section("history", list),
+            dataset=section("dataset", dict),
+            versions=section("versions", dict),
+            metadata=meta,
+        )
+
+    # ------------------------------------------------------------------------------ facts
+
+    @property
+    def folder(self) -> Path:
+        return self.checkpoint.parent
+
+    @property
+    def name(self) -> str:
+        """The run folder's name: how faces refer to a run."""
+        return self.folder.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The checkpoints present in the run folder: {"model", "best", "last"} → their JSON."""
+        found = {name: self.folder / f"{name}.json" for name in CHECKPOINT_NAMES}
+        return {name: path for name, path in found.items() if path.is_file()}
+
+    @property
+    def test_accuracy(self) -> float | None:
+        value = self.metrics.get("test_accuracy")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def data_spec(self) -> str | None:
+        """How to load the training data again (a built-in name or a path), if the checkpoint says."""
+        return self.dataset.get("spec") or self.dataset.get("name") or None
+
+    def class_index(self, value: int | str | None, parameter: str = "target") -> int | None:
+        """A class given by index (0..K-1) or by name; None stays None. The one place that checks it."""
+        if value is None:
+            return None
+        if isinstance(value, str) and value in self.class_names:
+            return self.class_names.index(value)
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            index = -1
+        if isinstance(value, bool) or not 0 <= index < self.num_classes:
+            raise ConvlensError(
+                f"{parameter} must be a class index 0..{self.num_classes - 1} or a class name, got {value!r}",
+                parameter=parameter,
+            )
+        return index
+
+    # ------------------------------------------------------------------------------- data
+
+    def data(self, data: str | None = None):
+        """The data set to run this model on, as ``(Dataset, spec)``.
+
+        By default the data it was trained on, reloaded at the size it was trained at (so a run
+        trained with an image size gets its images resized the same way). Other data (``data``)
+        must already have the model's input shape and the same number of classes.
+        """
+        from convlens.data import load_dataset
+
+        spec = data or self.data_spec
+        if not spec:
+            raise ConvlensError(
+                "data: the checkpoint does not say which data set it was trained on; give one",
+                parameter="data",
+            )
+        dataset = load_dataset(spec, image_size=None if data else self.input_shape[1:])
+        if dataset.input_shape != self.input_shape:
+            raise ConvlensError(
+                f"data {spec}: images are {'x'.join(map(str, dataset.input_shape))}, the model takes "
+                f"{'x'.join(map(str, self.input_shape))} (train a model on this data, or pick data of that shape)",
+                parameter="data",
+            )
+        if dataset.num_classes != self.num_classes:
+            raise ConvlensError(
+                f"data {spec}: {dataset.num_classes} classes, the model has {self.num_classes}",
+                parameter="data",
+            )
+        return dataset, spec
+
+    def test_data(self, data: str | None = None, limit: int | None = None, seed: int = 0):
+        """``(float images, labels, spec)``: a seeded sample of ``limit`` test images (None: all)."""
+        from convlens.data import to_float
+
+        dataset, spec = self.data(data)
+        count = dataset.test_labels.shape[0]
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        index = order if limit is None else order[:limit]  # splits are stored sorted by class
+        return to_float(dataset.test_images[index]), dataset.test_labels[index], spec
+
+    # ------------------------------------------------------------------------- predictions
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (N, classes) of float images (N, C, H, W) in [0, 1]."""
+        from convlens.predict import predict_probabilities
+
+        return predict_probabilities(self.model, images)
+
+    def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[dict]:
+        """Classify image files or folders of images: [{"file", "predictions": [{"class", "probability"}]}]."""
+        from convlens.predict import predict_files
+
+        return predict_files(self.model, self.input_shape, self.class_names, paths, top_k)

@@ -1,0 +1,161 @@
+"""The one colour convention of every picture convlens draws, and the colour limits it uses.
+
+- signed values (convolution outputs, weights, BatchNorm, perturbations): ``SIGNED``, a
+  diverging map centred on 0 — blue negative, white zero, red positive;
+- magnitudes (ReLU/pooling outputs, attribution and Grad-CAM maps, counts): ``MAGNITUDE``,
+  one sequential map — black for the lowest value, pale yellow for the highest;
+- pixels (the images themselves): ``PIXELS``, grayscale in [0, 1] (or RGB).
+
+Limits come from robust percentiles (``colour_limits``), so one outlier cannot wash out a
+whole map; a colour bar says when colours were clipped. The explorer's ``draw.js`` uses the
+same two maps and the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SIGNED = "RdBu_r"  # diverging: blue < 0 (white) < red
+MAGNITUDE = "magma"  # sequential: black (low) → purple → orange → pale yellow (high)
+PIXELS = "gray"
+GAP = "#8c8c8c"  # between mosaic tiles: apart from white (0 on SIGNED) and black (low on MAGNITUDE)
+PERCENTILE = 99.5  # signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
+ROBUST_FROM = 256  # fewer finite values than this: plain min/max (a 3x3 kernel has no outliers)
+TINY = 1e-12  # the smallest colour range: a constant map still draws
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Where a colour map starts and ends, and whether values beyond were clipped."""
+
+    vmin: float
+    vmax: float
+    cmap: str
+    signed: bool = False
+    low_clipped: bool = False  # some values lie below vmin
+    high_clipped: bool = False  # some values lie above vmax
+
+    @property
+    def clipped(self) -> bool:
+        return self.low_clipped or self.high_clipped
+
+    @property
+    def extend(self) -> str:
+        """The colour bar's ``extend``: arrows at the clipped ends."""
+        return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+            (self.low_clipped, self.high_clipped), "neither"
+        )
+
+    @property
+    def note(self) -> str:
+        """Words for a title or colour-bar label; empty when nothing was clipped."""
+        if not self.clipped:
+            return ""
+        if self.signed:
+            return f"clipped at the {PERCENTILE:g}th percentile of |value|"
+        return f"clipped at the {100 - PERCENTILE:g}th/{PERCENTILE:g}th percentiles"
+
+    def style(self) -> dict:
+        """Keyword arguments for ``imshow``."""
+        return {"cmap": colour_map(self.cmap), "vmin": self.vmin, "vmax": self.vmax}
+
+
+def pixel_limits() -> Limits:
+    return Limits(0.0, 1.0, PIXELS)
+
+
+def symmetric_limits(bound: float) -> Limits:
+    """Signed limits of known size (e.g. an attack's ±ε): nothing to estimate, nothing clipped."""
+    bound = max(abs(bound), TINY)
+    return Limits(-bound, bound, SIGNED, signed=True)
+
+
+def colour_limits(values, signed: bool | None = None, percentile: float = PERCENTILE) -> Limits:
+    """The colour range of ``values`` (any shape; NaN and ±inf ignored).
+
+    ``signed=None`` decides from the data: any negative value → signed. Signed limits are
+    symmetric around 0 at the ``percentile``-th percentile of |value|; magnitude limits are the
+    (100 - percentile)-th and percentile-th percentiles. With fewer than ``ROBUST_FROM`` finite
+    values (or ``percentile=100``) they are the plain min/max.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return Limits(-1.0, 1.0, SIGNED, signed=True) if signed else Limits(0.0, 1.0, MAGNITUDE)
+    low, high = float(array.min()), float(array.max())
+    if signed is None:
+        signed = low < 0
+    robust = array.size >= ROBUST_FROM and percentile < 100
+    if signed:
+        top = max(abs(low), abs(high))
+        bound = float(np.percentile(np.abs(array), percentile)) if robust else top
+        bound = max(bound, TINY)
+        return Limits(-bound, bound, SIGNED, True, low < -bound, high > bound)
+    vmin, vmax = (
+        (float(np.percentile(array, 100 - percentile)), float(np.percentile(array, percentile)))
+        if robust
+        else (low, high)
+    )
+    if vmax - vmin < TINY:  # a constant map: centre it in a tiny range
+        vmin, vmax = vmin - TINY, vmax + TINY
+    return Limits(vmin, vmax, MAGNITUDE, False, low < vmin, high > vmax)
+
+
+def colour_map(name: str):
+    """A matplotlib colour map (no pyplot) that draws NaN — mosaic gaps — in ``GAP`` grey."""
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=GAP)
+
+
+def show_map(axis, values: torch.Tensor, limits: Limits, alpha: float | None = None, ticks: bool = False):
+    """A 2-D map in the convention's colours; returns the image for ``colour_bar``."""
+    array = values.detach().cpu().float().numpy() if isinstance(values, torch.Tensor) else values
+    image = axis.imshow(array, interpolation="nearest", alpha=alpha, **limits.style())
+    if not ticks:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    return image
+
+
+def colour_bar(figure, image, axes, label: str, limits: Limits, **options):
+    """The colour bar of ``image`` next to ``axes``; its label says when colours were clipped."""
+    from matplotlib.cm import ScalarMappable
+
+    note = limits.note
+    options.setdefault("shrink", 0.8)
+    solid = ScalarMappable(norm=image.norm, cmap=image.get_cmap())  # full colours, also under an overlay
+    return figure.colorbar(
+        solid, ax=axes, label=f"{label}\n({note})" if note else label, extend=limits.extend, **options
+    )
+
+
+def picture(axis, image: torch.Tensor, title: str = "") -> None:
+    """Pixels as pixels: a (C, H, W) or (H, W) image in [0, 1], grayscale or RGB."""
+    array = image.detach().cpu().float()
+    if array.ndim == 2:
+        array = array.unsqueeze(0)
+    if array.shape[0] == 3:
+        axis.imshow(array.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    else:
+        axis.imshow(array[0].numpy(), cmap=PIXELS, vmin=0.0, vmax=1.0, interpolation="nearest")
+    if title:
+        axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def text_colour(value: float, limits: Limits) -> str:
+    """Black or white, whichever reads better on ``value``'s colour."""
+    import matplotlib
+
+    span = limits.vmax - limits.vmin
+    t = 0.5 if span <= 0 or math.isnan(value) else min(1.0, max(0.0, (value - limits.vmin) / span))
+    red, green, blue, _ = matplotlib.colormaps[limits.cmap](t)
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"

@@ -1,0 +1,52 @@
+"""How training went: loss/accuracy curves and the confusion matrix (for the report)."""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.figure import Figure
+
+from convlens.views.plots.colours import colour_bar, colour_limits, show_map, text_colour
+
+
+def training_curves(history: list[dict]) -> Figure:
+    """Loss and accuracy per epoch, train vs held-out."""
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    loss, accuracy = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for key, label in (("train_loss", "train"), ("test_loss", "held-out")):
+        if all(key in row for row in history):
+            loss.plot(epochs, [row[key] for row in history], "o-", label=label)
+    for key, label in (("train_accuracy", "train"), ("test_accuracy", "held-out")):
+        if all(key in row for row in history):
+            accuracy.plot(epochs, [100 * row[key] for row in history], "o-", label=label)
+    loss.set_ylabel("loss")
+    accuracy.set_ylabel("accuracy (%)")
+    for axis in (loss, accuracy):
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend()
+    return figure
+
+
+def confusion_matrix(confusion: list[list[int]], class_names: list[str]) -> Figure:
+    """Counts per (true, predicted) class in MAGNITUDE colours, from 0 to the largest count."""
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    figure = Figure(figsize=(size + 0.8, size * 0.85), layout="constrained")
+    axis = figure.subplots()
+    matrix = torch.tensor(confusion, dtype=torch.float64).reshape(len(class_names), len(class_names))
+    limits = colour_limits(torch.cat([matrix.flatten(), torch.zeros(1)]), signed=False, percentile=100)
+    drawn = show_map(axis, matrix, limits, ticks=True)
+    for row in range(matrix.shape[0]):
+        for col in range(matrix.shape[1]):
+            value = int(matrix[row, col])
+            if value:
+                axis.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                          color=text_colour(value, limits))  # fmt: skip
+    short = [name[:8] for name in class_names]
+    axis.set_xticks(range(len(short)), short, rotation=45, ha="right")
+    axis.set_yticks(range(len(short)), short)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    colour_bar(figure, drawn, axis, "images", limits)
+    return figure

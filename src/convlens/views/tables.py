@@ -1,0 +1,114 @@
+"""Results as tables: every face (terminal, HTML report, JSON) lays out the same ``Table``.
+
+Builders here turn the core's result objects into already-formatted cells, so the CLI,
+the report and the server show the same rows under the same headings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Table:
+    """A result as a table of already-formatted cells: the faces only lay it out."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def percent(value: float, digits: int = 2) -> str:
+    return f"{100 * value:.{digits}f} %"
+
+
+def _receptive_field(field) -> str:
+    return "whole image" if field.whole_image else f"{field.size[0]}x{field.size[1]}"
+
+
+def stage_table(fields: list, title: str = "stages") -> Table:
+    """Every stage's output shape, parameters, receptive field and jump (``inspect.receptive_fields``)."""
+    return Table(
+        title,
+        ["stage", "kind", "output", "parameters", "receptive field (px)", "jump (px)"],
+        [
+            [
+                f.stage,
+                f.kind,
+                "x".join(map(str, f.output_shape)),
+                f"{f.parameters:,}",
+                _receptive_field(f),
+                "-" if f.whole_image else "x".join(map(str, f.jump)),
+            ]
+            for f in fields
+        ],
+    )
+
+
+def stage_rows(fields: list) -> list[dict]:
+    """The same facts as ``stage_table``, as JSON (one key set for the CLI's --json and the server)."""
+    return [
+        {
+            "stage": f.stage,
+            "kind": f.kind,
+            "output_shape": list(f.output_shape),
+            "parameters": f.parameters,
+            "receptive_field": None if f.whole_image else list(f.size),
+            "jump": None if f.whole_image else list(f.jump),
+            "whole_image": f.whole_image,
+        }
+        for f in fields
+    ]
+
+
+def classification_tables(
+    per_class: list[dict], confusion: list[list[int]], class_names: list[str]
+) -> list[Table]:
+    """Per-class precision/recall and the confusion matrix (rows: true class, columns: predicted)."""
+    scores = Table(
+        "per class (held-out split)",
+        ["class", "precision", "recall", "images"],
+        [
+            [row["class"], percent(row["precision"]), percent(row["recall"]), str(row["support"])]
+            for row in per_class
+        ],
+    )
+    short = [name[:7] for name in class_names]
+    matrix = Table(
+        "confusion matrix (rows: true class, columns: predicted)",
+        ["", *short],
+        [[name, *[str(v) if v else "." for v in row]] for name, row in zip(short, confusion, strict=True)],
+    )
+    return [scores, matrix]
+
+
+def attack_table(result, data: str = "", class_names: list[str] | None = None) -> Table:
+    """Clean vs adversarial numbers of one attack (``attacks.AttackResult``)."""
+    target = ""
+    if result.target is not None:
+        target = f", target {class_names[result.target] if class_names else result.target}"
+    where = f" on {result.labels.numel():,} {data + ' ' if data else ''}test images"
+    rows = [
+        ["accuracy", percent(result.clean_accuracy), percent(result.adversarial_accuracy)],
+        [
+            "mean confidence",
+            percent(float(result.clean_confidences.mean()) if result.labels.numel() else 0.0),
+            percent(float(result.adversarial_confidences.mean()) if result.labels.numel() else 0.0),
+        ],
+        ["max L∞ of the perturbation", "", f"{result.max_linf:.4f}"],
+        ["mean L2 of the perturbation", "", f"{result.mean_l2:.4f}"],
+        ["correct images fooled", "", f"{int(result.flipped.sum()):,}"],
+    ]
+    if result.target_success_rate is not None:
+        rows.append(["now predicted as the target", "", percent(result.target_success_rate)])
+    return Table(f"{result.label} ε = {result.eps:g}{target}{where}", ["", "clean", "adversarial"], rows)
+
+
+def robustness_table(curve) -> Table:
+    """Accuracy against ε per attack (``attacks.RobustnessCurve``)."""
+    labels = curve.labels()
+    return Table(
+        f"robustness curve: accuracy vs ε on {curve.images:,} test images",
+        ["ε", *labels.values()],
+        [[f"{eps:g}", *[percent(curve.accuracy[m][i]) for m in labels]] for i, eps in enumerate(curve.eps)],
+    )
