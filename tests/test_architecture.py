@@ -88,9 +88,12 @@ def _messages(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Raise) and node.exc is not None:
             found += [(node.lineno, text) for text in _strings(node.exc)]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in ("warning", "error", "info", "warn"):
-                found += [(node.lineno, text) for arg in node.args for text in _strings(arg)]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("warning", "error", "info", "warn")
+        ):
+            found += [(node.lineno, text) for arg in node.args for text in _strings(arg)]
     return found
 
 
