@@ -131,7 +131,7 @@ def test_truncated_image_is_skipped(gray_folder, caplog):
         ("empty", "no images found"),
         ("one_class", "only one class"),
         ("unknown_name", "unknown data set 'mnist6k'"),
-        ("pickle", "pickle files are refused"),
+        ("pickle", "refusing a pickle file"),
     ],
 )
 def test_bad_data_specs(tmp_path, setup, message):

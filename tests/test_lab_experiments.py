@@ -120,7 +120,7 @@ def test_hierarchy_end_to_end(digits):
     assert result.first_layer == "conv1"
     assert len(result.edge_score_trained) == 16
     assert all(0 <= s <= 1 for s in result.edge_score_trained)
-    sizes = {f["stage"]: f["size"] for f in result.receptive_fields}
+    sizes = {f["stage"]: f["receptive_field"] for f in result.receptive_fields}
     assert sizes["conv1"] == [3, 3] and sizes["pool1"] == [4, 4] and sizes["conv2"] == [8, 8]
     assert result.featureviz_stages == ["relu1", "relu2"]
     assert result.featureviz_images["relu1"].shape == (2, 1, 8, 8)

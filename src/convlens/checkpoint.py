@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, refuse_pickle
 
 FORMAT = "convlens-checkpoint/1"
-PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 
 
 _UMASK_LOCK = threading.Lock()
@@ -117,11 +116,7 @@ def save_checkpoint(
 def resolve_checkpoint(path: str | Path) -> Path:
     """RUN_DIR, RUN_DIR/NAME.json or RUN_DIR/NAME.safetensors → the JSON path; refuses pickles."""
     path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ConvlensError(
-            f"{path}: refusing a pickle file: unpickling can run arbitrary code; "
-            "convlens checkpoints are NAME.safetensors + NAME.json"
-        )
+    refuse_pickle(path, "convlens checkpoints are NAME.safetensors + NAME.json")
     if path.is_dir():
         path = path / "model.json"
     elif path.suffix == ".safetensors":

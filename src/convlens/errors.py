@@ -23,3 +23,16 @@ class ConvlensError(ValueError):
         if self.parameter and message.startswith(self.parameter):
             return name + message[len(self.parameter) :]
         return message
+
+
+# Files that are (or usually are) Python pickles: loading one can run arbitrary code, so every
+# reader of user files refuses them by name before opening them.
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"})
+
+
+def refuse_pickle(path, expected: str) -> None:
+    """Raise a ConvlensError if ``path`` names a pickle file; ``expected`` says what to give instead."""
+    from pathlib import Path
+
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+        raise ConvlensError(f"{path}: refusing a pickle file: unpickling can run arbitrary code; {expected}")

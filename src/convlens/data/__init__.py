@@ -20,7 +20,7 @@ from convlens.data.readers import (
     read_npz,
 )
 from convlens.data.transforms import parse_image_size, random_affine, resize_images
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, refuse_pickle
 
 __all__ = [
     "BUILTINS",
@@ -79,10 +79,7 @@ def _resolve(spec: str | Path, size: tuple[int, int] | None) -> Dataset:
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return apply_image_size(read_npz(path), size)
-        if path.suffix.lower() in {".pt", ".pth", ".pkl", ".pickle"}:
-            raise ConvlensError(
-                f"{text}: pickle files are refused (loading one can run arbitrary code); use .npz"
-            )
+        refuse_pickle(text, "give images as an .npz file (arrays x and y), an image folder or IDX files")
         raise ConvlensError(f"{text}: expected an image folder, a folder of IDX files or an .npz file")
     if is_idx_folder(path):
         return apply_image_size(read_idx_folder(path), size)

@@ -63,7 +63,9 @@ class HierarchyResult(LabResult):
     dataset: str
     model: str
     test_accuracy: float
-    receptive_fields: list[dict]  # {"stage", "kind", "output_shape", "size", "jump"}
+    receptive_fields: list[
+        dict
+    ]  # views.tables.stage_rows: {"stage", "output_shape", "receptive_field", "jump", ...}
     first_layer: str
     edge_score_trained: list[float]  # per first-layer kernel
     edge_angle_trained: list[float]  # degrees of the best-matching edge orientation
@@ -95,7 +97,7 @@ class HierarchyResult(LabResult):
                 [
                     f["stage"],
                     "×".join(map(str, f["output_shape"])),
-                    "whole image" if f["whole_image"] else "×".join(map(str, f["size"])),
+                    "whole image" if f["whole_image"] else "×".join(map(str, f["receptive_field"])),
                     "" if f["whole_image"] else str(f["jump"][0]),
                 ]
                 for f in self.receptive_fields
@@ -167,23 +169,14 @@ def run(
 ) -> HierarchyResult:
     """Train a CNN; its receptive fields, feature visualizations per depth and edge-likeness of conv1."""
     from convlens.inspect import feature_visualization, receptive_fields
+    from convlens.views.tables import stage_rows
 
     check_positive("epochs", epochs)
     check_positive("channels", channels)
     check_positive("featureviz_steps", featureviz_steps)
     check_positive("random_kernels", random_kernels)
     model, accuracy = train_quick(dataset, model_name, epochs, seed, augment="auto")
-    fields_ = [
-        {
-            "stage": f.stage,
-            "kind": f.kind,
-            "output_shape": list(f.output_shape),
-            "size": list(f.size),
-            "jump": list(f.jump),
-            "whole_image": f.whole_image,
-        }
-        for f in receptive_fields(model)
-    ]
+    fields_ = stage_rows(receptive_fields(model))
     first_layer, trained = _first_layer_kernels(model)
     trained_score, trained_angle = edge_scores(trained)
     # random kernels as the untrained layer draws them: i.i.d. uniform (Kaiming), summed over channels
@@ -231,7 +224,7 @@ def figure(result: HierarchyResult) -> Figure:
     half = columns // 2
     fields = figure.add_subplot(grid[0, :half])
     shown = [f for f in result.receptive_fields if not f["whole_image"]]
-    fields.plot([f["stage"] for f in shown], [f["size"][0] for f in shown], "o-")
+    fields.plot([f["stage"] for f in shown], [f["receptive_field"][0] for f in shown], "o-")
     fields.set_ylabel("receptive field (px)")
     fields.tick_params(axis="x", rotation=45, labelsize=8)
     fields.set_title("receptive field grows with depth")
