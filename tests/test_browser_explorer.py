@@ -205,3 +205,18 @@ def test_switch_runs(page, tmp_path):
     page.click('#tabs button[data-tab="card"]')
     page.wait_for_selector('#card h3:has-text("tinyvgg")')
     page.screenshot(path=tmp_path / "switched.png", full_page=True)
+
+
+def test_invert_toggle_shows_the_shift_badge(page, tmp_path):
+    """A test digit passes the check; inverted (the toggle), the badge says so and names the toggle."""
+    index = pick_test_image(page, 3)
+    badge = page.locator("#shift-badge")
+    assert badge.is_hidden()
+    page.locator("#invert-input").check()
+    page.wait_for_selector("#shift-badge.inverted", state="visible")
+    assert page.locator("#network").get_attribute("data-source") == f"test image {index}"
+    text = badge.inner_text()
+    assert text.startswith("looks inverted") and "Try turning invert off" in text, text
+    page.screenshot(path=tmp_path / "inverted.png", full_page=True)
+    page.locator("#invert-input").uncheck()
+    page.wait_for_selector("#shift-badge", state="hidden")

@@ -343,3 +343,34 @@ def test_rgb_model_of_another_size(tmp_path):
     assert unpacked(heat["map"]).shape == (12, 16)
     # no data set in the checkpoint: test images are a clear 4xx, uploads still work
     assert client.post("/api/runs/rgb/predict", data={"test_index": 0}).status_code == 400
+
+
+def test_invert_field_and_shift_check(client, run_id, digits_model, digits):
+    """Every image answer carries the shift check; ``invert`` sends 1 − pixels to the model."""
+    model, _ = digits_model
+    plain = client.post(f"/api/runs/{run_id}/predict", data={"test_index": 7}).json()
+    assert plain["inverted"] is False
+    assert plain["shift"]["is_far"] is False and plain["shift"]["message"] == ""
+    body = client.post(f"/api/runs/{run_id}/predict", data={"test_index": 7, "invert": "true"}).json()
+    image = digits.test_images[7].float() / 255
+    assert body["inverted"] is True and body["label"] == plain["label"]
+    assert np.allclose(unpacked(body["input"]), 1 - image.numpy(), atol=1e-6)
+    with torch.no_grad():
+        expected = torch.softmax(model((1 - image).unsqueeze(0))[0], dim=0)
+    assert np.allclose(body["probabilities"], expected.numpy(), atol=1e-6)
+    assert body["shift"]["is_far"] and body["shift"]["looks_inverted"]
+    assert body["shift"]["message"].startswith("looks inverted")
+    for endpoint, fields in (("activations", {}), ("attribution", {}), ("arithmetic", {"stage": "conv1"})):
+        answer = client.post(
+            f"/api/runs/{run_id}/{endpoint}", data={"test_index": 7, "invert": "true", **fields}
+        )
+        assert answer.json()["shift"]["looks_inverted"] is True, endpoint
+
+
+def test_a_photo_upload_is_far_from_the_digits(client, run_id):
+    import skimage.data
+
+    files = {"image": ("camera.png", png_bytes(skimage.data.camera()), "image/png")}
+    body = client.post(f"/api/runs/{run_id}/attack", files=files, data={"eps": 0.1}).json()
+    assert body["shift"]["is_far"] and body["shift"]["reason"] == "contrast"
+    assert not body["shift"]["looks_inverted"]

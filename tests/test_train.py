@@ -109,6 +109,7 @@ def test_default_recipe_depends_on_data_size(digits):
     from convlens.train import resolve_defaults
 
     assert resolve_defaults(TrainConfig(), digits).epochs == 20  # 23 steps an epoch already
+    assert resolve_defaults(TrainConfig(), digits).model_options == {}  # grayscale: no BatchNorm
     tiny = type(digits)(
         **{
             **digits.__dict__,
@@ -117,7 +118,9 @@ def test_default_recipe_depends_on_data_size(digits):
         }
     )
     config = resolve_defaults(TrainConfig(), tiny)
-    assert config.epochs == 300  # one step an epoch: capped, not 460 epochs
+    assert config.batch_size == 32  # tiny folders: two steps an epoch instead of one
+    assert config.epochs == 100  # 2 steps an epoch: capped, not 230 epochs
+    assert config.early_stopping == 20  # a fifth of the schedule
     assert config.augment == "affine"  # digits keep the augmentation of their kind
     explicit = resolve_defaults(TrainConfig(epochs=3, augment="none"), tiny)
     assert (explicit.epochs, explicit.augment) == (3, "none")  # what the user says wins
@@ -128,3 +131,21 @@ def test_resuming_a_finished_run_reports_its_final_accuracy(digits, tmp_path):
     again = fit(digits, TrainConfig(), tmp_path / "run", resume=True)
     assert again.test_accuracy == done.test_accuracy == done.history[-1]["test_accuracy"]
     assert again.history == done.history
+
+
+def test_small_colour_folders_get_batchnorm_and_mirroring(digits):
+    from convlens.train import resolve_defaults
+
+    colour = type(digits)(
+        **{
+            **digits.__dict__,
+            "train_images": digits.train_images[:300].expand(-1, 3, -1, -1),
+            "train_labels": digits.train_labels[:300],
+            "test_images": digits.test_images.expand(-1, 3, -1, -1),
+            "augmentation": "shift",  # what a user's folder gets
+            "mean": (),
+        }
+    )
+    config = resolve_defaults(TrainConfig(), colour)
+    assert config.model_options == {"batchnorm": True} and config.augment == "flip-shift"
+    assert resolve_defaults(TrainConfig(model_options={"width": 8}), colour).model_options == {"width": 8}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,7 +22,10 @@ from convlens.errors import ConvlensError
 from convlens.registry import Registry
 
 # fgsm and pgd register at the end of this module; a new attack is one function and one line
-ATTACKS = Registry("attack", shared_inputs=("model", "images", "labels", "target", "batch_size"))
+ATTACKS = Registry("attack", shared_inputs=("model", "images", "labels", "target", "batch_size", "progress"))
+
+# progress(done, total, what): called as a long computation advances; the last call has done == total
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -195,8 +198,12 @@ def _run(
     perturb,
     target: int | None,
     batch_size: int,
+    progress: Progress | None = None,
+    what: str = "attack",
 ) -> tuple[torch.Tensor, ...]:
     """Attack in batches; returns (adversarial images, clean/adv predictions and confidences).
+
+    ``progress(images done, images, what)`` is called after every batch.
 
     The attack runs on a channels_last copy of the model in eval mode: channels_last weights
     and inputs make the input-gradient convolutions up to 2x faster on CPU (PERF-NOTES), and
@@ -219,6 +226,8 @@ def _run(
             outputs[key + "p"].append(predicted.cpu())
             outputs[key + "c"].append(confidence.cpu())
         adversarial.append(adv.cpu().contiguous())
+        if progress is not None:
+            progress(min(first + batch_size, images.shape[0]), images.shape[0], what)
     cat = torch.cat
     return (
         cat(adversarial),
@@ -254,6 +263,7 @@ def fgsm(
     eps: float,
     target: int | None = None,
     batch_size: int = 250,
+    progress: Progress | None = None,
 ) -> AttackResult:
     """Fast Gradient Sign Method: one step of size ε along the sign of the loss gradient.
 
@@ -272,7 +282,7 @@ def fgsm(
         attack.zero_thresh = 0.0  # textbook FGSM: only an exactly-zero gradient leaves a pixel alone
         return attack.perturb(clean, epsilon=eps, target=classes, targeted=targeted)
 
-    run = _run(model, images, labels, perturb, target, batch_size)
+    run = _run(model, images, labels, perturb, target, batch_size, progress, f"FGSM ε={eps:g}")
     return _result("fgsm", eps, 1, eps, target, images, labels, run)
 
 
@@ -286,6 +296,7 @@ def pgd(
     target: int | None = None,
     random_start: bool = False,
     batch_size: int = 250,
+    progress: Progress | None = None,
 ) -> AttackResult:
     """Projected Gradient Descent (Madry et al.): ``steps`` FGSM steps, each projected back
     into the L∞ ball of radius ε and into [0, 1]. Default step size 2.5·ε/steps, the paper's choice.
@@ -319,7 +330,7 @@ def pgd(
     # Captum draws the random start from the global generator: seed it, without disturbing the caller's
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        run = _run(model, images, labels, perturb, target, batch_size)
+        run = _run(model, images, labels, perturb, target, batch_size, progress, f"PGD-{steps} ε={eps:g}")
     return _result("pgd", eps, steps, step_size, target, images, labels, run)
 
 
@@ -331,12 +342,18 @@ def attack(
     eps: float = 0.1,
     steps: int = 10,
     target: int | None = None,
+    progress: Progress | None = None,
 ) -> AttackResult:
     """Run the registered attack ``method`` (fgsm, pgd, ...) — what the CLI and the web page call.
 
-    Options an attack does not take (``steps`` for FGSM) are left out.
+    Options an attack does not take (``steps`` for FGSM, ``progress`` for a plugin) are left out;
+    ``progress(images done, images, what)`` follows the batches.
     """
-    return ATTACKS.get(method).call(model, images, labels, eps=eps, steps=steps, target=target)
+    entry = ATTACKS.get(method)
+    result = entry.call(model, images, labels, eps=eps, steps=steps, target=target, progress=progress)
+    if progress is not None and not entry.accepts("progress"):
+        progress(images.shape[0], images.shape[0], entry.label)
+    return result
 
 
 def robustness_curve(
@@ -346,8 +363,12 @@ def robustness_curve(
     eps_list: Sequence[float],
     methods: Sequence[str] | None = None,
     steps: int = 10,
+    progress: Progress | None = None,
 ) -> RobustnessCurve:
-    """Accuracy against ε for each method (default: every registered attack), untargeted."""
+    """Accuracy against ε for each method (default: every registered attack), untargeted.
+
+    ``progress(done, total, what)`` counts attacked images over every (method, ε) pair.
+    """
     eps_list = [check_eps(e, "eps_list") for e in eps_list]
     if not eps_list:
         raise ConvlensError("eps_list needs at least one value, e.g. 0,0.05,0.1", parameter="eps_list")
@@ -355,12 +376,16 @@ def robustness_curve(
     accuracy: dict[str, list[float]] = {m: [] for m in methods}
     confidence: dict[str, list[float]] = {m: [] for m in methods}
     clean = None
-    for method in methods:
-        for eps in eps_list:
-            result = attack(model, images, labels, method, eps, steps)
-            accuracy[method].append(result.adversarial_accuracy)
-            confidence[method].append(_mean(result.adversarial_confidences))
-            clean = result.clean_accuracy
+    count, total = images.shape[0], images.shape[0] * len(methods) * len(eps_list)
+    for index, (method, eps) in enumerate((m, e) for m in methods for e in eps_list):
+
+        def step(done: int, _: int, what: str, before: int = index * count) -> None:
+            progress(before + done, total, what)  # type: ignore[misc]
+
+        result = attack(model, images, labels, method, eps, steps, progress=step if progress else None)
+        accuracy[method].append(result.adversarial_accuracy)
+        confidence[method].append(_mean(result.adversarial_confidences))
+        clean = result.clean_accuracy
     return RobustnessCurve(
         eps=eps_list,
         clean_accuracy=float(clean),

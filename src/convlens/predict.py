@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -36,8 +37,11 @@ def top_predictions(probabilities: torch.Tensor, class_names: list[str], k: int 
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
-    """Image files named directly, plus every image inside the named folders (sorted)."""
-    from convlens.data.readers import IMAGE_SUFFIXES
+    """Image files named directly, plus every image inside the named folders (sorted).
+
+    A pipe, device or socket is refused up front: reading one could wait forever.
+    """
+    from convlens.data.readers import IMAGE_SUFFIXES, check_regular_file
 
     files: list[Path] = []
     for path in map(Path, paths):
@@ -47,6 +51,7 @@ def image_files(paths: list[str | Path]) -> list[Path]:
                 raise ConvlensError(f"{path}: no PNG/JPEG/BMP/GIF/TIFF images in this folder")
             files += found
         elif path.exists():
+            check_regular_file(path)
             files.append(path)
         else:
             raise ConvlensError(f"{path}: no such file or folder")
@@ -59,19 +64,60 @@ def predict_files(
     class_names: list[str],
     paths: list[str | Path],
     top_k: int = 3,
+    invert: bool = False,
+    check=None,
 ) -> list[dict]:
     """Classify image files (or folders of them), each converted to the model's input like training data.
 
     Returns one ``{"file", "predictions": [{"class", "probability"}, ...]}`` per image, best first.
+    A file that cannot be read is skipped with one warning (logger ``convlens``) and gets the
+    row ``{"file", "error", "predictions": []}`` in its place; only when no file can be read
+    is that a ConvlensError.
+    ``invert``: classify ``1 − pixels`` (dark-on-light images for a light-on-dark model).
+    ``check``: a function image → ``ShiftCheck`` or None (``Run.check_shift``); its result joins
+    each row as ``"shift"`` (a dict, or None).
     """
     from convlens.data import load_image
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConvlensError(f"top_k must be at least 1, got {top_k}", parameter="top_k")
-    files = image_files(paths)
-    images = torch.stack([load_image(f, tuple(input_shape)) for f in files])  # (N, C, H, W)
+    everything = image_files(paths)
+    if not everything:
+        raise ConvlensError("paths: no image files given", parameter="paths")
+    files, loaded, errors = [], [], {}  # errors: index in ``everything`` → message
+    for index, file in enumerate(everything):
+        try:
+            loaded.append(load_image(file, tuple(input_shape)))
+            files.append(file)
+        except ConvlensError as exc:
+            errors[index] = str(exc)
+    if not loaded:
+        if len(everything) == 1:
+            raise ConvlensError(errors[0])
+        raise ConvlensError(f"none of the {len(everything)} files could be read, e.g. {errors[0]}")
+    for message in errors.values():
+        logging.getLogger("convlens").warning("%s; skipped", message)
+    images = torch.stack(loaded)  # (N, C, H, W)
+    if invert:
+        from convlens.shift import invert as inverted
+
+        images = inverted(images)
     ranked = top_predictions(predict_probabilities(model, images), class_names, top_k)
-    return [
+    rows = [
         {"file": str(f), "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r]}
         for f, r in zip(files, ranked, strict=True)
+    ]
+    if check is not None:
+        for row, image in zip(rows, images, strict=True):
+            found = check(image)
+            row["shift"] = None if found is None else found.to_json()
+    return _in_order(everything, rows, errors)
+
+
+def _in_order(everything: list[Path], rows: list[dict], errors: dict[int, str]) -> list[dict]:
+    """The rows of the readable files and an error row per unreadable one, in the files' order."""
+    readable = iter(rows)
+    return [
+        {"file": str(file), "error": errors[index], "predictions": []} if index in errors else next(readable)
+        for index, file in enumerate(everything)
     ]

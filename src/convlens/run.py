@@ -162,8 +162,31 @@ class Run:
 
         return predict_probabilities(self.model, images)
 
-    def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[dict]:
-        """Classify image files or folders of images: [{"file", "predictions": [{"class", "probability"}]}]."""
+    def check_shift(self, image: torch.Tensor):
+        """How far ``image`` (C, H, W) in [0, 1] is from the training images (``convlens.shift``).
+
+        None when the checkpoint records no training mean/std to compare with.
+        """
+        from convlens.shift import check_shift
+
+        mean, std = self.normalization.get("mean"), self.normalization.get("std")
+        if not mean or not std or len(mean) != self.input_shape[0]:
+            return None
+        return check_shift(image, mean, std)
+
+    def predict_files(self, paths: list[str | Path], top_k: int = 3, invert: bool = False) -> list[dict]:
+        """Classify image files or folders of images: [{"file", "predictions": [{"class", "probability"}],
+        "shift"}] (``shift``: how far each image is from the training images, see ``check_shift``).
+        ``invert``: classify ``1 − pixels``. A file that cannot be read is skipped with a warning
+        and gets ``{"file", "error", "predictions": []}``; a ConvlensError only if none can be read."""
         from convlens.predict import predict_files
 
-        return predict_files(self.model, self.input_shape, self.class_names, paths, top_k)
+        return predict_files(
+            self.model,
+            self.input_shape,
+            self.class_names,
+            paths,
+            top_k,
+            invert=invert,
+            check=self.check_shift,
+        )

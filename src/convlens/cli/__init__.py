@@ -20,7 +20,8 @@ class _OneLineWarnings(logging.Handler):
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     logger = logging.getLogger("convlens")
-    logger.addHandler(_OneLineWarnings())
+    if not any(isinstance(handler, _OneLineWarnings) for handler in logger.handlers):
+        logger.addHandler(_OneLineWarnings())  # once, though tests call main() many times
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:

@@ -15,8 +15,10 @@ from convlens.cli.render import (
     out,
     percent,
     predictions_table,
+    print_diagnostics,
     print_json,
     print_tables,
+    shift_warning,
 )
 from convlens.errors import ConvlensError
 
@@ -68,6 +70,7 @@ def models(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the registered models with parameter count and FLOPs per image."""
+    from rich.markup import escape
     from rich.table import Table
 
     from convlens.models import count_parameters, create_model, describe_model, flops_per_image, list_models
@@ -75,7 +78,13 @@ def models(
     shape = parse_shape(input_shape)
     rows = []
     for name in list_models():
-        model = create_model(name, shape, classes)
+        try:
+            model = create_model(name, shape, classes)
+        except ConvlensError as exc:
+            if exc.parameter == "num_classes":
+                raise
+            rows.append({"name": name, "error": str(exc), "description": describe_model(name)})
+            continue  # e.g. an mlp too large for a big input: the other models still list
         rows.append(
             {
                 "name": name,
@@ -91,6 +100,9 @@ def models(
     for column in ("name", "parameters", "MFLOPs/image", "description"):
         table.add_column(column, justify="right" if column in ("parameters", "MFLOPs/image") else "left")
     for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], "-", "-", f"[red]cannot build:[/] {escape(row['error'])}")
+            continue
         table.add_row(row["name"], f"{row['parameters']:,}", f"{row['flops'] / 1e6:.2f}", row["description"])
     out.print(table)
 
@@ -148,10 +160,13 @@ def train(
         None,
         "--epochs",
         "-e",
-        help="Epochs (default: 20 or more up to 2k training images, 5 up to 20k, else 10).",
+        help="Epochs (default: enough for 460 steps, 20-100, up to 2k training images; 5 up to 20k; "
+        "else 10). Early stopping may end sooner.",
     ),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATA-MODEL)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Images per step (default: 64, or 32 up to 500 training images)."
+    ),
     lr: float = typer.Option(
         0.1, "--lr", help="Peak learning rate of the OneCycle schedule (SGD, Nesterov)."
     ),
@@ -164,6 +179,15 @@ def train(
         "auto", "--augment", help="auto, affine (rotate/zoom/shift), flip-shift, shift or none."
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    early_stopping: int = typer.Option(
+        None,
+        "--early-stopping",
+        help="Stop after this many epochs without a better validation score (default: a fifth of the "
+        "schedule, at least 10; 0: off).",
+    ),
+    time_budget: float = typer.Option(
+        None, "--time-budget", help="Stop after the epoch that passes this many seconds of training."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the interrupted run in --out from its last epoch."
     ),
@@ -181,7 +205,7 @@ def train(
       convlens train --data mnist5k --out runs/mnist --resume
     """
     from convlens.data import load_dataset
-    from convlens.train import TrainConfig, fit, resolve_defaults
+    from convlens.train import TrainConfig, fit
 
     config = TrainConfig(
         model=model,
@@ -192,6 +216,8 @@ def train(
         seed=seed,
         augment=augment,
         device=device,
+        early_stopping=early_stopping,
+        max_seconds=time_budget,
     )
     config.check()  # before loading data: a bad flag should fail in milliseconds
     dataset = load_dataset(data, image_size=image_size)
@@ -201,13 +227,6 @@ def train(
         f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "
         f"{'x'.join(map(str, dataset.input_shape))}) → {out_dir}"
     )
-    if not resume:
-        config = resolve_defaults(config, dataset)
-        options = ", ".join(f"{k}={v}" for k, v in config.model_options.items()) or "defaults"
-        err.print(
-            f"recipe: {config.epochs} epochs, batch {config.batch_size}, OneCycle peak lr {config.lr}, "
-            f"augmentation {config.augment}, model options {options}"
-        )
     bar = ProgressBar()
     try:
         result = fit(dataset, config, out_dir, resume=resume, overwrite=overwrite, observer=bar)
@@ -222,10 +241,10 @@ def train(
         return print_json({key: value for key, value in result.to_json().items()})
     out.print(
         f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
-        f"{result.train_seconds:.1f} s of training (best {percent(result.best_accuracy)} at epoch "
-        f"{result.best_epoch})"
+        f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: {result.selection}"
     )
     classification_tables(result.per_class, result.confusion, result.class_names)
+    print_diagnostics(result.diagnostics)
     out.print(f"checkpoint: {result.checkpoint}   metrics: {Path(result.run_dir) / 'metrics.jsonl'}")
 
 
@@ -268,17 +287,31 @@ def predict(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    invert: bool = typer.Option(
+        False,
+        "--invert",
+        help="Classify 1 − pixels: dark-on-light images (a pen digit on paper) for a light-on-dark model.",
+    ),
     as_json: bool = typer.Option(
-        False, "--json", help="Print [{file, predictions: [{class, probability}]}]."
+        False,
+        "--json",
+        help="Print [{file, predictions: [{class, probability}], shift}]; "
+        "a file that cannot be read gets {file, error, predictions: []}.",
     ),
 ) -> None:
     """Classify images with a trained model (converted to its input: grayscale/RGB, resized).
+
+    An image far from the training images (a photo for a digit model, or inverted colours)
+    gets a one-line warning on stderr; --json carries the check as "shift".
+    A file that cannot be read is skipped with a one-line warning (exit 2 only if none can be).
 
     Example:  convlens predict runs/mnist digit.png more_digits/ --top-k 3
     """
     from convlens.run import Run
 
-    rows = Run.open(run_dir).predict_files(images, top_k)
+    rows = Run.open(run_dir).predict_files(images, top_k, invert=invert)
+    for row in rows:
+        shift_warning(row["file"], row.get("shift"), invert)
     if as_json:
         return print_json(rows)
     predictions_table(rows)

@@ -16,9 +16,12 @@ FLAGS = {
     "out_file": "--out",
     "eps_list": "--eps-sweep",
     "option": "--option",
+    "model_options": "--model-option",
+    "num_classes": "--classes",
+    "max_seconds": "--time-budget",
 }
 # parameters that some message may mention by name (``resume=True``, ``epochs=5``)
-MENTIONED = ("resume", "overwrite", "epochs", "image_size", "data", "eps", "steps", "target")
+MENTIONED = ("resume", "overwrite", "epochs", "image_size", "data", "eps", "steps", "target", "lr")
 
 
 def flag_for(parameter: str) -> str:

@@ -7,7 +7,17 @@ from pathlib import Path
 import typer
 
 from convlens.cli.app import app
-from convlens.cli.render import err, grid_text, number, out, print_json, print_tables, steps_text
+from convlens.cli.render import (
+    StepProgress,
+    err,
+    grid_text,
+    number,
+    out,
+    print_json,
+    print_tables,
+    shift_warning,
+    steps_text,
+)
 from convlens.errors import ConvlensError
 
 IMAGE_HELP = (
@@ -65,9 +75,17 @@ def explain(
         help="C,ROW,COL (channel, row, column; one index for flat stages): print the arithmetic of "
         "this cell of --stage to the terminal, writing no files.",
     ),
+    invert: bool = typer.Option(
+        False,
+        "--invert",
+        help="Explain 1 − pixels: dark-on-light images (a pen digit on paper) for a light-on-dark model.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Show what a trained model computes for one image: feature maps, filters, Grad-CAM, probabilities.
+
+    An image far from the training images (a photo for a digit model, or inverted colours)
+    gets a one-line warning on stderr; --json carries the check as "shift".
 
     Examples:
 
@@ -94,6 +112,13 @@ def explain(
     if stage is not None and stage != SOFTMAX:
         find_stage(model, stage)  # an unknown name fails first, listing the valid ones
     pixels = picture_for_model(image, run.input_shape)  # (C, H, W)
+    if invert:
+        from convlens.shift import invert as inverted
+
+        pixels = inverted(pixels)
+    found = run.check_shift(pixels)
+    shift = None if found is None else found.to_json()
+    shift_warning(str(image), shift, invert)
     class_names = run.class_names
     target_index = parse_target(target, class_names)
     if at is not None:
@@ -105,12 +130,13 @@ def explain(
         cell = cell_arithmetic(model, pixels, stage, channel, row, col)
         steps = arithmetic_steps(cell, class_names, max_channels=None)  # the terminal shows every channel
         if as_json:
-            return print_json({**as_dict(cell), "steps": steps})
+            return print_json({**as_dict(cell), "steps": steps, "shift": shift})
         out.print(steps_text(steps), markup=False, soft_wrap=True)
         return None
     if out_dir is None:
         out_dir = run.folder / "explain"
     summary = _write_explanation(run, pixels, image, out_dir, stage, target_index, method)
+    summary["shift"] = shift
     if as_json:
         return print_json(summary)
     _print_explanation(summary, model)
@@ -314,7 +340,8 @@ def features(
         count = receptive_field(model, stage).output_shape[0]
         if count > 64:
             raise ConvlensError(f"stage {stage!r} has {count} channels; pick up to 64 with --channels")
-    visualization = feature_visualization(model, stage, chosen, steps=steps)
+    with StepProgress(f"features {stage}") as bar:
+        visualization = feature_visualization(model, stage, chosen, steps=steps, progress=bar)
     top = images = None
     if top_k:
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from convlens.cli.app import app
-from convlens.cli.render import err, out, print_json, print_tables
+from convlens.cli.render import StepProgress, err, out, print_json, print_tables
 from convlens.errors import ConvlensError
 
 JSON_HELP = "Print one JSON object to stdout instead of tables."
@@ -28,7 +28,8 @@ def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) ->
     from convlens.views.plots import save_png
 
     err.print(f"lab [bold]{name}[/] on [bold]{dataset.name}[/] …")
-    result = run_experiment(name, dataset, **options)
+    with StepProgress(f"lab {name}") as bar:
+        result = run_experiment(name, dataset, progress=bar, **options)
     record = {
         "experiment": name,
         "data": dataset.spec or dataset.name,
@@ -176,13 +177,15 @@ def attack(
     pixels, labels, spec = run.test_data(data, images)
     out_dir = out_dir or (run.folder / "attack")
     start = time.perf_counter()
-    result = attacks.attack(run.model, pixels, labels, method, eps, steps, target_index)
+    with StepProgress("attack") as bar:
+        result = attacks.attack(run.model, pixels, labels, method, eps, steps, target_index, progress=bar)
     summary = {"run": str(run_dir), "data": spec, **result.summary()}
     tables = [attack_table(result, spec, run.class_names)]
     save_png(attack_examples(result, run.class_names), out_dir / "examples.png")
     files = {"examples": str(out_dir / "examples.png")}
     if sweep is not None:
-        curve = attacks.robustness_curve(run.model, pixels, labels, sweep, steps=steps)
+        with StepProgress("robustness curve") as bar:
+            curve = attacks.robustness_curve(run.model, pixels, labels, sweep, steps=steps, progress=bar)
         summary["robustness_curve"] = curve.summary()
         tables.append(robustness_table(curve))
         save_png(robustness_curve(curve), out_dir / "robustness.png")
@@ -218,7 +221,8 @@ def report(
     from convlens.report import build_report
 
     start = time.perf_counter()
-    path = build_report(run_dir, out_file, data=data, eps=eps, lab_dir=lab_dir)
+    with StepProgress("report") as bar:
+        path = build_report(run_dir, out_file, data=data, eps=eps, lab_dir=lab_dir, progress=bar)
     seconds = time.perf_counter() - start
     if as_json:
         return print_json(

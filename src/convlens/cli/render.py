@@ -6,7 +6,8 @@ import json
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 out = Console(highlight=False)  # results
@@ -36,6 +37,18 @@ class ProgressBar:
         )
         self.task = None
 
+    def start_training(self, config, split: dict) -> None:
+        """The recipe fit() chose, before the first epoch."""
+        options = ", ".join(f"{k}={v}" for k, v in config.model_options.items()) or "defaults"
+        held_out = (
+            f"{split['validation']:,} validation images" if split["validation"] else "no validation split"
+        )
+        self.console.print(
+            f"recipe: {config.epochs} epochs, batch {config.batch_size}, OneCycle peak lr {config.lr:g}, "
+            f"augmentation {config.augment}, model options {options}; {split['train']:,} training images, "
+            f"{held_out}"
+        )
+
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         if self.task is None:
             self.progress.start()
@@ -53,13 +66,54 @@ class ProgressBar:
         self.progress.update(self.task, completed=self.batches)
         self.console.print(
             f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.3f}  train {percent(metrics['train_accuracy'])}"
-            f"  test {percent(metrics['test_accuracy'])}  {metrics['images_per_second']:,.0f} img/s"
+            + (f"  val {percent(metrics['val_accuracy'])}" if "val_accuracy" in metrics else "")
+            + f"  test {percent(metrics['test_accuracy'])}  {metrics['images_per_second']:,.0f} img/s"
             f"  {metrics['train_seconds']:.1f} s"
         )
 
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
+
+
+class StepProgress:
+    """A Rich progress bar on stderr fed by a core function's ``progress(done, total, what)``.
+
+    ``with StepProgress("attack") as bar: attacks.attack(..., progress=bar)``; it disappears
+    when the block ends, so stdout (tables, ``--json``) and the lines after it stay clean.
+    """
+
+    def __init__(self, title: str, console: Console = err) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[what]}", markup=False),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task(title, total=None, what="")
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        self.progress.update(self.task, completed=done, total=total, what=what)
+
+    def __enter__(self) -> StepProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+
+def shift_warning(source: str, shift: dict | None, inverted: bool) -> None:
+    """One line on stderr when an image is far from the training images (``convlens.shift``)."""
+    if not shift or not shift["is_far"]:
+        return
+    hint = ""
+    if shift["looks_inverted"]:
+        hint = "; try without --invert" if inverted else "; try --invert"
+    err.print(f"convlens: warning: {source}: {shift['message']}{hint}", markup=False, soft_wrap=True)
 
 
 def print_tables(tables) -> None:
@@ -87,6 +141,9 @@ def predictions_table(rows: list[dict]) -> None:
     table.add_column("confidence", justify="right")
     table.add_column("runners-up")
     for row in rows:
+        if row.get("error"):  # a file that could not be read (its warning is on stderr)
+            table.add_row(escape(row["file"]), "[red]unreadable[/]", "", escape(row["error"]))
+            continue
         first, *rest = row["predictions"]
         table.add_row(
             row["file"],
@@ -139,3 +196,15 @@ def steps_text(steps: list[dict]) -> str:
         if "equation" in step:
             lines.append(f"{step['equation']} {number(step.get('value'))}")
     return "\n".join(lines)
+
+
+def print_diagnostics(diagnostics: list[dict], console: Console = err) -> None:
+    """What fit() found about the trained model: one line each, with what to try."""
+    if not diagnostics:
+        console.print("diagnostics: nothing unusual (no dead channels, no rollbacks, no overfitting)")
+        return
+    console.print("[bold]diagnostics[/] (also in model.json):")
+    for finding in diagnostics:
+        colour = "yellow" if finding["severity"] == "warning" else "default"
+        message, action = escape(finding["message"]), escape(finding["action"])
+        console.print(f"  [{colour}]{finding['severity']}: {message}[/] → {action}")

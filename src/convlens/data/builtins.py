@@ -165,7 +165,10 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as archive:
-                return tuple(archive[k] for k in ("train_x", "train_y", "test_x", "test_y"))  # type: ignore[return-value]
+                cached = tuple(archive[k] for k in ("train_x", "train_y", "test_x", "test_y"))
+            if _plausible(cached):  # uint8 pixels (never NaN) and integer labels 0..classes-1
+                return cached  # type: ignore[return-value]
+            path.unlink(missing_ok=True)
         except Exception:  # a damaged cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
     arrays = info.load_arrays()
@@ -180,6 +183,19 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
     except OSError:
         pass  # a read-only cache folder only costs speed
     return arrays
+
+
+def _plausible(arrays: tuple) -> bool:
+    """Whether cached arrays look like a built-in: uint8 images, as many int labels, all in range."""
+    train_x, train_y, test_x, test_y = arrays
+    return (
+        train_x.dtype == np.uint8
+        and test_x.dtype == np.uint8
+        and all(np.issubdtype(y.dtype, np.integer) and y.ndim == 1 for y in (train_y, test_y))
+        and len(train_x) == len(train_y) > 0
+        and len(test_x) == len(test_y)
+        and int(min(train_y.min(), test_y.min(initial=0))) >= 0
+    )
 
 
 def builtin_available(info: BuiltinInfo) -> bool:

@@ -9,6 +9,10 @@ import torch
 
 from convlens.errors import ConvlensError
 
+# The most classes a data set (and a model) may have: labels are checked against it before
+# anything is sized by a label, so a stray label of 10**12 is one clear error, not a MemoryError.
+MAX_CLASSES = 10_000
+
 
 @dataclass
 class Dataset:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
+import stat
 import struct
 import warnings
 from collections import Counter
@@ -16,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convlens.data.bundle import Dataset
-from convlens.data.transforms import resize_images, stratified_split
+from convlens.data.bundle import MAX_CLASSES, Dataset
+from convlens.data.transforms import check_data_size, resize_images, stratified_split
 from convlens.errors import ConvlensError
 
 log = logging.getLogger("convlens")
@@ -30,10 +32,50 @@ MAX_DEFAULT_SIDE = 128  # larger photos are resized to 64x64 unless --image-size
 # ---------------------------------------------------------------- single images
 
 
+class _NonFinitePixels(Exception):
+    """Raised inside decoding when a float image holds NaN or inf; becomes a ConvlensError naming the file."""
+
+
+class NonFinitePixelsError(ConvlensError):
+    """Pixels that are NaN or inf. Unlike an undecodable file, an image folder does not skip it:
+    NaN pixels mean the data was made wrong, and training on the rest would hide that."""
+
+
+def non_finite_error(source: str, count: int) -> ConvlensError:
+    """The one message for pixels that are NaN or infinite, wherever they are found."""
+    return NonFinitePixelsError(
+        f"{source}: {count:,} non-finite pixel value(s) (NaN or inf); "
+        "expected finite numbers (replace them first, e.g. with numpy.nan_to_num)"
+    )
+
+
+def count_non_finite(values: np.ndarray) -> int:
+    """How many values are NaN or ±inf (0 for integer arrays, which cannot hold either)."""
+    if not np.issubdtype(values.dtype, np.inexact):
+        return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def check_regular_file(path) -> None:
+    """Refuse FIFOs, devices and sockets up front: opening one to read can block forever.
+
+    Anything that is not a path (an in-memory file such as an upload) passes unchecked.
+    """
+    if not isinstance(path, str | os.PathLike):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing or unreadable: the reader's own error says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ConvlensError(f"{path}: not a regular file (a pipe, device or socket); expected an image file")
+
+
 def decode_image(path: Path) -> np.ndarray:
     """Decode an image file to a uint8 (H, W, 3) array; raise ConvlensError if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
+    check_regular_file(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns for images between 1x and 2x its pixel limit; refuse those too.
@@ -41,6 +83,8 @@ def decode_image(path: Path) -> np.ndarray:
             with Image.open(path) as img:
                 img.load()
                 return _to_rgb_array(img)
+    except _NonFinitePixels as exc:
+        raise non_finite_error(str(path), exc.args[0]) from None
     except FileNotFoundError:
         raise ConvlensError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -55,6 +99,8 @@ def _to_rgb_array(img) -> np.ndarray:
     """Any Pillow mode → uint8 RGB; 16-bit and float images are scaled by their own range."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(img, dtype=np.float64)
+        if count_non_finite(values):
+            raise _NonFinitePixels(count_non_finite(values))
         low, high = float(values.min()), float(values.max())
         values = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
         gray = values.round().astype(np.uint8)
@@ -119,6 +165,8 @@ def _read_split(root: Path, class_names: list[str]) -> tuple[list[np.ndarray], l
             try:
                 arrays.append(decode_image(file))
                 labels.append(label)
+            except NonFinitePixelsError:
+                raise
             except ConvlensError as exc:
                 skipped.append(str(exc))
     return arrays, labels, skipped
@@ -179,6 +227,8 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
     all_arrays = train_arrays + (test_arrays if has_splits else [])
     size = image_size or _choose_size(all_arrays, root)
     channels = 1 if all(is_grayscale(a) for a in all_arrays) else 3
+    if image_size is not None:
+        check_data_size(len(all_arrays), channels, size, 1)
 
     def stack(arrays: list[np.ndarray]) -> torch.Tensor:
         if not arrays:
@@ -263,26 +313,49 @@ def _images_to_tensor(images: np.ndarray, source: str) -> torch.Tensor:
         raise ConvlensError(
             f"{source}: expected images shaped N x H x W, N x C x H x W or N x H x W x C with C = 1 or 3, got {images.shape}"
         )
+    if images.shape[0] == 0:
+        raise ConvlensError(f"{source}: holds no images (shape {images.shape}); expected at least one")
+    if min(images.shape[2:]) == 0:
+        raise ConvlensError(f"{source}: images of {images.shape[2]}x{images.shape[3]} pixels hold nothing")
     if images.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(images))
-    if not np.issubdtype(images.dtype, np.number):
+    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype, np.complexfloating):
         raise ConvlensError(f"{source}: expected numeric pixels, got dtype {images.dtype}")
+    bad = count_non_finite(images)  # NaN would pass the range check below (comparisons are False)
+    if bad:
+        raise non_finite_error(source, bad)
+    low, high = images.min(), images.max()  # before the float32 cast, which turns 1e300 into inf
+    if low < 0 or high > 255:
+        raise ConvlensError(f"{source}: pixel values must be in [0, 1] or [0, 255], got {low}..{high}")
     values = images.astype(np.float32)
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise ConvlensError(
-            f"{source}: pixel values must be in [0, 1] or [0, 255], got {values.min()}..{values.max()}"
-        )
-    if values.size and values.max() > 1:
+    if high > 1:
         values = values / 255.0
     return torch.from_numpy(np.ascontiguousarray(values))
 
 
 def _labels_to_tensor(labels: np.ndarray, source: str) -> torch.Tensor:
-    labels = np.asarray(labels).reshape(-1)
+    """Class indices 0..K-1 as int64, checked before anything is sized by a label."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ConvlensError(
+            f"{source}: labels are shaped {labels.shape}, like one-hot rows; expected one class index "
+            "per image (e.g. y.argmax(axis=1))"
+        )
+    labels = labels.reshape(-1)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ConvlensError(f"{source}: labels must be integers, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ConvlensError(f"{source}: labels must be >= 0, got {labels.min()}")
+        raise ConvlensError(
+            f"{source}: labels must be integer class indices 0..K-1, got dtype {labels.dtype}"
+        )
+    if labels.size == 0:
+        raise ConvlensError(f"{source}: holds no labels; expected one per image")
+    low, high = int(labels.min()), int(labels.max())  # Python ints: uint64 values cannot wrap
+    if low < 0:
+        raise ConvlensError(f"{source}: labels must be >= 0 (class indices 0..K-1), got {low}")
+    if high >= MAX_CLASSES:
+        raise ConvlensError(
+            f"{source}: labels must be class indices 0..K-1 with at most {MAX_CLASSES:,} classes, "
+            f"got label {high}; renumber the classes 0..K-1"
+        )
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -291,8 +364,18 @@ def _split_if_needed(name, x, y, x_test, y_test, class_names, source, seed=0) ->
         raise ConvlensError(
             f"{source}: {x.shape[0]} images but {y.shape[0]} labels; expected one label per image"
         )
+    if class_names is not None:  # labels are bounded by the class list before anything is sized by them
+        top = int(max(y.max(), y_test.max() if y_test is not None and len(y_test) else 0))
+        if top >= len(class_names):
+            raise ConvlensError(
+                f"{source}: label {top} but only {len(class_names)} class names; "
+                f"expected labels 0..{len(class_names) - 1}"
+            )
     if x_test is None:
-        train_idx, test_idx = stratified_split(y.numpy(), DEFAULT_TEST_FRACTION, seed)
+        try:
+            train_idx, test_idx = stratified_split(y.numpy(), DEFAULT_TEST_FRACTION, seed)
+        except ConvlensError as exc:
+            raise ConvlensError(f"{source}: {exc}") from None
         x, y, x_test, y_test = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
         source += f" (stratified {int(DEFAULT_TEST_FRACTION * 100)} % test split)"
     elif x_test.shape[0] != y_test.shape[0]:
@@ -369,6 +452,8 @@ def apply_image_size(dataset: Dataset, size: tuple[int, int] | None) -> Dataset:
     """Resize both splits of a bundle (no-op when ``size`` is None or already right)."""
     if size is None or tuple(dataset.input_shape[1:]) == tuple(size):
         return dataset
+    count = int(dataset.train_images.shape[0] + dataset.test_images.shape[0])
+    check_data_size(count, dataset.input_shape[0], size, dataset.train_images.element_size())
     dataset.train_images = resize_images(dataset.train_images, size)
     dataset.test_images = resize_images(dataset.test_images, size)
     return dataset

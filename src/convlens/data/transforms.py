@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -10,14 +11,17 @@ import torch.nn.functional as F
 
 from convlens.errors import ConvlensError
 
+MAX_SIDE = 4096  # pixels per side that image_size accepts
+MAX_DATA_BYTES = 4 * 2**30  # the most memory a resized data set may take (all splits together)
+
 
 def parse_image_size(value: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
     """Accept 28, "28", "32x48" or (32, 48); return (height, width) or None."""
     if value is None or value == "":
         return None
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value):
         height, width = value
-    elif isinstance(value, int):
+    elif _is_int(value):
         height = width = value
     else:
         text = str(value).lower().strip()
@@ -33,27 +37,50 @@ def parse_image_size(value: int | str | tuple[int, int] | None) -> tuple[int, in
             raise ConvlensError(
                 f"image_size: expected N or HxW (e.g. 28 or 32x48), got {value!r}", parameter="image_size"
             )
-    if not (1 <= height <= 4096 and 1 <= width <= 4096):
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise ConvlensError(
-            f"image_size: expected sides between 1 and 4096 pixels, got {height}x{width}",
+            f"image_size: expected sides between 1 and {MAX_SIDE} pixels, got {height}x{width}",
             parameter="image_size",
         )
     return int(height), int(width)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_data_size(images: int, channels: int, size: tuple[int, int], bytes_per_value: int = 1) -> None:
+    """Refuse an image_size at which ``images`` pictures would not fit in MAX_DATA_BYTES, before resizing."""
+    height, width = size
+    needed = images * channels * height * width * bytes_per_value
+    if needed > MAX_DATA_BYTES:
+        kind = "uint8" if bytes_per_value == 1 else f"{8 * bytes_per_value}-bit floats"
+        raise ConvlensError(
+            f"image_size: {height}x{width} would make the data set {images:,} x {channels} x {height} x {width} "
+            f"= {needed / 2**30:,.1f} GiB as {kind}, over the {MAX_DATA_BYTES / 2**30:g} GiB limit; "
+            "choose a smaller size",
+            parameter="image_size",
+        )
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a (N, C, H, W) batch with antialiasing, keeping the dtype (uint8 stays uint8)."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
+    if images.shape[0] == 0:
+        return images.new_zeros((0, images.shape[1], *size))
+    # chunks of at most ~256 MiB of floats bound the float copy of big sets (and of big images)
+    floats_per_image = images.shape[1] * max(images.shape[2] * images.shape[3], size[0] * size[1])
+    step = max(1, min(4096, 2**26 // floats_per_image))
     resized = []
-    for start in range(0, images.shape[0], 4096):  # chunks bound the float copy of big sets
-        chunk = images[start : start + 4096].float()
+    for start in range(0, images.shape[0], step):
+        chunk = images[start : start + step].float()
         chunk = F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False)
-        resized.append(chunk)
-    out = torch.cat(resized)
-    if images.dtype == torch.uint8:
-        return out.round_().clamp_(0, 255).to(torch.uint8)
-    return out.clamp_(0, 1)
+        if images.dtype == torch.uint8:
+            resized.append(chunk.round_().clamp_(0, 255).to(torch.uint8))
+        else:
+            resized.append(chunk.clamp_(0, 1))
+    return torch.cat(resized)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ ReLUs pass a "redirected" gradient for an image whose ordinary ReLU gradient is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -141,8 +141,12 @@ def feature_visualization(
     steps: int = 256,
     lr: float = 0.2,
     seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> FeatureVisualization:
-    """Optimize one input image per channel of ``stage`` to maximize that channel's mean activation."""
+    """Optimize one input image per channel of ``stage`` to maximize that channel's mean activation.
+
+    ``progress(steps done, steps, what)`` is called after every optimization step.
+    """
     chosen = _check_channels(model, stage, channels)
     if steps < 1:
         raise ConvlensError(f"steps: expected at least 1, got {steps}")
@@ -179,6 +183,8 @@ def feature_visualization(
                 optimizer.zero_grad()
                 real.grad, imag.grad = gradients
                 optimizer.step()
+                if progress is not None:
+                    progress(step + 1, steps, f"{stage}: {len(chosen)} channels")
         with torch.no_grad():
             final = image()
             activation = _channel_scores(_stage_output(model, stage, final, keep_graph=False), targets)

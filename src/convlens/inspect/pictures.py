@@ -55,9 +55,11 @@ def load_picture(source: str | Path) -> torch.Tensor:
         raise ConvlensError(
             f"{text}: no such file; expected an image or DICOM file, or one of: {', '.join(BUILT_IN)}"
         )
+    from convlens.data.readers import check_regular_file, decode_image, image_to_tensor
+
+    check_regular_file(path)  # before is_dicom opens it: a FIFO would block
     if is_dicom(path):
         return read_dicom(path)
-    from convlens.data.readers import decode_image, image_to_tensor
 
     rgb = decode_image(path)  # (H, W, 3) uint8
     return image_to_tensor(rgb, 1, rgb.shape[:2])[0].float() / 255.0
@@ -110,11 +112,14 @@ def read_dicom(path: str | Path) -> torch.Tensor:
         from pydicom.pixels import apply_modality_lut
     except ImportError:
         raise ConvlensError(f"{path}: reading DICOM needs pydicom (pip install 'convlens[dicom]')") from None
+    from convlens.data.readers import check_regular_file
+
+    check_regular_file(Path(path))
     try:
         dataset = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise ConvlensError(f"{path}: not a readable DICOM file ({exc})") from None
-    if "PixelData" not in dataset:
+    if not any(key in dataset for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ConvlensError(f"{path}: DICOM file has no pixel data (no image to show)")
     try:
         pixels = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64)
@@ -126,6 +131,10 @@ def read_dicom(path: str | Path) -> torch.Tensor:
         pixels = pixels[0]
     if pixels.ndim != 2:
         raise ConvlensError(f"{path}: DICOM pixel data has shape {pixels.shape}; expected a 2-D image")
+    from convlens.data.readers import count_non_finite, non_finite_error
+
+    if count_non_finite(pixels):  # float pixel data (or a modality LUT) can hold NaN or inf
+        raise non_finite_error(str(path), count_non_finite(pixels))
     gray = _unit_range(pixels)
     if str(dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         gray = 1.0 - gray  # MONOCHROME1 shows low values bright

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 
 from convlens.errors import ConvlensError
 from convlens.lab._common import EXPERIMENTS, LabResult, register_experiment
@@ -64,13 +65,24 @@ def quick_options(name: str) -> dict:
     return dict(EXPERIMENTS.get(check_experiment(name)).extras.get("quick", {}))
 
 
-def run_experiment(name: str, dataset, **options) -> LabResult:
-    """Run one experiment on a Dataset bundle; the result carries how many seconds it took."""
+def run_experiment(
+    name: str, dataset, progress: Callable[[int, int, str], None] | None = None, **options
+) -> LabResult:
+    """Run one experiment on a Dataset bundle; the result carries how many seconds it took.
+
+    ``progress(done, total, what)`` follows the experiment's coarse steps where its ``run`` takes
+    ``progress``, else it is called once at the start (0 of 1) and once at the end (1 of 1).
+    """
     entry = EXPERIMENTS.get(check_experiment(name))
     options = check_options(name, options)
+    steps = entry.accepts("progress") and progress is not None
+    if progress is not None and not steps:
+        progress(0, 1, name)
     start = time.perf_counter()
-    result = entry.function(dataset, **options)
+    result = entry.function(dataset, **options, **({"progress": progress} if steps else {}))
     result.seconds = time.perf_counter() - start
+    if progress is not None and not steps:
+        progress(1, 1, name)
     return result
 
 

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 # Every experiment registers itself at the end of its module; `convlens lab`, the report and
 # the explorer's registry endpoint read this. A new experiment is one file plus one line.
-EXPERIMENTS = Registry("lab experiment", shared_inputs=("dataset",))
+# An experiment's ``run`` may also take ``progress(done, total, what)`` to report coarse steps
+# (e.g. each model it trains); ``run_experiment`` passes it on.
+EXPERIMENTS = Registry("lab experiment", shared_inputs=("dataset", "progress"))
 
 
 def register_experiment(
@@ -97,6 +99,9 @@ def train_quick(
         augment=augment,
         label_smoothing=label_smoothing,
         device="cpu",
+        # an experiment compares models trained the same way on all its training images, for a
+        # fixed schedule: no validation split, no early stopping, the last epoch
+        validation_fraction=0.0,
     )
     with tempfile.TemporaryDirectory(prefix="convlens-lab-") as folder:
         result = fit(dataset, config, Path(folder) / "run")

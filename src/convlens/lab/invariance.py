@@ -78,8 +78,12 @@ def run(
     train_limit: int | None = None,
     test_limit: int | None = None,
     seed: int = 0,
+    progress=None,
 ) -> InvarianceResult:
-    """Accuracy and agreement against shift, for each of the three variants."""
+    """Accuracy and agreement against shift, for each of the three variants.
+
+    ``progress(variants done, variants, what)`` before each variant and at the end.
+    """
     check_positive("epochs", epochs)
     if axis not in ("horizontal", "vertical", "diagonal"):
         raise ConvlensError(f"axis must be horizontal, vertical or diagonal, got {axis!r}")
@@ -91,7 +95,9 @@ def run(
     data = subset(dataset, train_limit, test_limit, seed)
     shifts = list(range(-max_shift, max_shift + 1))
     clean, accuracy, agreement = {}, {}, {}
-    for label, (model_name, options) in VARIANTS.items():
+    for index, (label, (model_name, options)) in enumerate(VARIANTS.items()):
+        if progress is not None:
+            progress(index, len(VARIANTS), f"training and shifting: {label}")
         model, _ = train_quick(data, model_name, epochs, seed, **options)
         unshifted = predict_logits(model, data.test_images).argmax(1)  # (N,)
         clean[label] = float((unshifted == data.test_labels).float().mean())
@@ -100,6 +106,8 @@ def run(
             predicted = predict_logits(model, shift_images(data.test_images, *_move(axis, shift))).argmax(1)
             accuracy[label].append(float((predicted == data.test_labels).float().mean()))
             agreement[label].append(float((predicted == unshifted).float().mean()))
+    if progress is not None:
+        progress(len(VARIANTS), len(VARIANTS), "done")
     return InvarianceResult(
         dataset=dataset.name,
         epochs=epochs,

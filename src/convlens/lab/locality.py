@@ -74,8 +74,12 @@ def run(
     train_limit: int | None = None,
     test_limit: int | None = None,
     seed: int = 0,
+    progress=None,
 ) -> LocalityResult:
-    """Train each model on original and on pixel-shuffled images; the four test accuracies."""
+    """Train each model on original and on pixel-shuffled images; the four test accuracies.
+
+    ``progress(models trained, models to train, what)`` before each training and at the end.
+    """
     check_positive("epochs", epochs)
     data = subset(dataset, train_limit, test_limit, seed)
     height, width = data.input_shape[1:]
@@ -87,11 +91,15 @@ def run(
         f"{data.name}-shuffled",
     )
     accuracy: dict[str, dict[str, float]] = {}
-    for model in models:
-        accuracy[model] = {
-            "original": train_quick(data, model, epochs, seed)[1],
-            "shuffled": train_quick(shuffled, model, epochs, seed)[1],
-        }
+    total = 2 * len(models)
+    for index, model in enumerate(models):
+        accuracy[model] = {}
+        for offset, (kind, images) in enumerate((("original", data), ("shuffled", shuffled))):
+            if progress is not None:
+                progress(2 * index + offset, total, f"training {model} on {kind} pixels")
+            accuracy[model][kind] = train_quick(images, model, epochs, seed)[1]
+    if progress is not None:
+        progress(total, total, "done")
     return LocalityResult(
         dataset=dataset.name,
         epochs=epochs,

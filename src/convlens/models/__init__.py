@@ -4,8 +4,10 @@ from convlens.models import convnets, resnet  # noqa: F401  (registers the famil
 from convlens.models._registry import (
     Normalize,
     StagedModel,
+    check_model_options,
     create_model,
     describe_model,
+    describe_options,
     list_models,
     model_options,
     register_model,
@@ -15,9 +17,11 @@ from convlens.models.summary import count_parameters, flops_per_image
 __all__ = [
     "Normalize",
     "StagedModel",
+    "check_model_options",
     "count_parameters",
     "create_model",
     "describe_model",
+    "describe_options",
     "flops_per_image",
     "list_models",
     "model_options",

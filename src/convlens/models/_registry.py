@@ -8,16 +8,24 @@ relu1, pool1, …, fc) run one after another. Inspect, attribution and the web p
 from __future__ import annotations
 
 import inspect
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from convlens.data.bundle import MAX_CLASSES
 from convlens.errors import ConvlensError
 
 _MODELS: dict[str, Callable[..., StagedModel]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_LIMITS: dict[str, dict[str, tuple[float, float]]] = {}
+
+# The largest model create_model builds: 100 M float32 weights are 400 MB, 1.2 GB with the
+# gradients and momentum that training adds. Counted on PyTorch's "meta" device, which
+# allocates nothing, so a width of 10**6 is refused in milliseconds instead of exhausting memory.
+MAX_PARAMETERS = 100_000_000
 
 
 class Normalize(nn.Module):
@@ -55,14 +63,19 @@ class StagedModel(nn.Module):
         return list(self.body.named_children())
 
 
-def register_model(name: str) -> Callable:
-    """Decorator: register ``fn(in_shape, num_classes, mean, std, **options) -> StagedModel`` as ``name``."""
+def register_model(name: str, limits: dict[str, tuple[float, float]] | None = None) -> Callable:
+    """Decorator: register ``fn(in_shape, num_classes, mean, std, **options) -> StagedModel`` as ``name``.
+
+    ``limits`` gives the inclusive range of numeric options (``{"width": (1, 1024)}``); every
+    option's type is its default's (an int option takes ints, a bool option true or false).
+    """
 
     def decorate(fn: Callable[..., StagedModel]) -> Callable[..., StagedModel]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} registered twice")
         _MODELS[name] = fn
         _DESCRIPTIONS[name] = (fn.__doc__ or "").strip().splitlines()[0]
+        _LIMITS[name] = dict(limits or {})
         return fn
 
     return decorate
@@ -93,6 +106,96 @@ def _check_name(name: str) -> None:
         raise ConvlensError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
 
 
+def _kind(default) -> str | None:
+    """The type an option takes, from its default: bool, int, float, str (None: anything)."""
+    for kind in (bool, int, float, str):  # bool first: True is also an int
+        if isinstance(default, kind):
+            return kind.__name__
+    return None
+
+
+def _text(value) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
+def _describe_option(name: str, option: str, default) -> str:
+    kind, limits = _kind(default), _LIMITS.get(name, {}).get(option)
+    if kind == "bool":
+        what = "true/false"
+    elif limits:
+        what = f"{kind} {limits[0]:g}..{limits[1]:g}"
+    else:
+        what = kind or "any"
+    return f"{option} ({what}, default {_text(default)})"
+
+
+def describe_options(name: str) -> str:
+    """The options of a model as one line: ``width (int 1..1024, default 16), batchnorm (true/false, ...)``."""
+    options = model_options(name)
+    return ", ".join(_describe_option(name, key, value) for key, value in options.items()) or "none"
+
+
+def check_model_options(name: str, options: dict) -> None:
+    """Refuse an unknown option, a value of the wrong type or one outside the model's range.
+
+    The error names the ``model_options`` parameter and lists every valid option with its
+    type, range and default, so a typo is fixed from the message alone.
+    """
+    _check_name(name)
+    valid = model_options(name)
+    listing = f"valid options for {name}: {describe_options(name)}"
+    for key, value in options.items():
+        if key not in valid:
+            raise ConvlensError(
+                f"model_options: {name} has no option {key!r}; {listing}", parameter="model_options"
+            )
+        kind, limits = _kind(valid[key]), _LIMITS[name].get(key)
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if ok and limits and kind in ("int", "float"):
+            ok = limits[0] <= value <= limits[1]
+        if not ok:
+            expected = "true or false" if kind == "bool" else f"{'an' if kind == 'int' else 'a'} {kind}"
+            if limits and kind in ("int", "float"):
+                expected += f" from {limits[0]:g} to {limits[1]:g}"
+            raise ConvlensError(
+                f"model_options: {key} must be {expected}, got {_text(value)}; {listing}",
+                parameter="model_options",
+            )
+
+
+def _check_size(
+    name: str, build: Callable[[], StagedModel], in_shape, num_classes: int, options: dict
+) -> None:
+    """Build the model on the meta device (no memory) and refuse it beyond MAX_PARAMETERS."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            parameters = sum(p.numel() for p in build().parameters())
+    except ConvlensError:
+        raise
+    except Exception:  # a plugin that cannot be built on "meta": the real build decides
+        return
+    if parameters <= MAX_PARAMETERS:
+        return
+    chosen = ", ".join(f"{k}={_text(v)}" for k, v in options.items())
+    shape = "x".join(map(str, in_shape))
+    what = f"{name} with {chosen}" if chosen else name
+    raise ConvlensError(
+        f"{'model_options: ' if chosen else ''}{what} for {shape} input and {num_classes} classes would have "
+        f"{parameters:,} parameters, over the limit of {MAX_PARAMETERS:,}; choose smaller options or a "
+        "smaller input (choose with image_size)",
+        parameter="model_options" if chosen else None,
+    )
+
+
 def create_model(
     name: str,
     in_shape: Sequence[int],
@@ -106,19 +209,24 @@ def create_model(
     in_shape = tuple(int(s) for s in in_shape)
     if len(in_shape) != 3 or in_shape[0] < 1 or min(in_shape) < 1:
         raise ConvlensError(f"input shape must be C x H x W with positive sides, got {in_shape}")
-    if num_classes < 2:
-        raise ConvlensError(f"num_classes must be at least 2, got {num_classes}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConvlensError(f"num_classes must be at least 2, got {num_classes}", parameter="num_classes")
+    if num_classes > MAX_CLASSES:
+        raise ConvlensError(
+            f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,}", parameter="num_classes"
+        )
     channels = in_shape[0]
     mean = tuple(mean) if mean is not None else (0.5,) * channels
     std = tuple(std) if std is not None else (0.5,) * channels
     if len(mean) != channels or len(std) != channels:
         raise ConvlensError(f"normalization needs {channels} mean/std values, got {len(mean)}/{len(std)}")
-    unknown = set(options) - set(model_options(name))
-    if unknown:
-        raise ConvlensError(
-            f"model {name!r} has no option {sorted(unknown)[0]!r}; options: {sorted(model_options(name))}"
-        )
-    model = _MODELS[name](in_shape=in_shape, num_classes=num_classes, mean=mean, std=std, **options)
+    check_model_options(name, options)
+
+    def build() -> StagedModel:
+        return _MODELS[name](in_shape=in_shape, num_classes=num_classes, mean=mean, std=std, **options)
+
+    _check_size(name, build, in_shape, num_classes, options)
+    model = build()
     model.arguments = {
         "name": name,
         "in_shape": list(in_shape),

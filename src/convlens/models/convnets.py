@@ -17,7 +17,7 @@ def _conv_block(index: int, in_channels: int, out_channels: int, batchnorm: bool
     return stages
 
 
-@register_model("convnet")
+@register_model("convnet", limits={"width": (1, 1024), "blocks": (1, 8)})
 def convnet(
     in_shape,
     num_classes,
@@ -46,7 +46,7 @@ def convnet(
     return StagedModel(stages, in_shape, num_classes)
 
 
-@register_model("tinyvgg")
+@register_model("tinyvgg", limits={"channels": (1, 1024), "padding": (0, 2)})
 def tinyvgg(in_shape, num_classes, mean, std, channels: int = 10, padding: int = 1) -> StagedModel:
     """CNN Explainer's Tiny VGG: (conv3x3-ReLU-conv3x3-ReLU-maxpool) x 2, then a linear layer."""
     stages: list = [("normalize", Normalize(mean, std))]
@@ -88,7 +88,7 @@ def lenet5(in_shape, num_classes, mean, std) -> StagedModel:
     return StagedModel(stages, in_shape, num_classes)
 
 
-@register_model("mlp")
+@register_model("mlp", limits={"hidden": (2, 65536)})
 def mlp(in_shape, num_classes, mean, std, hidden: int = 256) -> StagedModel:
     """Dense baseline: flatten the image, two hidden layers, no convolution (for comparison)."""
     features = in_shape[0] * in_shape[1] * in_shape[2]

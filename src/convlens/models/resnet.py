@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
         return self.relu2(residual + self.shortcut(x))
 
 
-@register_model("resnet8")
+@register_model("resnet8", limits={"width": (1, 1024)})
 def resnet8(in_shape, num_classes, mean, std, width: int = 16) -> StagedModel:
     """Small ResNet: stem conv + three residual blocks (width, 2x, 4x; stride 2 twice) + global average pool."""
     stages = [

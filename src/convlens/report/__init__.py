@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,9 +249,16 @@ def _lab(lab_dir: Path) -> Section:
 
 
 def report_sections(
-    run_dir: str | Path, data: str | None = None, eps: float = 0.1, lab_dir: str | Path | None = None
+    run_dir: str | Path,
+    data: str | None = None,
+    eps: float = 0.1,
+    lab_dir: str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[Run, list[Section]]:
-    """(the run, the report's sections)."""
+    """(the run, the report's sections).
+
+    ``progress(sections done, sections, what)`` is called before each section and once at the end.
+    """
     from convlens.attacks import check_eps
 
     check_eps(eps)
@@ -259,17 +267,24 @@ def report_sections(
     probabilities = run.predict(images)  # (N, classes)
     lab_dir = Path(lab_dir) if lab_dir is not None else run.folder / "lab"
     sample = int(torch.nonzero(probabilities.argmax(1) == labels).flatten()[0]) if labels.numel() else 0
-    sections = [
-        _overview(run),
-        _training(run),
-        _confusion(run, labels, probabilities.argmax(1), spec),
-        _misclassified(run, images, labels, probabilities),
-        _filters(run.model),
-        _feature_maps(run, images[sample], int(labels[sample])),
-        _attributions(run, images[sample], int(labels[sample])),
-        _attacks(run, images, labels, eps),
-        _lab(lab_dir),
+    builders = [
+        ("overview", lambda: _overview(run)),
+        ("training curves", lambda: _training(run)),
+        ("confusion matrix", lambda: _confusion(run, labels, probabilities.argmax(1), spec)),
+        ("misclassified images", lambda: _misclassified(run, images, labels, probabilities)),
+        ("filters", lambda: _filters(run.model)),
+        ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
+        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]))),
+        ("attacks", lambda: _attacks(run, images, labels, eps)),
+        ("lab results", lambda: _lab(lab_dir)),
     ]
+    sections = []
+    for done, (what, build) in enumerate(builders):
+        if progress is not None:
+            progress(done, len(builders), what)
+        sections.append(build())
+    if progress is not None:
+        progress(len(builders), len(builders), "done")
     return run, sections
 
 
@@ -298,11 +313,15 @@ def build_report(
     data: str | None = None,
     eps: float = 0.1,
     lab_dir: str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
-    """Write the report of ``run_dir`` to ``out_file`` (default RUN_DIR/report.html); returns its path."""
+    """Write the report of ``run_dir`` to ``out_file`` (default RUN_DIR/report.html); returns its path.
+
+    ``progress(sections done, sections, what)``: see ``report_sections``.
+    """
     from convlens.checkpoint import atomic_write
 
-    run, sections = report_sections(run_dir, data, eps, lab_dir)
+    run, sections = report_sections(run_dir, data, eps, lab_dir, progress)
     out_path = Path(out_file) if out_file is not None else run.folder / "report.html"
     if out_path.is_dir():
         raise ConvlensError(

@@ -39,6 +39,11 @@ class Prediction(BaseModel):
     source: str = Field(description="where the image came from: an upload or a test image")
     label: int | None = Field(description="true class of a test image, else null")
     input: PackedTensor = Field(description="the model's input (C, H, W), pixels in [0, 1]")
+    inverted: bool = Field(description="the input is 1 − the image's pixels (the form's invert)")
+    shift: dict | None = Field(
+        description="how far the input is from the training images: is_far, looks_inverted, message "
+        "and the numbers (convlens.shift.ShiftCheck); null when the checkpoint has no mean/std"
+    )
     probabilities: list[float] = Field(description="softmax probability per class")
     top: list[ClassProbability]
 
@@ -57,7 +62,13 @@ class ActivationsResponse(Prediction):
 
 
 def image_json(image: ModelInput) -> dict:
-    return {"source": image.source, "label": image.label, "input": packed(image.pixels)}
+    return {
+        "source": image.source,
+        "label": image.label,
+        "input": packed(image.pixels),
+        "inverted": image.inverted,
+        "shift": image.shift,
+    }
 
 
 def probabilities_json(probabilities: torch.Tensor, class_names: list[str]) -> dict:

@@ -36,11 +36,12 @@ def image_request(
         "canvas; converted to the model's input like `convlens predict` does",
     ),
     test_index: int | None = Form(None, description="or: the index of one of the run's test images"),
+    invert: bool = Form(False, description="use 1 − pixels: a dark-on-light image for a light-on-dark model"),
 ) -> ImageRequest:
-    """The run and its input image, from a multipart form with ``image`` or ``test_index``."""
+    """The run and its input image, from a multipart form with ``image`` or ``test_index`` (and ``invert``)."""
     run = get_run(request, run_id)
     data = name = None
     if image is not None:
         data = image.file.read(MAX_UPLOAD_BYTES + 1)  # one byte more than allowed tells "too big"
         name = image.filename
-    return ImageRequest(run, model_input(run, data, name, test_index))
+    return ImageRequest(run, model_input(run, data, name, test_index, invert))

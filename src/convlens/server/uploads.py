@@ -49,6 +49,8 @@ class ModelInput:
     pixels: torch.Tensor  # (C, H, W) float32 in [0, 1]
     source: str  # "upload 'x.png'" or "test image 12"
     label: int | None = None  # the true class of a test image
+    inverted: bool = False  # the pixels are 1 − the image's (the page's invert toggle)
+    shift: dict | None = None  # how far it is from the training images (``convlens.shift``)
 
     @property
     def batch(self) -> torch.Tensor:
@@ -112,11 +114,22 @@ def test_image(run: LoadedRun, index: int) -> ModelInput:
     return ModelInput(to_float(images[index]), f"test image {index}", int(labels[index]))
 
 
-def model_input(run: LoadedRun, data: bytes | None, name: str | None, test_index: int | None) -> ModelInput:
-    """Exactly one of an uploaded image or a test index → the model's input."""
+def model_input(
+    run: LoadedRun, data: bytes | None, name: str | None, test_index: int | None, invert: bool = False
+) -> ModelInput:
+    """Exactly one of an uploaded image or a test index → the model's input (``invert``: 1 − pixels),
+    checked against the training images (``Run.check_shift``)."""
+    from convlens.shift import invert as inverted
+
     if (data is None) == (test_index is None):
         raise ConvlensError("send exactly one of: an 'image' file (PNG/JPEG…) or a 'test_index'")
     if test_index is not None:
-        return test_image(run, test_index)
-    name = name or "image"
-    return ModelInput(decode_upload(data, name, run.input_shape), f"upload {name!r}")
+        found = test_image(run, test_index)
+    else:
+        name = name or "image"
+        found = ModelInput(decode_upload(data, name, run.input_shape), f"upload {name!r}")
+    if invert:
+        found.pixels, found.inverted = inverted(found.pixels), True
+    check = run.run.check_shift(found.pixels)
+    found.shift = None if check is None else check.to_json()
+    return found

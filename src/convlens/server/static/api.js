@@ -18,15 +18,20 @@ export async function postJSON(url, value) {
   );
 }
 
-// An image endpoint: the current input (a drawn/uploaded blob or a test index) plus form fields.
+// An image endpoint: the current input (a drawn/uploaded blob or a test index, maybe inverted)
+// plus form fields. Every answer says how far the input is from the training images ("shift");
+// the input panel shows it (an "input-checked" event on document, whichever view asked).
 export async function postImage(url, input, fields = {}) {
   const form = new FormData();
   if (input.kind === "test") form.append("test_index", String(input.index));
   else form.append("image", input.blob, input.name || "drawing.png");
+  if (input.invert) form.append("invert", "true");
   for (const [key, value] of Object.entries(fields)) {
     if (value !== null && value !== undefined && value !== "") form.append(key, String(value));
   }
-  return answer(await fetch(url, { method: "POST", body: form }));
+  const body = await answer(await fetch(url, { method: "POST", body: form }));
+  if ("shift" in body) document.dispatchEvent(new CustomEvent("input-checked", { detail: body }));
+  return body;
 }
 
 // A packed float32 tensor {shape, b64} → {shape, data: Float32Array}.

@@ -1,5 +1,6 @@
 // The input panel: draw with mouse or touch, upload a file, or pick a test image.
-// The canvas is sent as PNG; the server downsamples it to the model's input.
+// The canvas is sent as PNG; the server downsamples it to the model's input. The invert toggle
+// sends 1 − pixels; a badge says when the input is far from the training images.
 
 import { getJSON, unpack } from "./api.js";
 import { el, gray, message, paintImage, paintPlane } from "./draw.js";
@@ -14,6 +15,8 @@ export class InputPanel {
     this.seen = document.getElementById("seen-canvas");
     this.overlay = document.getElementById("seen-overlay");
     this.strip = document.getElementById("test-strip");
+    this.invertBox = document.getElementById("invert-input");
+    this.badge = document.getElementById("shift-badge");
     this.input = null;
     this.drawing = false;
     this.clear(false);
@@ -24,6 +27,30 @@ export class InputPanel {
     }
     document.getElementById("clear-button").addEventListener("click", () => this.clear(true));
     document.getElementById("upload-input").addEventListener("change", (e) => this.upload(e.target.files[0]));
+    this.invertBox.addEventListener("change", () => {
+      if (this.input) this.changed({ ...this.input });
+    });
+    document.addEventListener("input-checked", (e) => this.showShift(e.detail.shift, e.detail.inverted));
+  }
+
+  // every new input carries the invert toggle's state
+  changed(input) {
+    this.input = { ...input, invert: this.invertBox.checked };
+    this.onChange(this.input);
+  }
+
+  // The server's check of the input against the training images (convlens.shift): a badge when far.
+  showShift(shift, inverted) {
+    const far = Boolean(shift && shift.is_far);
+    this.badge.hidden = !far;
+    this.badge.classList.toggle("inverted", far && shift.looks_inverted);
+    this.badge.dataset.reason = far ? shift.reason : "";
+    if (!far) {
+      this.badge.textContent = "";
+      return;
+    }
+    const hint = shift.looks_inverted ? (inverted ? " Try turning invert off." : " Try the invert toggle.") : "";
+    this.badge.textContent = `${shift.message}.${hint}`;
   }
 
   clear(notify) {
@@ -76,10 +103,7 @@ export class InputPanel {
   }
 
   sendCanvas() {
-    this.canvas.toBlob((blob) => {
-      this.input = { kind: "blob", blob, name: "drawing.png" };
-      this.onChange(this.input);
-    }, "image/png");
+    this.canvas.toBlob((blob) => this.changed({ kind: "blob", blob, name: "drawing.png" }), "image/png");
   }
 
   upload(file) {
@@ -93,8 +117,7 @@ export class InputPanel {
       URL.revokeObjectURL(url);
     };
     picture.src = url;
-    this.input = { kind: "blob", blob: file, name: file.name };
-    this.onChange(this.input);
+    this.changed({ kind: "blob", blob: file, name: file.name });
   }
 
   pickTest(item) {
@@ -102,8 +125,7 @@ export class InputPanel {
     const small = paintImage(document.createElement("canvas"), pixels);
     this.ctx.imageSmoothingEnabled = false;
     this.ctx.drawImage(small, 0, 0, this.canvas.width, this.canvas.height);
-    this.input = { kind: "test", index: item.index, label: item.label };
-    this.onChange(this.input);
+    this.changed({ kind: "test", index: item.index, label: item.label });
   }
 
   async loadTestImages(runId) {

@@ -1,0 +1,391 @@
+"""``fit()``: train, guard against divergence, choose the epoch to keep, diagnose, save.
+
+Every decision looks at the validation split (``train.validation``); the test split is
+evaluated each epoch for the curves and the final report only. ``model.*`` is the epoch
+``train.selection`` chooses; ``best.*`` the best epoch on validation; ``last.*`` everything an
+exact ``resume`` needs (weights, optimizer, schedule, random generator, guard and early-stopping
+state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from convlens.checkpoint import (
+    atomic_write,
+    read_checkpoint,
+    restore_optimizer_state,
+    save_checkpoint,
+    split_optimizer_state,
+)
+from convlens.data import Dataset
+from convlens.errors import ConvlensError
+from convlens.metrics import classification_summary
+from convlens.train.diagnostics import diagnose
+from convlens.train.guard import DivergenceGuard, weights_finite
+from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
+from convlens.train.progress import Progress
+from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
+from convlens.train.selection import choose_epoch, score
+from convlens.train.validation import Split, validation_split
+
+log = logging.getLogger("convlens")
+
+
+@dataclass
+class TrainResult:
+    """What fit() returns: final metrics, per-epoch history, the epoch kept and why, findings."""
+
+    test_accuracy: float  # of model.* (the kept epoch), on the test split
+    best_accuracy: float  # the best validation accuracy (test accuracy when there is no validation)
+    best_epoch: int
+    epochs: int  # epochs trained (fewer than planned after early stopping)
+    train_seconds: float
+    history: list[dict]
+    checkpoint: str
+    run_dir: str
+    class_names: list[str]
+    per_class: list[dict]  # {"class", "precision", "recall", "support"} on the test split
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    selected_epoch: int = 0  # the epoch whose weights are model.*
+    selection: str = ""  # why that epoch
+    stopped: str | None = None  # why training ended before its last epoch, if it did
+    validation: dict = field(default_factory=dict)  # the split's sizes and rule
+    diagnostics: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _dataset_facts(dataset: Dataset) -> dict:
+    return {
+        "name": dataset.name,
+        "spec": dataset.spec,
+        "fingerprint": dataset.fingerprint(),
+        "source": dataset.source,
+        "input_shape": list(dataset.input_shape),
+        "train": int(dataset.train_labels.shape[0]),
+        "test": int(dataset.test_labels.shape[0]),
+    }
+
+
+def fit(
+    dataset: Dataset,
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    observer: TrainingObserver | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``dataset``; write checkpoints and metrics.jsonl to ``run_dir``."""
+    from convlens.models import create_model
+
+    config.check()
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConvlensError(f"run_dir {run_dir}: exists and is not a folder", parameter="run_dir")
+    facts = _dataset_facts(dataset)
+    meta = state = None
+    if resume:
+        if not (run_dir / "last.json").is_file():
+            raise ConvlensError(f"resume: {run_dir} has no last.json to resume from", parameter="resume")
+        _, model, meta, state = read_checkpoint(run_dir / "last.json")
+        saved = TrainConfig(**meta["training"])
+        if config.epochs is not None and config.epochs != saved.epochs:
+            raise ConvlensError(
+                f"resume continues the saved {saved.epochs}-epoch schedule; got epochs={config.epochs}",
+                parameter="resume",
+            )
+        if meta["dataset"]["fingerprint"] != facts["fingerprint"]:
+            raise ConvlensError(
+                f"resume: {run_dir} was trained on different data ({meta['dataset']['name']})",
+                parameter="resume",
+            )
+        config = saved
+        split = validation_split(dataset, config.validation_fraction)
+    else:
+        if ((run_dir / "model.json").exists() or (run_dir / "last.json").exists()) and not overwrite:
+            raise ConvlensError(
+                f"run_dir {run_dir}: already holds a run; pass resume=True to continue it or "
+                "overwrite=True to replace it",
+                parameter="run_dir",
+            )
+        split = validation_split(dataset, config.validation_fraction)
+        config = resolve_defaults(config, dataset, train_images=int(split.train_labels.shape[0]))
+        torch.manual_seed(config.seed)  # weight initialization
+        model = create_model(
+            config.model,
+            dataset.input_shape,
+            dataset.num_classes,
+            dataset.mean,
+            dataset.std,
+            **config.model_options,
+        )
+    training = _Training(dataset, config, run_dir, split, facts, observer or _Silent())
+    return training.run(model, meta, state)
+
+
+class _Training:
+    """One run of the epoch loop, with what every epoch needs at hand."""
+
+    def __init__(self, dataset, config: TrainConfig, run_dir: Path, split: Split, facts: dict, observer):
+        self.dataset, self.config, self.run_dir, self.split = dataset, config, run_dir, split
+        self.observer = observer
+        self.common = {  # what every checkpoint of the run says about it
+            "class_names": dataset.class_names,
+            "training": asdict(config),
+            "dataset": facts,
+            "validation": split.describe(),
+            "normalization": {
+                "mean": list(dataset.mean),
+                "std": list(dataset.std),
+                "source": dataset.normalization_source,
+            },
+        }
+
+    def run(self, model, meta: dict | None, state: dict | None) -> TrainResult:
+        config, split = self.config, self.split
+        device = resolve_device(config.device)
+        self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+        )
+        self.steps_per_epoch = math.ceil(split.train_labels.shape[0] / config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.lr,
+            pct_start=config.pct_start,
+            total_steps=config.epochs * self.steps_per_epoch,
+        )
+        self.guard = DivergenceGuard()
+        progress = Progress()
+        if meta is not None:  # resume exactly where last.* left off
+            restore_optimizer_state(
+                self.optimizer, {k: v.to(device) for k, v in state.items()}, meta["resume"]["optimizer"]
+            )
+            self.scheduler.load_state_dict(meta["resume"]["scheduler"])
+            self.generator.set_state(state["rng.generator"])
+            progress = Progress.restored(meta, self.guard)
+        self.best_state = None  # the best epoch's weights in memory (after a resume: best.* on disk)
+        announce = getattr(self.observer, "start_training", None)  # optional: the CLI prints the recipe
+        if announce is not None:
+            announce(config, split.describe())
+        test = self._epochs(progress)
+        if not progress.history:
+            raise ConvlensError("no epoch was trained; nothing to save")
+        selection = choose_epoch(
+            progress.history, progress.best_epoch, 0 if not split.has_validation else len(split.val_labels)
+        )
+        if selection["epoch"] != progress.history[-1]["epoch"]:
+            log.warning(selection["reason"])
+            self._load_best()
+            test = None
+        if test is None:  # resumed a finished run, or kept an earlier epoch: evaluate the kept weights
+            test = evaluate(
+                self.model, self.dataset.test_images, self.dataset.test_labels, config.eval_batch_size
+            )
+        return self._finish(progress, test, selection)
+
+    def _epochs(self, progress: Progress) -> dict | None:
+        """Train until the schedule ends or a stop rule fires; returns the last test evaluation."""
+        config, split, guard = self.config, self.split, self.guard
+        guard.keep(progress.next_epoch - 1, self.model, self.optimizer, self.scheduler, self.generator)
+        epoch, test = progress.next_epoch, None
+        while epoch <= config.epochs and not progress.stopped:
+            self.observer.start_epoch(epoch, config.epochs, self.steps_per_epoch)
+            row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(
+                train_one_epoch(
+                    self.model,
+                    split.train_images,
+                    split.train_labels,
+                    self.optimizer,
+                    self.scheduler,
+                    config,
+                    self.generator,
+                    self.observer,
+                )
+            )
+            val = None
+            if split.has_validation:
+                val = evaluate(self.model, split.val_images, split.val_labels, config.eval_batch_size)
+            problem = guard.problem(row["train_loss"], val["test_loss"] if val else None, self.model)
+            if problem:  # undo the epoch, lower the schedule, run it again (or stop: TrainingDiverged)
+                event = guard.roll_back(
+                    epoch, problem, self.model, self.optimizer, self.scheduler, self.generator, config.lr
+                )
+                log.warning(
+                    "epoch %d: %s; rolled back to epoch %d and lowered the peak learning rate to %.3g",
+                    epoch,
+                    problem.reason,
+                    event["rolled_back_to"],
+                    event["peak_lr"],
+                )
+                continue
+            guard.accept(val["test_loss"] if val else None)
+            test = evaluate(
+                self.model, self.dataset.test_images, self.dataset.test_labels, config.eval_batch_size
+            )
+            if val:
+                row.update(val_accuracy=val["test_accuracy"], val_loss=val["test_loss"])
+            row.update(
+                test_accuracy=test["test_accuracy"],
+                test_loss=test["test_loss"],
+                train_seconds=progress.train_seconds + row["epoch_seconds"],
+                lr_scale=guard.lr_scale,
+            )
+            progress.history.append(row)
+            self._judge(progress, row)
+            self._save_last(progress)
+            self.observer.end_epoch(row)
+            guard.keep(epoch, self.model, self.optimizer, self.scheduler, self.generator)
+            epoch += 1
+        if progress.stopped:
+            log.info("%s; stopped after epoch %d of %d", progress.stopped, epoch - 1, config.epochs)
+        return test
+
+    def _judge(self, progress: Progress, row: dict) -> None:
+        """Best epoch so far (saved as best.*), and whether a stop rule fires."""
+        config = self.config
+        if "val_accuracy" in row:
+            if score(row) > progress.best_score:
+                progress.best_epoch, progress.best_score, progress.stale = row["epoch"], score(row), 0
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                save_checkpoint(
+                    self.run_dir / "best",
+                    self.model,
+                    {**self.common, "metrics": _epoch_metrics(row), "history": progress.history},
+                )
+            else:
+                progress.stale += 1
+            warmed_up = row["epoch"] >= config.pct_start * config.epochs
+            if config.early_stopping and progress.stale >= config.early_stopping and warmed_up:
+                progress.stopped = f"early stopping: no better validation score for {progress.stale} epochs"
+        more = row["epoch"] < config.epochs
+        if (
+            not progress.stopped
+            and config.max_seconds
+            and row["train_seconds"] >= config.max_seconds
+            and more
+        ):
+            progress.stopped = f"time budget of {config.max_seconds:g} s reached"
+
+    def _save_last(self, progress: Progress) -> None:
+        optimizer_tensors, optimizer_plain = split_optimizer_state(self.optimizer)
+        resume = {
+            **progress.saved(self.guard),
+            "optimizer": optimizer_plain,
+            "scheduler": self.scheduler.state_dict(),
+        }
+        save_checkpoint(
+            self.run_dir / "last",
+            self.model,
+            {
+                **self.common,
+                "metrics": _epoch_metrics(progress.history[-1]),
+                "history": progress.history,
+                "resume": resume,
+            },
+            state_tensors={**optimizer_tensors, "rng.generator": self.generator.get_state()},
+        )
+        _write_metrics(self.run_dir, progress.history)
+
+    def _load_best(self) -> None:
+        if self.best_state is None:  # resumed after the best epoch: its weights are in best.*
+            _, best_model, _, _ = read_checkpoint(self.run_dir / "best.json")
+            self.best_state = best_model.state_dict()
+        self.model.load_state_dict(self.best_state)
+
+    def _finish(self, progress: Progress, test: dict, selection: dict) -> TrainResult:
+        dataset, split, history = self.dataset, self.split, progress.history
+        per_class, confusion = classification_summary(
+            dataset.test_labels, test["predictions"], dataset.class_names
+        )
+        held_out, name = (
+            (split.val_images, "validation") if split.has_validation else (dataset.test_images, "test")
+        )
+        findings = diagnose(
+            self.model,
+            held_out,
+            name,
+            history,
+            self.guard.events,
+            split.train_labels,
+            dataset.class_names,
+            selection,
+        )
+        for row in history:
+            row["selected"] = row["epoch"] == selection["epoch"]
+        best_epoch = progress.best_epoch or selection["epoch"]
+        best_row = next(row for row in history if row["epoch"] == best_epoch)
+        best_accuracy = best_row.get("val_accuracy", best_row["test_accuracy"])
+        summary = {
+            "test_accuracy": test["test_accuracy"],
+            "test_loss": test["test_loss"],
+            "epochs": len(history),
+            "planned_epochs": self.config.epochs,
+            "train_seconds": progress.train_seconds,
+            "best_accuracy": best_accuracy,
+            "best_epoch": best_epoch,
+            "selected_epoch": selection["epoch"],
+            "selection": selection["reason"],
+            "stopped": progress.stopped,
+            "rollbacks": self.guard.events,
+            "per_class": per_class,
+            "confusion": confusion,
+        }
+        if not weights_finite(self.model) or not math.isfinite(test["test_loss"]):
+            raise ConvlensError("training produced non-finite numbers; nothing was saved as model.*")
+        diagnostics = [finding.to_json() for finding in findings]
+        checkpoint = save_checkpoint(
+            self.run_dir / "model",
+            self.model,
+            {**self.common, "metrics": summary, "history": history, "diagnostics": diagnostics},
+        )
+        _write_metrics(self.run_dir, history)
+        return TrainResult(
+            test_accuracy=test["test_accuracy"],
+            best_accuracy=best_accuracy,
+            best_epoch=best_epoch,
+            epochs=len(history),
+            train_seconds=progress.train_seconds,
+            history=history,
+            checkpoint=str(checkpoint),
+            run_dir=str(self.run_dir),
+            class_names=dataset.class_names,
+            per_class=per_class,
+            confusion=confusion,
+            selected_epoch=selection["epoch"],
+            selection=selection["reason"],
+            stopped=progress.stopped,
+            validation=split.describe(),
+            diagnostics=diagnostics,
+        )
+
+
+def _epoch_metrics(row: dict) -> dict:
+    keys = (
+        "epoch",
+        "test_accuracy",
+        "test_loss",
+        "train_accuracy",
+        "train_seconds",
+        "val_accuracy",
+        "val_loss",
+    )
+    return {key: row[key] for key in keys if key in row}
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())
