@@ -235,3 +235,20 @@ def test_spikes_are_undone_three_times_then_let_through_but_nan_is_fatal():
         guard.roll_back(3, nan, model, optimizer, scheduler, generator, peak_lr=0.1)
     with pytest.raises(TrainingDiverged, match="lr: training diverged at epoch 3"):
         guard.roll_back(3, nan, model, optimizer, scheduler, generator, peak_lr=0.1)
+
+
+def test_report_and_model_card_show_the_kept_epoch_and_diagnostics(digits_run):
+    from fastapi.testclient import TestClient
+
+    from convlens.report import report_sections
+    from convlens.run import Run
+    from convlens.server import create_app
+
+    run = Run.open(digits_run)
+    assert run.validation["validation"] == 144 and isinstance(run.diagnostics, list)
+    _, sections = report_sections(digits_run)
+    training = next(section for section in sections if section.id == "training")
+    assert "144 images held out" in training.text and f"epoch {run.metrics['selected_epoch']}" in training.text
+    card = TestClient(create_app([digits_run])).get(f"/api/runs/{digits_run.name}").json()
+    assert card["validation"] == run.validation and card["diagnostics"] == run.diagnostics
+    assert card["metrics"]["selection"] == run.metrics["selection"]

@@ -34,6 +34,8 @@ class Run:
     history: list[dict]  # one row per epoch
     dataset: dict  # {"name", "spec", "fingerprint", "source", ...} of the training data
     versions: dict
+    validation: dict  # the validation split's sizes and rule ({} for runs from before it)
+    diagnostics: list[dict]  # what training found wrong: {"kind", "severity", "message", "action"}
     metadata: dict = field(repr=False)  # the whole JSON, for fields not typed above
 
     @classmethod
@@ -62,6 +64,8 @@ class Run:
             history=section("history", list),
             dataset=section("dataset", dict),
             versions=section("versions", dict),
+            validation=section("validation", dict),
+            diagnostics=section("diagnostics", list),
             metadata=meta,
         )
 

@@ -67,6 +67,7 @@ def _overview(run: Run) -> Section:
 
 def _training(run: Run) -> Section:
     from convlens.views import plots
+    from convlens.views.tables import diagnostics_table
 
     history = run.history
     if not history:
@@ -74,9 +75,28 @@ def _training(run: Run) -> Section:
     return Section(
         "training",
         "Training curves",
-        text=f"{len(history)} epochs; held-out = the data set's test split.",
+        text=_training_text(run),
         images=[_image(plots.training_curves(history), "training curves")],
+        tables=[_table(diagnostics_table(run.diagnostics))] if run.diagnostics else [],
     )
+
+
+def _training_text(run: Run) -> str:
+    """Which split every curve is of, which epoch is the model and why."""
+    text = f"{len(run.history)} epochs. "
+    if run.validation.get("validation"):
+        text += (
+            f"Validation: {run.validation['validation']} images held out of the training split; it chose the "
+            "kept epoch, stopped early and watched for divergence. Test: the data set's test split, only "
+            "reported. "
+        )
+    else:
+        text += "Held-out = the data set's test split. "
+    if run.metrics.get("selection"):
+        text += f"The model is epoch {run.metrics['selected_epoch']}: {run.metrics['selection']}."
+    if run.metrics.get("stopped"):
+        text += f" {run.metrics['stopped'].capitalize()}."
+    return text
 
 
 def _confusion(run: Run, labels, predictions, spec: str) -> Section:

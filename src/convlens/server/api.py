@@ -129,6 +129,8 @@ def _build_card(run: LoadedRun) -> dict:
         "stages": stages,
         "history": trained.history,
         "metrics": trained.metrics,
+        "validation": trained.validation,
+        "diagnostics": trained.diagnostics,
     }
 
 

@@ -112,3 +112,12 @@ def robustness_table(curve) -> Table:
         ["ε", *labels.values()],
         [[f"{eps:g}", *[percent(curve.accuracy[m][i]) for m in labels]] for i, eps in enumerate(curve.eps)],
     )
+
+
+def diagnostics_table(diagnostics: list[dict]) -> Table:
+    """What training found wrong (``model.json`` "diagnostics"): severity, finding, what to try."""
+    return Table(
+        "what training found (diagnostics)",
+        ["", "finding", "what to try"],
+        [[d["severity"], d["message"], d["action"]] for d in diagnostics],
+    )

@@ -36,6 +36,11 @@ function lineChart(title, epochs, series, { min = null, max = null, asPercent = 
   return chart;
 }
 
+function validationSeries(history, key) {
+  if (!history.some((r) => r[key] !== undefined)) return [];
+  return [{ name: "validation", values: history.map((r) => r[key] ?? null), colour: "#20a060" }];
+}
+
 export class ModelCard {
   constructor() {
     this.box = document.getElementById("card");
@@ -58,16 +63,35 @@ export class ModelCard {
       parts.push(el("div", { class: "charts" },
         lineChart("accuracy per epoch", epochs, [
           { name: "train", values: history.map((r) => r.train_accuracy), colour: "#e07020" },
+          ...validationSeries(history, "val_accuracy"),
           { name: "test", values: history.map((r) => r.test_accuracy), colour: "#2060c0" },
         ], { asPercent: true }),
         lineChart("loss per epoch", epochs, [
           { name: "train", values: history.map((r) => r.train_loss), colour: "#e07020" },
+          ...validationSeries(history, "val_loss"),
           { name: "test", values: history.map((r) => r.test_loss), colour: "#2060c0" },
         ], { min: 0 })));
     }
+    parts.push(this.training(metrics, card.validation || {}, card.diagnostics || []));
     if (metrics.confusion) parts.push(this.confusion(metrics.confusion, card.class_names));
     if (metrics.per_class) parts.push(this.perClass(metrics.per_class));
     this.box.replaceChildren(...parts);
+  }
+
+  // Which epoch is the model, on which images that was decided, and what training found wrong.
+  training(metrics, validation, diagnostics) {
+    const facts = [];
+    if (metrics.selected_epoch) facts.push(el("p", { id: "card-selection", text: `the model is epoch ${metrics.selected_epoch}: ${metrics.selection}` }));
+    if (validation.rule) {
+      facts.push(el("p", { class: "note", text: `${validation.train} training images, ${validation.validation} validation images ` +
+        `(${validation.rule}); the test split is only reported` }));
+    }
+    if (metrics.stopped) facts.push(el("p", { class: "note", text: metrics.stopped }));
+    const list = diagnostics.length
+      ? el("ul", { class: "diagnostics" }, ...diagnostics.map((d) => el("li", { class: d.severity, "data-kind": d.kind },
+        el("strong", { text: `${d.severity}: ` }), el("span", { text: d.message }), el("span", { class: "note", text: ` → ${d.action}` }))))
+      : el("p", { class: "note", text: diagnostics === null ? "" : "diagnostics: nothing unusual" });
+    return el("section", { id: "card-training" }, el("h4", { text: "how training went" }), ...facts, list);
   }
 
   stagesTable(stages) {

@@ -9,16 +9,19 @@ from convlens.views.plots.colours import colour_bar, colour_limits, show_map, te
 
 
 def training_curves(history: list[dict]) -> Figure:
-    """Loss and accuracy per epoch, train vs held-out."""
+    """Loss and accuracy per epoch on the training, validation and test splits; the kept epoch marked."""
     figure = Figure(figsize=(10, 3.6), layout="constrained")
     loss, accuracy = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
-    for key, label in (("train_loss", "train"), ("test_loss", "held-out")):
-        if all(key in row for row in history):
-            loss.plot(epochs, [row[key] for row in history], "o-", label=label)
-    for key, label in (("train_accuracy", "train"), ("test_accuracy", "held-out")):
-        if all(key in row for row in history):
-            accuracy.plot(epochs, [100 * row[key] for row in history], "o-", label=label)
+    splits = (("train", "train"), ("val", "validation (chooses)"), ("test", "test (reported)"))
+    for prefix, label in splits:
+        if all(f"{prefix}_loss" in row for row in history):
+            loss.plot(epochs, [row[f"{prefix}_loss"] for row in history], "o-", label=label)
+        if all(f"{prefix}_accuracy" in row for row in history):
+            accuracy.plot(epochs, [100 * row[f"{prefix}_accuracy"] for row in history], "o-", label=label)
+    kept = [row["epoch"] for row in history if row.get("selected")]
+    for axis in (loss, accuracy) if kept else ():
+        axis.axvline(kept[0], color="gray", linestyle=":", label=f"kept: epoch {kept[0]}")
     loss.set_ylabel("loss")
     accuracy.set_ylabel("accuracy (%)")
     for axis in (loss, accuracy):
