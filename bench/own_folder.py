@@ -5,8 +5,8 @@ Builds three image folders from pictures that ship offline, the way a practition
 
 - photos: 40 random crops per class of scikit-image's astronaut, chelsea and coffee photos
   (RGB, 40-160 px, PNG and JPEG), trained at --image-size 64;
-- shapes: 40 drawn circles, squares and triangles per class (RGB, random colours, sizes and
-  places, 48-96 px), trained at 64;
+- shapes: 40 drawn circles, squares and triangles per class (RGB: a dark shape of any colour on
+  light paper of any tint, random sizes and places, 48-96 px), trained at 64;
 - faces: scikit-image's lfw_subset (100 faces, 100 non-faces, 25x25 grayscale).
 
 For each: the defaults (validation split, divergence guard, adaptive recipe, early stopping)
@@ -71,12 +71,12 @@ def shape_folder(root: Path, per_class: int, rng: np.random.Generator) -> Path:
         folder.mkdir(parents=True)
         for index in range(per_class):
             size = int(rng.integers(48, 97))
-            background = tuple(int(v) for v in rng.integers(0, 256, 3))
+            background = tuple(int(v) for v in rng.integers(170, 256, 3))  # light paper, any tint
             picture = Image.new("RGB", (size, size), background)
             draw = ImageDraw.Draw(picture)
             radius = rng.uniform(0.15, 0.35) * size
             cx, cy = (rng.uniform(radius, size - radius) for _ in range(2))
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            colour = tuple(int(v) for v in rng.integers(0, 120, 3))  # a dark pen, any colour
             if shape == "circle":
                 draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
             elif shape == "square":

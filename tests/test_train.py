@@ -120,7 +120,9 @@ def test_default_recipe_depends_on_data_size(digits):
     config = resolve_defaults(TrainConfig(), tiny)
     assert config.batch_size == 32  # tiny folders: two steps an epoch instead of one
     assert config.epochs == 100  # 2 steps an epoch: capped, not 230 epochs
-    assert config.early_stopping == 20  # a fifth of the schedule
+    assert config.early_stopping == 0  # no validation split worth stopping on
+    with_validation = resolve_defaults(TrainConfig(), tiny, validation_images=100)
+    assert with_validation.early_stopping == 20  # a fifth of the schedule
     assert config.augment == "affine"  # digits keep the augmentation of their kind
     explicit = resolve_defaults(TrainConfig(epochs=3, augment="none"), tiny)
     assert (explicit.epochs, explicit.augment) == (3, "none")  # what the user says wins

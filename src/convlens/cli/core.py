@@ -160,7 +160,7 @@ def train(
         None,
         "--epochs",
         "-e",
-        help="Epochs (default: enough for 460 steps, 20-100, up to 2k training images; 5 up to 20k; "
+        help="Epochs (default: enough for 460 steps, 20-100, up to 2k training images; 6 up to 20k; "
         "else 10). Early stopping may end sooner.",
     ),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATA-MODEL)."),

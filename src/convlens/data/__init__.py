@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convlens.data.arrays import apply_image_size, is_idx_folder, read_idx, read_idx_folder, read_npz
 from convlens.data.builtins import BUILTINS, builtin_available, cache_dir, load_builtin
 from convlens.data.bundle import Dataset, channel_stats, to_float
-from convlens.data.readers import (
-    apply_image_size,
-    is_idx_folder,
-    load_image,
-    read_idx,
-    read_idx_folder,
-    read_image_folder,
-    read_npz,
-)
+from convlens.data.readers import load_image, read_image_folder
 from convlens.data.transforms import parse_image_size, random_affine, resize_images
 from convlens.errors import ConvlensError, refuse_pickle
 

@@ -76,7 +76,7 @@ def _mnist5k() -> Arrays:
 
 
 def _fashion() -> Arrays:
-    from convlens.data.readers import read_idx
+    from convlens.data.arrays import read_idx
 
     d = FASHION_MNIST_DIR
     return (

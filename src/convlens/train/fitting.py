@@ -117,7 +117,12 @@ def fit(
                 parameter="run_dir",
             )
         split = validation_split(dataset, config.validation_fraction)
-        config = resolve_defaults(config, dataset, train_images=int(split.train_labels.shape[0]))
+        config = resolve_defaults(
+            config,
+            dataset,
+            train_images=int(split.train_labels.shape[0]),
+            validation_images=0 if not split.has_validation else int(split.val_labels.shape[0]),
+        )
         torch.manual_seed(config.seed)  # weight initialization
         model = create_model(
             config.model,
