@@ -248,7 +248,9 @@ def test_report_and_model_card_show_the_kept_epoch_and_diagnostics(digits_run):
     assert run.validation["validation"] == 144 and isinstance(run.diagnostics, list)
     _, sections = report_sections(digits_run)
     training = next(section for section in sections if section.id == "training")
-    assert "144 images held out" in training.text and f"epoch {run.metrics['selected_epoch']}" in training.text
+    assert (
+        "144 images held out" in training.text and f"epoch {run.metrics['selected_epoch']}" in training.text
+    )
     card = TestClient(create_app([digits_run])).get(f"/api/runs/{digits_run.name}").json()
     assert card["validation"] == run.validation and card["diagnostics"] == run.diagnostics
     assert card["metrics"]["selection"] == run.metrics["selection"]
