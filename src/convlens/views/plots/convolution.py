@@ -24,8 +24,8 @@ def _matrix(figure, axis, values: torch.Tensor, title: str, limits: Limits, labe
                           color=NUMBERS)  # fmt: skip
     axis.set_xlabel("column")
     axis.set_ylabel("row")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 4-digit columns must not run together
+    axis.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     colour_bar(figure, drawn, axis, label, limits, shrink=0.7)
     return drawn
 
