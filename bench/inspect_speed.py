@@ -54,7 +54,7 @@ def run(threads: int, repeats: int, viz_repeats: int) -> None:
     rows = [
         ("forward pass (baseline)", base),
         ("activations, all stages", timed(lambda: activations(model, image), repeats)),
-        ("Grad-CAM (last conv)", timed(lambda: grad_cam(model, image), repeats)),
+        ("Grad-CAM (default: pool2)", timed(lambda: grad_cam(model, image), repeats)),
         ("activations + Grad-CAM", timed(explain, repeats)),
         ("cell arithmetic conv2 (16 in-channels)", timed(lambda: cell_arithmetic(model, image, "conv2", 5, 7, 7), repeats)),
         ("cell arithmetic fc", timed(lambda: cell_arithmetic(model, image, "fc", 3), repeats)),

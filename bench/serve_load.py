@@ -1,6 +1,7 @@
 """Load test of the explorer on loopback: 500 predict requests from 8 concurrent clients, the
-server time of one draw interaction (all feature maps + probabilities) on a 28x28 model, and
-the page's load time in headless Chromium.
+server time of one draw interaction (all feature maps + probabilities) on a 28x28 model,
+predict p50/p95 from 16 concurrent clients alone and while feature visualizations run (they
+must not hold up fast requests), and the page's load time in headless Chromium.
 
     python bench/serve_load.py [RUN_DIR]      (default: trains a convnet on mnist5k for 2 epochs)
 
@@ -29,6 +30,7 @@ from _common import cpu_pressure, median
 
 HOST = "127.0.0.1"  # loopback only, never another address
 REQUESTS, CLIENTS = 500, 8
+BUSY_CLIENTS = 16  # clients hammering predict while feature visualizations run
 INTERACTIONS = 100
 
 
@@ -144,6 +146,56 @@ def draw_interactions(url: str, run_id: str, pngs: list[bytes]) -> tuple[list[fl
     return server, wall, size
 
 
+def predict_while(url: str, run_id: str, pngs: list[bytes], busy) -> list[float]:
+    """Latencies of predict requests from BUSY_CLIENTS clients, each looping while ``busy()``."""
+    import httpx
+
+    def client_loop(n: int) -> list[float]:
+        samples = []
+        with httpx.Client(timeout=60) as client:
+            while busy():
+                start = time.perf_counter()
+                response = client.post(
+                    f"{url}/api/runs/{run_id}/predict",
+                    files={"image": ("drawing.png", pngs[(n + len(samples)) % len(pngs)], "image/png")},
+                )
+                response.raise_for_status()
+                samples.append(time.perf_counter() - start)
+        return samples
+
+    with ThreadPoolExecutor(BUSY_CLIENTS) as pool:
+        return [s for samples in pool.map(client_loop, range(BUSY_CLIENTS)) for s in samples]
+
+
+def contended(url: str, run_id: str, pngs: list[bytes]) -> dict:
+    """Predict p50/p95 from 16 clients: alone (as long as the second phase, at most 10 s) and while one
+    client requests the feature visualization of every spatial stage (each computed once)."""
+    import threading
+
+    import httpx
+
+    card = httpx.get(f"{url}/api/runs/{run_id}", timeout=60).json()
+    stages = [s["name"] for s in card["stages"] if len(s["shape"]) == 3 and s["name"] != "normalize"]
+    feature_seconds: list[float] = []
+    done = threading.Event()
+
+    def visualize() -> None:
+        with httpx.Client(timeout=600) as client:
+            for stage in stages:
+                start = time.perf_counter()
+                client.get(f"{url}/api/runs/{run_id}/features", params={"stage": stage}).raise_for_status()
+                feature_seconds.append(time.perf_counter() - start)
+        done.set()
+
+    worker = threading.Thread(target=visualize)
+    worker.start()
+    busy = predict_while(url, run_id, pngs, lambda: not done.is_set())
+    worker.join()
+    until = time.perf_counter() + min(sum(feature_seconds), 10.0)  # bounded: at most 10 s of load
+    quiet = predict_while(url, run_id, pngs, lambda: time.perf_counter() < until)
+    return {"stages": stages, "features": feature_seconds, "busy": busy, "quiet": quiet}
+
+
 def page_loads(url: str, times: int = 5) -> list[float] | None:
     """Seconds from navigation to the page being ready (runs listed, model card and first
     feature maps drawn) in headless Debian Chromium; None where Chromium or Playwright is missing."""
@@ -194,6 +246,7 @@ def main() -> None:
             latencies, errors = load_test(url, run_id, pngs)
             elapsed = time.perf_counter() - start
             server, wall, size = draw_interactions(url, run_id, pngs)
+            contention = contended(url, run_id, pngs)
             loads = page_loads(url + "/")
         finally:
             process.send_signal(signal.SIGINT)
@@ -213,6 +266,17 @@ def main() -> None:
     print(
         f"  server time median {1000 * median(server):.1f} ms, p99 {1000 * percentile(server, 99):.1f} ms "
         f"({median(server) / baseline:.1f}x baseline); round trip median {1000 * median(wall):.1f} ms"
+    )
+    quiet, busy = contention["quiet"], contention["busy"] or [float("nan")]
+    print(f"predict from {BUSY_CLIENTS} concurrent clients:")
+    print(
+        f"  alone: {len(quiet)} requests, p50 {1000 * percentile(quiet, 50):.1f} ms, "
+        f"p95 {1000 * percentile(quiet, 95):.1f} ms"
+    )
+    print(
+        f"  while feature visualizations of {', '.join(contention['stages'])} ran "
+        f"({sum(contention['features']):.1f} s): {len(busy)} requests, "
+        f"p50 {1000 * percentile(busy, 50):.1f} ms, p95 {1000 * percentile(busy, 95):.1f} ms"
     )
     if loads:
         print(

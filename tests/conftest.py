@@ -51,6 +51,23 @@ def digits_model(digits_run):
     return load_checkpoint(digits_run)
 
 
+@pytest.fixture(scope="session")
+def mnist5k_trained(tmp_path_factory):
+    """(model, images, labels): the default convnet trained 3 epochs on mnist5k (a few seconds)
+    and 100 of its test images, 10 per class."""
+    from convlens.checkpoint import load_checkpoint
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    dataset = load_dataset("mnist5k")
+    run_dir = tmp_path_factory.mktemp("mnist5k-run")
+    fit(dataset, TrainConfig(epochs=3, seed=0), run_dir, overwrite=True)
+    model, _ = load_checkpoint(run_dir)
+    labels = dataset.test_labels
+    chosen = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(10)])
+    return model, dataset.test_images[chosen].float() / 255, labels[chosen]
+
+
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
     """Run `convlens ARGS...` in-process; returns (exit_code, stdout, stderr)."""

@@ -227,5 +227,8 @@ def test_npz_bad_inputs(tmp_path):
     with pytest.raises(ConvlensError, match="expected arrays 'x'"):
         load_dataset(path)
     np.savez(path, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1, np.int64))
-    with pytest.raises(ConvlensError, match="pickled"):
+    with pytest.raises(ConvlensError, match="object arrays, which need pickle to load"):
+        load_dataset(path)
+    path.write_bytes(b"x,y\n1,2\n")  # not an archive: said so, not blamed on pickle
+    with pytest.raises(ConvlensError, match=r"not a valid \.npz file \(not a zip archive\)"):
         load_dataset(path)

@@ -106,7 +106,7 @@ def test_toys_appear_in_the_server(toys, digits_run):
 
     from convlens.server import create_app
 
-    client = TestClient(create_app([digits_run]))
+    client = TestClient(create_app([digits_run], allowed_hosts=["testserver"]))
     listed = client.get("/api/registry").json()
     assert "brightness" in [e["name"] for e in listed["attributions"]]
     assert "mean-pixel" in [e["name"] for e in listed["experiments"]]

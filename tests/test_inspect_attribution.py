@@ -41,7 +41,7 @@ def test_grad_cam_equals_the_formula(trained):
     cam = (weights * kept["a"]).sum(dim=1, keepdim=True).relu()  # (1, 1, h, w)
     upsampled = F.interpolate(cam, size=(8, 8), mode="bilinear")[0, 0]
     expected = upsampled / upsampled.max()
-    result = grad_cam(model, image)
+    result = grad_cam(model, image, stage="conv2")
     assert result.target == target and result.stage == "conv2" and result.method == "grad-cam"
     torch.testing.assert_close(result.map, expected.detach(), atol=1e-5, rtol=1e-4)
     assert result.map.shape == (8, 8) and result.map.min() >= 0 and result.map.max() == 1
@@ -60,10 +60,18 @@ def test_saliency_is_the_input_gradient(trained):
 
 def test_integrated_gradients_add_up_to_the_logit_difference(trained):
     model, images = trained
-    result = integrated_gradients(model, images[2], steps=64)
+    result = integrated_gradients(model, images[2], steps=64, baseline="black")
     with torch.no_grad():
         difference = _logits(model, images[2]) - _logits(model, torch.zeros_like(images[2]))
     assert float(result.raw.sum()) == pytest.approx(float(difference[result.target]), rel=0.03)
+    # the noise baseline: the mean over its baselines of the same identity
+    from convlens.inspect.attribution import ig_baselines
+
+    noisy = integrated_gradients(model, images[2], steps=64, samples=4)
+    with torch.no_grad():
+        references = ig_baselines(images[2][None], "noise", samples=4)
+        difference = _logits(model, images[2]) - model(references).mean(dim=0)
+    assert float(noisy.raw.sum()) == pytest.approx(float(difference[noisy.target]), rel=0.05)
 
 
 def test_occlusion_of_single_pixels_is_the_logit_drop(trained):
@@ -127,3 +135,53 @@ def test_grad_cam_without_any_convolution():
 
     with pytest.raises(ConvlensError, match="no convolution stage"):
         grad_cam(create_model("mlp", (1, 8, 8), 3), torch.rand(1, 8, 8))
+
+
+def test_default_grad_cam_stage_is_the_last_rectified_spatial_stage(trained):
+    from convlens.inspect import grad_cam_stage
+    from convlens.models import create_model
+
+    model, images = trained
+    assert grad_cam_stage(model) == "pool2" and grad_cam(model, images[0]).stage == "pool2"
+    assert grad_cam(model, images[0], stage="conv2").stage == "conv2"  # an explicit stage still wins
+    assert grad_cam_stage(create_model("lenet5", (1, 28, 28), 10)) == "pool2"
+    assert grad_cam_stage(create_model("convnet", (1, 8, 8), 3, pool=False)) == "relu2"
+    assert grad_cam_stage(create_model("resnet8", (3, 16, 16), 3)) == "block3"
+
+
+def test_default_grad_cam_deletes_better_than_random(mnist5k_trained):
+    """The issue's measurement: Grad-CAM before the ReLU (conv2) was worse than a random order."""
+    from convlens.inspect.faithfulness import deletion_curve
+
+    model, images, labels = mnist5k_trained
+    default = deletion_curve(model, images, labels, "grad-cam").auc
+    random = deletion_curve(model, images, labels, "random").auc
+    assert default < random - 0.1, (default, random)
+
+
+def test_default_integrated_gradients_pass_cascading_randomization(mnist5k_trained):
+    from convlens.inspect.faithfulness import randomization_check
+
+    model, images, labels = mnist5k_trained
+    check = randomization_check(model, images[::5], "integrated-gradients", labels=labels[::5])
+    assert check.passed and check.mean < 0.5, check.per_step
+    black = randomization_check(model, images[::10], "integrated-gradients", baseline="black")
+    assert black.mean > 0.9  # the old default: the magnitude map is mostly the input itself
+
+
+def test_integrated_gradients_baselines(trained):
+    from convlens.inspect import ATTRIBUTIONS
+
+    model, images = trained
+    parameters = {
+        p["name"]: p["default"] for p in ATTRIBUTIONS.get("integrated-gradients").describe()["parameters"]
+    }
+    assert parameters["baseline"] == "noise"
+    for baseline in ("noise", "blur", "black", "gray"):
+        result = integrated_gradients(model, images[2], baseline=baseline, samples=2)
+        assert result.map.shape == (8, 8) and result.map.max() == 1
+    again = integrated_gradients(model, images[2], samples=2)
+    torch.testing.assert_close(again.raw, integrated_gradients(model, images[2], samples=2).raw)
+    with pytest.raises(ConvlensError, match="baseline must be one of noise, blur, black, gray") as info:
+        integrated_gradients(model, images[2], baseline="white")
+    assert info.value.parameter == "baseline"

@@ -44,7 +44,7 @@ def test_explain_writes_every_picture(run_cli, digits_run, digit_png, tmp_path):
     for file in summary["files"]:
         assert Path(file).stat().st_size > 1000 and Path(file).read_bytes()[:4] == b"\x89PNG"
     assert sum(summary["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert summary["grad_cam"]["stage"] == "conv2"
+    assert summary["grad_cam"]["stage"] == "pool2"  # the last rectified stage
     assert [s["stage"] for s in summary["stages"]][-1] == "softmax"
     code, out, _ = run_cli("explain", digits_run, "digits:5", "--out", tmp_path / "y", "--stage", "conv1")
     assert code == 0 and "receptive field" in out and "prediction:" in out
@@ -223,3 +223,28 @@ def test_explain_every_model_family(run_cli, tmp_path, name):
         assert "gradcam.png" in names and any(n.startswith("filters-") for n in names)
     if name == "resnet8":
         assert {"filters-block2.conv1.png", "filters-block2.shortcut.0.png", "stage-block3.png"} <= names
+
+
+def test_features_labels_a_dead_channel(run_cli, digits_run, tmp_path, monkeypatch):
+    import torch
+
+    from convlens.run import Run
+
+    opened = Run.open
+
+    def with_a_dead_channel(*args, **kwargs):
+        run = opened(*args, **kwargs)
+        with torch.no_grad():
+            dict(run.model.stages())["conv1"].bias[2] = -1e4  # relu1 channel 2 never fires
+        return run
+
+    monkeypatch.setattr(Run, "open", with_a_dead_channel)
+    code, out, _ = run_cli(
+        "features", digits_run, "--stage", "relu1", "--channels", "1,2", "--steps", "2", "-k", "2", "--out", tmp_path
+    )  # fmt: skip
+    assert code == 0 and "channel 2: dead: never active on the 360 test images" in out, out
+    assert "channel 1: dead" not in out
+    code, out, _ = run_cli(
+        "features", digits_run, "--stage", "relu1", "--channels", "2", "--steps", "2", "--out", tmp_path, "--json"
+    )  # fmt: skip
+    assert json.loads(out)["dead"] == ["dead: never active on the 360 test images"]

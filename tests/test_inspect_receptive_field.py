@@ -107,3 +107,31 @@ def test_unknown_stage_lists_valid_ones():
     with pytest.raises(ConvlensError, match="unknown stage 'conv3'.*conv1, relu1"):
         receptive_field(model, "conv3")
     assert receptive_field(model, "pool1").jump == (2, 2)
+
+
+def test_a_flatten_unit_sees_what_its_pool_cell_sees():
+    torch.manual_seed(0)
+    model = create_model("convnet", (1, 28, 28), 10)
+    fields = {f.stage: f for f in receptive_fields(model)}
+    pool, flat, fc = fields["pool2"], fields["flatten"], fields["fc"]
+    assert flat.unit_grid == (32, 7, 7) and not flat.whole_image
+    assert (flat.size, flat.jump, flat.start) == (pool.size, pool.jump, pool.start)
+    assert fc.whole_image and fc.region(0, 0, (28, 28)) == (0, 27, 0, 27)  # the union of all units
+    images = torch.rand(16, 1, 28, 28, requires_grad=True)
+    units = model.body[: [name for name, _ in model.stages()].index("flatten") + 1](images)  # (4, 1568)
+    checked = 0
+    for unit in range(0, 32 * 49, 37):
+        channel, cell = divmod(unit, 49)
+        row, col = divmod(cell, 7)
+        region = flat.cell_region(unit, 0, 0, (28, 28))
+        assert region == pool.region(row, col, (28, 28)) == pool.cell_region(channel, row, col, (28, 28))
+        (gradient,) = torch.autograd.grad(units[:, unit].sum(), images, retain_graph=True)
+        rows, cols = (gradient.abs().sum(dim=(0, 1)) > 0).nonzero().T
+        if rows.numel() == 0:
+            continue  # the unit is off on every image (its ReLU): no gradient to compare
+        checked += 1
+        top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+        assert region[0] <= top and bottom <= region[1] and region[2] <= left and right <= region[3]
+    assert checked > 10
+    with pytest.raises(ConvlensError, match=r"channel must be 0..1567 for stage 'flatten'"):
+        flat.cell_region(1568, 0, 0, (28, 28))

@@ -51,7 +51,9 @@ def test_lab_all_quick_writes_an_index(run_cli, tmp_path):
     assert [r["experiment"] for r in printed["experiments"]] == list_experiments()
     index = json.loads((tmp_path / "index.json").read_text())
     names = [entry["experiment"] for entry in index["experiments"]]
-    assert names == ["params", "locality", "equivariance", "invariance", "hierarchy", "calibration"]
+    assert names == [
+        "params", "locality", "equivariance", "invariance", "hierarchy", "calibration", "faithfulness"
+    ]  # fmt: skip
     for entry in index["experiments"]:
         assert (tmp_path / entry["result"]).is_file() and (tmp_path / entry["plot"]).is_file()
     assert "calibration" in (tmp_path / "index.md").read_text()

@@ -138,6 +138,7 @@ def test_run_experiment_times_and_rejects_unknown_names(digits):
         "invariance",
         "hierarchy",
         "calibration",
+        "faithfulness",
     ]
     with pytest.raises(ConvlensError, match="unknown experiment 'nope'; choose one of: params, locality"):
         run_experiment("nope", digits)

@@ -19,7 +19,7 @@ from convlens.server.encode import unpacked
 
 @pytest.fixture(scope="module")
 def client(digits_run) -> TestClient:
-    return TestClient(create_app([digits_run]), raise_server_exceptions=False)
+    return TestClient(create_app([digits_run], allowed_hosts=["testserver"]), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +303,7 @@ def test_several_runs_are_switchable(tmp_path, digits_run, digits_model):
     save_checkpoint(
         other / "model", untrained, {"class_names": meta["class_names"], "dataset": meta["dataset"]}
     )
-    client = TestClient(create_app([digits_run, other]))
+    client = TestClient(create_app([digits_run, other], allowed_hosts=["testserver"]))
     ids = [r["id"] for r in client.get("/api/runs").json()]
     assert len(set(ids)) == 2
     models = {client.get(f"/api/runs/{i}").json()["model"]["name"] for i in ids}
@@ -320,7 +320,9 @@ def test_rgb_model_of_another_size(tmp_path):
 
     model = create_model("convnet", (3, 12, 16), 3)
     save_checkpoint(tmp_path / "rgb" / "model", model, {"class_names": ["a", "b", "c"], "dataset": {}})
-    client = TestClient(create_app([tmp_path / "rgb"]), raise_server_exceptions=False)
+    client = TestClient(
+        create_app([tmp_path / "rgb"], allowed_hosts=["testserver"]), raise_server_exceptions=False
+    )
     photo = (np.random.default_rng(1).random((30, 40, 3)) * 255).astype(np.uint8)
     files = {"image": ("photo.png", png_bytes(photo), "image/png")}
     body = client.post("/api/runs/rgb/activations", files=files).json()
@@ -374,3 +376,29 @@ def test_a_photo_upload_is_far_from_the_digits(client, run_id):
     body = client.post(f"/api/runs/{run_id}/attack", files=files, data={"eps": 0.1}).json()
     assert body["shift"]["is_far"] and body["shift"]["reason"] == "tones"
     assert not body["shift"]["looks_inverted"]
+
+
+def test_top_images_of_a_dead_channel_say_it_is_dead(digits_run, digits):
+    app = create_app([digits_run], allowed_hosts=["testserver"])
+    (loaded,) = app.state.runs.runs.values()
+    with torch.no_grad():
+        dict(loaded.model.stages())["conv1"].bias[4] = -1e4  # relu1 channel 4 never fires
+    client = TestClient(app, raise_server_exceptions=False)
+    base = f"/api/runs/{loaded.run_id}/top-images"
+    dead = client.get(base, params={"stage": "relu1", "channel": 4}).json()
+    assert dead["dead"] == f"dead: never active on the {len(digits.test_labels)} test images"
+    assert dead["images"] == []
+    live = client.get(base, params={"stage": "relu1", "channel": 3}).json()
+    assert live["dead"] is None and len(live["images"]) == 9
+
+
+def test_arithmetic_of_a_flatten_unit_outlines_its_pool_cell(client, run_id):
+    body = client.post(
+        f"/api/runs/{run_id}/arithmetic", data={"test_index": 0, "stage": "flatten", "channel": 17}
+    ).json()
+    pool = client.post(
+        f"/api/runs/{run_id}/arithmetic",
+        data={"test_index": 0, "stage": "pool2", "channel": 17 // 4, "row": 17 % 4 // 2, "col": 17 % 2},
+    ).json()
+    assert not body["receptive_field"]["whole_image"]
+    assert body["receptive_field"] == pool["receptive_field"]

@@ -251,6 +251,10 @@ def test_report_and_model_card_show_the_kept_epoch_and_diagnostics(digits_run):
     assert (
         "144 images held out" in training.text and f"epoch {run.metrics['selected_epoch']}" in training.text
     )
-    card = TestClient(create_app([digits_run])).get(f"/api/runs/{digits_run.name}").json()
+    card = (
+        TestClient(create_app([digits_run], allowed_hosts=["testserver"]))
+        .get(f"/api/runs/{digits_run.name}")
+        .json()
+    )
     assert card["validation"] == run.validation and card["diagnostics"] == run.diagnostics
     assert card["metrics"]["selection"] == run.metrics["selection"]

@@ -210,7 +210,7 @@ def test_api_sends_the_steps(digits_run):
 
     from convlens.server import create_app
 
-    client = TestClient(create_app([digits_run]))
+    client = TestClient(create_app([digits_run], allowed_hosts=["testserver"]))
     body = client.post(
         f"/api/runs/{digits_run.name}/arithmetic",
         data={"test_index": 0, "stage": "conv1", "row": 0, "col": 0},

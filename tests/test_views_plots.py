@@ -176,6 +176,12 @@ def test_figures_without_maps_have_legends_or_none_needed(tmp_path):
         plots.input_picture(torch.rand(3, 8, 8), "input"),
         plots.class_probabilities(torch.tensor([0.1, 0.7, 0.2]), ["a", "b", "c"]),
         plots.feature_visualization(visualization, torch.rand(2, 3, 1, 8, 8), torch.rand(2, 3)),
+        plots.feature_visualization(
+            visualization,
+            torch.rand(2, 3, 1, 8, 8),
+            torch.rand(2, 3),
+            [None, "dead: never active on the 9 test images"],
+        ),
     ]
     for figure in pictures:
         assert isinstance(figure, Figure)

@@ -3,74 +3,33 @@
 ``NAME.safetensors`` holds the model weights under ``model.`` (and, for a resumable
 checkpoint, the optimizer and RNG state under ``state.``); ``NAME.json`` holds how to
 rebuild the model, the class names, normalization, training config, metrics, data
-fingerprint, versions and the SHA-256 of the tensor file. Both are written to a temp
-file and renamed, the JSON last, so a crash never leaves a checkpoint that looks whole.
+fingerprint, versions and the SHA-256 of the tensor file. ``save_checkpoint`` commits both with
+one atomic rename of the JSON (its docstring has the protocol), so a kill at any point leaves
+the previous checkpoint or the new one, whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
-import tempfile
-import threading
+import re
 from pathlib import Path
 
 import torch
 
-from convlens.errors import ConvlensError, refuse_pickle
-
-FORMAT = "convlens-checkpoint/1"
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux ``/proc``).
-
-    Elsewhere it is set and restored under a lock, so two writers in this process never race.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-def new_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
-    return 0o666 & ~current_umask()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` and rename it: readers never see half a file.
-
-    The temp file is created 0600; it gets the mode the user's umask asks for before the rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        try:
-            tmp.write(data)
-            tmp.flush()
-            if hasattr(os, "fchmod"):  # POSIX; Windows has no mode bits to honour
-                os.fchmod(tmp.fileno(), new_file_mode())
-            os.fsync(tmp.fileno())
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+from convlens.checkpoint_schema import FORMAT  # one definition, beside the schema that checks it
+from convlens.errors import ConvlensError, printable, refuse_pickle
+from convlens.storage import (  # noqa: F401  (atomic_write, new_file_mode: public here too)
+    atomic_write,
+    current_umask,
+    fsync_dir,
+    new_file_mode,
+    remove_quietly,
+    remove_stale_temp_files,
+)
 
 
 def versions() -> dict:
@@ -79,23 +38,94 @@ def versions() -> dict:
     return {"convlens": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+# Called between the steps of ``save_checkpoint`` with (step, JSON path); tests set it to
+# simulate a kill at each point. Steps: "start", "staged", "committed", "renamed", "done".
+save_step = None
+
+
+def _step(name: str, json_path: Path) -> None:
+    if save_step is not None:
+        save_step(name, json_path)
+
+
+def _staged_name(stem: str, sha256: str) -> str:
+    """The content-named tensor file of a checkpoint being saved: ``NAME.<sha16>.safetensors``."""
+    return f"{stem}.{sha256[:16]}.safetensors"
+
+
+def _staged_files(folder: Path, stem: str) -> list[Path]:
+    pattern = re.compile(rf"{re.escape(stem)}\.[0-9a-f]{{16}}\.safetensors")
+    return [p for p in folder.glob(f"{stem}.*.safetensors") if pattern.fullmatch(p.name)]
+
+
+def tensor_file(json_path: Path, meta: dict) -> Path:
+    """The tensor file a checkpoint's JSON commits to.
+
+    Normally ``weights.file`` (``NAME.safetensors``); after a kill between the JSON's commit and
+    the final rename, the content-named ``NAME.<sha16>.safetensors`` the JSON's SHA-256 names.
+    """
+    named = json_path.with_name(meta["weights"]["file"])
+    sha = meta["weights"].get("sha256")
+    if isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha) and named.suffix == ".safetensors":
+        staged = named.with_name(_staged_name(named.stem, sha))
+        if staged.is_file():
+            return staged
+    return named
+
+
+def _committed_sha(json_path: Path) -> str | None:
+    try:
+        return json.loads(json_path.read_text())["weights"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def tidy_checkpoint(path: str | Path) -> None:
+    """Clear what a killed ``save_checkpoint`` of ``PATH`` left: temp files, tensors written but
+    never committed, and a committed ``PATH.<sha16>.safetensors`` not yet renamed (step 4 is
+    finished). Only a writer holding the run folder (``convlens.runlock``) may call this."""
+    stem = Path(path).with_suffix("")
+    folder, json_path = stem.parent, stem.with_suffix(".json")
+    if not folder.is_dir():
+        return
+    for name in (json_path.name, stem.name + ".safetensors"):
+        remove_stale_temp_files(folder, name)
+    committed = _committed_sha(json_path)
+    for staged in _staged_files(folder, stem.name):
+        remove_stale_temp_files(folder, staged.name)
+        if committed is not None and staged.name == _staged_name(stem.name, committed):
+            os.replace(staged, stem.with_suffix(".safetensors"))  # finish the killed save's step 4
+            fsync_dir(folder)
+        else:
+            remove_quietly(staged)  # written by a save killed before its commit
+
+
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
     metadata: dict,
     state_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``PATH.safetensors`` + ``PATH.json`` atomically; returns the JSON path.
+    """Write ``PATH.safetensors`` + ``PATH.json`` with one atomic commit; returns the JSON path.
 
     ``metadata`` must carry at least ``class_names``; the model's own ``arguments`` are added.
+    The protocol (a kill at any point leaves the previous or the new checkpoint, whole):
+
+    1. ``tidy_checkpoint``: clear what a killed save left;
+    2. write the tensors to ``PATH.<sha16>.safetensors`` (temp file, fsync, rename, fsync folder);
+    3. **commit**: rename the new ``PATH.json`` into place (it holds the tensors' SHA-256; a
+       reader finds them under the content name until step 4) and fsync the folder;
+    4. rename ``PATH.<sha16>.safetensors`` over ``PATH.safetensors``, fsync the folder.
     """
     from safetensors.torch import save as save_tensors
 
     stem = Path(path).with_suffix("")
+    folder, json_path = stem.parent, stem.with_suffix(".json")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for key, value in (state_tensors or {}).items():
         tensors[f"state.{key}"] = value.detach().cpu().contiguous()
     blob = save_tensors(tensors)
+    sha = hashlib.sha256(blob).hexdigest()
     meta = {
         "format": FORMAT,
         "model": model.arguments,
@@ -104,13 +134,44 @@ def save_checkpoint(
         **metadata,
         "weights": {
             "file": stem.name + ".safetensors",
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "sha256": sha,
             "tensors": len(tensors),
         },
     }
-    atomic_write(stem.with_suffix(".safetensors"), blob)
-    atomic_write(stem.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
-    return stem.with_suffix(".json")
+    folder.mkdir(parents=True, exist_ok=True)
+    tidy_checkpoint(stem)
+    _step("start", json_path)
+    staged = folder / _staged_name(stem.name, sha)
+    atomic_write(staged, blob)
+    _step("staged", json_path)
+    atomic_write(json_path, (json.dumps(meta, indent=2) + "\n").encode())
+    _step("committed", json_path)
+    os.replace(staged, stem.with_suffix(".safetensors"))
+    fsync_dir(folder)
+    _step("renamed", json_path)
+    for leftover in _staged_files(folder, stem.name):
+        remove_quietly(leftover)  # the previous commit's, when a kill came between its 3 and 4
+    _step("done", json_path)
+    return json_path
+
+
+def _run_checkpoint(folder: Path) -> Path:
+    """A run folder's ``model.json``; while training has not finished (or was killed before
+    writing it), its ``best.json`` or ``last.json``, with a warning saying so."""
+    model = folder / "model.json"
+    if model.is_file():
+        return model
+    for name, what in (("best", "the best epoch so far"), ("last", "the last epoch saved")):
+        fallback = folder / f"{name}.json"
+        if fallback.is_file():
+            logging.getLogger("convlens").warning(
+                "%s has no model.json (training is running or was interrupted); using %s.json, %s",
+                printable(folder),
+                name,
+                what,
+            )
+            return fallback
+    return model
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -118,9 +179,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     refuse_pickle(path, "convlens checkpoints are NAME.safetensors + NAME.json")
     if path.is_dir():
-        path = path / "model.json"
+        path = _run_checkpoint(path)
     elif path.suffix == ".safetensors":
-        path = path.with_suffix(".json")
+        staged = re.fullmatch(r"(.+)\.[0-9a-f]{16}\.safetensors", path.name)
+        path = path.with_name(staged.group(1) + ".json") if staged else path.with_suffix(".json")
     if not path.is_file():
         raise ConvlensError(
             f"{path}: no checkpoint here (expected a run folder or a .json written by convlens train)"
@@ -129,37 +191,94 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """Read and check a checkpoint's JSON (without loading tensors)."""
+    """Read a checkpoint's JSON and check it against the schema (without loading tensors).
+
+    ``checkpoint_schema`` bounds its size and nesting and checks the type and range of every
+    field the loader uses, so nothing is built from a field that is not what it claims.
+    """
+    from convlens.checkpoint_schema import check_metadata, load_json
+
     json_path = resolve_checkpoint(path)
-    try:
-        meta = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConvlensError(f"{json_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ConvlensError(f"{json_path}: not a convlens checkpoint (expected format {FORMAT!r})")
-    for key in ("model", "class_names", "weights"):
-        if key not in meta:
-            raise ConvlensError(f"{json_path}: checkpoint JSON is missing {key!r}")
-    return meta
+    return check_metadata(json_path, load_json(json_path))
 
 
-def _read_tensors(json_path: Path, meta: dict) -> dict[str, torch.Tensor]:
+def _tensor_bytes_limit(model: torch.nn.Module) -> int:
+    """The largest tensor file a model of this size may come with: its weights, up to three
+    times as much optimizer state for resuming, and 64 MiB for the rest."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 4 * weights + 64 * 2**20
+
+
+def _read_tensors(json_path: Path, meta: dict, limit: int | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint whose JSON passed the schema: size bounded by ``limit``, and
+    the SHA-256 checked before safetensors parses a byte."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    weights_path = json_path.with_name(meta["weights"]["file"])
+    from convlens.checkpoint_schema import check_weights_file
+
+    check_weights_file(json_path, meta["weights"]["file"])
+    weights_path = tensor_file(json_path, meta)  # the committed tensors, also mid-save
+    where = printable(weights_path)
     if not weights_path.is_file():
-        raise ConvlensError(f"{weights_path}: missing tensor file for checkpoint {json_path}")
-    blob = weights_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta["weights"].get("sha256"):
+        raise ConvlensError(f"{where}: missing tensor file for checkpoint {printable(json_path)}")
+    size = weights_path.stat().st_size
+    if limit is not None and size > limit:
         raise ConvlensError(
-            f"{weights_path}: tensors do not match {json_path.name} (SHA-256 differs: modified or "
+            f"{where}: {size:,} bytes, more than the {limit:,} a {meta['model']['name']} of this size "
+            f"may need; not the tensor file of {printable(json_path.name)}"
+        )
+    digest, blob = hashlib.sha256(), bytearray()
+    with weights_path.open("rb") as file:
+        while chunk := file.read(2**24):
+            digest.update(chunk)
+            blob += chunk
+    if digest.hexdigest() != meta["weights"].get("sha256"):
+        raise ConvlensError(
+            f"{where}: tensors do not match {printable(json_path.name)} (SHA-256 differs: modified or "
             "replaced after saving)"
         )
     try:
-        return load_tensors(blob)
+        return load_tensors(bytes(blob))
     except SafetensorError as exc:
-        raise ConvlensError(f"{weights_path}: not a valid safetensors file ({exc})") from None
+        raise ConvlensError(f"{where}: not a valid safetensors file ({exc})") from None
+
+
+def _build(json_path: Path, arguments: dict, device: str | None = None) -> torch.nn.Module:
+    """``create_model`` from checked arguments; on ``"meta"`` it allocates nothing."""
+    from contextlib import nullcontext
+
+    from convlens.models import create_model
+
+    try:
+        with torch.device(device) if device else nullcontext():
+            return create_model(
+                arguments["name"],
+                arguments["in_shape"],
+                arguments["num_classes"],
+                arguments.get("mean"),
+                arguments.get("std"),
+                **arguments.get("options", {}),
+            )
+    except ConvlensError as exc:
+        raise ConvlensError(f"{printable(json_path)}: {exc}") from None
+
+
+_FIELDS = " (model.in_shape, model.num_classes or model.options differ from the saved tensors)"
+
+
+def _check_fit(where: str, name: str, expected: dict, weights: dict[str, torch.Tensor]) -> None:
+    """The saved tensors are exactly the model's: same names, shapes and dtypes."""
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        which = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
+        raise ConvlensError(f"{where}: tensors do not fit model {name!r}: {which}{_FIELDS}")
+    for key, tensor in weights.items():
+        if tensor.shape != expected[key].shape or tensor.dtype != expected[key].dtype:
+            raise ConvlensError(
+                f"{where}: tensor {key!r} is {tuple(tensor.shape)} {tensor.dtype}, model "
+                f"{name!r} expects {tuple(expected[key].shape)} {expected[key].dtype}{_FIELDS}"
+            )
 
 
 def read_checkpoint(path: str | Path) -> tuple[Path, torch.nn.Module, dict, dict[str, torch.Tensor]]:
@@ -167,41 +286,27 @@ def read_checkpoint(path: str | Path) -> tuple[Path, torch.nn.Module, dict, dict
 
     The low level under ``Run.open`` and ``load_checkpoint``: every check happens here.
     """
-    from convlens.models import create_model
-
     json_path = resolve_checkpoint(path)
     meta = read_metadata(json_path)
     arguments = meta["model"]
+    where = printable(json_path)
+    # On the meta device first: sizes every tensor without allocating, so a huge input shape or
+    # a model that does not fit the tensors is refused before anything real is built.
     try:
-        model = create_model(
-            arguments["name"],
-            arguments["in_shape"],
-            arguments["num_classes"],
-            arguments.get("mean"),
-            arguments.get("std"),
-            **arguments.get("options", {}),
-        )
-    except ConvlensError as exc:
-        raise ConvlensError(f"{json_path}: {exc}") from None
-    except (KeyError, TypeError) as exc:
-        raise ConvlensError(f"{json_path}: model arguments are incomplete ({exc})") from None
-    tensors = _read_tensors(json_path, meta)
+        shapes = _build(json_path, arguments, "meta")
+    except ConvlensError:
+        raise
+    except Exception:  # a plugin model that cannot be built on "meta": the real build decides
+        shapes = None
+    tensors = _read_tensors(json_path, meta, _tensor_bytes_limit(shapes) if shapes is not None else None)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        which = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
-        raise ConvlensError(f"{json_path}: tensors do not fit model {arguments['name']!r}: {which}")
-    for key, tensor in weights.items():
-        if tensor.shape != expected[key].shape or tensor.dtype != expected[key].dtype:
-            raise ConvlensError(
-                f"{json_path}: tensor {key!r} is {tuple(tensor.shape)} {tensor.dtype}, model "
-                f"{arguments['name']!r} expects {tuple(expected[key].shape)} {expected[key].dtype}"
-            )
+    if shapes is not None:
+        _check_fit(where, arguments["name"], shapes.state_dict(), weights)
+    model = _build(json_path, arguments)
+    _check_fit(where, arguments["name"], model.state_dict(), weights)
     if len(meta["class_names"]) != model.num_classes:
         raise ConvlensError(
-            f"{json_path}: {len(meta['class_names'])} class names for a model with "
-            f"{model.num_classes} outputs"
+            f"{where}: {len(meta['class_names'])} class names for a model with {model.num_classes} outputs"
         )
     model.load_state_dict(weights)
     model.eval()

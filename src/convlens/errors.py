@@ -36,3 +36,18 @@ def refuse_pickle(path, expected: str) -> None:
 
     if Path(path).suffix.lower() in PICKLE_SUFFIXES:
         raise ConvlensError(f"{path}: refusing a pickle file: unpickling can run arbitrary code; {expected}")
+
+
+def printable(value) -> str:
+    """``str(value)`` with control characters escaped (a newline as ``\\n``, ESC as ``\\x1b``).
+
+    Every path that goes into a message or a warning passes through here, so a file named with
+    a newline or a terminal escape code can neither split the one error line nor recolour it.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )

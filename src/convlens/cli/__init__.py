@@ -7,14 +7,15 @@ import sys
 
 from convlens.cli import core, inspect_cmds, lab_cmds, serve_cmd  # noqa: F401  (registers the commands)
 from convlens.cli.app import app
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, printable
 
 
 class _OneLineWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from convlens.cli.flags import flag_text
 
-        print(f"convlens: {record.levelname.lower()}: {flag_text(record.getMessage())}", file=sys.stderr)
+        message = printable(flag_text(record.getMessage()))  # a newline in a file name stays on this line
+        print(f"convlens: {record.levelname.lower()}: {message}", file=sys.stderr)
 
 
 def main() -> None:
@@ -29,8 +30,13 @@ def main() -> None:
     except ConvlensError as exc:
         from convlens.cli.flags import error_text
 
-        print(f"convlens: error: {error_text(exc)}", file=sys.stderr)
+        print(f"convlens: error: {printable(error_text(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # no space, read-only, permission: the path and the reason, one line
+        from convlens.storage import os_error_text
+
+        print(f"convlens: error: {printable(os_error_text(exc))}", file=sys.stderr)
+        sys.exit(2)

@@ -205,6 +205,8 @@ def train(
       convlens train --data mnist5k --out runs/mnist --resume
     """
     from convlens.data import load_dataset
+    from convlens.runlock import refuse_if_locked
+    from convlens.storage import preflight
     from convlens.train import TrainConfig, fit
 
     config = TrainConfig(
@@ -220,8 +222,10 @@ def train(
         max_seconds=time_budget,
     )
     config.check()  # before loading data: a bad flag should fail in milliseconds
-    dataset = load_dataset(data, image_size=image_size)
     out_dir = out_dir or Path("runs") / f"{Path(data).name}-{model}"
+    refuse_if_locked(out_dir)  # another training writing there, free space, writable: fail
+    preflight(out_dir)  # before minutes of data loading
+    dataset = load_dataset(data, image_size=image_size)
     err.print(
         f"training [bold]{model}[/] on [bold]{dataset.name}[/] "
         f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "

@@ -355,7 +355,8 @@ def features(
             )
     if out_dir is None:
         out_dir = run.folder / "features"
-    figure = plots.feature_visualization(visualization, images, None if top is None else top.scores)
+    dead = None if top is None else [top.dead_label(row) for row in range(len(top.channels))]
+    figure = plots.feature_visualization(visualization, images, None if top is None else top.scores, dead)
     path = plots.save_png(figure, out_dir / f"features-{stage}.png")
     if as_json:
         return print_json(
@@ -365,8 +366,13 @@ def features(
                 "activation": visualization.activation.tolist(),
                 "top_images": None if top is None else top.indices.tolist(),
                 "top_scores": None if top is None else top.scores.tolist(),
+                "dead": dead,
+                "closed_form": visualization.closed_form,
                 "file": str(path),
             }
         )
+    for channel, label in zip(visualization.channels, dead or [], strict=False):
+        if label:
+            out.print(f"channel {channel}: {label}", markup=False)
     out.print(f"wrote {path}")
     return None

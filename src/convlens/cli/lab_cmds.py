@@ -22,6 +22,12 @@ def _write_json(path: Path, value) -> None:
     atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
+def _write_text(path: Path, text: str) -> None:
+    from convlens.storage import atomic_write
+
+    atomic_write(path, text.encode())
+
+
 def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) -> dict:
     """Run, write result.json and plot.png, print the tables (unless --json); returns the record."""
     from convlens.lab import experiment_figure, run_experiment
@@ -108,7 +114,7 @@ def lab(
         f"- **{e['experiment']}** ({e['seconds']:.1f} s): [result]({e['result']}) · ![plot]({e['plot']})"
         for e in index
     ]
-    (out_dir / "index.md").write_text("\n".join(lines) + "\n")
+    _write_text(out_dir / "index.md", "\n".join(lines) + "\n")
     err.print(f"all experiments took {total:.1f} s   index: {out_dir / 'index.json'}, {out_dir / 'index.md'}")
 
 

@@ -30,16 +30,26 @@ def explorer_url(host: str, port: int) -> str:
 
 
 def serve_runs(
-    run_dirs: list[Path], host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False
+    run_dirs: list[Path],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    open_browser: bool = False,
+    allow_origins: list[str] | None = None,
 ) -> None:
     """Load the runs, print the URL and serve the explorer until Ctrl-C."""
     import uvicorn
 
     from convlens.server import create_app
+    from convlens.server.background import uvicorn_config
 
     if not 0 < port < 65536:
         raise ConvlensError(f"--port must be 1..65535, got {port}")
-    application = create_app(run_dirs)  # loads every run now: a bad folder fails before binding
+    origins = [check_origin(origin) for origin in allow_origins or []]
+    wildcard = host in ("0.0.0.0", "::", "")
+    # Host must name this server (DNS rebinding): loopback names, --host, and for 0.0.0.0 any IP
+    application = create_app(  # loads every run now: a bad folder fails before binding
+        run_dirs, allowed_hosts=[] if wildcard else [host], allowed_origins=origins, any_ip_host=wildcard
+    )
     if not is_loopback(host):
         err.print(
             f"[yellow]convlens: warning: serving on {host}, not loopback: anyone who can reach this "
@@ -54,11 +64,21 @@ def serve_runs(
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    config = uvicorn.Config(application, log_level="warning", access_log=False)
+    config = uvicorn_config(application)
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: that is the normal way to stop
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
     err.print("explorer stopped")
+
+
+def check_origin(origin: str) -> str:
+    """An ``--allow-origin`` value: scheme://host[:port], nothing else."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ConvlensError(f"--allow-origin must look like http://host:port, got {origin!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def listening_socket(host: str, port: int):
@@ -92,6 +112,12 @@ def serve(
     ),
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
+    allow_origin: list[str] = typer.Option(
+        None,
+        "--allow-origin",
+        help="Another page (scheme://host:port) that may POST to the API; repeatable. "
+        "By default only the explorer's own page may.",
+    ),
 ) -> None:
     """Start the explorer: a local web page that shows how your CNN sees.
 
@@ -110,4 +136,4 @@ def serve(
                 "or run `convlens demo` first to create runs/demo"
             )
         run_dirs = [default]
-    serve_runs(run_dirs, host, port, open_browser)
+    serve_runs(run_dirs, host, port, open_browser, allow_origin)

@@ -7,7 +7,9 @@ Nothing here unpickles: NPZ files are opened with ``allow_pickle=False``.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,35 +22,69 @@ from convlens.data.readers import (
     non_finite_error,
 )
 from convlens.data.transforms import check_data_size, resize_images, stratified_split
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, printable
 
 # ---------------------------------------------------------------- IDX (MNIST format)
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# The most data one IDX file or NPZ array may hold once decompressed (MNIST's largest is 47 MB).
+# Checked from the header, in Python ints, before anything is allocated or decompressed.
+MAX_ARRAY_BYTES = 2 * 2**30
+_CHUNK = 2**24
+
+
+def _too_large(path: Path, what: str, size: int) -> ConvlensError:
+    return ConvlensError(
+        f"{printable(path)}: {what} {size:,} bytes, over the limit of {MAX_ARRAY_BYTES:,} bytes for one array"
+    )
+
+
+def _read_exactly(stream, count: int) -> bytes:
+    """Up to ``count`` bytes from a stream, read in chunks so a lying length never allocates."""
+    parts, left = [], count
+    while left > 0:
+        chunk = stream.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (raw or .gz), the format of MNIST and Fashion-MNIST."""
+    """Read an IDX file (raw or .gz), the format of MNIST and Fashion-MNIST.
+
+    The header's dimensions are multiplied in Python ints and refused beyond MAX_ARRAY_BYTES
+    before the data is read; gzip data is decompressed as a stream and never past that size.
+    """
     path = Path(path)
+    where = printable(path)
     if not path.is_file():
-        raise ConvlensError(f"{path}: no such file")
+        raise ConvlensError(f"{where}: no such file")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ConvlensError(f"{path}: cannot read gzip data ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ConvlensError(f"{path}: not an IDX file (expected magic 0x00 0x00 TYPE NDIM)")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ConvlensError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as stream:
+            magic = _read_exactly(stream, 4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise ConvlensError(f"{where}: not an IDX file (expected magic 0x00 0x00 TYPE NDIM)")
+            dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+            header = _read_exactly(stream, 4 * ndim)
+            if len(header) < 4 * ndim:
+                raise ConvlensError(f"{where}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", header)
+            expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+            if expected > MAX_ARRAY_BYTES:
+                raise _too_large(path, f"IDX header says {dims}, that is", expected)
+            data = _read_exactly(stream, expected + 1)  # one more byte tells padding apart
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ConvlensError(f"{where}: cannot read gzip data ({exc})") from None
+    if len(data) != expected:
+        found = f"{len(data):,}" if len(data) <= expected else f"more than {expected:,}"
         raise ConvlensError(
-            f"{path}: truncated or padded IDX file: header says {dims} ({expected} bytes of data), found {len(raw) - header}"
+            f"{where}: truncated or padded IDX file: header says {dims} ({expected:,} bytes of data), found {found}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _find_idx(folder: Path, prefixes: tuple[str, ...], kind: str) -> Path | None:
@@ -182,20 +218,59 @@ def read_idx_folder(
 # ---------------------------------------------------------------- NPZ
 
 
+_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _check_npz_members(archive, path: Path) -> None:
+    """Every member's size from its .npy header, in Python ints, before numpy allocates it."""
+    total = 0
+    for name in archive.files:
+        with archive.zip.open(name + ".npy" if name + ".npy" in archive.zip.namelist() else name) as member:
+            version = np.lib.format.read_magic(member)
+            fmt = np.lib.format
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = header(member)
+            total += math.prod(shape) * dtype.itemsize
+            if total > MAX_ARRAY_BYTES:
+                raise _too_large(
+                    path, f"array {printable(name)!r} of shape {shape} brings the archive to", total
+                )
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, told apart: not an .npz at all, object arrays (need pickle), too large."""
+    where = printable(path)
+    with path.open("rb") as file:
+        magic = file.read(6)
+    if magic.startswith(_NPY_MAGIC):
+        raise ConvlensError(f"{where}: a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
+    if not magic.startswith(_ZIP_MAGIC):
+        raise ConvlensError(
+            f"{where}: not a valid .npz file (not a zip archive); expected arrays 'x' and 'y'"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            _check_npz_members(archive, path)
+            return {key: archive[key] for key in archive.files}
+    except ConvlensError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ConvlensError(
+                f"{where}: refused: holds object arrays, which need pickle to load (unpickling can run "
+                "arbitrary code); expected plain numeric arrays"
+            ) from None
+        raise ConvlensError(f"{where}: not a valid .npz file ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError
+        raise ConvlensError(f"{where}: cannot read NPZ archive ({exc.__class__.__name__}: {exc})") from None
+
+
 def read_npz(path: str | Path) -> Dataset:
     """An .npz with ``x`` and ``y`` (and optional ``x_test``, ``y_test``, ``class_names``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConvlensError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise ConvlensError(
-            f"{path}: refused: holds pickled objects ({exc}); expected plain numeric arrays"
-        ) from None
-    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError
-        raise ConvlensError(f"{path}: cannot read NPZ archive ({exc.__class__.__name__}: {exc})") from None
+        raise ConvlensError(f"{printable(path)}: no such file")
+    arrays = _load_npz(path)
     if "x" not in arrays or "y" not in arrays:
         raise ConvlensError(f"{path}: expected arrays 'x' (images) and 'y' (labels), found {sorted(arrays)}")
     x = _images_to_tensor(arrays["x"], f"{path}:x")

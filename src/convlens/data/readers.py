@@ -20,7 +20,7 @@ import torch
 
 from convlens.data.bundle import Dataset
 from convlens.data.transforms import check_data_size, resize_images, stratified_split
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, printable
 
 log = logging.getLogger("convlens")
 
@@ -68,31 +68,42 @@ def check_regular_file(path) -> None:
     except (OSError, ValueError):
         return  # missing or unreadable: the reader's own error says so
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise ConvlensError(f"{path}: not a regular file (a pipe, device or socket); expected an image file")
+        raise ConvlensError(
+            f"{printable(path)}: not a regular file (a pipe, device or socket); expected an image file"
+        )
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file to a uint8 (H, W, 3) array; raise ConvlensError if it cannot be read."""
+def decode_image(path: Path, target: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to a uint8 (H, W, 3) array; raise ConvlensError if it cannot be read.
+
+    With ``target`` (height, width), a large JPEG is decoded at a reduced scale (1/2, 1/4 or
+    1/8, never below ``target``): a 6000x4000 photo bound for 64x64 never takes 72 MB.
+    """
     from PIL import Image, UnidentifiedImageError
 
     check_regular_file(path)
+    where = printable(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns for images between 1x and 2x its pixel limit; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if target is not None:
+                    img.draft(None, (target[1], target[0]))  # JPEG only; others ignore it
                 img.load()
                 return _to_rgb_array(img)
     except _NonFinitePixels as exc:
-        raise non_finite_error(str(path), exc.args[0]) from None
+        raise non_finite_error(where, exc.args[0]) from None
     except FileNotFoundError:
-        raise ConvlensError(f"{path}: no such file") from None
+        raise ConvlensError(f"{where}: no such file") from None
     except IsADirectoryError:
-        raise ConvlensError(f"{path}: is a folder, expected an image file") from None
+        raise ConvlensError(f"{where}: is a folder, expected an image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ConvlensError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
+        raise ConvlensError(
+            f"{where}: cannot decode image ({exc.__class__.__name__}: {printable(exc)})"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ConvlensError(f"{path}: refused, image too large ({exc})") from None
+        raise ConvlensError(f"{where}: refused, image too large ({exc})") from None
 
 
 def _to_rgb_array(img) -> np.ndarray:
@@ -133,7 +144,7 @@ def array_to_input(array: np.ndarray, input_shape: tuple[int, int, int]) -> torc
 
 def load_image(path: str | Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Read one image file as the model's input: float32 (C, H, W) in [0, 1]."""
-    return array_to_input(decode_image(Path(path)), input_shape)
+    return array_to_input(decode_image(Path(path), tuple(input_shape[1:])), input_shape)
 
 
 def is_grayscale(array: np.ndarray) -> bool:
@@ -143,27 +154,41 @@ def is_grayscale(array: np.ndarray) -> bool:
 # ---------------------------------------------------------------- image folder
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` itself, refused if it resolves (through a link) outside the data folder ``root``."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ConvlensError(
+            f"{printable(path)}: a link to {printable(path.resolve())}, outside the data folder "
+            f"{printable(root)}; copy the files in instead"
+        )
+    return path
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
+def _class_folders(root: Path, data_root: Path | None = None) -> list[Path]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [_inside(p, data_root or root) for p in folders]
+
+
+def _image_files(folder: Path, data_root: Path | None = None) -> list[Path]:
+    files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
+    return [_inside(p, data_root or folder) for p in files]
 
 
-def _read_split(root: Path, class_names: list[str]) -> tuple[list[np.ndarray], list[int], list[str]]:
+def _read_split(
+    root: Path, class_names: list[str], data_root: Path, target: tuple[int, int]
+) -> tuple[list[np.ndarray], list[int], list[str]]:
     arrays, labels, skipped = [], [], []
     for label, name in enumerate(class_names):
-        folder = root / name
+        folder = _inside(root / name, data_root)
         if not folder.is_dir():
             continue
-        for file in _image_files(folder):
+        for file in _image_files(folder, data_root):
             try:
-                arrays.append(decode_image(file))
+                arrays.append(decode_image(file, target))
                 labels.append(label)
             except NonFinitePixelsError:
                 raise
@@ -176,12 +201,14 @@ def _choose_size(arrays: list[np.ndarray], root: Path) -> tuple[int, int]:
     sizes = Counter(a.shape[:2] for a in arrays)
     (height, width), _ = sizes.most_common(1)[0]
     if height > MAX_DEFAULT_SIDE or width > MAX_DEFAULT_SIDE:
-        log.warning("%s: images are %dx%d; resizing to 64x64 (choose with image_size)", root, height, width)
+        log.warning(
+            "%s: images are %dx%d; resizing to 64x64 (choose with image_size)", printable(root), height, width
+        )
         return 64, 64
     if len(sizes) > 1:
         log.warning(
             "%s: images have %d different sizes; resizing all to %dx%d (choose with image_size)",
-            root,
+            printable(root),
             len(sizes),
             height,
             width,
@@ -196,33 +223,37 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
     folder of thousands should not stop training; a class left with no image is an error.
     """
     root = Path(root)
+    where = printable(root)
     if not root.exists():
-        raise ConvlensError(f"{root}: no such file or folder")
+        raise ConvlensError(f"{where}: no such file or folder")
     if not root.is_dir():
-        raise ConvlensError(f"{root}: expected a folder with one subfolder per class")
+        raise ConvlensError(f"{where}: expected a folder with one subfolder per class")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     class_root = root / "train" if has_splits else root
-    class_names = [p.name for p in _class_folders(class_root) if _image_files(p)]
+    class_names = [p.name for p in _class_folders(class_root, root) if _image_files(p, root)]
     if not class_names:
         raise ConvlensError(
-            f"{root}: no images found; expected one subfolder per class holding PNG/JPEG/BMP/GIF/TIFF files"
+            f"{where}: no images found; expected one subfolder per class holding PNG/JPEG/BMP/GIF/TIFF files"
         )
     if len(class_names) < 2:
         raise ConvlensError(
-            f"{root}: only one class ({class_names[0]!r}); a classifier needs at least 2 class subfolders"
+            f"{where}: only one class ({printable(repr(class_names[0]))}); a classifier needs at least 2 class "
+            "subfolders"
         )
 
-    train_arrays, train_labels, skipped = _read_split(class_root, class_names)
+    # decode large JPEGs at a reduced scale, never below the size they are resized to
+    target = image_size or (MAX_DEFAULT_SIDE + 1, MAX_DEFAULT_SIDE + 1)
+    train_arrays, train_labels, skipped = _read_split(class_root, class_names, root, target)
     if has_splits:
-        test_arrays, test_labels, skipped_test = _read_split(root / "test", class_names)
+        test_arrays, test_labels, skipped_test = _read_split(root / "test", class_names, root, target)
         skipped += skipped_test
     if skipped:
         log.warning(
-            "%s: skipped %d file(s) that could not be decoded, e.g. %s", root, len(skipped), skipped[0]
+            "%s: skipped %d file(s) that could not be decoded, e.g. %s", where, len(skipped), skipped[0]
         )
     missing = sorted(set(class_names) - {class_names[i] for i in train_labels})
     if missing:
-        raise ConvlensError(f"{root}: class {missing[0]!r} has no readable image")
+        raise ConvlensError(f"{where}: class {printable(repr(missing[0]))} has no readable image")
 
     all_arrays = train_arrays + (test_arrays if has_splits else [])
     size = image_size or _choose_size(all_arrays, root)
@@ -243,7 +274,7 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
         try:
             train_idx, test_idx = stratified_split(labels, DEFAULT_TEST_FRACTION, seed)
         except ConvlensError as exc:
-            raise ConvlensError(f"{root}: {exc}") from None
+            raise ConvlensError(f"{where}: {exc}") from None
         train_x, train_y = images[train_idx], torch.from_numpy(labels[train_idx])
         test_x, test_y = images[test_idx], torch.from_numpy(labels[test_idx])
     split = (

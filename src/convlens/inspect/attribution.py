@@ -54,23 +54,61 @@ def _prepare(model: nn.Module, image: torch.Tensor, target: int | None) -> tuple
     return batch.clone().requires_grad_(), target, probability
 
 
+RECTIFIED_FOLLOWERS = (
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.BatchNorm2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
+
+
 def last_conv_stage(model: nn.Module) -> str:
-    """The last stage that is (or contains) a convolution: Grad-CAM's default."""
+    """The last stage that is (or contains) a convolution."""
     names = [name for name, module in model_stages(model) if is_spatial_stage(module)]
     if not names:
         raise ConvlensError("model has no convolution stage; Grad-CAM needs one (try saliency)")
     return names[-1]
 
 
+def grad_cam_stage(model: nn.Module) -> str:
+    """Grad-CAM's default: the last rectified spatial stage, the ReLU (or the pooling after it)
+    that follows the last convolution; the last convolution itself when no ReLU follows it.
+
+    Grad-CAM before the ReLU weighs negative evidence that the network throws away: on the
+    mnist5k convnet its maps at conv2 delete pixels worse than a random order (deletion AUC
+    0.54 vs 0.50), at pool2 far better (0.28; docs/inspect.md, "Which map to trust").
+    """
+    stages = model_stages(model)
+    last = max((i for i, (_, module) in enumerate(stages) if is_spatial_stage(module)), default=None)
+    if last is None:
+        raise ConvlensError("model has no convolution stage; Grad-CAM needs one (try saliency)")
+    chosen = stages[last][0]
+    rectified = any(isinstance(m, nn.ReLU) for m in stages[last][1].modules())  # a block ending in a ReLU
+    for name, module in stages[last + 1 :]:
+        if not isinstance(module, RECTIFIED_FOLLOWERS):
+            break  # flatten, global pooling, linear: no spatial map any more
+        rectified = rectified or isinstance(module, nn.ReLU)
+        if rectified:
+            chosen = name
+    return chosen
+
+
 def grad_cam(
     model: nn.Module, image: torch.Tensor, target: int | None = None, stage: str | None = None
 ) -> Attribution:
-    """Grad-CAM at ``stage`` (default: the last conv stage) for ``target`` (default: the prediction)."""
+    """Grad-CAM at ``stage`` for ``target`` (default: the prediction).
+
+    The default stage is the last rectified spatial stage (``grad_cam_stage``: pool2 on the
+    convnet), whose maps are faithful; any spatial stage can be named.
+    """
     from captum.attr import LayerAttribution, LayerGradCam
 
     with eval_mode(model):
         batch, target, probability = _prepare(model, image, target)
-        stage = stage or last_conv_stage(model)
+        stage = stage or grad_cam_stage(model)
         layer = find_stage(model, stage)
         cam = LayerGradCam(model, layer).attribute(batch, target=target)  # (1, 1, h, w) or (1, F)
         if cam.ndim != 4:
@@ -108,24 +146,77 @@ def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -
     return _input_attribution("saliency", raw[0].detach().cpu(), target, probability)
 
 
+IG_BASELINES = ("noise", "blur", "black", "gray")  # the first is the default
+
+
+def _blurred(batch: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian blur of ``batch`` (N, C, H, W), reflected at the borders."""
+    radius = max(1, min(int(3 * sigma), min(batch.shape[-2:]) - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=batch.dtype, device=batch.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = batch.shape[1]
+    rows = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    cols = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    padded = torch.nn.functional.pad(batch, (0, 0, radius, radius), mode="reflect")
+    batch = torch.nn.functional.conv2d(padded, rows, groups=channels)
+    padded = torch.nn.functional.pad(batch, (radius, radius, 0, 0), mode="reflect")
+    return torch.nn.functional.conv2d(padded, cols, groups=channels)
+
+
+def ig_baselines(batch: torch.Tensor, baseline: str, samples: int = 1, seed: int = 0) -> torch.Tensor:
+    """The reference image(s) integrated gradients walks from: (S, C, H, W) for a (1, C, H, W) batch.
+
+    ``noise``: ``samples`` uniform-noise images (their attributions are averaged, as in
+    "expected gradients", Erion et al. 2021); ``blur``: the image blurred (sigma = 1/7 of its
+    size); ``black``: zeros; ``gray``: 0.5 everywhere.
+    """
+    if baseline not in IG_BASELINES:
+        raise ConvlensError(
+            f"baseline must be one of {', '.join(IG_BASELINES)}, got {baseline!r}", parameter="baseline"
+        )
+    if baseline == "noise":
+        if samples < 1:
+            raise ConvlensError(f"samples must be at least 1, got {samples}", parameter="samples")
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand((samples, *batch.shape[1:]), generator=generator).to(batch)
+    if baseline == "blur":
+        return _blurred(batch.detach(), max(1.0, min(batch.shape[-2:]) / 7))
+    return torch.full_like(batch, 0.5 if baseline == "gray" else 0.0)
+
+
 def integrated_gradients(
-    model: nn.Module, image: torch.Tensor, target: int | None = None, steps: int = IG_STEPS
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int | None = None,
+    steps: int = IG_STEPS,
+    baseline: str = IG_BASELINES[0],
+    samples: int = 8,
+    seed: int = 0,
 ) -> Attribution:
-    """Gradients averaged along the path from a black image, times the pixel (Sundararajan et al. 2017)."""
+    """Gradients averaged along the path from a baseline image, times the pixel's distance from it
+    (Sundararajan et al. 2017).
+
+    ``baseline``: ``noise`` (default: the mean over ``samples`` uniform-noise baselines drawn
+    from ``seed``), ``blur``, ``black`` or ``gray``. A black baseline makes the magnitude map
+    little more than the input itself (it survives weight randomization: Spearman 0.99 on
+    mnist5k); the noise baseline depends on the model (docs/inspect.md, "Which map to trust").
+    """
     from captum.attr import IntegratedGradients
 
     if steps < 1:
         raise ConvlensError(f"steps: expected at least 1, got {steps}", parameter="steps")
     with eval_mode(model):
         batch, target, probability = _prepare(model, image, target)
+        references = ig_baselines(batch, baseline, samples, seed)  # (S, C, H, W)
         raw = IntegratedGradients(model).attribute(
-            batch,
-            baselines=torch.zeros_like(batch),
+            batch.detach().expand(references.shape[0], -1, -1, -1).clone().requires_grad_(),
+            baselines=references,
             target=target,
             n_steps=steps,
-            internal_batch_size=min(steps, 64),
-        )  # fmt: skip  (1, C, H, W)
-    return _input_attribution("integrated-gradients", raw[0].detach().cpu(), target, probability)
+            internal_batch_size=max(steps, min(steps * references.shape[0], 256)),
+        )  # fmt: skip  (S, C, H, W)
+    return _input_attribution("integrated-gradients", raw.mean(dim=0).detach().cpu(), target, probability)
 
 
 def occlusion(

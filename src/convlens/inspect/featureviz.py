@@ -29,6 +29,7 @@ from convlens.inspect._stages import (
     find_stage,
     input_shape,
     model_device,
+    model_stages,
 )
 from convlens.inspect.hooks import StageRecorder
 
@@ -45,6 +46,7 @@ class FeatureVisualization:
     images: torch.Tensor  # (K, C, H, W) pixels in [0, 1]
     activation: torch.Tensor  # (K,) mean activation of each image's own channel, without transforms
     steps: int
+    closed_form: bool = False  # the stage is affine in the pixels: ``images`` are the exact optimum
 
 
 @dataclass
@@ -55,6 +57,14 @@ class TopImages:
     channels: list[int]
     indices: torch.Tensor  # (K, k) indices into the image set, strongest first
     scores: torch.Tensor  # (K, k) mean activation of the channel
+    dead: list[bool] | None = None  # per channel: never above 0 anywhere on any of the images
+    image_count: int = 0  # how many images were searched
+
+    def dead_label(self, row: int) -> str | None:
+        """What a face shows instead of a dead channel's top images (None for a live channel)."""
+        if not self.dead or not self.dead[row]:
+            return None
+        return f"dead: never active on the {self.image_count} test images"
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -134,6 +144,40 @@ def _frequency_scale(height: int, width: int, decay: float = DECAY) -> torch.Ten
     return (lowest / frequency) ** decay  # (H, W//2+1), 1 at the lowest frequency
 
 
+AFFINE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.AvgPool2d, nn.Flatten, nn.Identity)
+
+
+def _is_affine_stage(model: nn.Module, stage: str) -> bool:
+    """Whether ``stage``'s output is an affine function of the pixels: only normalization,
+    convolutions, BatchNorm (in eval mode), average pooling, flatten and linear layers before it."""
+    from convlens.models._registry import Normalize
+
+    if stage == SOFTMAX:
+        return False
+    for name, module in model_stages(model):
+        leaves = [m for m in module.modules() if not list(m.children())] or [module]
+        if not all(isinstance(m, (*AFFINE_MODULES, Normalize)) for m in leaves):
+            return False
+        if name == stage:
+            return True
+    return False
+
+
+def _closed_form(
+    model: nn.Module, stage: str, targets: torch.Tensor, shape
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact maximum over [0, 1] pixels of an affine stage's mean activation: each pixel is 1
+    where its effective weight (the gradient, the same at every input) is positive, else 0."""
+    device = model_device(model)
+    start = torch.zeros(len(targets), *shape, device=device, requires_grad=True)
+    scores = _channel_scores(_stage_output(model, stage, start, keep_graph=True), targets)
+    (weights,) = torch.autograd.grad(scores.sum(), start)  # (K, C, H, W): rows are independent
+    images = (weights > 0).float()
+    with torch.no_grad():
+        activation = _channel_scores(_stage_output(model, stage, images, keep_graph=False), targets)
+    return images, activation
+
+
 def feature_visualization(
     model: nn.Module,
     stage: str,
@@ -145,14 +189,32 @@ def feature_visualization(
 ) -> FeatureVisualization:
     """Optimize one input image per channel of ``stage`` to maximize that channel's mean activation.
 
-    ``progress(steps done, steps, what)`` is called after every optimization step.
+    A stage that is affine in the pixels (the first convolution after normalization) has a
+    known optimum, the sign pattern of its effective weights; it is computed in closed form
+    instead (``closed_form=True``). ``progress(steps done, steps, what)`` is called after every
+    optimization step.
     """
     chosen = _check_channels(model, stage, channels)
     if steps < 1:
         raise ConvlensError(f"steps: expected at least 1, got {steps}")
     c, height, width = input_shape(model)
-    generator = torch.Generator().manual_seed(seed)
     device = model_device(model)
+    if _is_affine_stage(model, stage):
+        with eval_mode(model):
+            images, activation = _closed_form(
+                model, stage, torch.tensor(chosen, device=device), (c, height, width)
+            )
+        if progress is not None:
+            progress(steps, steps, f"{stage}: {len(chosen)} channels (closed form)")
+        return FeatureVisualization(
+            stage=stage,
+            channels=chosen,
+            images=images.detach().cpu(),
+            activation=activation.detach().cpu(),
+            steps=0,
+            closed_form=True,
+        )
+    generator = torch.Generator().manual_seed(seed)
     scale = _frequency_scale(height, width, DECAY).to(device)  # (H, W//2+1)
     spectrum_shape = (len(chosen), c, height, width // 2 + 1)
     # drawn on the CPU generator, so a seed gives the same start on every device
@@ -205,7 +267,11 @@ def top_activating_images(
     k: int = 9,
     batch_size: int = 500,
 ) -> TopImages:
-    """The ``k`` images of ``images`` (N, C, H, W) with the highest mean activation per channel."""
+    """The ``k`` images of ``images`` (N, C, H, W) with the highest mean activation per channel.
+
+    A channel that is never above 0 at any position of any image is ``dead`` (its "top" images
+    are no better than any others; ``dead_label`` says so). The logits and softmax are never dead.
+    """
     chosen = _check_channels(model, stage, channels)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape(model)):
         raise ConvlensError(
@@ -214,12 +280,17 @@ def top_activating_images(
     k = max(1, min(k, images.shape[0]))
     device = model_device(model)
     index = torch.tensor(chosen, device=device)
-    scores = []
+    scores, peaks = [], []
     with eval_mode(model), torch.no_grad():
         for first in range(0, images.shape[0], batch_size):
             batch = to_float(images[first : first + batch_size]).to(device)  # (B, C, H, W)
             output = _stage_output(model, stage, batch, keep_graph=False)[:, index]  # (B, K, ...)
             scores.append(output.flatten(2).mean(dim=2) if output.ndim > 2 else output)
+            peaks.append(output.flatten(2).amax(dim=2) if output.ndim > 2 else output)
     per_image = torch.cat(scores).T.cpu()  # (K, N)
     values, indices = per_image.topk(k, dim=1)
-    return TopImages(stage=stage, channels=chosen, indices=indices, scores=values)
+    logits = stage in (SOFTMAX, model_stages(model)[-1][0])
+    dead = [False] * len(chosen) if logits else (torch.cat(peaks).amax(dim=0) <= 0).cpu().tolist()
+    return TopImages(
+        stage=stage, channels=chosen, indices=indices, scores=values, dead=dead, image_count=images.shape[0]
+    )

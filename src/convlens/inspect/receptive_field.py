@@ -4,6 +4,8 @@ Each stage maps its output cell ``i`` to input pixels ``start + i * jump .. + si
 (per axis). A layer with kernel k, stride s, padding p and dilation d turns (size, jump,
 start) into (size + d(k-1) jump, jump s, start - p jump). Residual blocks follow their main
 path (their shortcut sees a subset of it); global pooling and linear layers see everything.
+Flatten only reorders: each of its units is one cell of the map before it and sees what that
+cell sees (``unit_grid`` maps a unit to its cell).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class ReceptiveField:
     size: tuple[int, int]  # input pixels one cell sees (rows, cols), before clipping to the image
     jump: tuple[int, int]  # input pixels between neighbouring cells (the product of strides so far)
     start: tuple[int, int]  # input row/col of the first cell's top-left corner (negative: in padding)
-    whole_image: bool = False  # every cell sees the whole input (after flatten, linear, global pooling)
+    whole_image: bool = False  # every cell sees the whole input (after linear layers, global pooling)
+    unit_grid: tuple[int, int, int] | None = None  # flatten: unit u is a cell of this (C, h, w) map
     # per axis, every windowed layer so far as (span, stride, padding before, input length)
     layers: tuple[tuple[tuple[int, int, int, int], ...], ...] = field(default=((), ()), repr=False)
 
@@ -55,6 +58,20 @@ class ReceptiveField:
         top, bottom = _walk_back(row, self.layers[0])
         left, right = _walk_back(col, self.layers[1])
         return top, min(bottom, height - 1), left, min(right, width - 1)
+
+    def cell_region(
+        self, channel: int, row: int, col: int, image_size: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
+        """``region`` of output cell (channel, row, col); for flatten, ``channel`` is the unit."""
+        if self.unit_grid is not None and not self.whole_image:
+            channels, rows, cols = self.unit_grid
+            if not 0 <= channel < channels * rows * cols:
+                raise ConvlensError(
+                    f"channel must be 0..{channels * rows * cols - 1} for stage {self.stage!r}, got {channel}",
+                    parameter="channel",
+                )
+            row, col = divmod(channel % (rows * cols), cols)
+        return self.region(row, col, image_size)
 
 
 def _walk_back(index: int, layers) -> tuple[int, int]:
@@ -73,6 +90,7 @@ class _Geometry:
     length: list[int]  # the current map's rows and cols
     layers: list[list] = field(default_factory=lambda: [[], []])
     whole: bool = False
+    flattened: bool = False  # after a flatten: the next layer that mixes units sees everything
 
     def apply(self, kernel, stride, padding, dilation, ceil_mode: bool = False) -> None:
         """``padding`` is (before, after) per axis: (top, bottom), (left, right)."""
@@ -102,8 +120,12 @@ def _step(module: nn.Module, geometry: _Geometry) -> None:
         geometry.apply(
             kernel, stride, ((pad_rows, pad_rows), (pad_cols, pad_cols)), dilation, module.ceil_mode
         )
-    elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Flatten | nn.Linear):
+    elif isinstance(module, nn.Flatten):
+        geometry.flattened = True  # one unit per cell: each still sees its cell's field
+    elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Linear):
         geometry.whole = True  # every output mixes all positions (exact for global pooling)
+    elif geometry.flattened and any(True for _ in module.parameters()):
+        geometry.whole = True  # a layer with weights after flatten mixes the units
     else:
         for name, child in module.named_children():
             if name not in PARALLEL_BRANCHES:
@@ -119,9 +141,13 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
         logits = model(torch.zeros(1, *shape, device=model_device(model)))  # (1, classes)
     geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
     fields = []
+    before = tuple(shape)
     for name, module in model_stages(model):
         _step(module, geometry)
         fields.append(_field(name, type(module).__name__, recorder.outputs[name][0].shape, module, geometry))
+        if geometry.flattened and not geometry.whole and len(before) == 3 and fields[-1].unit_grid is None:
+            fields[-1].unit_grid = tuple(int(s) for s in before)  # the map this stage flattened
+        before = tuple(recorder.outputs[name][0].shape)
     whole = _Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
     fields.append(_field(SOFTMAX, "Softmax", logits[0].shape, None, whole))
     return fields

@@ -16,7 +16,7 @@ from convlens.errors import ConvlensError
 from convlens.lab._common import EXPERIMENTS, LabResult, register_experiment
 from convlens.views.tables import Table
 
-BUILT_IN = ("params", "locality", "equivariance", "invariance", "hierarchy", "calibration")
+BUILT_IN = ("params", "locality", "equivariance", "invariance", "hierarchy", "calibration", "faithfulness")
 for _module in BUILT_IN:  # importing an experiment registers it; this is the order `lab all` runs them
     importlib.import_module(f"convlens.lab.{_module}")
 

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from convlens.server.deps import ImageRequest, get_run, get_store, image_request
+from convlens.server.deps import ERRORS, UPLOAD_ERRORS, ImageRequest, get_run, get_store, image_request
 from convlens.server.encode import PackedTensor, packed
 from convlens.server.runs import LoadedRun, RunStore
 from convlens.server.uploads import ModelInput
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 MAX_TEST_IMAGES = 200  # per request: thumbnails for the picker, not a data export
 
 
@@ -137,7 +137,7 @@ def _build_card(run: LoadedRun) -> dict:
 @router.get("/runs/{run_id}/test-images", summary="Test images of the run's data set, for picking")
 def test_images(
     run: LoadedRun = Depends(get_run),
-    start: int = Query(0, ge=0, description="index of the first image"),
+    start: int = Query(0, ge=0, le=100_000_000, description="index of the first image"),
     count: int = Query(24, ge=1, le=MAX_TEST_IMAGES, description="how many images"),
     spread: bool = Query(False, description="evenly spaced over the whole split instead of consecutive"),
 ) -> dict:
@@ -166,7 +166,12 @@ def test_images(
     }
 
 
-@router.post("/runs/{run_id}/predict", response_model=Prediction, summary="Class probabilities of one image")
+@router.post(
+    "/runs/{run_id}/predict",
+    response_model=Prediction,
+    responses=UPLOAD_ERRORS,
+    summary="Class probabilities of one image",
+)
 def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     from convlens.predict import predict_probabilities
 
@@ -179,6 +184,7 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
 @router.post(
     "/runs/{run_id}/activations",
     response_model=ActivationsResponse,
+    responses=UPLOAD_ERRORS,
     summary="Every stage's feature maps and the probabilities of one image",
 )
 def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSONResponse:

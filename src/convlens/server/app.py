@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,8 @@ from convlens.server.uploads import MAX_UPLOAD_BYTES, UploadRejected
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # one upload plus the other form fields
+MAX_JSON_BYTES = 1024 * 1024  # the playground's largest grid (64 x 64 numbers) is ~100 KB
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # The page loads nothing from elsewhere: a browser enforcing this proves "no CDN, works offline".
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
@@ -30,33 +33,100 @@ CONTENT_SECURITY_POLICY = (
 log = logging.getLogger("convlens")
 
 
-class _BodyLimit:
-    """Pure ASGI middleware: refuse a request whose declared body exceeds the upload limit
-    before any of it is read; add the page's security headers and the server time
-    (``Server-Timing: app;dur=MS``, shown by browser dev tools) to every response."""
+class _BodyTooLarge(Exception):
+    """Raised into the app by the receive wrapper once a body passes its limit."""
 
-    def __init__(self, app) -> None:
+
+def _host_name(value: str) -> str:
+    """The host name of a ``Host`` or origin ``host[:port]``, lower case, IPv6 without brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _Guard:
+    """Pure ASGI middleware in front of every request:
+
+    - ``Host`` must name this server (loopback names, or those given to ``create_app``): a page
+      on another site that re-points its DNS name at 127.0.0.1 (DNS rebinding) gets 421;
+    - a POST's ``Origin``, when sent (browsers do), must be the page's own or an allowed one: 403;
+    - the body is counted as it arrives, chunked or not: past the limit the answer is 413, and
+      no more of it is read (a declared ``Content-Length`` over it is refused before any is read);
+    - an unexpected exception becomes a 500 answer here, so the connection stays usable;
+    - every response gets the page's security headers and ``Server-Timing: app;dur=MS``.
+    """
+
+    def __init__(self, app, hosts: frozenset[str], origins: frozenset[str], any_ip: bool = False) -> None:
         self.app = app
+        self.hosts = hosts
+        self.origins = origins
+        self.any_ip = any_ip  # bound to 0.0.0.0 / ::: an IP-literal Host cannot be a rebinding
+
+    def _host_allowed(self, host: str) -> bool:
+        name = _host_name(host)
+        return name in self.hosts or (self.any_ip and _is_ip(name))
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        origin = origin.strip().lower().rstrip("/")
+        if origin in self.origins:
+            return True
+        scheme, _, netloc = origin.partition("://")
+        return scheme in ("http", "https") and bool(host) and netloc == host.strip().lower()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            detail = (
-                f"request body is {int(length) / 2**20:.1f} MB; uploads are limited to "
-                f"{MAX_UPLOAD_BYTES // 2**20} MB"
-                if length.isdigit()
-                else "invalid Content-Length header"
-            )
-            status = 413 if length.isdigit() else 400
-            return await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+        headers = {k.lower(): v for k, v in scope.get("headers") or []}
+        host = headers.get(b"host", b"").decode("latin-1")
+        if host and not self._host_allowed(host):
+            detail = f"Host {host[:100]!r} is not this server; open the explorer at its own address"
+            return await _plain(421, detail)(scope, receive, send)
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        changes_state = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if changes_state and b"origin" in headers and not self._origin_allowed(origin, host):
+            detail = f"Origin {origin[:100]!r} may not send requests to this server"
+            return await _plain(403, detail)(scope, receive, send)
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        limit = MAX_JSON_BYTES if kind == b"application/json" else MAX_BODY_BYTES
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await _plain(400, "invalid Content-Length header")(scope, receive, send)
+            if int(length) > limit:
+                return await _plain(413, _too_large(int(length), limit))(scope, receive, send)
 
         started = time.perf_counter()
+        received = 0
+        too_large = False
+        response_started = False
+
+        async def counting_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
 
         async def send_with_headers(message) -> None:
+            nonlocal response_started
+            if too_large and not response_started:
+                return  # the 413 below replaces whatever the app answers to a cut-off body
             if message["type"] == "http.response.start":
+                response_started = True
                 milliseconds = 1000 * (time.perf_counter() - started)  # request in → response out
                 message["headers"] = [
                     *message.get("headers", []),
@@ -66,7 +136,31 @@ class _BodyLimit:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, counting_receive, send_with_headers)
+        except Exception as exc:
+            if response_started:
+                raise
+            if not too_large:  # a bug, not a bad request: log it with its traceback, keep serving
+                log.error("internal error on %s %s: %r", scope["method"], scope["path"], exc, exc_info=exc)
+                detail = f"internal error: {exc.__class__.__name__}"
+                return await _plain(500, detail, close=False)(scope, receive, send)
+        if too_large and not response_started:
+            # the rest of the body stays unread: close the connection after this answer
+            await _plain(413, _too_large(None, limit), close=True)(scope, receive, send)
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    """``size``: the declared length, or None for a body cut off while it arrived."""
+    what = "JSON bodies are" if limit == MAX_JSON_BYTES else "uploads are"
+    shown = MAX_UPLOAD_BYTES if limit == MAX_BODY_BYTES else limit
+    amount = f"over {limit / 2**20:.1f} MB" if size is None else f"{size / 2**20:.1f} MB"
+    return f"request body is {amount}; {what} limited to {shown // 2**20} MB"
+
+
+def _plain(status: int, detail: str, close: bool = False) -> JSONResponse:
+    headers = {"connection": "close"} if close else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -74,8 +168,22 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "invalid"))
+        message = str(error.get("msg", "invalid"))
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts) or "invalid request"
+
+
+def _plain_errors(exc: RequestValidationError) -> list[dict]:
+    """FastAPI's validation problems as plain JSON: where, what and which kind, never the input
+    (it may be bytes, or a ValueError in ``ctx``, which JSON cannot hold)."""
+    return [
+        {
+            "loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+            "msg": str(error.get("msg", "invalid")),
+            "type": str(error.get("type", "invalid")),
+        }
+        for error in exc.errors()
+    ]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -93,7 +201,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_message(exc), "errors": exc.errors()}, status_code=422)
+        return JSONResponse(
+            {"detail": _validation_message(exc), "errors": _plain_errors(exc)}, status_code=422
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -102,8 +212,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"internal error: {exc.__class__.__name__}"}, status_code=500)
 
 
-def create_app(run_dirs: list[str | Path]) -> FastAPI:
-    """The explorer for the given run folders (or checkpoint .json files); the first is shown first."""
+def create_app(
+    run_dirs: list[str | Path],
+    *,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+    any_ip_host: bool = False,
+) -> FastAPI:
+    """The explorer for the given run folders (or checkpoint .json files); the first is shown first.
+
+    Requests must name the server in ``Host``: 127.0.0.1, localhost, [::1] or one of
+    ``allowed_hosts`` (host names; a port is ignored); ``any_ip_host`` also accepts any IP address
+    (for a server bound to 0.0.0.0). A POST with an ``Origin`` must come from the page itself or one
+    of ``allowed_origins`` (e.g. ``http://example.org:3000``)."""
     from convlens import __version__
     from convlens.server import api, explain, layers, playground
 
@@ -124,5 +245,7 @@ def create_app(run_dirs: list[str | Path]) -> FastAPI:
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.add_middleware(_BodyLimit)
+    hosts = frozenset([*LOOPBACK_HOSTS, *(_host_name(h) for h in allowed_hosts)])
+    origins = frozenset(o.strip().lower().rstrip("/") for o in allowed_origins)
+    app.add_middleware(_Guard, hosts=hosts, origins=origins, any_ip=any_ip_host)
     return app

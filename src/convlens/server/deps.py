@@ -5,10 +5,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import File, Form, Path, Request, UploadFile
+from pydantic import BaseModel
 
 from convlens.server.runs import LoadedRun, RunStore
 from convlens.server.uploads import MAX_UPLOAD_BYTES, ModelInput, model_input
 
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationDetail(BaseModel):
+    detail: str
+    errors: list[ValidationProblem]
+
+
+def _answer(description: str, model: type[BaseModel] = ErrorDetail) -> dict:
+    return {"model": model, "description": description}
+
+
+# What the endpoints answer besides 200, for the OpenAPI schema (every one is {"detail": "..."})
+ERRORS = {
+    400: _answer("a bad value: the detail names it and its valid range"),
+    404: _answer("no run with this id"),
+    421: _answer("the Host header does not name this server"),
+    422: _answer("a parameter of the wrong type or out of its bounds", ValidationDetail),
+}
+POST_ERRORS = {
+    **ERRORS,
+    403: _answer("the request comes from another site's page (Origin)"),
+    413: _answer("the body is over the limit (5 MB uploads, 1 MB JSON)"),
+}
+UPLOAD_ERRORS = {**POST_ERRORS, 415: _answer("the upload is not an image convlens reads")}
+
+MAX_TEST_INDEX = 100_000_000  # a sanity bound; the run's own count is checked when the image is read
 RUN_ID = Path(description="run id from GET /api/runs (the run folder's name)")
 
 
@@ -35,7 +71,9 @@ def image_request(
         description="an image file (PNG, JPEG, GIF, BMP, TIFF, WebP; at most 5 MB), e.g. the drawing "
         "canvas; converted to the model's input like `convlens predict` does",
     ),
-    test_index: int | None = Form(None, description="or: the index of one of the run's test images"),
+    test_index: int | None = Form(
+        None, ge=0, le=MAX_TEST_INDEX, description="or: the index of one of the run's test images"
+    ),
     invert: bool = Form(False, description="use 1 − pixels: a dark-on-light image for a light-on-dark model"),
 ) -> ImageRequest:
     """The run and its input image, from a multipart form with ``image`` or ``test_index`` (and ``invert``)."""

@@ -13,21 +13,24 @@ from fastapi.responses import JSONResponse
 from convlens.errors import ConvlensError
 from convlens.inspect import as_dict
 from convlens.server.api import image_json, probabilities_json
-from convlens.server.deps import ImageRequest, image_request
+from convlens.server.deps import UPLOAD_ERRORS, ImageRequest, image_request
 from convlens.server.encode import packed
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=UPLOAD_ERRORS)
 
 MAX_PGD_STEPS = 100  # a page request, not a benchmark: keeps one click under a second
+MAX_INDEX = 1_000_000  # no model has this many channels, rows or classes: the exact range is checked later
 
 
 @router.post("/runs/{run_id}/arithmetic", summary="The arithmetic of one feature-map cell")
 def arithmetic(
     request: ImageRequest = Depends(image_request),
     stage: str = Form(..., description="stage name, e.g. conv1, relu1, pool1, fc, softmax"),
-    channel: int = Form(0, description="output channel (or unit / class for flat stages)"),
-    row: int = Form(0, description="cell row (0 for flat stages)"),
-    col: int = Form(0, description="cell column (0 for flat stages)"),
+    channel: int = Form(
+        0, ge=0, le=MAX_INDEX, description="output channel (or unit / class for flat stages)"
+    ),
+    row: int = Form(0, ge=0, le=MAX_INDEX, description="cell row (0 for flat stages)"),
+    col: int = Form(0, ge=0, le=MAX_INDEX, description="cell column (0 for flat stages)"),
 ) -> JSONResponse:
     """Recomputes output cell (channel, row, col) of ``stage`` by hand — input patch, kernel,
     products, sums, bias (or window max, normalization, weighted sum, softmax) — next to the
@@ -41,7 +44,7 @@ def arithmetic(
         cell = cell_arithmetic(run.model, image.pixels, stage, channel, row, col)
     field = run.stage_field(stage)
     _, height, width = run.input_shape
-    top, bottom, left, right = field.region(row, col, (height, width))
+    top, bottom, left, right = field.cell_region(channel, row, col, (height, width))
     region = {"top": top, "bottom": bottom, "left": left, "right": right, "whole_image": field.whole_image}
     return JSONResponse(
         {
@@ -57,8 +60,10 @@ def arithmetic(
 def attribution(
     request: ImageRequest = Depends(image_request),
     method: str = Form("grad-cam", description="a registered attribution method (GET /api/registry)"),
-    target: int | None = Form(None, description="class to explain [default: the predicted class]"),
-    stage: str | None = Form(None, description="Grad-CAM only: the conv stage [default: the last one]"),
+    target: int | None = Form(
+        None, ge=0, le=MAX_INDEX, description="class to explain [default: the predicted class]"
+    ),
+    stage: str | None = Form(None, description="Grad-CAM only: the stage [default: last rectified]"),
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
     from convlens.inspect.attribution import ATTRIBUTIONS
@@ -84,9 +89,13 @@ def attribution(
 def attack_endpoint(
     request: ImageRequest = Depends(image_request),
     method: str = Form("fgsm", description="a registered attack (GET /api/registry)"),
-    eps: float = Form(0.1, description="L-infinity budget in pixel units, 0..1"),
-    steps: int = Form(10, description="PGD steps"),
-    target: int | None = Form(None, description="class to push towards [default: away from the label]"),
+    eps: float = Form(
+        0.1, ge=0, le=1, allow_inf_nan=False, description="L-infinity budget in pixel units, 0..1"
+    ),
+    steps: int = Form(10, ge=1, le=MAX_PGD_STEPS, description="PGD steps"),
+    target: int | None = Form(
+        None, ge=0, le=MAX_INDEX, description="class to push towards [default: away from the label]"
+    ),
 ) -> JSONResponse:
     """The original, the perturbation (adversarial − original, within ±eps), the adversarial
     image and the class probabilities before and after. The label attacked is the test image's
@@ -99,11 +108,12 @@ def attack_endpoint(
     target = run.check_class(target)
     if not 1 <= steps <= MAX_PGD_STEPS:
         raise ConvlensError(f"steps must be 1..{MAX_PGD_STEPS}, got {steps}")
-    with run.lock:
-        clean = predict_probabilities(run.model, image.batch)[0]  # (classes,)
+    with run.slow_lock:  # a PGD attack takes a while: on the run's own copy of the model
+        model = run.slow_model()
+        clean = predict_probabilities(model, image.batch)[0]  # (classes,)
         label = image.label if image.label is not None else int(clean.argmax())
-        result = attack(run.model, image.batch, torch.tensor([label]), method, eps, steps, target)
-        adversarial = predict_probabilities(run.model, result.adversarial_images)[0]  # (classes,)
+        result = attack(model, image.batch, torch.tensor([label]), method, eps, steps, target)
+        adversarial = predict_probabilities(model, result.adversarial_images)[0]  # (classes,)
     return JSONResponse(
         {
             **image_json(image),

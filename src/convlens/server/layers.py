@@ -9,19 +9,20 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from convlens.errors import ConvlensError
-from convlens.server.deps import get_run
+from convlens.server.deps import ERRORS, get_run
 from convlens.server.encode import packed
 from convlens.server.runs import LoadedRun
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 FEATURE_STEPS = 128  # enough for a recognisable pattern on 28-pixel inputs in about a second
 MAX_CHANNELS = 64  # one request optimizes at most this many channels at once
 TOP_K = 9
 
 
-def _cached(run: LoadedRun, key: tuple, compute):
+def _cached(run: LoadedRun, key: tuple, compute, slow: bool = False):
+    """``compute()`` once per run and key; ``slow``: under the run's slow lock (own model copy)."""
     if key not in run.cache:
-        with run.lock:
+        with run.slow_lock if slow else run.lock:
             if key not in run.cache:
                 run.cache[key] = compute()
     return run.cache[key]
@@ -75,14 +76,15 @@ def features(
 
     def compute():
         channels = list(range(min(MAX_CHANNELS, run.model_channels(stage))))
-        return feature_visualization(run.model, stage, channels, steps=FEATURE_STEPS)
+        return feature_visualization(run.slow_model(), stage, channels, steps=FEATURE_STEPS)
 
-    result = _cached(run, ("features", stage), compute)
+    result = _cached(run, ("features", stage), compute, slow=True)
     return JSONResponse(
         {
             "stage": stage,
             "channels": result.channels,
             "steps": result.steps,
+            "closed_form": result.closed_form,
             "images": packed(result.images),
             "activation": result.activation.tolist(),
         }
@@ -93,7 +95,7 @@ def features(
 def top_images(
     run: LoadedRun = Depends(get_run),
     stage: str = Query(..., description="a stage with channels"),
-    channel: int = Query(..., ge=0, description="the channel"),
+    channel: int = Query(..., ge=0, le=1_000_000, description="the channel"),
 ) -> JSONResponse:
     """The 9 test images with the highest mean activation of the channel, strongest first."""
     from convlens.data import to_float
@@ -107,10 +109,14 @@ def top_images(
     result = _cached(run, ("top", stage), lambda: top_activating_images(run.model, images, stage, k=TOP_K))
     row = result.channels.index(channel)
     indices = result.indices[row].tolist()
+    dead = result.dead_label(row)  # a dead channel has no top images worth showing
+    if dead:
+        indices = []
     return JSONResponse(
         {
             "stage": stage,
             "channel": channel,
+            "dead": dead,
             "images": [
                 {
                     "index": index,
@@ -119,7 +125,7 @@ def top_images(
                     "score": float(score),
                     "pixels": packed(to_float(images[index])),
                 }
-                for index, score in zip(indices, result.scores[row].tolist(), strict=True)
+                for index, score in zip(indices, result.scores[row].tolist(), strict=False)
             ],
         }
     )

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from convlens.errors import ConvlensError
+from convlens.server.deps import ERRORS, POST_ERRORS
 
-router = APIRouter(prefix="/api/playground")
+router = APIRouter(prefix="/api/playground", responses=ERRORS)
 MAX_GRID = 64  # the page draws every cell; larger grids are a photo editor's job
 MAX_KERNEL = 7
 
@@ -19,8 +20,8 @@ MAX_KERNEL = 7
 class ConvolveRequest(BaseModel):
     image: list[list[float]] = Field(description="grayscale grid (H, W), e.g. 0 = white paper, 1 = ink")
     kernel: list[list[float]] | str = Field("edge", description="a (kH, kW) matrix or a preset name")
-    stride: int = Field(1, description="cells the kernel moves per step")
-    padding: int = Field(0, description="rings of zeros added around the image")
+    stride: int = Field(1, ge=1, le=MAX_GRID, description="cells the kernel moves per step")
+    padding: int = Field(0, ge=0, le=MAX_KERNEL, description="rings of zeros added around the image")
 
 
 class ConvolveCellJSON(BaseModel):
@@ -71,7 +72,12 @@ def picture(
     return {"name": name, "image": grid.round(decimals=3).tolist()}
 
 
-@router.post("/convolve", response_model=ConvolveResponse, summary="Slide a kernel over a grid")
+@router.post(
+    "/convolve",
+    response_model=ConvolveResponse,
+    responses=POST_ERRORS,
+    summary="Slide a kernel over a grid",
+)
 def convolve_endpoint(request: ConvolveRequest) -> dict:
     """``convlens.inspect.convolve``: the feature map plus each cell's products and sum, which
     the page replays one cell at a time."""

@@ -30,6 +30,10 @@ class LoadedRun:
     run: Run
     # Hooks and gradients touch the shared model, so explanations run one at a time per run.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Slow work (feature visualization, attacks) runs on its own copy of the model under its own
+    # lock, so a predict or activations request never waits behind it.
+    slow_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _slow_model: torch.nn.Module | None = field(default=None, repr=False)
     cache: dict = field(default_factory=dict, repr=False)  # results that never change, e.g. the card
     _test_split: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
     _test_error: str | None = field(default=None, repr=False)
@@ -45,6 +49,16 @@ class LoadedRun:
     @property
     def class_names(self) -> list[str]:
         return self.run.class_names
+
+    def slow_model(self) -> torch.nn.Module:
+        """A private copy of the model for slow work; hold ``slow_lock`` while using it."""
+        import copy
+
+        with self.slow_lock:
+            if self._slow_model is None:
+                with self.lock:  # copied while no request's hooks sit on the shared model
+                    self._slow_model = copy.deepcopy(self.run.model).eval()
+            return self._slow_model
 
     def check_class(self, index: int | None, name: str = "target") -> int | None:
         """A class index from a request, or None; names the valid range when it is out of it."""

@@ -23,10 +23,13 @@ from convlens.checkpoint import (
     restore_optimizer_state,
     save_checkpoint,
     split_optimizer_state,
+    tidy_checkpoint,
 )
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
+from convlens.runlock import RunLock
+from convlens.storage import MiB, format_bytes, preflight, remove_stale_temp_files
 from convlens.train.diagnostics import diagnose
 from convlens.train.guard import DivergenceGuard, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
@@ -83,15 +86,57 @@ def fit(
     overwrite: bool = False,
     observer: TrainingObserver | None = None,
 ) -> TrainResult:
-    """Train ``config.model`` on ``dataset``; write checkpoints and metrics.jsonl to ``run_dir``."""
-    from convlens.models import create_model
+    """Train ``config.model`` on ``dataset``; write checkpoints and metrics.jsonl to ``run_dir``.
 
+    The run folder is locked while training (``convlens.runlock``): a second ``fit`` into it
+    fails while this one runs. Each checkpoint is committed atomically (``save_checkpoint``), so
+    after a kill at any moment ``resume=True`` continues from the last epoch saved.
+    """
     config.check()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConvlensError(f"run_dir {run_dir}: exists and is not a folder", parameter="run_dir")
+    with RunLock(run_dir) as lock:
+        return _fit_locked(dataset, config, run_dir, resume, overwrite, observer, lock.took_over)
+
+
+def _interrupted_before_first_save(run_dir: Path, took_over: bool) -> bool:
+    """A run folder with traces of a training killed before its first last.* was committed:
+    the lock of a dead training, or files of best.* / last.*."""
+    if (run_dir / "last.json").exists() or (run_dir / "model.json").exists() or not run_dir.is_dir():
+        return False
+    return took_over or any(
+        p.name.startswith(("best.", "last.", ".best.", ".last.")) for p in run_dir.iterdir()
+    )
+
+
+def _preflight(run_dir: Path, model: torch.nn.Module, name: str) -> None:
+    """Enough free space for model.*, best.*, last.* (weights and momentum) and one save in flight."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    preflight(
+        run_dir,
+        6 * size + 16 * MiB,
+        f"training {name} ({format_bytes(size)} of weights; model.*, best.*, last.* with optimizer "
+        "state, one save in flight and a margin)",
+    )
+
+
+def _fit_locked(
+    dataset, config, run_dir: Path, resume: bool, overwrite: bool, observer, took_over: bool
+) -> TrainResult:
+    from convlens.models import create_model
+
     facts = _dataset_facts(dataset)
     meta = state = None
+    for name in ("model", "best", "last"):
+        tidy_checkpoint(run_dir / name)  # what a killed training left half-saved
+    remove_stale_temp_files(run_dir, "metrics.jsonl")
+    if resume and _interrupted_before_first_save(run_dir, took_over):
+        log.warning(
+            "resume: %s was interrupted before its first epoch was saved; starting from epoch 1",
+            run_dir,
+        )
+        resume, overwrite = False, True
     if resume:
         if not (run_dir / "last.json").is_file():
             raise ConvlensError(f"resume: {run_dir} has no last.json to resume from", parameter="resume")
@@ -132,6 +177,7 @@ def fit(
             dataset.std,
             **config.model_options,
         )
+    _preflight(run_dir, model, config.model)
     training = _Training(dataset, config, run_dir, split, facts, observer or _Silent())
     return training.run(model, meta, state)
 

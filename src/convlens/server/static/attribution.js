@@ -22,7 +22,7 @@ export class AttributionView {
       ...state.card.class_names.map((name, i) => new Option(name, String(i))));
     const convStages = state.card.stages.filter((s) => s.kind === "Conv2d" || s.kind === "BasicBlock"
       || (s.shape.length === 3 && s.name !== "normalize"));
-    this.stage.replaceChildren(new Option("last conv stage", ""), ...convStages.map((s) => new Option(s.name, s.name)));
+    this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""), ...convStages.map((s) => new Option(s.name, s.name)));
     this.box.replaceChildren();
   }
 

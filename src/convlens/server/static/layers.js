@@ -87,8 +87,10 @@ export class LayersView {
       return tile;
     });
     this.features.replaceChildren(...tiles);
-    document.getElementById("layers-features-note").textContent = `${count} channels, each image optimized ` +
-      `for ${body.steps} steps to excite its channel; click one for the test images that excite it most`;
+    const how = body.closed_form ? "each image the exact optimum of its channel (this stage is linear in the pixels)"
+      : `each image optimized for ${body.steps} steps to excite its channel`;
+    document.getElementById("layers-features-note").textContent = `${count} channels, ${how}; ` +
+      "click one for the test images that excite it most";
   }
 
   async showTop(base, stage, channel, tile) {
@@ -96,6 +98,10 @@ export class LayersView {
     tile.classList.add("selected");
     try {
       const body = await getJSON(`${base}/top-images?stage=${encodeURIComponent(stage)}&channel=${channel}`);
+      if (body.dead) {
+        this.top.replaceChildren(el("h4", { text: `${stage} channel ${channel}` }), el("p", { class: "note", text: body.dead }));
+        return;
+      }
       this.top.replaceChildren(el("h4", { text: `test images that excite ${stage} channel ${channel} most` }),
         ...body.images.map((item) => el("figure", { class: "feature-tile" },
           paintImage(el("canvas", { class: "feature" }), unpack(item.pixels)),

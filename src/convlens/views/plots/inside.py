@@ -118,11 +118,15 @@ def filters(weight: torch.Tensor, stage: str, out_limit: int = 64, in_limit: int
 
 
 def feature_visualization(
-    visualization, top_images: torch.Tensor | None = None, top_scores: torch.Tensor | None = None
+    visualization,
+    top_images: torch.Tensor | None = None,
+    top_scores: torch.Tensor | None = None,
+    dead: list[str | None] | None = None,
 ) -> Figure:
     """One row per channel: the optimized image, then the dataset images that excite it most.
 
-    Only pixels here (no value map, so no colour bar); the numbers are in the titles.
+    Only pixels here (no value map, so no colour bar); the numbers are in the titles. ``dead``:
+    per channel, the label shown instead of its top images (``TopImages.dead_label``), or None.
     """
     channels = visualization.channels
     k = 0 if top_images is None else top_images.shape[1]
@@ -135,9 +139,17 @@ def feature_visualization(
             f"ch {channel}: {float(visualization.activation[row]):.2f}",
         )
         axes[row, 0].set_ylabel("optimized", fontsize=7)
+        label = dead[row] if dead else None
         for j in range(k):
+            if label:
+                axes[row, j + 1].set_axis_off()
+                continue
             picture(axes[row, j + 1], top_images[row, j], f"{float(top_scores[row, j]):.2f}")
+        if label and k:
+            axes[row, 1].text(0, 0.5, label, fontsize=8, va="center", transform=axes[row, 1].transAxes)
     title = f"{visualization.stage}: what each channel looks for (mean activation in titles)"
+    if getattr(visualization, "closed_form", False):
+        title += "\n(a stage linear in the pixels: the optimized images are its exact optimum)"
     if k:
         title += f"\nleft: optimized image; right: the {k} test images that excite it most"
     figure.suptitle(title, fontsize=10)

@@ -18,7 +18,8 @@ def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
 
 def save_png(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write ``figure`` to ``path`` (folders made as needed); returns the path."""
+    from convlens.storage import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(figure, dpi))
+    atomic_write(path, png_bytes(figure, dpi), durable=False)  # no half-written PNG, no fsync cost
     return path
