@@ -60,10 +60,13 @@ def test_robustness_curve_counts_images_over_every_method_and_eps(sample):
 def test_feature_visualization_reports_every_step(digits_model):
     from convlens.inspect import feature_visualization
 
-    progress = Recorder()
-    feature_visualization(digits_model[0], "conv1", [0, 1], steps=5, progress=progress)
+    progress = Recorder()  # relu1: optimized step by step (conv1 is linear: solved in closed form, one step)
+    feature_visualization(digits_model[0], "relu1", [0, 1], steps=5, progress=progress)
     progress.check(5)
     assert [call[0] for call in progress.calls] == [1, 2, 3, 4, 5]
+    closed = Recorder()
+    feature_visualization(digits_model[0], "conv1", [0, 1], steps=5, progress=closed)
+    closed.check(5)
 
 
 def test_report_reports_its_sections(digits_run):
