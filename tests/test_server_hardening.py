@@ -363,8 +363,8 @@ def test_half_open_request_head_is_cut_off(digits_run, monkeypatch):
 
 
 def test_predict_and_activations_do_not_wait_for_slow_work(app, client, base):
-    """Feature visualization and attacks hold the run's slow lock (on a copy of the model);
-    predict and activations must answer while it is held."""
+    """Feature visualization, attacks and attributions hold the run's slow lock (on a copy of the
+    model); predict and activations must answer while it is held."""
     run = next(iter(app.state.runs.runs.values()))
     run.slow_model()  # the copy exists
     answers = {}
@@ -383,3 +383,5 @@ def test_predict_and_activations_do_not_wait_for_slow_work(app, client, base):
     assert features.status_code == 200
     attack = client.post(f"{base}/attack", data={"test_index": 3, "method": "pgd", "steps": 2})
     assert attack.status_code == 200
+    attribution = client.post(f"{base}/attribution", data={"test_index": 3, "method": "occlusion"})
+    assert attribution.status_code == 200 and attribution.json()["method"] == "occlusion"

@@ -258,3 +258,26 @@ def test_report_and_model_card_show_the_kept_epoch_and_diagnostics(digits_run):
     )
     assert card["validation"] == run.validation and card["diagnostics"] == run.diagnostics
     assert card["metrics"]["selection"] == run.metrics["selection"]
+
+
+@pytest.mark.parametrize(
+    ("interrupt_at", "expected"), [(1, "before the first epoch was saved"), (3, "--resume")]
+)
+def test_ctrl_c_says_how_to_go_on(run_cli, tmp_path, monkeypatch, interrupt_at, expected):
+    import convlens.train.fitting as fitting
+
+    real, calls = fitting.train_one_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "train_one_epoch", interrupted)
+    code, _, err = run_cli("train", "--data", "digits", "--epochs", "4", "--out", tmp_path / "run")
+    assert code == 2 and "interrupted" in err and expected in err, err
+    if interrupt_at > 1:  # what it suggests works
+        monkeypatch.setattr(fitting, "train_one_epoch", real)
+        code, _, err = run_cli("train", "--data", "digits", "--out", tmp_path / "run", "--resume")
+        assert code == 0, err

@@ -236,6 +236,11 @@ def train(
         result = fit(dataset, config, out_dir, resume=resume, overwrite=overwrite, observer=bar)
     except KeyboardInterrupt:
         bar.close()
+        if not (Path(out_dir) / "last.json").is_file():  # stopped before its first epoch was saved
+            raise ConvlensError(
+                f"interrupted before the first epoch was saved; start again with: convlens train --data {data} "
+                f"--out {out_dir}"
+            ) from None
         raise ConvlensError(
             f"interrupted; continue with: convlens train --data {data} --out {out_dir} --resume"
         ) from None

@@ -71,8 +71,10 @@ def attribution(
     run, image = request.run, request.image
     entry = ATTRIBUTIONS.get(method)
     target = run.check_class(target)
-    with run.lock:  # options a method does not take (stage for saliency) are left out
-        result = entry.call(run.model, image.pixels, target=target, stage=stage or None)
+    # integrated gradients and occlusion take a while: on the run's own copy, so predictions and
+    # activations of other requests do not wait; options a method does not take are left out
+    with run.slow_lock:
+        result = entry.call(run.slow_model(), image.pixels, target=target, stage=stage or None)
     return JSONResponse(
         {
             "method": result.method,
