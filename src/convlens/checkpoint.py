@@ -22,14 +22,7 @@ import torch
 
 from convlens.checkpoint_schema import FORMAT  # one definition, beside the schema that checks it
 from convlens.errors import ConvlensError, printable, refuse_pickle
-from convlens.storage import (  # noqa: F401  (atomic_write, new_file_mode: public here too)
-    atomic_write,
-    current_umask,
-    fsync_dir,
-    new_file_mode,
-    remove_quietly,
-    remove_stale_temp_files,
-)
+from convlens.storage import atomic_write, fsync_dir, remove_quietly, remove_stale_temp_files
 
 
 def versions() -> dict:

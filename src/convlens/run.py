@@ -151,11 +151,10 @@ class Run:
     def test_data(self, data: str | None = None, limit: int | None = None, seed: int = 0):
         """``(float images, labels, spec)``: a seeded sample of ``limit`` test images (None: all)."""
         from convlens.data import to_float
+        from convlens.data.transforms import sample_indices
 
         dataset, spec = self.data(data)
-        count = dataset.test_labels.shape[0]
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-        index = order if limit is None else order[:limit]  # splits are stored sorted by class
+        index = sample_indices(dataset.test_labels.shape[0], limit, seed)
         return to_float(dataset.test_images[index]), dataset.test_labels[index], spec
 
     # ------------------------------------------------------------------------- predictions

@@ -17,7 +17,7 @@ JSON_HELP = "Print one JSON object to stdout instead of tables."
 
 
 def _write_json(path: Path, value) -> None:
-    from convlens.checkpoint import atomic_write
+    from convlens.storage import atomic_write
 
     atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
 

@@ -10,16 +10,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from convlens.views.tables import percent
+
 out = Console(highlight=False)  # results
 err = Console(stderr=True, highlight=False)  # progress and notes: keeps stdout clean for --json
 
 
 def print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
-
-
-def percent(value: float) -> str:
-    return f"{100 * value:.2f} %"
 
 
 class ProgressBar:
@@ -155,8 +153,10 @@ def predictions_table(rows: list[dict]) -> None:
 
 
 def number(value: float | None) -> str:
-    """4 significant digits, no negative zero; None (JSON's ±inf/NaN) reads n/a."""
-    return "n/a" if value is None else f"{value + 0.0:.4g}"
+    """A step's value as ``views.arithmetic.num`` writes it; None (JSON's ±inf/NaN) reads n/a."""
+    from convlens.views.arithmetic import num  # imports torch: only when arithmetic is printed
+
+    return "n/a" if value is None else num(value)
 
 
 def grid_text(values, marks=None) -> str:

@@ -176,7 +176,7 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
             np.savez(tmp, train_x=arrays[0], train_y=arrays[1], test_x=arrays[2], test_y=arrays[3])
-        from convlens.checkpoint import new_file_mode
+        from convlens.storage import new_file_mode
 
         os.chmod(tmp.name, new_file_mode())  # temp files are 0600: a shared cache honours the umask
         os.replace(tmp.name, path)

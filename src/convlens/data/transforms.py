@@ -83,6 +83,12 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.cat(resized)
 
 
+def sample_indices(count: int, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """``limit`` indices out of ``count``, drawn with a fixed seed (splits are stored sorted by class)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order if limit is None else order[:limit]
+
+
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a fixed stratified train/test split (every class in both halves)."""
     from sklearn.model_selection import train_test_split

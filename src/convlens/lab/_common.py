@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from convlens.data import Dataset, to_float
+from convlens.data.transforms import sample_indices
 from convlens.errors import ConvlensError
 from convlens.registry import Registry
 from convlens.views.tables import Table
@@ -128,12 +129,6 @@ def with_images(
         test_images=test_images,
         test_labels=dataset.test_labels if test_labels is None else test_labels,
     )
-
-
-def sample_indices(count: int, limit: int | None, seed: int = 0) -> torch.Tensor:
-    """``limit`` indices out of ``count``, drawn with a fixed seed (splits are stored sorted by class)."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    return order if limit is None else order[:limit]
 
 
 def subset(dataset: Dataset, train: int | None, test: int | None, seed: int = 0) -> Dataset:

@@ -10,7 +10,7 @@ import base64
 import datetime
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ def _image(figure, alt: str, caption: str = "") -> dict:
 
 def _table(table) -> dict:
     """A ``views.tables.Table`` as the template's table dict."""
-    return {"title": table.title, "columns": table.columns, "rows": table.rows}
+    return asdict(table)
 
 
 def _overview(run: Run) -> Section:
@@ -226,6 +226,7 @@ def _attacks(run: Run, images, labels, eps: float) -> Section:
 def _lab(lab_dir: Path) -> Section:
     """Every registered experiment: its tables and plot where ``convlens lab`` wrote them, else how to."""
     from convlens.lab import EXPERIMENTS
+    from convlens.views.tables import lab_not_run_table
 
     section = Section("lab", "Lab results")
     missing = []
@@ -255,16 +256,7 @@ def _lab(lab_dir: Path) -> Section:
     )
     if missing:
         section.text += " Write the others with: convlens lab all --out RUN_DIR/lab"
-        section.tables.append(
-            {
-                "title": "not run yet",
-                "columns": ["experiment", "what it tests", "command"],
-                "rows": [
-                    [name, EXPERIMENTS.get(name).help, f"convlens lab {name} --out RUN_DIR/lab/{name}"]
-                    for name in missing
-                ],
-            }
-        )
+        section.tables.append(_table(lab_not_run_table([(n, EXPERIMENTS.get(n).help) for n in missing])))
     return section
 
 
@@ -327,6 +319,13 @@ def render_report(title: str, sections: list[Section]) -> str:
     )
 
 
+def _check_out_file(path: Path) -> None:
+    if path.is_dir():
+        raise ConvlensError(
+            f"out_file {path}: is a folder; give a file name such as report.html", parameter="out_file"
+        )
+
+
 def build_report(
     run_dir: str | Path,
     out_file: str | Path | None = None,
@@ -339,14 +338,13 @@ def build_report(
 
     ``progress(sections done, sections, what)``: see ``report_sections``.
     """
-    from convlens.checkpoint import atomic_write
+    from convlens.storage import atomic_write
 
+    if out_file is not None:  # before minutes of attacks and attributions, not after
+        _check_out_file(Path(out_file))
     run, sections = report_sections(run_dir, data, eps, lab_dir, progress)
     out_path = Path(out_file) if out_file is not None else run.folder / "report.html"
-    if out_path.is_dir():
-        raise ConvlensError(
-            f"out_file {out_path}: is a folder; give a file name such as report.html", parameter="out_file"
-        )
+    _check_out_file(out_path)
     title = f"{run.model_name} on {run.dataset.get('name', 'its data')}"
     atomic_write(out_path, render_report(title, sections).encode("utf-8"))
     return out_path

@@ -9,7 +9,6 @@ state).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 import torch
 
 from convlens.checkpoint import (
-    atomic_write,
     read_checkpoint,
     restore_optimizer_state,
     save_checkpoint,
@@ -33,7 +31,7 @@ from convlens.storage import MiB, format_bytes, preflight, remove_stale_temp_fil
 from convlens.train.diagnostics import diagnose
 from convlens.train.guard import DivergenceGuard, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
-from convlens.train.progress import Progress
+from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
 from convlens.train.selection import choose_epoch, score
 from convlens.train.validation import Split, validation_split
@@ -166,7 +164,7 @@ def _fit_locked(
             config,
             dataset,
             train_images=int(split.train_labels.shape[0]),
-            validation_images=0 if not split.has_validation else int(split.val_labels.shape[0]),
+            validation_images=split.validation_size,
         )
         torch.manual_seed(config.seed)  # weight initialization
         model = create_model(
@@ -235,9 +233,7 @@ class _Training:
         test = self._epochs(progress)
         if not progress.history:
             raise ConvlensError("no epoch was trained; nothing to save")
-        selection = choose_epoch(
-            progress.history, progress.best_epoch, 0 if not split.has_validation else len(split.val_labels)
-        )
+        selection = choose_epoch(progress.history, progress.best_epoch, split.validation_size)
         if selection["epoch"] != progress.history[-1]["epoch"]:
             log.warning(selection["reason"])
             self._load_best()
@@ -316,7 +312,7 @@ class _Training:
                 save_checkpoint(
                     self.run_dir / "best",
                     self.model,
-                    {**self.common, "metrics": _epoch_metrics(row), "history": progress.history},
+                    {**self.common, "metrics": epoch_metrics(row), "history": progress.history},
                 )
             else:
                 progress.stale += 1
@@ -344,13 +340,13 @@ class _Training:
             self.model,
             {
                 **self.common,
-                "metrics": _epoch_metrics(progress.history[-1]),
+                "metrics": epoch_metrics(progress.history[-1]),
                 "history": progress.history,
                 "resume": resume,
             },
             state_tensors={**optimizer_tensors, "rng.generator": self.generator.get_state()},
         )
-        _write_metrics(self.run_dir, progress.history)
+        progress.write_metrics(self.run_dir)
 
     def _load_best(self) -> None:
         if self.best_state is None:  # resumed after the best epoch: its weights are in best.*
@@ -404,7 +400,7 @@ class _Training:
             self.model,
             {**self.common, "metrics": summary, "history": history, "diagnostics": diagnostics},
         )
-        _write_metrics(self.run_dir, history)
+        progress.write_metrics(self.run_dir)
         return TrainResult(
             test_accuracy=test["test_accuracy"],
             best_accuracy=best_accuracy,
@@ -423,20 +419,3 @@ class _Training:
             validation=split.describe(),
             diagnostics=diagnostics,
         )
-
-
-def _epoch_metrics(row: dict) -> dict:
-    keys = (
-        "epoch",
-        "test_accuracy",
-        "test_loss",
-        "train_accuracy",
-        "train_seconds",
-        "val_accuracy",
-        "val_loss",
-    )
-    return {key: row[key] for key in keys if key in row}
-
-
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history).encode())

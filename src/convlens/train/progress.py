@@ -7,9 +7,12 @@ has gone without a better one, why it stopped early, and the divergence guard's 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from convlens.storage import atomic_write
 from convlens.train.guard import DivergenceGuard
 
 NO_SCORE = (-1.0, -1e300)  # below every real (accuracy, -loss); JSON has no infinity
@@ -28,6 +31,11 @@ class Progress:
     @property
     def next_epoch(self) -> int:
         return self.history[-1]["epoch"] + 1 if self.history else 1
+
+    def write_metrics(self, run_dir: Path) -> None:
+        """``metrics.jsonl``: one JSON line per epoch of the history so far."""
+        text = "".join(json.dumps(row) + "\n" for row in self.history)
+        atomic_write(run_dir / "metrics.jsonl", text.encode())
 
     @property
     def train_seconds(self) -> float:
@@ -59,3 +67,17 @@ class Progress:
             stale=saved.get("stale", 0),
             stopped=saved.get("stopped"),
         )
+
+
+def epoch_metrics(row: dict) -> dict:
+    """The "metrics" a checkpoint saved during training carries: one history row's numbers."""
+    keys = (
+        "epoch",
+        "test_accuracy",
+        "test_loss",
+        "train_accuracy",
+        "train_seconds",
+        "val_accuracy",
+        "val_loss",
+    )
+    return {key: row[key] for key in keys if key in row}

@@ -36,11 +36,15 @@ class Split:
     def has_validation(self) -> bool:
         return self.val_labels is not None
 
+    @property
+    def validation_size(self) -> int:
+        return 0 if self.val_labels is None else int(self.val_labels.shape[0])
+
     def describe(self) -> dict:
         """Facts for the checkpoint: sizes and the rule, so a reader knows what each figure is of."""
         return {
             "train": int(self.train_labels.shape[0]),
-            "validation": 0 if self.val_labels is None else int(self.val_labels.shape[0]),
+            "validation": self.validation_size,
             "rule": "stratified, seed 0, carved from the training split; chooses the epoch, stops early, "
             "detects divergence"
             if self.has_validation

@@ -87,21 +87,24 @@ def attack_table(result, data: str = "", class_names: list[str] | None = None) -
     target = ""
     if result.target is not None:
         target = f", target {class_names[result.target] if class_names else result.target}"
-    where = f" on {result.labels.numel():,} {data + ' ' if data else ''}test images"
+    summary = result.summary()
+    where = f" on {summary['images']:,} {data + ' ' if data else ''}test images"
     rows = [
-        ["accuracy", percent(result.clean_accuracy), percent(result.adversarial_accuracy)],
+        ["accuracy", percent(summary["clean_accuracy"]), percent(summary["adversarial_accuracy"])],
         [
             "mean confidence",
-            percent(float(result.clean_confidences.mean()) if result.labels.numel() else 0.0),
-            percent(float(result.adversarial_confidences.mean()) if result.labels.numel() else 0.0),
+            percent(summary["mean_confidence_clean"]),
+            percent(summary["mean_confidence_adversarial"]),
         ],
-        ["max L∞ of the perturbation", "", f"{result.max_linf:.4f}"],
-        ["mean L2 of the perturbation", "", f"{result.mean_l2:.4f}"],
-        ["correct images fooled", "", f"{int(result.flipped.sum()):,}"],
+        ["max L∞ of the perturbation", "", f"{summary['max_linf']:.4f}"],
+        ["mean L2 of the perturbation", "", f"{summary['mean_l2']:.4f}"],
+        ["correct images fooled", "", f"{summary['flipped']:,}"],
     ]
-    if result.target_success_rate is not None:
-        rows.append(["now predicted as the target", "", percent(result.target_success_rate)])
-    return Table(f"{result.label} ε = {result.eps:g}{target}{where}", ["", "clean", "adversarial"], rows)
+    if summary["target_success_rate"] is not None:
+        rows.append(["now predicted as the target", "", percent(summary["target_success_rate"])])
+    return Table(
+        f"{summary['label']} ε = {summary['eps']:g}{target}{where}", ["", "clean", "adversarial"], rows
+    )
 
 
 def robustness_table(curve) -> Table:
@@ -120,4 +123,13 @@ def diagnostics_table(diagnostics: list[dict]) -> Table:
         "what training found (diagnostics)",
         ["", "finding", "what to try"],
         [[d["severity"], d["message"], d["action"]] for d in diagnostics],
+    )
+
+
+def lab_not_run_table(experiments: list[tuple[str, str]]) -> Table:
+    """Registered lab experiments without results: (name, what it tests), and how to run each."""
+    return Table(
+        "not run yet",
+        ["experiment", "what it tests", "command"],
+        [[name, help, f"convlens lab {name} --out RUN_DIR/lab/{name}"] for name, help in experiments],
     )
