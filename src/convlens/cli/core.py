@@ -15,10 +15,10 @@ from convlens.cli.render import (
     out,
     percent,
     predictions_table,
-    print_diagnostics,
     print_json,
     print_tables,
     shift_warning,
+    training_summary,
 )
 from convlens.errors import ConvlensError
 
@@ -248,12 +248,7 @@ def train(
         bar.close()
     if as_json:
         return print_json({key: value for key, value in result.to_json().items()})
-    out.print(
-        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
-        f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: {result.selection}"
-    )
-    classification_tables(result.per_class, result.confusion, result.class_names)
-    print_diagnostics(result.diagnostics)
+    training_summary(result)
     out.print(f"checkpoint: {result.checkpoint}   metrics: {Path(result.run_dir) / 'metrics.jsonl'}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convlens.cli.render import ProgressBar, classification_tables, err, out, percent, predictions_table
+from convlens.cli.render import ProgressBar, err, out, predictions_table, training_summary
 
 
 def save_samples(images, labels, class_names: list[str], folder: Path, count: int = 6) -> list[Path]:
@@ -45,11 +45,7 @@ def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
         result = fit(dataset, TrainConfig(), out_dir, overwrite=True, observer=bar)
     finally:
         bar.close()
-    out.print(
-        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
-        f"{result.train_seconds:.1f} s of training"
-    )
-    classification_tables(result.per_class, result.confusion, result.class_names)
+    training_summary(result)
     samples = save_samples(dataset.test_images, dataset.test_labels, dataset.class_names, out_dir / "samples")
     out.print("\n[bold]a few held-out digits, as `convlens predict` sees them:[/]")
     predictions_table(Run.open(out_dir).predict_files(samples, top_k=3))

@@ -198,6 +198,17 @@ def steps_text(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def training_summary(result) -> None:
+    """What ``fit()`` ended with, as ``train`` and ``demo`` print it: accuracy, the epoch kept and
+    why, per-class scores, the confusion matrix and the diagnostics."""
+    out.print(
+        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
+        f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: {result.selection}"
+    )
+    classification_tables(result.per_class, result.confusion, result.class_names)
+    print_diagnostics(result.diagnostics)
+
+
 def print_diagnostics(diagnostics: list[dict], console: Console = err) -> None:
     """What fit() found about the trained model: one line each, with what to try."""
     if not diagnostics:

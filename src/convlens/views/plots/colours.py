@@ -14,6 +14,7 @@ same two maps and the same rule.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ PIXELS = "gray"
 GAP = "#8c8c8c"  # between mosaic tiles: apart from white (0 on SIGNED) and black (low on MAGNITUDE)
 PERCENTILE = 99.5  # signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
 ROBUST_FROM = 256  # fewer finite values than this: plain min/max (a 3x3 kernel has no outliers)
+HORIZONTAL_LABEL_WIDTH = 22  # characters a colour bar under one map has room for
 TINY = 1e-12  # the smallest colour range: a constant map still draws
 
 
@@ -128,11 +130,13 @@ def colour_bar(figure, image, axes, label: str, limits: Limits, **options):
     """The colour bar of ``image`` next to ``axes``; its label says when colours were clipped."""
     from matplotlib.cm import ScalarMappable
 
-    note = limits.note
+    note = f"({limits.note})" if limits.note else ""
+    if note and options.get("location") in ("top", "bottom"):  # a bar under one narrow map: wrap the note
+        note = textwrap.fill(note, HORIZONTAL_LABEL_WIDTH)
     options.setdefault("shrink", 0.8)
     solid = ScalarMappable(norm=image.norm, cmap=image.get_cmap())  # full colours, also under an overlay
     return figure.colorbar(
-        solid, ax=axes, label=f"{label}\n({note})" if note else label, extend=limits.extend, **options
+        solid, ax=axes, label=f"{label}\n{note}" if note else label, extend=limits.extend, **options
     )
 
 
