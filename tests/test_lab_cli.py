@@ -91,6 +91,11 @@ def test_attack_json_and_pictures(run_cli, digits_run, tmp_path):
     assert curve["eps"] == [0.0, 0.1, 0.2] and set(curve["accuracy"]) == {"fgsm", "pgd"}
     for name in ("examples.png", "robustness.png", "result.json"):
         assert (tmp_path / name).is_file()
+    # a later attack without a sweep must not leave the old curve beside its new result.json
+    code, out, err = run_cli("attack", digits_run, "--steps", "1", "--images", "20", "--out", tmp_path)
+    assert code == 0, err
+    assert not (tmp_path / "robustness.png").exists()
+    assert "robustness_curve" not in json.loads((tmp_path / "result.json").read_text())
 
 
 def test_targeted_attack_table(run_cli, digits_run, tmp_path):

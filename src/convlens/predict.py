@@ -41,12 +41,12 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 
     A pipe, device or socket is refused up front: reading one could wait forever.
     """
-    from convlens.data.readers import IMAGE_SUFFIXES, check_regular_file
+    from convlens.data.readers import check_regular_file, image_files_in
 
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files_in(path)
             if not found:
                 raise ConvlensError(f"{path}: no PNG/JPEG/BMP/GIF/TIFF images in this folder")
             files += found

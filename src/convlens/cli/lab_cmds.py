@@ -196,6 +196,9 @@ def attack(
         tables.append(robustness_table(curve))
         save_png(robustness_curve(curve), out_dir / "robustness.png")
         files["robustness_curve"] = str(out_dir / "robustness.png")
+    else:
+        # a curve from an earlier sweep would sit beside a result.json that no longer has it
+        (out_dir / "robustness.png").unlink(missing_ok=True)
     summary["seconds"] = time.perf_counter() - start
     summary["files"] = files
     _write_json(out_dir / "result.json", summary)

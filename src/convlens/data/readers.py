@@ -169,13 +169,17 @@ def _class_folders(root: Path, data_root: Path | None = None) -> list[Path]:
     return [_inside(p, data_root or root) for p in folders]
 
 
-def _image_files(folder: Path, data_root: Path | None = None) -> list[Path]:
-    files = sorted(
-        p
+def image_files_in(folder: Path, data_root: Path | None = None) -> list[Path]:
+    """Every image file under ``folder`` (sorted, hidden files skipped).
+
+    With ``data_root`` a file that links outside it is refused (a training folder must hold its
+    own data); without, links are followed (``predict`` classifies whatever the user names).
+    """
+    return sorted(
+        _inside(p, data_root) if data_root is not None else p
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
-    return [_inside(p, data_root or folder) for p in files]
 
 
 def _read_split(
@@ -186,7 +190,7 @@ def _read_split(
         folder = _inside(root / name, data_root)
         if not folder.is_dir():
             continue
-        for file in _image_files(folder, data_root):
+        for file in image_files_in(folder, data_root):
             try:
                 arrays.append(decode_image(file, target))
                 labels.append(label)
@@ -230,7 +234,7 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
         raise ConvlensError(f"{where}: expected a folder with one subfolder per class")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     class_root = root / "train" if has_splits else root
-    class_names = [p.name for p in _class_folders(class_root, root) if _image_files(p, root)]
+    class_names = [p.name for p in _class_folders(class_root, root) if image_files_in(p, root)]
     if not class_names:
         raise ConvlensError(
             f"{where}: no images found; expected one subfolder per class holding PNG/JPEG/BMP/GIF/TIFF files"
