@@ -48,6 +48,20 @@ def test_report_has_every_section_and_embeds_its_images(report_file):
     assert "http://" not in html and "https://" not in html  # nothing to fetch: it opens offline
 
 
+def test_report_right_aligns_numbers_and_left_aligns_text(report_file):
+    html = report_file.read_text()
+    assert '<td>conv</td><td class="num">1,792</td>' in html  # the lab table: name left, count right
+    assert '<th class="num">parameters</th>' in html
+
+
+def test_numeric_columns():
+    from convlens.views.tables import numeric_columns
+
+    rows = [["conv1", "16x28x28", "98.20 %", "1.5 s", "(0.30)", "yes"], ["fc", "10", "-", "2 s", "−2", "no"]]
+    assert numeric_columns(rows) == [False, True, True, True, True, False]
+    assert numeric_columns([["-"], ["-"]]) == [False]  # no number at all: text
+
+
 def test_report_without_lab_results_says_how_to_make_them(tmp_path):
     from convlens.report import _lab
 

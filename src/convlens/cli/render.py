@@ -115,11 +115,15 @@ def shift_warning(source: str, shift: dict | None, inverted: bool) -> None:
 
 
 def print_tables(tables) -> None:
-    """Lay out ``convlens.views.tables.Table``s as Rich tables: first column left, numbers right."""
+    """Lay out ``convlens.views.tables.Table``s as Rich tables: numbers right, text left."""
+    from convlens.views.tables import numeric_columns
+
     for table in tables:
         rich_table = Table(title=table.title, title_justify="left")
+        numeric = numeric_columns(table.rows)
         for index, column in enumerate(table.columns):
-            rich_table.add_column(column, justify="left" if index == 0 else "right")
+            number = index < len(numeric) and numeric[index]
+            rich_table.add_column(column, justify="right" if number else "left")
         for row in table.rows:
             rich_table.add_row(*row)
         out.print(rich_table)

@@ -10,7 +10,7 @@ import base64
 import datetime
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,13 @@ def _image(figure, alt: str, caption: str = "") -> dict:
 def _table(table) -> dict:
     """A ``views.tables.Table`` as the template's table dict."""
     return asdict(table)
+
+
+def _aligned(table: dict) -> dict:
+    """The table with ``numeric``: one flag per column, so the template right-aligns numbers only."""
+    from convlens.views.tables import numeric_columns
+
+    return {**table, "numeric": numeric_columns(table.get("rows", []))}
 
 
 def _overview(run: Run) -> Section:
@@ -313,7 +320,7 @@ def render_report(title: str, sections: list[Section]) -> str:
     )
     return template.render(
         title=title,
-        sections=sections,
+        sections=[replace(section, tables=[_aligned(t) for t in section.tables]) for section in sections],
         version=__version__,
         written=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

@@ -6,6 +6,7 @@ the report and the server show the same rows under the same headings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -16,6 +17,24 @@ class Table:
     title: str
     columns: list[str]
     rows: list[list[str]]
+
+
+_NUMBER = re.compile(r"^[-+−(]?[\d.,]+(e[-+]?\d+)?\s?(%|s|ms|px|×)?\)?$|^\d+(x\d+)+$", re.IGNORECASE)
+
+
+def numeric_columns(rows: list[list[str]]) -> list[bool]:
+    """Which columns hold only numbers (``-`` counts as a missing number): the faces right-align
+    those and left-align text, so names and verdicts read naturally and digits line up."""
+    width = max((len(row) for row in rows), default=0)
+    return [
+        any(_is_number(row[i]) for row in rows if i < len(row))
+        and all(_is_number(row[i]) or row[i].strip() in ("", "-", "—") for row in rows if i < len(row))
+        for i in range(width)
+    ]
+
+
+def _is_number(cell) -> bool:
+    return bool(_NUMBER.match(str(cell).strip()))
 
 
 def percent(value: float, digits: int = 2) -> str:
