@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/inspect_speed.py
 	$(BIN)/python bench/attack_speed.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/train_stream_overhead.py
+	$(BIN)/python bench/playground_speed.py
+	$(BIN)/python bench/gpu_speed.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -16,16 +16,21 @@ def cpu_pressure() -> str:
     return f"load={os.getloadavg()[0]:.2f}"
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 matmul GFLOP/s on this machine right now: the ceiling to compare training against."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu", dtype=None) -> float:
+    """Best matmul GFLOP/s on this machine right now (fp32 on the CPU unless told): the ceiling to
+    compare training against. On a GPU each timing waits for the card to finish."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    finish = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     a @ b  # warm up
+    finish()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        finish()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 

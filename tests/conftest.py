@@ -52,6 +52,33 @@ def digits_model(digits_run):
 
 
 @pytest.fixture(scope="session")
+def photo_run(tmp_path_factory) -> Path:
+    """A convnet trained 3 epochs on an RGB folder of 16x16 crops of three scikit-image photos
+    (astronaut, cat, coffee; about two seconds): a colour run with BatchNorm, as a user's
+    photo folder gets. Returns the run folder."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from convlens.data import load_dataset
+    from convlens.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("photo-folder")
+    rng = np.random.default_rng(0)
+    for label, photo in (("astronaut", skimage.data.astronaut()), ("cat", skimage.data.chelsea()),
+                         ("coffee", skimage.data.coffee())):  # fmt: skip
+        for split, count in (("train", 24), ("test", 6)):
+            (root / split / label).mkdir(parents=True)
+            for index in range(count):
+                top, left = (int(rng.integers(0, size - 64)) for size in photo.shape[:2])
+                crop = Image.fromarray(photo[top : top + 64, left : left + 64]).resize((16, 16))
+                crop.save(root / split / label / f"{index}.png")
+    run_dir = tmp_path_factory.mktemp("photo-run")
+    fit(load_dataset(root), TrainConfig(model="convnet", epochs=3, seed=0), run_dir, overwrite=True)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def mnist5k_trained(tmp_path_factory):
     """(model, images, labels): the default convnet trained 3 epochs on mnist5k (a few seconds)
     and 100 of its test images, 10 per class."""

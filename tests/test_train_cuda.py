@@ -42,3 +42,18 @@ def test_cuda_divergence_stops_with_one_error(digits, tmp_path):
     with pytest.raises(TrainingDiverged, match="lr: training diverged at epoch 1"):
         fit(digits, TrainConfig(epochs=2, lr=1e30, device="cuda"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_cuda_recipe_scales_the_batch_of_a_large_data_set(digits, tmp_path):
+    copies = 20_000 // digits.train_labels.shape[0] + 2  # above LARGE_DATASET after the validation split
+    large = type(digits)(
+        **{
+            **digits.__dict__,
+            "train_images": digits.train_images.repeat(copies, 1, 1, 1),
+            "train_labels": digits.train_labels.repeat(copies),
+        }
+    )
+    result = fit(large, TrainConfig(epochs=2, device="cuda"), tmp_path / "run")
+    training = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
+    assert (training["batch_size"], training["lr"], training["precision"]) == (512, 0.4, "bf16")
+    assert result.test_accuracy > 0.8

@@ -165,10 +165,15 @@ def train(
     ),
     out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder (default: runs/DATA-MODEL)."),
     batch_size: int = typer.Option(
-        None, "--batch-size", help="Images per step (default: 64, or 32 up to 500 training images)."
+        None,
+        "--batch-size",
+        help="Images per step (default: 64, 32 up to 500 training images, 512 above 20k on a GPU).",
     ),
     lr: float = typer.Option(
-        0.1, "--lr", help="Peak learning rate of the OneCycle schedule (SGD, Nesterov)."
+        None,
+        "--lr",
+        help="Peak learning rate of the OneCycle schedule (SGD, Nesterov; default 0.1, on a GPU scaled "
+        "with the batch: 0.4 at 512).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for initialization, shuffling and augmentation."),
     image_size: str = typer.Option(None, "--image-size", help="Resize images to N or HxW pixels."),
@@ -192,6 +197,12 @@ def train(
         False, "--resume", help="Continue the interrupted run in --out from its last epoch."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --out."),
+    no_snapshots: bool = typer.Option(
+        False,
+        "--no-snapshots",
+        help="Do not save the first layer's kernels and a probe image's feature maps per epoch "
+        "(snapshots/, for the explorer's epoch slider; skipped anyway above 64 MiB per run).",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train a CNN on a data set; writes checkpoints and metrics.jsonl to the run folder.
@@ -203,12 +214,18 @@ def train(
       convlens train --data ./xrays --image-size 64 --model resnet8 --epochs 20 --out runs/xray
 
       convlens train --data mnist5k --out runs/mnist --resume
+
+    Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """
     from convlens.data import load_dataset
     from convlens.runlock import refuse_if_locked
     from convlens.storage import preflight
     from convlens.train import TrainConfig, fit
+    from convlens.train.distributed import join_process_group, launched_world
 
+    planned = launched_world()  # under torchrun: this process's rank, and how many there are
+    if not planned.is_main:
+        _silence_this_process()
     config = TrainConfig(
         model=model,
         model_options=parse_key_values(model_option, "--model-option"),
@@ -220,36 +237,58 @@ def train(
         device=device,
         early_stopping=early_stopping,
         max_seconds=time_budget,
+        snapshots=not no_snapshots,
     )
     config.check()  # before loading data: a bad flag should fail in milliseconds
+    if batch_size is not None:
+        planned.check_batch(batch_size)  # the world size must divide it
     out_dir = out_dir or Path("runs") / f"{Path(data).name}-{model}"
-    refuse_if_locked(out_dir)  # another training writing there, free space, writable: fail
-    preflight(out_dir)  # before minutes of data loading
-    dataset = load_dataset(data, image_size=image_size)
-    err.print(
-        f"training [bold]{model}[/] on [bold]{dataset.name}[/] "
-        f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "
-        f"{'x'.join(map(str, dataset.input_shape))}) → {out_dir}"
-    )
-    bar = ProgressBar()
-    try:
-        result = fit(dataset, config, out_dir, resume=resume, overwrite=overwrite, observer=bar)
-    except KeyboardInterrupt:
-        bar.close()
-        if not (Path(out_dir) / "last.json").is_file():  # stopped before its first epoch was saved
+    with join_process_group(device) as world:  # torchrun's processes, or this one alone
+        with world.together():  # data one machine cannot load stops every process
+            if world.is_main:  # the one process that writes --out
+                refuse_if_locked(out_dir)  # another training writing there, free space, writable: fail
+                preflight(out_dir)  # before minutes of data loading
+            dataset = load_dataset(data, image_size=image_size)
+        world_note = f", {world.size} processes" if world.distributed else ""
+        err.print(
+            f"training [bold]{model}[/] on [bold]{dataset.name}[/] "
+            f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test, "
+            f"{'x'.join(map(str, dataset.input_shape))}{world_note}) → {out_dir}"
+        )
+        bar = ProgressBar()
+        try:
+            result = fit(dataset, config, out_dir, resume, overwrite, observer=bar, world=world)
+        except KeyboardInterrupt:
+            bar.close()
+            if not (Path(out_dir) / "last.json").is_file():  # stopped before its first epoch was saved
+                raise ConvlensError(
+                    f"interrupted before the first epoch was saved; start again with: convlens train --data {data} "
+                    f"--out {out_dir}"
+                ) from None
             raise ConvlensError(
-                f"interrupted before the first epoch was saved; start again with: convlens train --data {data} "
-                f"--out {out_dir}"
+                f"interrupted; continue with: convlens train --data {data} --out {out_dir} --resume"
             ) from None
-        raise ConvlensError(
-            f"interrupted; continue with: convlens train --data {data} --out {out_dir} --resume"
-        ) from None
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     if as_json:
         return print_json({key: value for key, value in result.to_json().items()})
     training_summary(result)
     out.print(f"checkpoint: {result.checkpoint}   metrics: {Path(result.run_dir) / 'metrics.jsonl'}")
+
+
+def _silence_this_process() -> None:
+    """Under torchrun rank 0 alone talks to the user: the other processes print nothing, not even
+    the one-line error rank 0 prints too; a crash still shows its traceback."""
+    import logging
+    import os
+    import sys
+    import traceback
+
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    logging.getLogger("convlens").disabled = True
+    sys.excepthook = lambda kind, error, trace: traceback.print_exception(
+        kind, error, trace, file=sys.__stderr__
+    )
 
 
 @app.command("eval")

@@ -79,4 +79,4 @@ def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
         from convlens.cli.serve_cmd import serve_runs
 
         out.print(f"\n[bold]explore the model in your browser[/] (later: convlens serve {out_dir})")
-        serve_runs([out_dir], port=port)
+        serve_runs([out_dir], port=port, runs_dir=out_dir.parent)  # the Train tab writes beside it

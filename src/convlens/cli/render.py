@@ -164,20 +164,33 @@ def number(value: float | None) -> str:
 
 
 def grid_text(values, marks=None) -> str:
-    """Rows of numbers, right-aligned; a cell marked "pad" reads pad, the "winner" gets a *."""
+    """Rows of numbers with their decimal points in one column; a cell marked "pad" reads pad,
+    the "winner" gets a * after it."""
+    from convlens.views.arithmetic import aligned
+
+    marks = marks if marks is not None else [[None] * len(row) for row in values]
+    real = [
+        v
+        for row, row_marks in zip(values, marks, strict=True)
+        for v, m in zip(row, row_marks, strict=True)
+        if m != "pad"
+    ]
+    shown = iter(aligned(real))
     texts = [
-        [
-            "pad" if mark == "pad" else number(value) + ("*" if mark == "winner" else "")
-            for value, mark in zip(row, marks[r] if marks is not None else [None] * len(row), strict=True)
-        ]
-        for r, row in enumerate(values)
+        ["pad " if mark == "pad" else next(shown) + ("*" if mark == "winner" else " ") for mark in row_marks]
+        for row_marks in marks
     ]
     width = max([8, *(len(text) for row in texts for text in row)])
-    return "\n".join(" ".join(text.rjust(width) for text in row) for row in texts)
+    return "\n".join(" ".join(text.rjust(width) for text in row).rstrip() for row in texts)
 
 
 def _table_text(table: dict) -> list[str]:
-    rows = [table["columns"], *[[c if isinstance(c, str) else number(c) for c in r] for r in table["rows"]]]
+    from convlens.views.arithmetic import aligned
+
+    columns = list(zip(*table["rows"], strict=True)) if table["rows"] else []
+    # a column of numbers shares its decimals; a label column stays as it is
+    shown = [aligned(list(c)) if all(not isinstance(v, str) for v in c) else list(c) for c in columns]
+    rows = [table["columns"], *[list(r) for r in zip(*shown, strict=True)]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(table["columns"]))]
     lines = [table["caption"]] if table.get("caption") else []
     for index, row in enumerate(rows):

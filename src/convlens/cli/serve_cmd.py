@@ -35,20 +35,25 @@ def serve_runs(
     port: int = 8000,
     open_browser: bool = False,
     allow_origins: list[str] | None = None,
+    runs_dir: Path | None = None,
 ) -> None:
     """Load the runs, print the URL and serve the explorer until Ctrl-C."""
-    import uvicorn
-
     from convlens.server import create_app
-    from convlens.server.background import uvicorn_config
+    from convlens.server.background import explorer_server, uvicorn_config
 
     if not 0 < port < 65536:
         raise ConvlensError(f"--port must be 1..65535, got {port}")
     origins = [check_origin(origin) for origin in allow_origins or []]
+    if runs_dir is not None and runs_dir.exists() and not runs_dir.is_dir():
+        raise ConvlensError(f"--runs-dir {runs_dir}: is a file, not a folder")
     wildcard = host in ("0.0.0.0", "::", "")
     # Host must name this server (DNS rebinding): loopback names, --host, and for 0.0.0.0 any IP
     application = create_app(  # loads every run now: a bad folder fails before binding
-        run_dirs, allowed_hosts=[] if wildcard else [host], allowed_origins=origins, any_ip_host=wildcard
+        run_dirs,
+        allowed_hosts=[] if wildcard else [host],
+        allowed_origins=origins,
+        any_ip_host=wildcard,
+        runs_dir=runs_dir,
     )
     if not is_loopback(host):
         err.print(
@@ -57,8 +62,10 @@ def serve_runs(
         )
     sock = listening_socket(host, port)
     url = explorer_url(host, port)
-    runs = ", ".join(application.state.runs.runs)
+    runs = ", ".join(application.state.runs.runs) or "no runs yet"
     err.print(f"[bold]convlens explorer[/] for {runs}: open [bold]{url}[/]  (Ctrl-C stops it)")
+    if runs_dir is not None:
+        err.print(f"trainings started on the page are written to {runs_dir}/")
     if open_browser:
         import threading
         import webbrowser
@@ -67,7 +74,7 @@ def serve_runs(
     config = uvicorn_config(application)
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises it: that is the normal way to stop
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
+        explorer_server(application, config).run(sockets=[sock])
     err.print("explorer stopped")
 
 
@@ -105,17 +112,24 @@ def listening_socket(host: str, port: int):
 def serve(
     run_dirs: list[Path] = typer.Argument(
         None,
-        help="Run folders written by `convlens train` (default: runs/demo); switch between them on the page.",
+        help="Run folders written by `convlens train` (default: the runs in --runs-dir); switch "
+        "between them on the page.",
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to listen on; keep loopback unless you mean it."
     ),
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     open_browser: bool = typer.Option(False, "--open", help="Open the page in the default web browser."),
+    runs_dir: Path = typer.Option(
+        Path("runs"),
+        "--runs-dir",
+        help="Folder the page's Train view writes new runs into (one subfolder each, never elsewhere); "
+        "its run folders are served and followed too, also those `convlens train` writes while serving.",
+    ),
     allow_origin: list[str] = typer.Option(
         None,
         "--allow-origin",
-        help="Another page (scheme://host:port) that may POST to the API; repeatable. "
+        help="Another page (scheme://host:port) that may POST (or DELETE) to the API; repeatable. "
         "By default only the explorer's own page may.",
     ),
 ) -> None:
@@ -124,16 +138,14 @@ def serve(
     Feature maps as you draw, cell-by-cell arithmetic, a convolution playground, Grad-CAM,
     attacks, filters and the model card.
 
+    The Train view trains a model on a built-in data set into a new folder of --runs-dir and
+    shows its curves, first-layer filters and feature maps epoch by epoch; it joins the runs
+    when it finishes.
+
     Interactive, so no --json; the page's own JSON API is described in docs/explorer.md.
 
-    Example:  convlens serve runs/mnist runs/fashion --open
+    Examples:  convlens serve runs/mnist runs/fashion --open
+
+               convlens serve --runs-dir runs     (every run in runs/; train new ones there)
     """
-    if not run_dirs:
-        default = Path("runs/demo")
-        if not default.exists():
-            raise ConvlensError(
-                "give a run folder written by `convlens train` (e.g. convlens serve runs/mnist), "
-                "or run `convlens demo` first to create runs/demo"
-            )
-        run_dirs = [default]
-    serve_runs(run_dirs, host, port, open_browser, allow_origin)
+    serve_runs(run_dirs or [], host, port, open_browser, allow_origin, runs_dir)

@@ -139,8 +139,9 @@ def random_affine(
         ],
         dim=1,
     )  # (B, 2, 3)
-    # random numbers come from a CPU generator (the same stream on every device), then move
-    theta = theta.to(device=images.device, dtype=images.dtype)
+    # random numbers come from a CPU generator (the same stream on every device), then move;
+    # non_blocking: a blocking copy to a GPU would wait for every kernel queued before it
+    theta = theta.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

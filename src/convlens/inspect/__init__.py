@@ -40,6 +40,7 @@ from convlens.inspect.featureviz import (
 )
 from convlens.inspect.filters import ConvFilters, conv_filters
 from convlens.inspect.hooks import Activations, StageActivation, activations
+from convlens.inspect.layer_facts import LayerFacts, layer_facts
 from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, read_dicom
 from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields
 
@@ -58,6 +59,7 @@ __all__ = [
     "ConvolutionCell",
     "FeatureVisualization",
     "FlattenCell",
+    "LayerFacts",
     "LinearCell",
     "NormalizeCell",
     "PoolCell",
@@ -79,6 +81,7 @@ __all__ = [
     "integrated_gradients",
     "is_spatial_stage",
     "last_conv_stage",
+    "layer_facts",
     "load_picture",
     "occlusion",
     "parse_kernel",

@@ -73,6 +73,27 @@ class ReceptiveField:
             row, col = divmod(channel % (rows * cols), cols)
         return self.region(row, col, image_size)
 
+    def windows_in(self, earlier: ReceptiveField) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """For each output row (and column) of this stage, the first..last rows (columns) of
+        ``earlier``'s output map that it depends on: the kernel or pooling window for the stage
+        just before, a wider window further back (clipped at each map's edges, like ``region``)."""
+        spatial = len(self.output_shape) == 3 and len(earlier.output_shape) == 3
+        if not spatial or self.whole_image or earlier.whole_image:
+            raise ConvlensError(
+                f"stage {self.stage!r} has no windows in {earlier.stage!r}: both must be feature maps",
+                parameter="stage",
+            )
+        steps = []
+        for axis in (0, 1):
+            before, after = earlier.layers[axis], self.layers[axis]
+            if after[: len(before)] != before:
+                raise ConvlensError(
+                    f"stage {earlier.stage!r} does not come before {self.stage!r}", parameter="stage"
+                )
+            steps.append(after[len(before) :])
+        rows, cols = self.output_shape[1:]
+        return [_walk_back(r, steps[0]) for r in range(rows)], [_walk_back(c, steps[1]) for c in range(cols)]
+
 
 def _walk_back(index: int, layers) -> tuple[int, int]:
     first, last = index, index

@@ -74,7 +74,7 @@ def register_model(name: str, limits: dict[str, tuple[float, float]] | None = No
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} registered twice")
         _MODELS[name] = fn
-        _DESCRIPTIONS[name] = (fn.__doc__ or "").strip().splitlines()[0]
+        _DESCRIPTIONS[name] = ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _LIMITS[name] = dict(limits or {})
         return fn
 

@@ -55,6 +55,11 @@ class StageOutput(BaseModel):
     min: float
     max: float
     output: PackedTensor
+    limits: dict = Field(
+        description="robust colour limits of the whole stage (convlens.views.maps.limits_json): "
+        "low, high, signed (diverging map) or not (sequential), what was clipped"
+    )
+    channel_limits: list[dict] | None = Field(description="the same per channel; null for a flat stage")
 
 
 class ActivationsResponse(Prediction):
@@ -96,7 +101,9 @@ def registry() -> dict:
 @router.get("/runs/{run_id}", summary="Model card: stages table, training curves, metrics")
 def model_info(run: LoadedRun = Depends(get_run)) -> dict:
     """Everything the model card shows: per-stage output shape, parameters and receptive field,
-    the training history per epoch, test accuracy, per-class scores and the confusion matrix."""
+    what each stage's layer is (``layer``: filters, kernel, stride, padding, pooling window,
+    features in and out; the page's explanations quote them), the training history per epoch,
+    test accuracy, per-class scores and the confusion matrix."""
     return _model_card(run)
 
 
@@ -107,14 +114,24 @@ def _model_card(run: LoadedRun) -> dict:
 
 
 def _build_card(run: LoadedRun) -> dict:
+    from convlens.inspect import as_dict, layer_facts
     from convlens.models import count_parameters
     from convlens.views.tables import stage_rows
 
     trained = run.run
-    # the card's stage list: the shared rows, with the page's short names for two keys
+    with run.lock:
+        layers = layer_facts(trained.model)
+    # the card's stage list: the shared rows, with the page's short names for two keys, and what
+    # each stage's layer is (filters, kernel, window, features; the page's explanations read it)
     stages = [
-        {**row, "name": row["stage"], "shape": row["output_shape"], "jump": list(field.jump)}
-        for row, field in zip(stage_rows(run.fields()), run.fields(), strict=True)
+        {
+            **row,
+            "name": row["stage"],
+            "shape": row["output_shape"],
+            "jump": list(field.jump),
+            "layer": as_dict(layer),
+        }
+        for row, field, layer in zip(stage_rows(run.fields()), run.fields(), layers, strict=True)
     ]
     return {
         "id": run.run_id,
@@ -191,6 +208,7 @@ def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSON
     """What the network overview draws: one output per stage (channels × H × W for conv stages),
     in forward order, ending with the softmax; values as base64 float32 (see PackedTensor)."""
     from convlens.inspect import activations
+    from convlens.views.maps import stage_limits
 
     run, image = request.run, request.image
     with run.lock:
@@ -203,6 +221,7 @@ def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSON
             "min": float(stage.output.min()),
             "max": float(stage.output.max()),
             "output": packed(stage.output),
+            **stage_limits(stage.output),
         }
         for stage in result.stages
     ]

@@ -60,7 +60,8 @@ class _Guard:
 
     - ``Host`` must name this server (loopback names, or those given to ``create_app``): a page
       on another site that re-points its DNS name at 127.0.0.1 (DNS rebinding) gets 421;
-    - a POST's ``Origin``, when sent (browsers do), must be the page's own or an allowed one: 403;
+    - a POST's or DELETE's ``Origin``, when sent (browsers do), must be the page's own or an
+      allowed one: 403;
     - the body is counted as it arrives, chunked or not: past the limit the answer is 413, and
       no more of it is read (a declared ``Content-Length`` over it is refused before any is read);
     - an unexpected exception becomes a 500 answer here, so the connection stays usable;
@@ -218,27 +219,43 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
     any_ip_host: bool = False,
+    runs_dir: str | Path | None = None,
+    max_trainings: int | None = None,
 ) -> FastAPI:
     """The explorer for the given run folders (or checkpoint .json files); the first is shown first.
+
+    ``runs_dir``: where trainings started from the page are written (one new folder each), and
+    whose run folders are followed too; without it the page cannot train. ``max_trainings``: how
+    many may run at once (default: one per two cores, at most 2).
 
     Requests must name the server in ``Host``: 127.0.0.1, localhost, [::1] or one of
     ``allowed_hosts`` (host names; a port is ignored); ``any_ip_host`` also accepts any IP address
     (for a server bound to 0.0.0.0). A POST with an ``Origin`` must come from the page itself or one
-    of ``allowed_origins`` (e.g. ``http://example.org:3000``)."""
+    of ``allowed_origins`` (e.g. ``http://example.org:3000``); so must a DELETE."""
     from convlens import __version__
-    from convlens.server import api, explain, layers, playground
+    from convlens.server import api, explain, layers, network, playground, playground2d, train_api
+    from convlens.server.api_docs import install_api_docs
+    from convlens.server.training import Trainings
 
     app = FastAPI(
         title="convlens explorer",
         version=__version__,
         description="See how your own CNN sees: feature maps, cell arithmetic, attributions, attacks.",
+        docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN: install_api_docs serves it
+        redoc_url=None,
     )
-    app.state.runs = RunStore(run_dirs)
+    install_api_docs(app)
+    app.state.runs = RunStore(run_dirs, runs_dir)
+    app.state.trainings = Trainings(app.state.runs, max_trainings)
+    app.router.on_shutdown.append(app.state.trainings.shut_down)  # no child outlives the server
     _install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(explain.router)
     app.include_router(playground.router)
+    app.include_router(playground2d.router)
     app.include_router(layers.router)
+    app.include_router(train_api.router)
+    app.include_router(network.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -66,6 +66,19 @@ def uvicorn_config(app, **options):
     )
 
 
+def explorer_server(app, config):
+    """A uvicorn server that, when told to stop (Ctrl-C), first ends the explorer's event streams
+    and asks its trainings to stop: an open stream would keep a graceful shutdown waiting."""
+    import uvicorn
+
+    class ExplorerServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.trainings.close()
+            super().handle_exit(sig, frame)
+
+    return ExplorerServer(config)
+
+
 class BackgroundServer:
     """``with BackgroundServer(run_dirs) as url:`` serves the explorer at ``url`` until the block ends."""
 
@@ -78,13 +91,11 @@ class BackgroundServer:
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> str:
-        import uvicorn
-
         sock = socket.socket()
         sock.bind((self.host, 0))  # port 0: the OS picks a free one
         port = sock.getsockname()[1]
         config = uvicorn_config(self.app)
-        self.server = uvicorn.Server(config)
+        self.server = explorer_server(self.app, config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -95,5 +106,6 @@ class BackgroundServer:
         return f"http://{self.host}:{port}/"
 
     def __exit__(self, *exc_info) -> None:
+        self.app.state.trainings.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)

@@ -67,6 +67,7 @@ def attribution(
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
     from convlens.inspect.attribution import ATTRIBUTIONS
+    from convlens.views.maps import map_limits
 
     run, image = request.run, request.image
     entry = ATTRIBUTIONS.get(method)
@@ -82,6 +83,7 @@ def attribution(
             "stage": result.stage,
             "probability": result.probability,
             "map": packed(result.map),
+            "limits": map_limits(result.map, signed=False),  # importance: a magnitude
             **image_json(image),
         }
     )
@@ -104,6 +106,7 @@ def attack_endpoint(
     true class, or for a drawing or upload the model's own prediction."""
     from convlens.attacks import ATTACKS, attack
     from convlens.predict import predict_probabilities
+    from convlens.views.maps import bound_limits
 
     run, image = request.run, request.image
     ATTACKS.get(method)
@@ -123,6 +126,7 @@ def attack_endpoint(
             "attacked_label": label,
             "adversarial": packed(result.adversarial_images[0]),
             "perturbation": packed(result.perturbations[0]),
+            "perturbation_limits": bound_limits(eps if eps > 0 else 1.0),  # ±ε at full colour
             "clean": probabilities_json(clean, run.class_names),
             "attacked": probabilities_json(adversarial, run.class_names),
         }

@@ -43,6 +43,7 @@ def filters(
 ) -> JSONResponse:
     """Every kernel as (C_out, C_in/groups, kH, kW), with the bias and geometry."""
     from convlens.inspect import conv_filters
+    from convlens.views.maps import map_limits
 
     found = _cached(run, ("filters", stage), lambda: conv_filters(run.model, stage))
     return JSONResponse(
@@ -56,6 +57,7 @@ def filters(
                     "stride": list(conv.stride),
                     "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
                     "scale": float(conv.weight.abs().max()),
+                    "limits": map_limits(conv.weight, signed=True),  # weights: diverging around 0
                 }
                 for conv in found
             ],

@@ -9,6 +9,7 @@ state).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,19 +22,20 @@ from convlens.checkpoint import (
     restore_optimizer_state,
     save_checkpoint,
     split_optimizer_state,
-    tidy_checkpoint,
 )
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
 from convlens.runlock import RunLock
-from convlens.storage import MiB, format_bytes, preflight, remove_stale_temp_files
 from convlens.train.diagnostics import diagnose
+from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
+from convlens.train.run_folder import preflight_run_folder, prepare_run_folder
 from convlens.train.selection import choose_epoch, score
+from convlens.train.snapshots import EpochSnapshots
 from convlens.train.validation import Split, validation_split
 
 log = logging.getLogger("convlens")
@@ -59,6 +61,7 @@ class TrainResult:
     stopped: str | None = None  # why training ended before its last epoch, if it did
     validation: dict = field(default_factory=dict)  # the split's sizes and rule
     diagnostics: list[dict] = field(default_factory=list)
+    world_size: int = 1  # processes that trained it together (train.distributed)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,62 +86,39 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     observer: TrainingObserver | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train ``config.model`` on ``dataset``; write checkpoints and metrics.jsonl to ``run_dir``.
 
     The run folder is locked while training (``convlens.runlock``): a second ``fit`` into it
     fails while this one runs. Each checkpoint is committed atomically (``save_checkpoint``), so
-    after a kill at any moment ``resume=True`` continues from the last epoch saved.
+    after a kill at any moment ``resume=True`` continues from the last epoch saved. Under
+    torchrun every process calls ``fit`` with the ``world`` of ``join_process_group``: each
+    trains its shard of every batch, and rank 0 alone writes ``run_dir`` (``train.distributed``).
     """
     config.check()
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConvlensError(f"run_dir {run_dir}: exists and is not a folder", parameter="run_dir")
-    with RunLock(run_dir) as lock:
-        return _fit_locked(dataset, config, run_dir, resume, overwrite, observer, lock.took_over)
+    with contextlib.ExitStack() as held:
 
+        def lock() -> bool:  # only the writer checks and locks the folder
+            if run_dir.exists() and not run_dir.is_dir():
+                raise ConvlensError(f"run_dir {run_dir}: exists and is not a folder", parameter="run_dir")
+            return held.enter_context(RunLock(run_dir)).took_over
 
-def _interrupted_before_first_save(run_dir: Path, took_over: bool) -> bool:
-    """A run folder with traces of a training killed before its first last.* was committed:
-    the lock of a dead training, or files of best.* / last.*."""
-    if (run_dir / "last.json").exists() or (run_dir / "model.json").exists() or not run_dir.is_dir():
-        return False
-    return took_over or any(
-        p.name.startswith(("best.", "last.", ".best.", ".last.")) for p in run_dir.iterdir()
-    )
-
-
-def _preflight(run_dir: Path, model: torch.nn.Module, name: str) -> None:
-    """Enough free space for model.*, best.*, last.* (weights and momentum) and one save in flight."""
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    preflight(
-        run_dir,
-        6 * size + 16 * MiB,
-        f"training {name} ({format_bytes(size)} of weights; model.*, best.*, last.* with optimizer "
-        "state, one save in flight and a margin)",
-    )
+        took_over = world.from_main(lock)
+        return _fit_locked(dataset, config, run_dir, resume, overwrite, observer, took_over, world)
 
 
 def _fit_locked(
-    dataset, config, run_dir: Path, resume: bool, overwrite: bool, observer, took_over: bool
+    dataset, config, run_dir: Path, resume: bool, overwrite: bool, observer, took_over: bool, world: World
 ) -> TrainResult:
     from convlens.models import create_model
 
     facts = _dataset_facts(dataset)
     meta = state = None
-    for name in ("model", "best", "last"):
-        tidy_checkpoint(run_dir / name)  # what a killed training left half-saved
-    remove_stale_temp_files(run_dir, "metrics.jsonl")
-    if resume and _interrupted_before_first_save(run_dir, took_over):
-        log.warning(
-            "resume: %s was interrupted before its first epoch was saved; starting from epoch 1",
-            run_dir,
-        )
-        resume, overwrite = False, True
-    if resume:
-        if not (run_dir / "last.json").is_file():
-            raise ConvlensError(f"resume: {run_dir} has no last.json to resume from", parameter="resume")
-        _, model, meta, state = read_checkpoint(run_dir / "last.json")
+    resume = world.from_main(prepare_run_folder, run_dir, resume, overwrite, took_over)
+    if resume:  # rank 0 reads last.* and hands it to the others: no folder shared between machines
+        _, model, meta, state = world.from_main(read_checkpoint, run_dir / "last.json")
         saved = TrainConfig(**meta["training"])
         if config.epochs is not None and config.epochs != saved.epochs:
             raise ConvlensError(
@@ -153,18 +133,13 @@ def _fit_locked(
         config = saved
         split = validation_split(dataset, config.validation_fraction)
     else:
-        if ((run_dir / "model.json").exists() or (run_dir / "last.json").exists()) and not overwrite:
-            raise ConvlensError(
-                f"run_dir {run_dir}: already holds a run; pass resume=True to continue it or "
-                "overwrite=True to replace it",
-                parameter="run_dir",
-            )
         split = validation_split(dataset, config.validation_fraction)
         config = resolve_defaults(
             config,
             dataset,
             train_images=int(split.train_labels.shape[0]),
             validation_images=split.validation_size,
+            device=world.device or resolve_device(config.device),  # a GPU gets bigger batches
         )
         torch.manual_seed(config.seed)  # weight initialization
         model = create_model(
@@ -175,19 +150,23 @@ def _fit_locked(
             dataset.std,
             **config.model_options,
         )
-    _preflight(run_dir, model, config.model)
-    training = _Training(dataset, config, run_dir, split, facts, observer or _Silent())
+    world.check_batch(config.batch_size)
+    world.from_main(preflight_run_folder, run_dir, model, config.model)
+    training = _Training(dataset, config, run_dir, split, facts, observer or _Silent(), world)
     return training.run(model, meta, state)
 
 
 class _Training:
     """One run of the epoch loop, with what every epoch needs at hand."""
 
-    def __init__(self, dataset, config: TrainConfig, run_dir: Path, split: Split, facts: dict, observer):
+    def __init__(
+        self, dataset, config: TrainConfig, run_dir: Path, split: Split, facts: dict, observer, world: World
+    ):
         self.dataset, self.config, self.run_dir, self.split = dataset, config, run_dir, split
-        self.observer = observer
+        self.observer, self.world = observer, world
         self.common = {  # what every checkpoint of the run says about it
             "class_names": dataset.class_names,
+            "world_size": world.size,
             "training": asdict(config),
             "dataset": facts,
             "validation": split.describe(),
@@ -200,8 +179,10 @@ class _Training:
 
     def run(self, model, meta: dict | None, state: dict | None) -> TrainResult:
         config, split = self.config, self.split
-        device = resolve_device(config.device)
+        device = self.world.device if self.world.distributed else resolve_device(config.device)
+        self.split = split = split.training_on(device)  # moved once, not every step
         self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.replica = self.world.replicate(self.model)  # what trains: DDP with several processes
         self.generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation
         self.optimizer = torch.optim.SGD(
             model.parameters(),
@@ -239,9 +220,7 @@ class _Training:
             self._load_best()
             test = None
         if test is None:  # resumed a finished run, or kept an earlier epoch: evaluate the kept weights
-            test = evaluate(
-                self.model, self.dataset.test_images, self.dataset.test_labels, config.eval_batch_size
-            )
+            test = self._evaluate(self.dataset.test_images, self.dataset.test_labels)
         return self._finish(progress, test, selection)
 
     def _epochs(self, progress: Progress) -> dict | None:
@@ -249,12 +228,16 @@ class _Training:
         config, split, guard = self.config, self.split, self.guard
         guard.keep(progress.next_epoch - 1, self.model, self.optimizer, self.scheduler, self.generator)
         epoch, test = progress.next_epoch, None
+        writes_snapshots = config.snapshots and self.world.is_main
+        snapshots = EpochSnapshots.begin(  # the explorer's epoch slider: kernels and probe maps per epoch
+            self.run_dir, self.model, self.dataset, epoch, config.epochs, writes_snapshots
+        )
         while epoch <= config.epochs and not progress.stopped:
             self.observer.start_epoch(epoch, config.epochs, self.steps_per_epoch)
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(
                 train_one_epoch(
-                    self.model,
+                    self.replica,
                     split.train_images,
                     split.train_labels,
                     self.optimizer,
@@ -262,11 +245,12 @@ class _Training:
                     config,
                     self.generator,
                     self.observer,
+                    world=self.world,
                 )
             )
             val = None
             if split.has_validation:
-                val = evaluate(self.model, split.val_images, split.val_labels, config.eval_batch_size)
+                val = self._evaluate(split.val_images, split.val_labels)
             problem = guard.problem(row["train_loss"], val["test_loss"] if val else None, self.model)
             if problem:  # undo the epoch, lower the schedule, run it again (or stop: TrainingDiverged)
                 event = guard.roll_back(
@@ -281,9 +265,7 @@ class _Training:
                 )
                 continue
             guard.accept(val["test_loss"] if val else None)
-            test = evaluate(
-                self.model, self.dataset.test_images, self.dataset.test_labels, config.eval_batch_size
-            )
+            test = self._evaluate(self.dataset.test_images, self.dataset.test_labels)
             if val:
                 row.update(val_accuracy=val["test_accuracy"], val_loss=val["test_loss"])
             row.update(
@@ -294,13 +276,21 @@ class _Training:
             )
             progress.history.append(row)
             self._judge(progress, row)
-            self._save_last(progress)
+            if snapshots:  # before last.*: a resumed run never misses an epoch's snapshot
+                snapshots.save(epoch, self.model)
+            self.world.from_main(self._save_last, progress)
             self.observer.end_epoch(row)
             guard.keep(epoch, self.model, self.optimizer, self.scheduler, self.generator)
             epoch += 1
         if progress.stopped:
             log.info("%s; stopped after epoch %d of %d", progress.stopped, epoch - 1, config.epochs)
         return test
+
+    def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """``evaluate`` on this process's share of a held-out split, combined over every process."""
+        share = self.world.share
+        part = evaluate(self.model, images[share], labels[share], self.config.eval_batch_size)
+        return self.world.combine_evaluations(part, labels)
 
     def _judge(self, progress: Progress, row: dict) -> None:
         """Best epoch so far (saved as best.*), and whether a stop rule fires."""
@@ -309,7 +299,8 @@ class _Training:
             if score(row) > progress.best_score:
                 progress.best_epoch, progress.best_score, progress.stale = row["epoch"], score(row), 0
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                save_checkpoint(
+                self.world.from_main(
+                    save_checkpoint,
                     self.run_dir / "best",
                     self.model,
                     {**self.common, "metrics": epoch_metrics(row), "history": progress.history},
@@ -350,7 +341,7 @@ class _Training:
 
     def _load_best(self) -> None:
         if self.best_state is None:  # resumed after the best epoch: its weights are in best.*
-            _, best_model, _, _ = read_checkpoint(self.run_dir / "best.json")
+            _, best_model, _, _ = self.world.from_main(read_checkpoint, self.run_dir / "best.json")
             self.best_state = best_model.state_dict()
         self.model.load_state_dict(self.best_state)
 
@@ -395,12 +386,13 @@ class _Training:
         if not weights_finite(self.model) or not math.isfinite(test["test_loss"]):
             raise ConvlensError("training produced non-finite numbers; nothing was saved as model.*")
         diagnostics = [finding.to_json() for finding in findings]
-        checkpoint = save_checkpoint(
+        checkpoint = self.world.from_main(
+            save_checkpoint,
             self.run_dir / "model",
             self.model,
             {**self.common, "metrics": summary, "history": history, "diagnostics": diagnostics},
         )
-        progress.write_metrics(self.run_dir)
+        self.world.from_main(progress.write_metrics, self.run_dir)
         return TrainResult(
             test_accuracy=test["test_accuracy"],
             best_accuracy=best_accuracy,
@@ -418,4 +410,5 @@ class _Training:
             stopped=progress.stopped,
             validation=split.describe(),
             diagnostics=diagnostics,
+            world_size=self.world.size,
         )

@@ -12,7 +12,13 @@ from torch import nn
 
 from convlens.data import to_float
 from convlens.data.transforms import augment
+from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.recipe import TrainConfig
+
+# Steps between progress reports: each report reads the running loss, which makes the host wait
+# for the device. Free on the CPU; on a GPU it would drain the queue of kernels every 10 steps.
+# Counted in steps, not seconds, so that every process of a distributed run reports together.
+REPORT_EVERY = {"cpu": 10, "cuda": 100}
 
 
 class TrainingObserver(Protocol):
@@ -47,22 +53,31 @@ def train_one_epoch(
     config: TrainConfig,
     generator: torch.Generator,
     observer: TrainingObserver,
+    world: World = SINGLE_PROCESS,
 ) -> dict:
-    """One pass over the shuffled training tensor; returns loss, accuracy and the seconds it took."""
+    """One pass over the shuffled training tensor; returns loss, accuracy and the seconds it took.
+
+    With several processes (``train.distributed``) each trains on its shard of every batch and
+    the returned numbers are those of all of them together.
+    """
     model.train()
     device = next(model.parameters()).device
     order = torch.randperm(images.shape[0], generator=generator)
+    order, batch_size, generator = world.shard(order, config.batch_size, generator)
+    order = order.to(images.device)  # fit() keeps the data set on the device: batches are indexed there
+    report_every = REPORT_EVERY.get(device.type, 10)
     total_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     start = time.perf_counter()
-    for step, first in enumerate(range(0, images.shape[0], config.batch_size)):
-        index = order[first : first + config.batch_size]
+    for step, first in enumerate(range(0, order.shape[0], batch_size)):
+        index = order[first : first + batch_size]
         batch = _to_device(images[index], device)  # (B, C, H, W) float in [0, 1]
         target = labels[index].to(device)
         batch = augment(batch, generator, config.augment).contiguous(memory_format=torch.channels_last)
-        logits = model(batch)  # (B, classes)
-        loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
+        with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+            logits = model(batch)  # (B, classes)
+            loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -70,17 +85,21 @@ def train_one_epoch(
         total_loss += loss.detach() * target.shape[0]
         correct += (logits.detach().argmax(1) == target).sum()
         seen += target.shape[0]
-        if step % 10 == 9:
+        if step % report_every == report_every - 1:
             running = float(total_loss) / seen  # the loop syncs here anyway, for the progress bar
-            if not math.isfinite(running):
+            if not world.all_finite(running):  # every process stops, or none
                 break  # diverged: the rest of the epoch would only compute NaNs
             observer.batch_done(running, int(correct) / seen, seen / (time.perf_counter() - start))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the host ran ahead of the GPU: time the work, not the queueing
     seconds = time.perf_counter() - start
-    if math.isfinite(float(total_loss)):
-        observer.batch_done(float(total_loss) / seen, int(correct) / seen, seen / seconds)
+    world.sync_buffers(model)
+    loss_sum, correct, seen, seconds = world.epoch_totals(float(total_loss), int(correct), seen, seconds)
+    if math.isfinite(loss_sum):
+        observer.batch_done(loss_sum / seen, correct / seen, seen / seconds)
     return {
-        "train_loss": float(total_loss) / seen,
-        "train_accuracy": int(correct) / seen,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
         "epoch_seconds": seconds,
         "images_per_second": seen / seconds,
     }
@@ -91,17 +110,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     """Accuracy, mean loss and every prediction on a held-out split (model put in eval mode)."""
     model.eval()
     device = next(model.parameters()).device
-    predictions, total_loss = [], 0.0
+    predictions, total_loss = [], torch.zeros((), device=device)  # summed on the device: one sync
     for first in range(0, images.shape[0], batch_size):
         batch = _to_device(images[first : first + batch_size], device)
         logits = model(batch)
         target = labels[first : first + batch_size].to(device)
-        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        predictions.append(logits.argmax(1).cpu())
-    predicted = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
+        total_loss += F.cross_entropy(logits, target, reduction="sum")
+        predictions.append(logits.argmax(1))
+    predicted = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.int64)
     count = max(int(labels.shape[0]), 1)
     return {
-        "test_accuracy": float((predicted == labels).sum()) / count,
-        "test_loss": total_loss / count,
+        "test_accuracy": float((predicted == labels.cpu()).sum()) / count,
+        "test_loss": float(total_loss) / count,
         "predictions": predicted,
     }

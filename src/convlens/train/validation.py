@@ -40,6 +40,13 @@ class Split:
     def validation_size(self) -> int:
         return 0 if self.val_labels is None else int(self.val_labels.shape[0])
 
+    def training_on(self, device: torch.device) -> Split:
+        """The split with its training images on ``device``, where every batch is then indexed (no
+        copy per step on a GPU, none at all on the CPU); validation stays put, evaluated in batches."""
+        return dataclasses.replace(
+            self, train_images=self.train_images.to(device), train_labels=self.train_labels.to(device)
+        )
+
     def describe(self) -> dict:
         """Facts for the checkpoint: sizes and the rule, so a reader knows what each figure is of."""
         return {

@@ -25,6 +25,7 @@ A new cell kind registers one small function with ``@register(TheCell)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -43,6 +44,8 @@ from convlens.inspect import (
 
 MAX_CHANNELS_SHOWN = 8  # a conv over 64 input channels: 8 in full, every channel's sum in one row
 MAX_SUM_TERMS = 16  # terms written out in the total's equation
+SIGNIFICANT = 4  # digits of a number in a sentence, and of the largest number of an aligned column
+MAX_DECIMALS = 6  # an aligned column of tiny numbers: beyond this they read 0.000000
 
 Steps = list[dict]
 
@@ -68,6 +71,29 @@ def register(cell_type: type, *, flat: bool = False) -> Callable:
 def num(value: float) -> str:
     """A number inside a sentence: 4 significant digits, no negative zero."""
     return f"{value + 0.0:.4g}"
+
+
+def aligned(values: list[float | None]) -> list[str]:
+    """Numbers of one grid or table column with one count of decimals, so their decimal points
+    line up (None: n/a). Whole numbers stay whole; otherwise the largest keeps 4 significant
+    digits and, below 10, every number keeps at least 4 decimals (a probability of 0.0003 too)."""
+    finite = [abs(float(v)) for v in values if v is not None and math.isfinite(v)]
+    largest = max(finite, default=0.0)
+    whole_digits = math.floor(math.log10(largest)) + 1 if largest > 0 else 1
+    decimals = max(0, SIGNIFICANT - whole_digits)
+    if whole_digits <= 1:
+        decimals = max(decimals, SIGNIFICANT)
+    if all(v.is_integer() for v in finite):
+        decimals = 0
+    decimals = min(MAX_DECIMALS, decimals)
+    return ["n/a" if v is None else f"{v + 0.0:.{decimals}f}" for v in values]
+
+
+def operand(value: float) -> str:
+    """A number between operators: a negative one in parentheses with a real minus sign, so
+    ``+ (−0.31)`` never reads as a subtraction typo (``+ -0.31``)."""
+    text = num(value)
+    return f"({text.replace('-', '−', 1)})" if text.startswith("-") else text
 
 
 def arithmetic_steps(
@@ -165,10 +191,10 @@ def _conv(cell: ConvCell, class_names, max_channels) -> Steps:
                 "grids": [_grid("sum per input channel", [cell.channel_sums.tolist()])],
             }
         )
-    sums = [num(s) for s in cell.channel_sums.tolist()]
+    sums = [operand(s) for s in cell.channel_sums.tolist()]
     terms = " + ".join(sums[:MAX_SUM_TERMS]) + (" + …" if len(sums) > MAX_SUM_TERMS else "")
     steps.append(
-        {"equation": f"total = {terms} + bias {num(cell.bias)} =", "value": cell.total, "total": True}
+        {"equation": f"total = {terms} + bias {operand(cell.bias)} =", "value": cell.total, "total": True}
     )
     return steps
 
@@ -204,7 +230,7 @@ def _pool(cell: PoolCell, class_names, max_channels) -> Steps:
         _explain("average-pool: the mean of the window"),
         window,
         {"equation": "sum =", "value": cell.sum},
-        {"equation": f"sum {num(cell.sum)} ÷ {cell.divisor:g} =", "value": cell.total, "total": True},
+        {"equation": f"sum {operand(cell.sum)} ÷ {cell.divisor:g} =", "value": cell.total, "total": True},
     ]
 
 
@@ -213,11 +239,11 @@ def _batchnorm(cell: BatchNormCell, class_names, max_channels) -> Steps:
     return [
         _explain("BatchNorm: normalize with the running statistics, then scale and shift"),
         {
-            "equation": f"({num(cell.before)} - mean {num(cell.mean)}) ÷ √(var {num(cell.var)} + {cell.eps:g}) =",
+            "equation": f"({operand(cell.before)} − mean {operand(cell.mean)}) ÷ √(var {num(cell.var)} + {cell.eps:g}) =",
             "value": cell.normalized,
         },
         {
-            "equation": f"{num(cell.normalized)} × γ {num(cell.gamma)} + β {num(cell.beta)} =",
+            "equation": f"{operand(cell.normalized)} × γ {operand(cell.gamma)} + β {operand(cell.beta)} =",
             "value": cell.total,
             "total": True,
         },
@@ -229,7 +255,7 @@ def _normalize(cell: NormalizeCell, class_names, max_channels) -> Steps:
     return [
         _explain("normalize: (pixel - mean) ÷ std, so the network sees centred inputs"),
         {
-            "equation": f"({num(cell.before)} - mean {num(cell.mean)}) ÷ std {num(cell.std)} =",
+            "equation": f"({operand(cell.before)} − mean {operand(cell.mean)}) ÷ std {num(cell.std)} =",
             "value": cell.total,
             "total": True,
         },
@@ -267,7 +293,7 @@ def _linear(cell: LinearCell, class_names, max_channels) -> Steps:
             }
         },
         {
-            "equation": f"sum of all {count} products {num(cell.total - cell.bias)} + bias {num(cell.bias)} =",
+            "equation": f"sum of all {count} products {operand(cell.total - cell.bias)} + bias {operand(cell.bias)} =",
             "value": cell.total,
             "total": True,
         },

@@ -20,7 +20,9 @@ export async function postJSON(url, value) {
 
 // An image endpoint: the current input (a drawn/uploaded blob or a test index, maybe inverted)
 // plus form fields. Every answer says how far the input is from the training images ("shift");
-// the input panel shows it (an "input-checked" event on document, whichever view asked).
+// the input panel shows it (an "input-checked" event on document, whichever view asked), with
+// the input the answer was computed for as `detail.request`: an answer for an older input is
+// not shown as the current one.
 export async function postImage(url, input, fields = {}) {
   const form = new FormData();
   if (input.kind === "test") form.append("test_index", String(input.index));
@@ -30,7 +32,7 @@ export async function postImage(url, input, fields = {}) {
     if (value !== null && value !== undefined && value !== "") form.append(key, String(value));
   }
   const body = await answer(await fetch(url, { method: "POST", body: form }));
-  if ("shift" in body) document.dispatchEvent(new CustomEvent("input-checked", { detail: body }));
+  if ("shift" in body) document.dispatchEvent(new CustomEvent("input-checked", { detail: { ...body, request: input } }));
   return body;
 }
 

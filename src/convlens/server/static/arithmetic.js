@@ -4,6 +4,13 @@
 
 import { el, fmt, numberTable } from "./draw.js";
 
+// A number between operators: negative in parentheses with a real minus sign, "0.00·(−1.00)",
+// never "0.00·-1.00" (the same rule as convlens.views.arithmetic.operand).
+export function operand(value, digits = 2) {
+  const text = fmt(value, digits);
+  return text.startsWith("-") ? `(−${text.slice(1)})` : text;
+}
+
 function gridTable(grid) {
   const marks = grid.marks ?? null;
   const values = grid.values.map((row) => row.map((v) => (v === null ? NaN : v))); // null: ±inf or NaN

@@ -2,7 +2,7 @@
 // and both probability bars, all as the server's attack returned them.
 
 import { postImage, unpack } from "./api.js";
-import { colourFor, colourLegend, el, message, paintImage, paintPlane, percent, probabilityBars, symmetricLimits } from "./draw.js";
+import { colourFor, colourLegend, el, message, paintImage, paintPlane, percent, probabilityBars } from "./draw.js";
 
 export class AttackView {
   constructor(refresh) {
@@ -41,12 +41,24 @@ export class AttackView {
     message(this.verdict, error.message, "error");
   }
 
+  // the previous image's attack must not stay next to the new image
+  inputChanged() {
+    delete this.images.dataset.source;
+    this.images.replaceChildren();
+    this.before.replaceChildren();
+    this.after.replaceChildren();
+    message(this.verdict, "attacking the new image…");
+    delete this.verdict.dataset.prediction;
+  }
+
   async update(state) {
-    const body = await postImage(`/api/runs/${encodeURIComponent(state.run.id)}/attack`, state.input, {
+    const input = state.input;
+    const body = await postImage(`/api/runs/${encodeURIComponent(state.run.id)}/attack`, input, {
       method: this.method.value,
       eps: this.eps.value,
       target: this.target.value,
     });
+    if (state.input !== input) return; // the input changed meanwhile: its own update follows
     const eps = body.summary.eps;
     const original = unpack(body.input);
     const perturbation = unpack(body.perturbation);
@@ -57,7 +69,7 @@ export class AttackView {
       return canvas;
     };
     // the perturbation is at most ε per pixel: drawn with ε as full colour, i.e. amplified 1/ε times
-    const limits = symmetricLimits(eps || 1);
+    const limits = body.perturbation_limits;
     const noise = paintPlane(document.createElement("canvas"), perturbation.data, 0, height, width, colourFor(limits));
     this.images.replaceChildren(
       el("figure", {}, big(paintImage(document.createElement("canvas"), original)), el("figcaption", { text: "original" })),
@@ -75,5 +87,6 @@ export class AttackView {
       `${was.class} (${percent(was.probability)}) → ${now.class} (${percent(now.probability)})` +
       (was.index !== now.index ? " — fooled" : " — not fooled");
     this.verdict.dataset.prediction = now.class;
+    this.images.dataset.source = body.source; // which input this attack belongs to
   }
 }

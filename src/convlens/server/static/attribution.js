@@ -1,7 +1,7 @@
 // Where it looks: Grad-CAM, saliency, integrated gradients and occlusion maps over the input.
 
 import { postImage, unpack } from "./api.js";
-import { colourFor, colourLegend, colourLimits, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
+import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 export class AttributionView {
   constructor(refresh) {
@@ -30,15 +30,25 @@ export class AttributionView {
     message(this.box, error.message, "error");
   }
 
+  // maps of the previous image must not stay next to the new one
+  inputChanged() {
+    delete this.box.dataset.source;
+    message(this.box, "computing the maps for the new image…");
+  }
+
   async update(state) {
+    const input = state.input;
     const url = `/api/runs/${encodeURIComponent(state.run.id)}/attribution`;
     const target = this.target.value;
     // the stage menu applies to Grad-CAM; the server leaves it out for methods that take no stage
     const results = await Promise.all(this.methods.map(([method]) =>
-      postImage(url, state.input, { method, target, stage: this.stage.value })
+      postImage(url, input, { method, target, stage: this.stage.value })
         .catch((error) => ({ error: error.message, method }))));
+    if (state.input !== input) return; // the input changed meanwhile: its own update follows
     const figures = results.map((result, i) => this.figure(this.methods[i][1], result, state));
     this.box.replaceChildren(...figures);
+    const answered = results.find((result) => result.source);
+    if (answered) this.box.dataset.source = answered.source; // which input these maps belong to
   }
 
   figure(title, result, state) {
@@ -47,7 +57,7 @@ export class AttributionView {
     const map = unpack(result.map);
     const [height, width] = map.shape;
     const base = paintImage(document.createElement("canvas"), image);
-    const limits = colourLimits(map.data, false); // magnitudes, robust limits: one hot pixel cannot wash it out
+    const limits = result.limits; // the server's robust limits: one hot pixel cannot wash the map out
     const heatLayer = paintPlane(document.createElement("canvas"), map.data, 0, height, width, colourFor(limits));
     const overlay = el("canvas", { class: "attr-overlay", "data-method": result.method });
     overlay.width = width * 8;

@@ -26,7 +26,8 @@ export function percent(value) {
 // One colour convention with the Python figures (convlens.views.plots.colours):
 // signed values on a diverging map centred on 0 (RdBu_r: blue negative, white zero, red positive),
 // magnitudes on one sequential map (magma: black low → pale yellow high), pixels in gray.
-// Limits come from robust percentiles (colourLimits), so one outlier cannot wash out a map.
+// Limits come from robust percentiles, so one outlier cannot wash out a map: the model's maps arrive
+// with the server's limits (convlens.views.maps); colourLimits is for small tables of numbers.
 // The tables are matplotlib's colour maps sampled at even steps, interpolated linearly.
 const SIGNED = ["053061", "2065ab", "4393c3", "90c4dd", "d1e5f0", "f7f6f6", "fddbc7", "f3a481", "d6604d",
   "b1182b", "67001f"].map(rgb);
@@ -75,11 +76,13 @@ export function colourLimits(values, signed = null) {
   const robust = finite.length >= ROBUST_FROM;
   if (isSigned) {
     const top = Math.max(Math.abs(min), Math.abs(max));
-    const bound = Math.max(TINY, robust ? percentileOf(finite.map(Math.abs).sort(), PERCENTILE) : top);
+    const robustBound = robust ? percentileOf(finite.map(Math.abs).sort(), PERCENTILE) : top;
+    const bound = Math.max(TINY, robustBound < TINY ? top : robustBound); // mostly zeros: the plain top
     return { low: -bound, high: bound, signed: true, clipped: top > bound };
   }
   let low = robust ? percentileOf(finite, 100 - PERCENTILE) : min;
   let high = robust ? percentileOf(finite, PERCENTILE) : max;
+  if (high - low < TINY) [low, high] = [min, max]; // a mostly-zero map: the percentiles collapse
   if (high - low < TINY) [low, high] = [low - TINY, high + TINY];
   return { low, high, signed: false, clipped: min < low || max > high };
 }
@@ -104,27 +107,37 @@ function short(value) {
   return String(Number(value.toPrecision(3)));
 }
 
-// A small colour legend: low number, gradient bar, high number (and what the colour means).
+// A colour bar with its values: the gradient, the value at each end (and 0 in the middle of a
+// diverging map), ≤ / ≥ where values beyond an end were clipped, and what the colour measures.
+// `limits` come from the server (convlens.views.maps: low, high, signed, low_clipped, ...).
 export function colourLegend(limits, label = "") {
-  const bar = el("canvas", { class: "legend-bar" });
-  bar.width = 64;
+  const steps = 128;
+  const bar = el("canvas", { class: "colour-bar-gradient" });
+  bar.width = steps;
   bar.height = 1;
   const ctx = bar.getContext("2d");
-  const image = ctx.createImageData(64, 1);
+  const image = ctx.createImageData(steps, 1);
   const colour = colourFor(limits);
-  for (let x = 0; x < 64; x++) image.data.set([...colour(limits.low + ((limits.high - limits.low) * x) / 63), 255], 4 * x);
+  for (let x = 0; x < steps; x++) {
+    image.data.set([...colour(limits.low + ((limits.high - limits.low) * x) / (steps - 1)), 255], 4 * x);
+  }
   ctx.putImageData(image, 0, 0);
-  const clipped = limits.clipped ? ` (clipped at the ${PERCENTILE}th percentile${limits.signed ? " of |value|" : "s"})` : "";
+  const lowClipped = limits.low_clipped ?? (limits.clipped && limits.signed);
+  const highClipped = limits.high_clipped ?? limits.clipped;
+  const tick = (value, where, mark) => el("span", { class: `colour-bar-tick ${where}`, "data-value": value,
+    text: mark + short(value) });
+  const note = limits.note || (limits.clipped ? `clipped at the ${PERCENTILE}th percentile` : "");
   return el("div", {
-    class: "colour-legend",
+    class: "colour-bar",
     "data-low": limits.low,
     "data-high": limits.high,
-    "data-map": limits.signed ? "diverging" : "magnitude",
-    title: `${label || "colour"}: ${short(limits.low)} … ${short(limits.high)}${clipped}`,
+    "data-map": limits.signed ? "diverging" : "sequential",
+    title: `${label || "colour"}: ${short(limits.low)} … ${short(limits.high)}${note ? ` (${note})` : ""}`,
   },
-  el("span", { class: "legend-value", text: short(limits.low) }), bar,
-  el("span", { class: "legend-value", text: (limits.clipped ? "≥" : "") + short(limits.high) }),
-  label ? el("span", { class: "legend-label", text: label }) : null);
+  label ? el("span", { class: "colour-bar-label", text: label }) : null,
+  bar,
+  el("div", { class: "colour-bar-ticks" }, tick(limits.low, "low", lowClipped ? "≤" : ""),
+    limits.signed ? tick(0, "middle", "") : null, tick(limits.high, "high", highClipped ? "≥" : "")));
 }
 
 // A (H, W) plane of a Float32Array at `offset` onto a canvas, one canvas pixel per value.

@@ -1,6 +1,10 @@
 // The input panel: draw with mouse or touch, upload a file, or pick a test image.
 // The canvas is sent as PNG; the server downsamples it to the model's input. The invert toggle
 // sends 1 − pixels; a badge says when the input is far from the training images.
+//
+// The panel holds the one current input every view computes from. "What the model sees" is
+// painted from the server's answer for exactly that input (whichever view asked), so it never
+// shows one image while the maps beside it belong to another.
 
 import { getJSON, unpack } from "./api.js";
 import { el, gray, message, paintImage, paintPlane } from "./draw.js";
@@ -30,13 +34,23 @@ export class InputPanel {
     this.invertBox.addEventListener("change", () => {
       if (this.input) this.changed({ ...this.input });
     });
-    document.addEventListener("input-checked", (e) => this.showShift(e.detail.shift, e.detail.inverted));
+    document.addEventListener("input-checked", (e) => this.checked(e.detail));
   }
 
-  // every new input carries the invert toggle's state
+  // every new input carries the invert toggle's state; its thumbnail (if any) is marked
   changed(input) {
     this.input = { ...input, invert: this.invertBox.checked };
+    for (const thumb of this.strip.querySelectorAll("canvas.thumb")) {
+      thumb.classList.toggle("current", input.kind === "test" && Number(thumb.dataset.index) === input.index);
+    }
     this.onChange(this.input);
+  }
+
+  // An answer of any image endpoint: shown only if it belongs to the current input.
+  checked(answer) {
+    if (answer.request !== this.input) return;
+    if (answer.input) this.paintSeen(answer.input, answer.source);
+    this.showShift(answer.shift, answer.inverted);
   }
 
   // The server's check of the input against the training images (convlens.shift): a badge when far.
@@ -128,8 +142,10 @@ export class InputPanel {
     this.changed({ kind: "test", index: item.index, label: item.label });
   }
 
+  // Fills the strip; resolves to the images shown (none when the server could not send them).
   async loadTestImages(runId) {
     this.strip.replaceChildren();
+    let images = [];
     try {
       const body = await getJSON(`/api/runs/${encodeURIComponent(runId)}/test-images?count=30&spread=true`);
       for (const item of body.images) {
@@ -139,16 +155,28 @@ export class InputPanel {
         thumb.addEventListener("click", () => this.pickTest(item));
         this.strip.append(thumb);
       }
+      images = body.images;
     } catch (error) {
       message(this.strip, error.message, "error");
     }
+    return images;
   }
 
-  // What the model sees (the server's resized input), with an optional receptive-field box.
+  // The receptive-field box of a cell on what the model sees. The image itself was painted when
+  // the answer arrived (checked), and only if it belongs to the current input.
   showSeen(packed, box = null) {
-    const tensor = unpack(packed);
-    paintImage(this.seen, tensor);
-    this.outline(box, tensor.shape[1], tensor.shape[2]);
+    const [, height, width] = packed.shape;
+    this.outline(box, height, width);
+  }
+
+  paintSeen(packed, source) {
+    paintImage(this.seen, unpack(packed));
+    this.seen.dataset.source = source ?? "";
+  }
+
+  // The receptive-field box belongs to a cell of the Network view: hidden on the other views.
+  showOutline(visible) {
+    this.overlay.hidden = !visible;
   }
 
   outline(box, height, width) {

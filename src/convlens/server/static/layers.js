@@ -1,12 +1,33 @@
-// What each layer learned: the kernels of a conv stage, one feature-visualization image per
-// channel, and (on click) the test images that excite that channel most.
+// What each layer learned: the kernels of a conv stage at a readable size (each weight on hover),
+// one feature-visualization image per channel, and (on click) the test images that excite that
+// channel most. A stage without filters (ReLU, pooling, BatchNorm, flatten) shows what it does:
+// the maps it receives next to the maps it makes, for the current input.
 
-import { getJSON, unpack } from "./api.js";
-import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane } from "./draw.js";
+import { getJSON, postImage, unpack } from "./api.js";
+import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane } from "./draw.js";
+import { stageExplanation } from "./explain-text.js";
+
+const SHOWN_INPUTS = 16; // input channels of a filter drawn in its row
+const OPERATION_CHANNELS = 8; // channels shown in input → output pairs
+const PAIR_PIXELS = 84; // on-screen size of the largest side of an input map in a pair
+const WITH_FILTERS = ["convolution", "block"]; // roles (convlens.inspect.layer_facts) that have kernels
+const MOVES_VALUES = ["max_pool", "avg_pool", "global_pool", "flatten"]; // only pick, average or move values
+
+// Shows the value under the pointer in `readout`: `describe(row, col)` names the cell and its value.
+function hoverValues(canvas, readout, describe) {
+  canvas.addEventListener("mousemove", (e) => {
+    const box = canvas.getBoundingClientRect();
+    const row = Math.min(canvas.height - 1, Math.floor(((e.clientY - box.top) / box.height) * canvas.height));
+    const col = Math.min(canvas.width - 1, Math.floor(((e.clientX - box.left) / box.width) * canvas.width));
+    readout.textContent = describe(row, col);
+    canvas.title = readout.textContent;
+  });
+}
 
 export class LayersView {
   constructor() {
     this.stage = document.getElementById("layers-stage");
+    this.title = document.getElementById("layers-filters-title");
     this.filters = document.getElementById("layers-filters");
     this.features = document.getElementById("layers-features");
     this.top = document.getElementById("layers-top");
@@ -14,15 +35,20 @@ export class LayersView {
   }
 
   runChanged(state) {
+    this.state = state;
     this.run = state.run;
-    const stages = state.card.stages.filter((s) => s.shape.length === 3 && s.name !== "normalize");
-    this.stage.replaceChildren(...stages.map((s) => new Option(`${s.name} (${s.kind}, ${s.shape[0]} channels)`, s.name)));
+    const stages = state.card.stages.filter((s) => (s.shape.length === 3 || s.layer.role === "flatten") && s.layer.role !== "normalize");
+    this.stage.replaceChildren(...stages.map((s) => new Option(
+      `${s.name} (${s.kind}, ${s.shape.length === 3 ? `${s.shape[0]} channels` : `${s.shape[0]} values`})`, s.name)));
     this.loaded = null;
     if (!this.filters.closest("section").hidden) this.show();
   }
 
-  shown() {
-    if (this.loaded !== `${this.run?.id}/${this.stage.value}`) this.show();
+  shown(state) {
+    this.state = state;
+    const token = `${this.run?.id}/${this.stage.value}`;
+    // a stage without filters shows maps of the input: redrawn when the input changed meanwhile
+    if (this.loaded !== token || (this.operationInput && this.operationInput !== state.input)) this.show();
   }
 
   async show() {
@@ -34,13 +60,26 @@ export class LayersView {
     const current = () => this.loaded === token; // a newer choice wins over a slower answer
     this.top.replaceChildren();
     document.getElementById("layers-features-note").textContent = "";
-    message(this.features, "optimizing an input image for every channel…");
+    const stages = this.state.card.stages;
+    const at = stages.findIndex((s) => s.name === stage);
+    const hasFilters = WITH_FILTERS.includes(stages[at].layer.role);
+    this.operationInput = null;
+    this.title.textContent = hasFilters ? "Filters" : `What ${stage} does`;
     try {
-      const body = await getJSON(`${base}/filters?stage=${encodeURIComponent(stage)}`);
-      if (current()) this.drawFilters(body);
+      if (hasFilters) {
+        const body = await getJSON(`${base}/filters?stage=${encodeURIComponent(stage)}`);
+        if (current()) this.drawFilters(body);
+      } else {
+        await this.drawOperation(base, stages[at], stages[at - 1], current);
+      }
     } catch (error) {
-      if (current()) message(this.filters, `${error.message}`, "note");
+      if (current()) message(this.filters, error.message, "error");
     }
+    if (stages[at].shape.length !== 3) {
+      message(this.features, "a flat stage has no channels to visualize; see the stage before it");
+      return;
+    }
+    message(this.features, "optimizing an input image for every channel…");
     try {
       const body = await getJSON(`${base}/features?stage=${encodeURIComponent(stage)}`);
       if (current()) this.drawFeatures(body, base);
@@ -50,27 +89,99 @@ export class LayersView {
   }
 
   drawFilters(body) {
+    const readout = el("p", { class: "kernel-readout", id: "kernel-readout", text: "point at a weight to read it" });
     const parts = [];
     for (const conv of body.convolutions) {
       const weight = unpack(conv.weight);
       const [outC, inC, kh, kw] = weight.shape;
       const grid = el("div", { class: inC === 1 ? "filter-grid wrap" : "filter-grid" });
-      const shownIn = Math.min(inC, 16);
-      const limits = colourLimits(weight.data, true); // weights are signed: centred on 0
+      const shownIn = Math.min(inC, SHOWN_INPUTS);
+      const colour = colourFor(conv.limits); // weights are signed: centred on 0
       for (let o = 0; o < outC; o++) {
         const row = el("div", { class: "filter-row", title: `output channel ${o}${conv.bias ? `, bias ${fmt(conv.bias[o], 3)}` : ""}` },
           el("span", { class: "filter-index", text: String(o) }));
         for (let i = 0; i < shownIn; i++) {
-          const canvas = paintPlane(el("canvas", { class: "kernel" }), weight.data, (o * inC + i) * kh * kw, kh, kw,
-            (v) => diverging(v, limits.high));
+          const offset = (o * inC + i) * kh * kw;
+          const canvas = paintPlane(el("canvas", { class: "kernel readable", "data-out": o, "data-in": i }),
+            weight.data, offset, kh, kw, colour);
+          hoverValues(canvas, readout, (r, c) => `${conv.name} filter ${o}, input channel ${i}, row ${r} col ${c}: ` +
+            `weight ${fmt(weight.data[offset + r * kw + c], 4)}`);
           row.append(canvas);
         }
         grid.append(row);
       }
       parts.push(el("h4", { text: `${conv.name}: ${outC} filters of ${inC}×${kh}×${kw}` +
-        (inC > shownIn ? ` (first ${shownIn} input channels shown)` : "") }), colourLegend(limits, "weight"), grid);
+        (inC > shownIn ? ` (first ${shownIn} input channels shown)` : "") }), colourLegend(conv.limits, "weight"), grid);
     }
-    this.filters.replaceChildren(...parts);
+    this.filters.replaceChildren(readout, ...parts);
+  }
+
+  // What a stage without kernels does (in words, explain-text.js), and the maps it receives next to
+  // the maps it makes, for the page's current input.
+  async drawOperation(base, stage, previous, current) {
+    const input = this.state.input;
+    this.operationInput = input;
+    const text = el("p", { class: "operation-text", id: "operation-text", text: stageExplanation(stage, this.state.card) });
+    if (!input) {
+      this.filters.replaceChildren(text);
+      return;
+    }
+    const body = await postImage(`${base}/activations`, input);
+    if (!current()) return;
+    const before = body.stages.find((s) => s.name === previous.name);
+    const after = body.stages.find((s) => s.name === stage.name);
+    const sameColours = MOVES_VALUES.includes(stage.layer?.role);
+    const readout = el("p", { class: "kernel-readout", id: "operation-readout", text: "point at a cell to read its value" });
+    const channels = Math.min(OPERATION_CHANNELS, before.shape.length === 3 ? before.shape[0] : 1);
+    const cell = before.shape.length === 3 ? Math.max(2, Math.floor(PAIR_PIXELS / Math.max(...before.shape.slice(1)))) : 6;
+    // pooling and flatten only pick or move values: one range, so a kept value keeps its colour
+    const inputLimits = sameColours ? after.limits : before.limits;
+    const pairs = [];
+    for (let c = 0; c < channels; c++) {
+      const parts = [this.plane(before, c, cell, readout, inputLimits)];
+      if (after.shape.length === 3) {
+        parts.push(el("span", { class: "arrow", text: "→" }), this.plane(after, c, cell, readout, after.limits));
+      }
+      pairs.push(el("figure", { class: "operation-pair", "data-channel": c }, ...parts,
+        el("figcaption", { text: `ch ${c}` })));
+    }
+    const flat = after.shape.length === 1 ? [el("h4", { text: `${after.name}: all ${after.shape[0]} values in one row, wrapped` }),
+      this.strip(after, readout)] : [];
+    this.filters.replaceChildren(
+      text,
+      el("p", { class: "note", text: `${before.name} (left) → ${after.name} (right), for the current input (${body.source}); ` +
+        `the first ${channels} channels` }),
+      el("div", {}, ...(sameColours ? [colourLegend(after.limits, `${before.name} and ${after.name}`)]
+        : [colourLegend(before.limits, before.name), " ", colourLegend(after.limits, after.name)])),
+      readout, el("div", { class: "operation-pairs" }, ...pairs), ...flat);
+  }
+
+  // One channel of a stage's output, `cell` pixels per value, its values on hover.
+  plane(stage, channel, cell, readout, limits) {
+    const [, height, width] = stage.shape;
+    const values = unpack(stage.output);
+    const offset = channel * height * width;
+    const canvas = paintPlane(el("canvas", { "data-stage": stage.name }), values.data, offset, height, width, colourFor(limits));
+    canvas.style.width = `${width * cell}px`;
+    canvas.style.height = `${height * cell}px`;
+    hoverValues(canvas, readout, (r, c) => `${stage.name} ch ${channel}, row ${r} col ${c}: ${fmt(values.data[offset + r * width + c], 4)}`);
+    return canvas;
+  }
+
+  strip(stage, readout) {
+    const units = stage.shape[0];
+    const perRow = Math.min(units, 32);
+    const rows = Math.ceil(units / perRow);
+    const values = unpack(stage.output);
+    const padded = new Float32Array(rows * perRow).fill(NaN);
+    padded.set(values.data);
+    const canvas = paintPlane(el("canvas", { "data-stage": stage.name }), padded, 0, rows, perRow, colourFor(stage.limits));
+    canvas.style.width = `${perRow * 12}px`;
+    canvas.style.height = `${rows * 12}px`;
+    canvas.classList.add("flat-strip");
+    hoverValues(canvas, readout, (r, c) => (r * perRow + c < units
+      ? `${stage.name} unit ${r * perRow + c}: ${fmt(values.data[r * perRow + c], 4)}` : ""));
+    return canvas;
   }
 
   drawFeatures(body, base) {

@@ -9,6 +9,9 @@ import { AttributionView } from "./attribution.js";
 import { AttackView } from "./attack.js";
 import { LayersView } from "./layers.js";
 import { ModelCard } from "./card.js";
+import { TrainView } from "./train.js";
+import { LearningPlayground } from "./playground2d.js";
+import { explainViews } from "./explain-text.js";
 
 // registry: what the server can do by name (attribution methods, attacks, ...), from GET /api/registry
 const state = { runs: [], run: null, card: null, input: null, registry: null };
@@ -46,10 +49,15 @@ class Refresher {
 const refreshers = {};
 const stale = new Set();
 
+// The one current input: every image view forgets what it showed for the previous one at once
+// (it redraws when shown), so no panel shows maps of one image next to another.
 function inputChanged(input) {
   state.input = input;
   views.input.outline(null); // a receptive field belongs to the previous image's cell
-  for (const name of Object.keys(refreshers)) stale.add(name);
+  for (const name of Object.keys(refreshers)) {
+    stale.add(name);
+    views[name].inputChanged?.(input);
+  }
   refreshActive();
 }
 
@@ -69,6 +77,7 @@ function showTab(name) {
     section.hidden = section.id !== `tab-${name}`;
   }
   document.getElementById("input-panel").hidden = !["overview", "attribution", "attack"].includes(name);
+  views.input.showOutline(name === "overview");
   views[name]?.shown?.(state);
   refreshActive();
 }
@@ -81,10 +90,23 @@ async function selectRun(runId) {
   facts.textContent = `${state.run.model} on ${state.run.dataset} (${state.run.input_shape.join("×")}, ` +
     `${state.card.parameters.toLocaleString()} parameters${accuracy})`;
   for (const view of Object.values(views)) view.runChanged?.(state);
-  views.input.loadTestImages(runId);
+  explainViews(state.card);
+  const testImages = await views.input.loadTestImages(runId);
+  // the first screen shows a test image and its prediction, not an empty canvas
+  if (!state.input && testImages.length) views.input.pickTest(testImages[0]);
   // a test index of the previous run means nothing here: send the canvas, which shows that image
-  if (state.input?.kind === "test" || !state.input) views.input.sendCanvas();
+  else if (state.input?.kind === "test" || !state.input) views.input.sendCanvas();
   else inputChanged(state.input);
+}
+
+// The run menu, from GET /api/runs; the run shown stays selected.
+async function refreshRuns() {
+  state.runs = await getJSON("/api/runs");
+  const select = document.getElementById("run-select");
+  select.replaceChildren(...state.runs.map((run) => new Option(
+    `${run.id} (${run.model}, ${run.dataset}${run.test_accuracy === null ? "" : ", " + fmt(100 * run.test_accuracy, 1) + " %"})`,
+    run.id)));
+  if (state.run) select.value = state.run.id;
 }
 
 async function start() {
@@ -95,6 +117,8 @@ async function start() {
   views.attack = new AttackView(() => refreshers.attack.request());
   views.layers = new LayersView();
   views.card = new ModelCard();
+  views.train = new TrainView();
+  views.playground2d = new LearningPlayground();
   for (const name of ["overview", "attribution", "attack"]) refreshers[name] = new Refresher(views[name]);
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
@@ -102,15 +126,18 @@ async function start() {
   state.registry = await getJSON("/api/registry");
   views.attribution.registryLoaded(state.registry);
   views.attack.registryLoaded(state.registry);
-  state.runs = await getJSON("/api/runs");
   const select = document.getElementById("run-select");
-  for (const run of state.runs) {
-    const label = `${run.id} (${run.model}, ${run.dataset}${run.test_accuracy === null ? "" : ", " + fmt(100 * run.test_accuracy, 1) + " %"})`;
-    select.append(new Option(label, run.id));
-  }
+  await refreshRuns();
   select.addEventListener("change", () => selectRun(select.value));
-  await selectRun(state.runs[0].id);
-  showTab(location.hash.slice(1) || "overview");
+  // a run finished training (or appeared in the runs folder): it joins the menu
+  document.addEventListener("runs-changed", async () => {
+    await refreshRuns();
+    if (!state.run && state.runs.length) await selectRun(state.runs[0].id);
+  });
+  await views.train.load();
+  views.train.poll();
+  if (state.runs.length) await selectRun(state.runs[0].id);
+  showTab(state.runs.length ? location.hash.slice(1) || "overview" : "train"); // no run yet: train one
   document.body.dataset.ready = "true";
 }
 

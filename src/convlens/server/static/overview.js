@@ -1,25 +1,56 @@
-// Network overview (after CNN Explainer): one column per stage with every channel's feature
-// map, then the class probabilities. Clicking a cell opens its arithmetic.
+// Network overview (after CNN Explainer): one column per stage and one row per channel index, all
+// in one scroll box, so channel k of every stage sits on the same line; then the class
+// probabilities. Clicking a cell opens its arithmetic, outlines the cells it reads in the stages
+// before (network-links.js) and offers to animate its window (animate.js). Colours use the
+// server's robust limits (convlens.views.maps), one range per stage or one per channel.
 
-import { postImage, unpack } from "./api.js";
-import { colourFor, colourLegend, colourLimits, el, message, paintPlane, percent, probabilityBars } from "./draw.js";
+import { getJSON, postImage, unpack } from "./api.js";
+import { colourFor, colourLegend, el, message, paintPlane, percent, probabilityBars } from "./draw.js";
 import { showArithmetic } from "./arithmetic.js";
+import { stageExplanation } from "./explain-text.js";
+import { drawLinks } from "./network-links.js";
+import { KernelAnimation } from "./animate.js";
 
 const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
+const FIRST_ROWS = 10; // channels shown until "show all" (CNN Explainer shows 10 per layer)
 
 export class Overview {
   constructor(inputPanel) {
     this.inputPanel = inputPanel;
     this.network = document.getElementById("network");
+    this.network.classList.add("network-grid");
     this.probabilities = document.getElementById("probabilities");
     this.prediction = document.getElementById("prediction");
     this.panel = document.getElementById("arithmetic");
     this.selected = null; // {stage, channel, row, col}
+    this.allRows = false;
+    this.links = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    this.links.classList.add("network-links");
+    this.animation = new KernelAnimation(el("div", { id: "animation" }));
+    this.panel.before(this.animation.box);
+    this.scale = el("select", { id: "colour-scale" }, new Option("one range per stage", "stage"),
+      new Option("one range per channel", "channel"));
+    this.scale.addEventListener("change", () => {
+      this.redraw();
+      this.offerAnimation(); // its maps in the new colours
+    });
+    this.count = el("span", { class: "network-count", id: "network-count" });
+    this.showAll = el("button", { id: "show-all-channels" });
+    this.showAll.addEventListener("click", () => {
+      this.allRows = !this.allRows;
+      this.redraw();
+    });
+    this.network.parentElement.before(el("div", { class: "network-controls" },
+      el("label", {}, "colours: ", this.scale), this.count, this.showAll));
+    window.addEventListener("resize", () => this.relink());
   }
 
   runChanged() {
     this.selected = null;
+    this.wiring = null;
+    this.body = null;
     this.panel.replaceChildren();
+    this.animation.clear();
     this.network.replaceChildren();
   }
 
@@ -28,15 +59,18 @@ export class Overview {
   }
 
   async update(state) {
-    const body = await postImage(`/api/runs/${encodeURIComponent(state.run.id)}/activations`, state.input);
+    const base = `/api/runs/${encodeURIComponent(state.run.id)}`;
+    this.wiring ??= await getJSON(`${base}/network`); // fixed per run: which cells each cell reads
+    const body = await postImage(`${base}/activations`, state.input);
     this.state = state;
+    this.body = body;
     this.inputPanel.showSeen(body.input);
-    this.draw(body, state);
+    this.redraw();
     this.network.dataset.source = body.source; // which input these maps belong to
     probabilityBars(this.probabilities, body.probabilities, state.card.class_names);
     this.probabilities.querySelectorAll(".bar-row").forEach((row, index) => {
       row.title = "click: how softmax turns the logits into this probability";
-      row.addEventListener("click", () => this.select({ stage: "softmax", channel: index, row: 0, col: 0 }, null));
+      row.addEventListener("click", () => this.select({ stage: "softmax", channel: index, row: 0, col: 0 }));
     });
     const best = body.top[0];
     this.prediction.replaceChildren(
@@ -45,29 +79,76 @@ export class Overview {
     );
     this.prediction.dataset.class = best.class;
     this.prediction.dataset.probability = best.probability;
-    if (this.selected) await this.explain(this.selected);
+    if (this.selected) await this.select(this.selected);
   }
 
-  draw(body, state) {
-    const columns = body.stages.filter((stage) => stage.name !== "softmax").map((stage) => this.column(stage));
-    this.network.replaceChildren(...columns);
+  // The colour limits a map is drawn with: its stage's, or its own channel's.
+  limitsOf(stage, channel) {
+    return this.scale.value === "channel" && stage.channel_limits ? stage.channel_limits[channel] : stage.limits;
   }
 
-  column(stage) {
-    const values = unpack(stage.output);
-    // one scale per stage: diverging around 0 when it has negative values, sequential otherwise (ReLU, pooling)
-    const limits = colourLimits(values.data);
-    const colour = colourFor(limits);
-    const header = el("div", { class: "stage-head" },
+  redraw() {
+    if (!this.body) return;
+    const top = this.network.scrollTop;
+    const stages = this.body.stages.filter((stage) => stage.name !== "softmax");
+    const most = Math.max(...stages.map((stage) => (stage.shape.length === 3 ? stage.shape[0] : 1)));
+    const rows = this.allRows ? most : Math.min(FIRST_ROWS, most);
+    this.network.style.gridTemplateColumns = `auto repeat(${stages.length}, auto)`;
+    const labels = [...Array(rows).keys()].map((channel) =>
+      el("div", { class: "channel-label", style: `grid-column: 1; grid-row: ${channel + 2}`, text: `ch ${channel}` }));
+    const columns = stages.map((stage, i) => this.column(stage, i + 2, rows));
+    this.network.replaceChildren(el("div", { class: "channel-label corner", style: "grid-column: 1; grid-row: 1" }),
+      ...labels, ...columns, this.links);
+    this.network.dataset.rows = rows;
+    const head = this.network.querySelector(".stage-head").offsetHeight;
+    for (const cell of this.network.querySelectorAll(".flat-cell")) cell.style.top = `${head}px`;
+    this.network.scrollTop = top;
+    this.countHidden(stages, rows, most);
+    this.mark();
+  }
+
+  countHidden(stages, rows, most) {
+    const hidden = stages.filter((stage) => stage.shape.length === 3 && stage.shape[0] > rows);
+    const maps = hidden.reduce((sum, stage) => sum + stage.shape[0] - rows, 0);
+    this.count.dataset.hidden = maps;
+    this.count.textContent = maps
+      ? `showing channels 0–${rows - 1}: ${maps} maps hidden (${hidden.map((s) => `${s.name} ${rows} of ${s.shape[0]}`).join(", ")})`
+      : `all channels shown (${most} rows, one per channel index; scroll them together)`;
+    this.showAll.hidden = most <= FIRST_ROWS;
+    this.showAll.textContent = this.allRows ? `show the first ${FIRST_ROWS} channels` : `show all ${most} channels`;
+  }
+
+  stageHead(stage, gridColumn, rows) {
+    const head = el("div", { class: "stage-head", style: `grid-column: ${gridColumn}; grid-row: 1`,
+      title: stageExplanation(stage, this.state.card) },
       el("strong", { text: stage.name }), el("br"), el("span", { text: `${stage.kind} ${stage.shape.join("×")}` }));
-    const column = el("div", { class: "stage", "data-stage": stage.name }, header, colourLegend(limits));
-    const maps = el("div", { class: "maps" });
+    if (stage.shape.length === 3) {
+      const total = stage.shape[0];
+      const shown = Math.min(rows, total);
+      head.append(el("span", { class: shown < total ? "stage-count hidden-maps" : "stage-count",
+        "data-shown": shown, "data-total": total, text: shown < total ? `${shown} of ${total} maps` : `${total} maps` }));
+    }
+    head.append(this.legend(stage, 0));
+    return head;
+  }
+
+  // The colour bar of a stage; with one range per channel, that of the channel under the pointer.
+  legend(stage, channel) {
+    const perChannel = this.scale.value === "channel" && stage.channel_limits;
+    return colourLegend(this.limitsOf(stage, channel), perChannel ? `ch ${channel}` : "");
+  }
+
+  column(stage, gridColumn, rows) {
+    const values = unpack(stage.output);
+    const head = this.stageHead(stage, gridColumn, rows);
+    const column = el("div", { class: "stage", "data-stage": stage.name }, head);
     if (stage.shape.length === 3) {
       const [channels, height, width] = stage.shape;
       const zoom = MAP_PIXELS / Math.max(height, width);
-      for (let c = 0; c < channels; c++) {
+      for (let c = 0; c < Math.min(rows, channels); c++) {
+        const limits = this.limitsOf(stage, c);
         const canvas = paintPlane(el("canvas", { class: "fmap", title: `${stage.name} channel ${c}` }),
-          values.data, c * height * width, height, width, colour);
+          values.data, c * height * width, height, width, colourFor(limits));
         canvas.style.width = `${Math.round(width * zoom)}px`;
         canvas.style.height = `${Math.round(height * zoom)}px`;
         canvas.dataset.channel = c;
@@ -75,40 +156,68 @@ export class Overview {
           const box = canvas.getBoundingClientRect();
           const row = Math.min(height - 1, Math.floor(((e.clientY - box.top) / box.height) * height));
           const col = Math.min(width - 1, Math.floor(((e.clientX - box.left) / box.width) * width));
-          this.select({ stage: stage.name, channel: c, row, col }, canvas);
+          this.select({ stage: stage.name, channel: c, row, col });
         });
-        maps.append(canvas);
+        if (stage.channel_limits) {
+          canvas.addEventListener("mouseenter", () => head.querySelector(".colour-bar").replaceWith(this.legend(stage, c)));
+        }
+        column.append(el("div", { class: "map-cell", style: `grid-column: ${gridColumn}; grid-row: ${c + 2}` }, canvas));
       }
     } else {
-      // a flat stage (flatten, linear): a strip of cells, 8 per row, one per unit
-      const units = stage.shape[0];
-      const perRow = units > 64 ? 28 : units > 16 ? 8 : 1;
-      const rows = Math.ceil(units / perRow);
-      const padded = new Float32Array(rows * perRow).fill(0);
-      padded.set(values.data);
-      const canvas = paintPlane(el("canvas", { class: "fmap flat", title: `${stage.name}: ${units} values` }),
-        padded, 0, rows, perRow, colour);
-      const zoom = perRow === 1 ? 14 : Math.max(2, Math.floor(84 / perRow));
-      canvas.style.width = `${perRow * zoom}px`;
-      canvas.style.height = `${rows * zoom}px`;
-      canvas.addEventListener("click", (e) => {
-        const box = canvas.getBoundingClientRect();
-        const r = Math.floor(((e.clientY - box.top) / box.height) * rows);
-        const c = Math.floor(((e.clientX - box.left) / box.width) * perRow);
-        const unit = Math.min(units - 1, r * perRow + c);
-        this.select({ stage: stage.name, channel: unit, row: 0, col: 0 }, canvas);
-      });
-      maps.append(canvas);
+      column.append(this.flatCell(stage, values, gridColumn, rows));
     }
-    column.append(maps);
     return column;
   }
 
-  async select(cell, canvas) {
-    this.selected = cell;
+  // A flat stage (flatten, linear): a strip of cells, one per unit, beside every row.
+  flatCell(stage, values, gridColumn, rows) {
+    const units = stage.shape[0];
+    const perRow = units > 64 ? 28 : units > 16 ? 8 : 1;
+    const lines = Math.ceil(units / perRow);
+    const padded = new Float32Array(lines * perRow).fill(0);
+    padded.set(values.data);
+    const canvas = paintPlane(el("canvas", { class: "fmap flat", title: `${stage.name}: ${units} values` }),
+      padded, 0, lines, perRow, colourFor(stage.limits));
+    const zoom = perRow === 1 ? 14 : Math.max(2, Math.floor(84 / perRow));
+    canvas.style.width = `${perRow * zoom}px`;
+    canvas.style.height = `${lines * zoom}px`;
+    canvas.addEventListener("click", (e) => {
+      const box = canvas.getBoundingClientRect();
+      const r = Math.floor(((e.clientY - box.top) / box.height) * lines);
+      const c = Math.floor(((e.clientX - box.left) / box.width) * perRow);
+      this.select({ stage: stage.name, channel: Math.min(units - 1, r * perRow + c), row: 0, col: 0 });
+    });
+    return el("div", { class: "map-cell flat-cell", style: `grid-column: ${gridColumn}; grid-row: 2 / span ${rows}` }, canvas);
+  }
+
+  // Marks the selected cell's map and redraws the lines to the cells it reads.
+  mark() {
     for (const node of this.network.querySelectorAll(".fmap.selected")) node.classList.remove("selected");
-    canvas?.classList.add("selected");
+    const cell = this.selected;
+    if (cell) {
+      const maps = this.network.querySelectorAll(`.stage[data-stage="${cell.stage}"] canvas.fmap`);
+      const chosen = [...maps].find((canvas) => canvas.dataset.channel === String(cell.channel)) ??
+        (maps.length === 1 && maps[0].classList.contains("flat") ? maps[0] : null);
+      chosen?.classList.add("selected");
+    }
+    this.relink();
+  }
+
+  relink() {
+    drawLinks(this.network, this.links, this.wiring, this.selected);
+  }
+
+  async select(cell) {
+    this.selected = cell;
+    this.mark();
+    this.offerAnimation();
     await this.explain(cell);
+  }
+
+  offerAnimation() {
+    if (this.body && this.selected) {
+      this.animation.offer(this.selected, this.body, this.wiring, (stage, channel) => this.limitsOf(stage, channel));
+    }
   }
 
   async explain(cell) {

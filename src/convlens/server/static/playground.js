@@ -2,9 +2,11 @@
 // returns every cell's products and sum, which the page replays one step at a time.
 
 import { getJSON, postJSON } from "./api.js";
+import { operand } from "./arithmetic.js";
 import { colourLegend, colourLimits, diverging, el, fmt, gray, inkOn, message, numberTable } from "./draw.js";
 
 const PLAY_MS = 350;
+const OWN_GRID = "your own grid (blank or painted)";
 
 export class Playground {
   constructor() {
@@ -39,12 +41,15 @@ export class Playground {
       kernelButtons.append(el("button", { text: name, "data-kernel": name, onclick: () => this.setKernel(kernel) }));
     }
     const select = document.getElementById("pg-picture");
+    // the menu names what the grid holds: a preset picture, or the learner's own painting
+    select.append(new Option(OWN_GRID, ""));
     for (const name of presets.pictures) select.append(new Option(name, name));
     this.setKernel(presets.kernels.edge);
     await this.picture("smiley");
   }
 
   async picture(name) {
+    if (!name) return; // "your own grid": keep what is painted
     // the smiley and digits are 8x8 already; a photo needs at least 16x16 cells to be recognisable
     const chosen = Number(document.getElementById("pg-size").value);
     const size = name === "smiley" || name.startsWith("digits") ? null : Math.max(16, chosen);
@@ -61,8 +66,14 @@ export class Playground {
 
   blank(size) {
     this.image = Array.from({ length: size }, () => Array(size).fill(0));
+    this.ownGrid();
     this.drawGrid();
     this.convolve();
+  }
+
+  // a blank or painted-over grid is no preset picture any more: the menu must not name one
+  ownGrid() {
+    document.getElementById("pg-picture").value = "";
   }
 
   drawGrid() {
@@ -71,6 +82,7 @@ export class Playground {
     const table = el("table", { class: "pixel-grid", id: "pg-grid-table" });
     let painting = false;
     const paint = (td, r, c) => {
+      if (this.image[r][c] !== this.brush) this.ownGrid();
       this.image[r][c] = this.brush;
       td.style.background = `rgb(${gray(this.brush).join(",")})`;
       td.dataset.value = this.brush;
@@ -172,7 +184,7 @@ export class Playground {
       }
     }
     const kernel = this.result.kernel;
-    const terms = cell.patch.flat().map((p, i) => `${fmt(p, 2)}·${fmt(kernel.flat()[i], 2)}`).join(" + ");
+    const terms = cell.patch.flat().map((p, i) => `${operand(p)}·${operand(kernel.flat()[i])}`).join(" + ");
     this.stepBox.replaceChildren(
       el("h4", { text: `output cell (${cell.row}, ${cell.col}): kernel over rows ${cell.rows.join(",")}, cols ${cell.cols.join(",")}` }),
       el("div", { class: "tables" },

@@ -24,6 +24,8 @@ SIGNED = "RdBu_r"  # diverging: blue < 0 (white) < red
 MAGNITUDE = "magma"  # sequential: black (low) → purple → orange → pale yellow (high)
 PIXELS = "gray"
 GAP = "#8c8c8c"  # between mosaic tiles: apart from white (0 on SIGNED) and black (low on MAGNITUDE)
+# one colour per data split in every training curve (report and the explorer's card.js alike)
+SPLIT_COLOURS = {"train": "#e07020", "val": "#20a060", "test": "#2060c0"}
 PERCENTILE = 99.5  # signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
 ROBUST_FROM = 256  # fewer finite values than this: plain min/max (a 3x3 kernel has no outliers)
 HORIZONTAL_LABEL_WIDTH = 22  # characters a colour bar under one map has room for
@@ -97,6 +99,8 @@ def colour_limits(values, signed: bool | None = None, percentile: float = PERCEN
     if signed:
         top = max(abs(low), abs(high))
         bound = float(np.percentile(np.abs(array), percentile)) if robust else top
+        if bound < TINY:  # nearly all zeros: the percentile lands on them; keep the rare values visible
+            bound = top
         bound = max(bound, TINY)
         return Limits(-bound, bound, SIGNED, True, low < -bound, high > bound)
     vmin, vmax = (
@@ -104,6 +108,8 @@ def colour_limits(values, signed: bool | None = None, percentile: float = PERCEN
         if robust
         else (low, high)
     )
+    if vmax - vmin < TINY:  # a sparse map (a ReLU's mostly zeros): the percentiles collapse onto
+        vmin, vmax = low, high  # its most common value, which would hide every other one
     if vmax - vmin < TINY:  # a constant map: centre it in a tiny range
         vmin, vmax = vmin - TINY, vmax + TINY
     return Limits(vmin, vmax, MAGNITUDE, False, low < vmin, high > vmax)

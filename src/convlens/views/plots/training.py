@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from convlens.views.plots.colours import colour_bar, colour_limits, show_map, text_colour
+from convlens.views.plots.colours import SPLIT_COLOURS, colour_bar, colour_limits, show_map, text_colour
+
+MAX_EPOCH_LABELS = 10  # a 230-epoch run still gets a readable axis
 
 
 def training_curves(history: list[dict]) -> Figure:
@@ -15,10 +18,11 @@ def training_curves(history: list[dict]) -> Figure:
     epochs = [row["epoch"] for row in history]
     splits = (("train", "train"), ("val", "validation (chooses)"), ("test", "test (reported)"))
     for prefix, label in splits:
+        style = {"label": label, "color": SPLIT_COLOURS[prefix], "marker": "o" if len(epochs) <= 30 else None}
         if all(f"{prefix}_loss" in row for row in history):
-            loss.plot(epochs, [row[f"{prefix}_loss"] for row in history], "o-", label=label)
+            loss.plot(epochs, [row[f"{prefix}_loss"] for row in history], **style)
         if all(f"{prefix}_accuracy" in row for row in history):
-            accuracy.plot(epochs, [100 * row[f"{prefix}_accuracy"] for row in history], "o-", label=label)
+            accuracy.plot(epochs, [100 * row[f"{prefix}_accuracy"] for row in history], **style)
     kept = [row["epoch"] for row in history if row.get("selected")]
     for axis in (loss, accuracy) if kept else ():
         axis.axvline(kept[0], color="gray", linestyle=":", label=f"kept: epoch {kept[0]}")
@@ -26,9 +30,10 @@ def training_curves(history: list[dict]) -> Figure:
     accuracy.set_ylabel("accuracy (%)")
     for axis in (loss, accuracy):
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=MAX_EPOCH_LABELS, integer=True))
         axis.grid(alpha=0.3)
-        if axis.lines:
-            axis.legend()
+        if axis.lines:  # above the plot, so it never covers a curve
+            axis.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncols=2, fontsize="small", frameon=False)
     return figure
 
 

@@ -1,0 +1,317 @@
+"""The learning playground's endpoints: start a small network on 2-D points, stream it while it
+trains (server-sent events), step it, stop it. All training is ``convlens.playground2d``.
+
+One training per page: the page names itself with a random ``page`` id, and starting again
+(new settings, reset) or opening a second stream replaces what that page had. At most
+``MAX_RUNNING`` streams train at once (the next one gets 429), all on one worker thread with
+one PyTorch thread, and each stream sends at most ``UPDATES_PER_SECOND`` updates: the whole
+playground never takes more than one core. A stream ends when its page goes away (the next
+write fails), after ``MAX_STREAM_SECONDS``, when the server stops, or when replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import count
+
+import torch
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from convlens.playground2d import (
+    ACTIVATIONS,
+    DATASETS,
+    FEATURES,
+    MAX_LAYERS,
+    MAX_NEURONS,
+    PLANE,
+    PlaygroundConfig,
+    Snapshot,
+    Trainer,
+    check_config,
+)
+from convlens.playground2d.config import REGULARIZATIONS
+from convlens.playground2d.data import MAX_NOISE
+from convlens.playground2d.features import feature_maps
+from convlens.playground2d.trainer import NEURON_GRID
+from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail
+from convlens.server.encode import floats, packed
+
+router = APIRouter(prefix="/api/playground2d", responses=ERRORS)
+
+MAX_RUNNING = 4  # streams training at once, over all pages
+MAX_SESSIONS = 32  # networks kept (paused ones too); the least recently used idle one goes first
+UPDATES_PER_SECOND = 20  # per stream: smooth to the eye, and a cap on the work per page
+SLICE_SECONDS = 0.03  # training between two updates (at least one epoch)
+EPOCHS_PER_UPDATE = 5  # ... and at most this many, so the picture moves at a pace one can follow
+MAX_STREAM_SECONDS = 600  # a forgotten tab stops by itself; play starts a new stream
+PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+DEFAULTS = PlaygroundConfig()
+
+# Every playground computation runs here: one thread, one PyTorch thread (tiny tensors gain
+# nothing from more, and other requests keep the rest of the machine).
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convlens-playground2d",
+                             initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
+
+
+class StartRequest(BaseModel):
+    """A network and its data; any value out of range is a 400 naming it."""
+
+    page: str = Field(description="the page's own random id (8-64 letters, digits, - or _)")
+    dataset: str = Field(DEFAULTS.dataset, description=", ".join(DATASETS))
+    noise: float = Field(DEFAULTS.noise, description=f"percent, 0 to {MAX_NOISE:g}")
+    train_percent: float = Field(
+        DEFAULTS.train_percent, description="share of the points to train on, 10 to 90"
+    )
+    seed: int = Field(
+        DEFAULTS.seed, description="the points, their split, the initial weights, the batch order"
+    )
+    features: list[str] = Field(list(DEFAULTS.features), description=", ".join(FEATURES))
+    hidden: list[int] = Field(
+        list(DEFAULTS.hidden),
+        description=f"neurons per hidden layer: 0 to {MAX_LAYERS} layers of 1 to {MAX_NEURONS}",
+    )
+    activation: str = Field(DEFAULTS.activation, description=", ".join(ACTIVATIONS))
+    lr: float = Field(DEFAULTS.lr, description="Adam's learning rate, above 0")
+    regularization: str = Field(DEFAULTS.regularization, description=", ".join(REGULARIZATIONS))
+    regularization_rate: float = Field(DEFAULTS.regularization_rate, description="0 to 10")
+    batch_size: int = Field(DEFAULTS.batch_size, description="points per step, 1 to 100")
+
+    def config(self) -> PlaygroundConfig:
+        values = self.model_dump(exclude={"page"})
+        return check_config(
+            PlaygroundConfig(**{**values, "features": tuple(self.features), "hidden": tuple(self.hidden)})
+        )
+
+
+@dataclass
+class _Session:
+    trainer: Trainer
+    stream: int = 0  # the stream allowed to train it now; 0: paused
+    used: float = field(default_factory=time.monotonic)
+
+
+class TooManyTrainings(Exception):
+    pass
+
+
+class Sessions:
+    """Each page's network, and which stream (if any) trains it."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, _Session] = {}
+        self.lock = threading.Lock()
+        self.stream_ids = count(1)
+
+    def running(self) -> int:
+        return sum(1 for session in self.sessions.values() if session.stream)
+
+    def put(self, page: str, trainer: Trainer) -> None:
+        """``page``'s new network; its old one (and the stream training it) is gone."""
+        with self.lock:
+            self.sessions[page] = _Session(trainer)
+            idle = sorted((s.used, p) for p, s in self.sessions.items() if not s.stream and p != page)
+            for _, oldest in idle[: max(0, len(self.sessions) - MAX_SESSIONS)]:
+                del self.sessions[oldest]
+
+    def get(self, page: str) -> _Session:
+        with self.lock:
+            session = self.sessions.get(page)
+            if session is None:
+                raise HTTPException(404, "this page has no playground network: start one first")
+            session.used = time.monotonic()
+            return session
+
+    def start_stream(self, page: str) -> tuple[_Session, int]:
+        """A new stream for ``page`` (its previous stream stops); 429 beyond ``MAX_RUNNING``."""
+        session = self.get(page)
+        with self.lock:
+            if not session.stream and self.running() >= MAX_RUNNING:
+                raise TooManyTrainings(
+                    f"{MAX_RUNNING} playground trainings are running already (the most at once); "
+                    "pause one in another tab or try again later"
+                )
+            session.stream = next(self.stream_ids)
+            return session, session.stream
+
+    def owns(self, page: str, session: _Session, stream: int) -> bool:
+        """Whether ``stream`` may still train ``page``: not replaced, not paused, not deleted."""
+        return self.sessions.get(page) is session and session.stream == stream
+
+    def end_stream(self, session: _Session, stream: int) -> None:
+        with self.lock:
+            if session.stream == stream:
+                session.stream = 0
+
+    def remove(self, page: str) -> None:
+        with self.lock:
+            session = self.sessions.pop(page, None)
+            if session is not None:
+                session.stream = 0
+
+
+_SETUP_LOCK = threading.Lock()
+
+
+def sessions_of(request: Request) -> Sessions:
+    """The app's sessions, made on first use (create_app stays unaware of the playground)."""
+    with _SETUP_LOCK:
+        if not hasattr(request.app.state, "playground2d"):
+            request.app.state.playground2d = Sessions()
+    return request.app.state.playground2d
+
+
+def _page(page: str) -> str:
+    if not PAGE_ID.match(page):
+        raise HTTPException(400, "page: expected the page's id, 8 to 64 letters, digits, - or _")
+    return page
+
+
+def snapshot_json(snapshot: Snapshot) -> dict:
+    """A snapshot for the page: maps as packed float32, weights as plain lists."""
+    return {
+        "epoch": snapshot.epoch,
+        "train_loss": snapshot.train_loss,
+        "test_loss": snapshot.test_loss,
+        "train_accuracy": snapshot.train_accuracy,
+        "test_accuracy": snapshot.test_accuracy,
+        "layers": [packed(layer) for layer in snapshot.neurons],
+        "boundary": packed(snapshot.boundary),
+        "weights": [floats(weights) for weights in snapshot.weights],
+        "biases": [floats(biases) for biases in snapshot.biases],
+    }
+
+
+def _start_json(trainer: Trainer) -> dict:
+    points = trainer.points
+
+    def listed(coordinates: torch.Tensor, labels: torch.Tensor) -> list:
+        return [
+            [round(x1, 4), round(x2, 4), int(label)]
+            for (x1, x2), label in zip(coordinates.tolist(), labels.tolist(), strict=True)
+        ]
+
+    return {
+        "config": trainer.config.to_json(),
+        "plane": PLANE,
+        "feature_maps": packed(feature_maps(tuple(FEATURES), NEURON_GRID)),  # all, chosen or not
+        "points": {
+            "train": listed(points.train_points, points.train_labels),
+            "test": listed(points.test_points, points.test_labels),
+        },
+        "snapshot": snapshot_json(trainer.snapshot()),
+    }
+
+
+async def _on_worker(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(_WORKER, function, *args)
+
+
+@router.get("", summary="What the learning playground offers: data sets, features, bounds, defaults")
+def options() -> dict:
+    return {
+        "datasets": {name: dataset.help for name, dataset in DATASETS.items()},
+        "features": {name: label for name, (label, _) in FEATURES.items()},
+        "activations": list(ACTIVATIONS),
+        "regularizations": list(REGULARIZATIONS),
+        "max_layers": MAX_LAYERS,
+        "max_neurons": MAX_NEURONS,
+        "max_noise": MAX_NOISE,
+        "defaults": DEFAULTS.to_json(),
+    }
+
+
+@router.post("/start", responses=POST_ERRORS, summary="A new network for this page (replaces its old one)")
+async def start(request: Request, body: StartRequest) -> dict:
+    """Builds the points and the network; answers the points, each input feature over the plane
+    and the epoch-0 snapshot. The page's running stream, if any, ends."""
+    page = _page(body.page)
+    config = body.config()  # a bad value: 400 naming it
+    trainer = await _on_worker(Trainer, config)
+    sessions_of(request).put(page, trainer)
+    return await _on_worker(_start_json, trainer)
+
+
+@router.post("/{page}/step", responses=POST_ERRORS, summary="Train one epoch and answer the snapshot")
+async def step(request: Request, page: str) -> dict:
+    session = sessions_of(request).get(_page(page))
+
+    def one_epoch() -> dict:
+        session.trainer.train_epoch()
+        return snapshot_json(session.trainer.snapshot())
+
+    return await _on_worker(one_epoch)
+
+
+@router.delete("/{page}", responses=POST_ERRORS, summary="Forget this page's network (the page went away)")
+def forget(request: Request, page: str) -> dict:
+    sessions_of(request).remove(_page(page))
+    return {"page": page, "removed": True}
+
+
+def _event(kind: str, value: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(value)}\n\n"
+
+
+def _train_slice(trainer: Trainer) -> str:
+    trainer.train_for(EPOCHS_PER_UPDATE, SLICE_SECONDS)
+    return _event("snapshot", snapshot_json(trainer.snapshot()))
+
+
+@router.get(
+    "/{page}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: snapshot` per update, then `event: end`",
+        },
+        429: {"model": ErrorDetail, "description": f"{MAX_RUNNING} trainings stream already"},
+    },
+    summary="Train this page's network and stream a snapshot per update (server-sent events)",
+)
+async def stream(
+    request: Request,
+    page: str,
+    updates: int | None = Query(
+        None, ge=1, le=1_000_000, description="stop after this many updates [default: no limit]"
+    ),
+) -> StreamingResponse:
+    """``event: snapshot`` with the same fields as a step's answer, up to ``UPDATES_PER_SECOND``
+    a second, each after a slice of training; then ``event: end`` with ``{"reason"}``:
+    ``updates`` (the limit asked for), ``time limit``, ``replaced`` or ``server stopping``."""
+    sessions = sessions_of(request)
+    try:
+        session, stream_id = sessions.start_stream(_page(page))
+    except TooManyTrainings as exc:
+        raise HTTPException(429, str(exc)) from None
+    stopping = request.app.state.trainings.closing.is_set  # the explorer is shutting down
+
+    async def events():
+        sent, reason = 0, "time limit"
+        deadline = time.monotonic() + MAX_STREAM_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                if stopping() or not sessions.owns(page, session, stream_id):
+                    reason = "server stopping" if stopping() else "replaced"
+                    break
+                yield await _on_worker(_train_slice, session.trainer)
+                sent += 1
+                if updates is not None and sent >= updates:
+                    reason = "updates"
+                    break
+                await asyncio.sleep(max(0.0, 1 / UPDATES_PER_SECOND - (time.monotonic() - started)))
+            yield _event("end", {"reason": reason, "updates": sent})
+        finally:  # also when the page went away and the write failed
+            sessions.end_stream(session, stream_id)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

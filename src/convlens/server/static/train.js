@@ -1,0 +1,318 @@
+// Train and watch it learn: start a training on a built-in data set, follow its curves epoch by
+// epoch (server-sent events from GET /api/train/ID/events), and scrub any run's per-epoch
+// snapshots: the first layer's kernels and a fixed probe image's feature maps.
+// Every number comes from the server (metrics.jsonl and the snapshots fit() wrote).
+
+import { getJSON, postJSON, unpack } from "./api.js";
+import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const POLL_MS = 3000; // how often the list of trainings and runs is refreshed
+const MAX_INPUT_CHANNELS = 3; // kernels drawn per output channel (RGB at most)
+
+// This page's id: the server replaces this page's running training when it starts another.
+const PAGE_ID = (crypto.randomUUID?.() ?? `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9-]/g, "").slice(0, 64);
+
+function svg(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+// A live chart: x from epoch 1 to the planned epochs (so the curve grows across a fixed axis),
+// one polyline per series, and a vertical cursor at the epoch the slider shows.
+function liveChart(title, rows, planned, series, { asPercent = false, cursor = null } = {}) {
+  const width = 380, height = 200, left = 44, right = 10, top = 40, bottom = 26;
+  const values = series.flatMap((s) => rows.map((r) => r[s.key])).filter((v) => Number.isFinite(v));
+  const low = 0;
+  const high = asPercent ? 1 : Math.max(1e-6, ...values);
+  const last = Math.max(planned || 1, rows.length ? rows[rows.length - 1].epoch : 1, 2);
+  const x = (epoch) => left + ((epoch - 1) / (last - 1)) * (width - left - right);
+  const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title });
+  chart.append(svg("text", { x: left, y: 14, class: "chart-title" }, title));
+  for (const tick of [low, (low + high) / 2, high]) {
+    chart.append(svg("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), class: "grid" }));
+    chart.append(svg("text", { x: left - 5, y: y(tick) + 4, class: "tick", "text-anchor": "end" },
+      asPercent ? `${Math.round(100 * tick)}%` : fmt(tick, 2)));
+  }
+  for (const epoch of [1, last]) {
+    chart.append(svg("text", { x: x(epoch), y: height - 8, class: "tick", "text-anchor": "middle" }, String(epoch)));
+  }
+  series.forEach((s, k) => {
+    const points = rows.filter((r) => Number.isFinite(r[s.key])).map((r) => `${x(r.epoch)},${y(r[s.key])}`);
+    chart.append(svg("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 2,
+      "stroke-dasharray": s.dashed ? "5 3" : "none", "data-series": s.key, "data-points": points.length }));
+    chart.append(svg("text", { x: left + 70 * k, y: 30, fill: s.colour, class: "legend" }, s.name));
+  });
+  if (cursor !== null && cursor >= 1) {
+    chart.append(svg("line", { x1: x(cursor), x2: x(cursor), y1: top, y2: height - bottom, class: "cursor" }));
+  }
+  return chart;
+}
+
+export class TrainView {
+  constructor() {
+    this.form = document.getElementById("train-form");
+    this.data = document.getElementById("train-data");
+    this.model = document.getElementById("train-model");
+    this.epochs = document.getElementById("train-epochs");
+    this.startButton = document.getElementById("train-start");
+    this.stopButton = document.getElementById("train-stop");
+    this.status = document.getElementById("train-status");
+    this.watchSelect = document.getElementById("train-watch");
+    this.curves = document.getElementById("train-curves");
+    this.slider = document.getElementById("train-epoch");
+    this.epochLabel = document.getElementById("train-epoch-value");
+    this.snapshot = document.getElementById("train-snapshot");
+    this.watching = null; // {id, rows, planned, source, done, index}
+    this.mine = null; // the id of the training this page started last
+    this.knownRuns = null;
+    this.snapshots = new Map(); // "id/epoch" → snapshot body
+    this.startButton.addEventListener("click", () => this.start());
+    this.stopButton.addEventListener("click", () => this.stop());
+    this.watchSelect.addEventListener("change", () => this.watch(this.watchSelect.value));
+    this.slider.addEventListener("input", () => this.showEpoch(Number(this.slider.value), true));
+  }
+
+  // The options and the trainings under way; called at start and then every POLL_MS.
+  async load() {
+    const info = await getJSON("/api/train");
+    if (!this.options) {
+      this.options = info;
+      this.data.replaceChildren(...info.datasets.map((d) =>
+        new Option(`${d.name} (${d.input_shape.join("×")}, ${d.train.toLocaleString()} images)`, d.name)));
+      this.model.replaceChildren(...info.models.map((name) => new Option(name, name)));
+      this.epochs.max = String(info.max_epochs);
+      const where = document.getElementById("train-where");
+      if (info.runs_dir === null) {
+        where.textContent = "This explorer was started without a runs folder, so it cannot train; " +
+          "start it with convlens serve --runs-dir DIR.";
+        this.startButton.disabled = true;
+      } else {
+        where.textContent = `New runs are written to ${info.runs_dir}/ (at most ${info.at_once} at once); ` +
+          "a run joins the run menu when it finishes.";
+      }
+    }
+    this.fillWatchList(info);
+    const runs = info.runs.join("\n");
+    if (this.knownRuns !== null && runs !== this.knownRuns) document.dispatchEvent(new CustomEvent("runs-changed"));
+    this.knownRuns = runs;
+  }
+
+  poll() {
+    setTimeout(() => this.load().catch(() => null).finally(() => this.poll()), POLL_MS);
+  }
+
+  fillWatchList(info) {
+    const chosen = this.watchSelect.value;
+    const options = [
+      ...info.trainings.map((t) => new Option(`${t.id} (training${t.external ? ", convlens train" : ""})`, t.id)),
+      ...info.runs.filter((id) => !info.trainings.some((t) => t.id === id)).map((id) => new Option(id, id)),
+    ];
+    if (this.watching && !options.some((o) => o.value === this.watching.id)) {
+      options.unshift(new Option(this.watching.id, this.watching.id));
+    }
+    this.watchSelect.replaceChildren(...options);
+    if (options.some((o) => o.value === chosen)) this.watchSelect.value = chosen;
+  }
+
+  // The run menu changed: watch that run, unless a training of this page is still to be seen.
+  runChanged(state) {
+    const idle = !this.watching || (this.watching.done && this.watching.id !== this.mine);
+    if (idle && !this.curves.closest("section").hidden) this.watch(state.run.id);
+  }
+
+  shown(state) {
+    if (!this.watching && state.run) this.watch(state.run.id);
+  }
+
+  async start() {
+    const epochs = Number(this.epochs.value);
+    this.status.textContent = "starting…";
+    try {
+      const body = await postJSON("/api/train", {
+        data: this.data.value, model: this.model.value, epochs, page: PAGE_ID,
+      });
+      this.mine = body.id;
+      this.status.textContent = `training ${body.id}…`;
+      this.stopButton.disabled = false;
+      await this.load();
+      this.watch(body.id);
+    } catch (error) {
+      this.status.textContent = error.message;
+      this.status.className = "error";
+    }
+  }
+
+  async stop() {
+    if (!this.mine) return;
+    this.stopButton.disabled = true;
+    this.status.textContent = "stopping…";
+    try {
+      const response = await fetch(`/api/train/${encodeURIComponent(this.mine)}`, { method: "DELETE" });
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.detail);
+    } catch (error) {
+      this.status.textContent = error.message;
+    }
+  }
+
+  // Follow one run or training: its epochs (all so far, then live) and its snapshots.
+  watch(id) {
+    if (!id || this.watching?.id === id) return;
+    this.watching?.source?.close();
+    const watching = { id, rows: [], planned: null, done: null, index: null, source: null, follow: true };
+    this.watching = watching;
+    if (![...this.watchSelect.options].some((o) => o.value === id)) this.watchSelect.prepend(new Option(id, id));
+    this.watchSelect.value = id;
+    this.curves.dataset.run = id;
+    this.curves.dataset.epochs = "0";
+    delete this.curves.dataset.done;
+    this.curves.replaceChildren();
+    message(this.snapshot, "waiting for the first epoch…");
+    this.slider.max = "0";
+    this.slider.value = "0";
+    this.epochLabel.textContent = "";
+    const source = new EventSource(`/api/train/${encodeURIComponent(id)}/events`);
+    watching.source = source;
+    source.onmessage = (event) => {
+      if (this.watching !== watching) return;
+      const row = JSON.parse(event.data);
+      if (row.restart) { // the folder is being trained again from its first epoch
+        watching.rows = [];
+        watching.index = watching.indexRequest = null;
+        return;
+      }
+      if (row.done) {
+        source.close();
+        this.finished(watching, row);
+        return;
+      }
+      watching.rows.push(row);
+      watching.planned = row.epochs ?? watching.planned;
+      this.drawCurves();
+      if (row.snapshot) this.newSnapshot(watching, row.epoch);
+    };
+    source.onerror = () => {
+      if (this.watching === watching && !watching.done) this.status.textContent = `lost the connection to ${id}'s events`;
+      source.close();
+    };
+  }
+
+  finished(watching, done) {
+    watching.done = done;
+    this.curves.dataset.done = done.status;
+    if (watching.id === this.mine) {
+      this.stopButton.disabled = true;
+      this.status.className = done.status === "failed" ? "error" : "note";
+      this.status.textContent = {
+        finished: `${done.id} finished after ${done.epochs_done} epochs; it is in the run menu now`,
+        stopped: `${done.id} stopped after ${done.epochs_done} epochs${done.resumable ? " (resumable)" : ""}`,
+        failed: `${done.id} failed: ${done.message}`,
+      }[done.status] ?? done.status;
+    }
+    if (done.run) document.dispatchEvent(new CustomEvent("runs-changed"));
+    if (!watching.index) this.newSnapshot(watching, null); // a run without per-epoch events
+  }
+
+  drawCurves() {
+    const { rows, planned } = this.watching;
+    const cursor = Number(this.slider.value) || null;
+    this.curves.dataset.epochs = String(rows.length);
+    this.curves.replaceChildren(
+      liveChart("loss per epoch", rows, planned, [
+        { key: "train_loss", name: "train", colour: "#e07020" },
+        { key: "test_loss", name: "test", colour: "#2060c0" },
+        { key: "val_loss", name: "validation (dashed)", colour: "#20a060", dashed: true },
+      ], { cursor }),
+      liveChart("accuracy per epoch", rows, planned, [
+        { key: "train_accuracy", name: "train", colour: "#e07020" },
+        { key: "test_accuracy", name: "test", colour: "#2060c0" },
+        { key: "val_accuracy", name: "validation (dashed)", colour: "#20a060", dashed: true },
+      ], { asPercent: true, cursor }),
+    );
+    const last = rows[rows.length - 1];
+    if (last) {
+      this.curves.append(el("p", { class: "note", text: `epoch ${last.epoch}${planned ? ` of ${planned}` : ""}: ` +
+        `train loss ${fmt(last.train_loss, 3)}, test accuracy ${percent(last.test_accuracy)}` }));
+    }
+  }
+
+  // A snapshot was saved (or the run ended): extend the slider; follow it while at the newest epoch.
+  async newSnapshot(watching, epoch) {
+    watching.indexRequest ??= getJSON(`/api/train/${encodeURIComponent(watching.id)}/snapshots`);
+    try {
+      watching.index = await watching.indexRequest;
+    } catch (error) {
+      if (this.watching === watching) message(this.snapshot, error.message, "note");
+      return;
+    }
+    if (epoch !== null && !watching.index.epochs.includes(epoch)) watching.index.epochs.push(epoch);
+    if (this.watching !== watching) return;
+    const epochs = watching.index.epochs;
+    this.slider.min = String(epochs[0]);
+    this.slider.max = String(epochs[epochs.length - 1]);
+    if (watching.follow && !watching.drawing) { // epochs replayed in a burst: draw the newest once
+      watching.drawing = true;
+      setTimeout(() => {
+        watching.drawing = false;
+        if (this.watching === watching) this.showEpoch(Number(this.slider.max), false);
+      }, 50);
+    }
+  }
+
+  async showEpoch(epoch, byHand) {
+    const watching = this.watching;
+    if (!watching?.index) return;
+    const saved = watching.index.epochs;
+    if (!saved.includes(epoch)) epoch = saved.filter((e) => e <= epoch).pop() ?? saved[0];
+    if (byHand) watching.follow = epoch === saved[saved.length - 1];
+    this.slider.value = String(epoch);
+    this.epochLabel.textContent = epoch === 0 ? "0 (initial weights)" : String(epoch);
+    const key = `${watching.id}/${epoch}`;
+    try {
+      if (!this.snapshots.has(key)) {
+        this.snapshots.set(key, await getJSON(`/api/train/${encodeURIComponent(watching.id)}/snapshots/${epoch}`));
+      }
+    } catch (error) {
+      message(this.snapshot, error.message, "error");
+      return;
+    }
+    if (this.watching !== watching || Number(this.slider.value) !== epoch) return; // a newer choice won
+    this.drawSnapshot(watching.index, this.snapshots.get(key));
+    if (watching.rows.length) this.drawCurves();
+  }
+
+  drawSnapshot(index, body) {
+    const kernels = unpack(body.kernels);
+    const maps = unpack(body.feature_maps);
+    const [outC, inC, kh, kw] = kernels.shape;
+    const [, mh, mw] = maps.shape;
+    const kernelLimits = colourLimits(kernels.data, true);
+    const mapLimits = colourLimits(maps.data, true);
+    const shownIn = Math.min(inC, MAX_INPUT_CHANNELS);
+    const filters = el("div", { class: "train-grid" });
+    const featureMaps = el("div", { class: "train-grid" });
+    for (let o = 0; o < outC; o++) {
+      const tile = el("div", { class: "train-kernel", title: `${index.stage} channel ${o}` });
+      for (let i = 0; i < shownIn; i++) {
+        tile.append(paintPlane(el("canvas", { class: "kernel" }), kernels.data, (o * inC + i) * kh * kw, kh, kw,
+          (v) => diverging(v, kernelLimits.high)));
+      }
+      filters.append(tile);
+      featureMaps.append(paintPlane(el("canvas", { class: "train-map", title: `${index.stage} channel ${o}` }),
+        maps.data, o * mh * mw, mh, mw, (v) => diverging(v, mapLimits.high)));
+    }
+    const probe = paintImage(el("canvas", { class: "train-probe" }), unpack(index.probe.input));
+    this.snapshot.dataset.epoch = String(body.epoch);
+    this.snapshot.replaceChildren(
+      el("figure", {}, probe, el("figcaption", { text: `probe: test image ${index.probe.index} (${index.probe.class})` })),
+      el("div", {}, el("h4", { text: `${index.stage} kernels (${outC} of ${inC}×${kh}×${kw})` +
+        (inC > shownIn ? `, first ${shownIn} input channels` : "") }), colourLegend(kernelLimits, "weight"), filters),
+      el("div", {}, el("h4", { text: `${index.stage} feature maps of the probe (${mh}×${mw})` }),
+        colourLegend(mapLimits, "activation"), featureMaps),
+    );
+  }
+}

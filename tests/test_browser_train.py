@@ -1,0 +1,82 @@
+"""The Train view in Debian Chromium driven by Playwright: start a digits training from the page,
+watch its curves grow epoch by epoch and its snapshots change, and see the finished run join
+the run menu; an explorer with no run yet opens on the Train view.
+
+Playwright never downloads a browser here: it launches /usr/bin/chromium; without it these
+tests are skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
+
+
+def open_page(chromium, url: str, fragment: str = ""):
+    """A page at ``url`` + ``fragment`` that records script errors and any request leaving the explorer."""
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors, page.elsewhere = [], []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((url, "data:", "blob:")) else page.elsewhere.append(r.url),
+    )
+    page.goto(url + fragment)
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    return page
+
+
+def wait_until(condition, page, timeout_s: float = 180) -> None:
+    """Poll ``condition`` from Python (the page's CSP forbids Playwright's eval-based waits)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(250)
+
+
+def test_train_view_trains_digits_and_the_run_joins_the_menu(chromium, digits_run, tmp_path):
+    from convlens.server.background import BackgroundServer
+
+    with BackgroundServer([digits_run], runs_dir=tmp_path / "runs", max_trainings=1) as url:
+        page = open_page(chromium, url, "#train")
+        assert page.locator("#tab-train").is_visible()
+        page.select_option("#train-data", "digits")
+        page.select_option("#train-model", "convnet")
+        page.fill("#train-epochs", "4")
+        page.click("#train-start")
+        page.wait_for_selector('#train-curves[data-run^="digits-convnet"]', timeout=30_000)
+        run_id = page.locator("#train-curves").get_attribute("data-run")
+        wait_until(lambda: int(page.locator("#train-curves").get_attribute("data-epochs")) >= 3, page)
+        losses = page.locator('#train-curves polyline[data-series="train_loss"]')
+        assert int(losses.get_attribute("data-points")) >= 3
+        page.wait_for_selector("#train-curves[data-done=finished]", timeout=180_000)
+        assert page.locator("#train-watch").input_value() == run_id
+        page.wait_for_selector(f'#run-select option[value="{run_id}"]', state="attached", timeout=20_000)
+        # the slider shows the newest epoch's snapshot; epoch 0 is the initialization
+        page.wait_for_selector('#train-snapshot[data-epoch="4"]', timeout=20_000)
+        assert page.locator("#train-snapshot canvas.kernel").count() == 16  # conv1: 16 kernels of 1×3×3
+        assert page.locator("#train-snapshot canvas.train-map").count() == 16
+        page.screenshot(path=tmp_path / "train-view.png", full_page=False)
+        page.locator("#train-epoch").fill("0")
+        page.wait_for_selector('#train-snapshot[data-epoch="0"]', timeout=20_000)
+        assert "initial" in page.locator("#train-epoch-value").inner_text()
+        page.close()
+    assert page.errors == [], page.errors
+    assert page.elsewhere == [], page.elsewhere
+
+
+def test_explorer_without_runs_opens_on_the_train_view(chromium, tmp_path):
+    from convlens.server.background import BackgroundServer
+
+    with BackgroundServer([], runs_dir=tmp_path / "runs") as url:
+        page = open_page(chromium, url)
+        assert page.locator("#tab-train").is_visible()
+        assert page.locator("#run-select option").count() == 0
+        assert "runs" in page.locator("#train-where").inner_text()
+        assert page.locator("#train-data option").count() >= 1
+        page.close()
+    assert page.errors == [], page.errors
