@@ -125,3 +125,42 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def open_page(chromium, explorer):
+    """``open_page(width=1400, height=900, touch=False, path="", ready=True, ignore=None)``: an
+    explorer page (the test module's ``explorer`` URL) in a browser context of its own, that fails
+    the test on a script error, a console error (unless ``ignore(text)`` says it is expected) or
+    any request that leaves the explorer: the page works offline."""
+    contexts = []
+    problems: list[str] = []
+
+    def open_(width=1400, height=900, touch=False, path="", ready=True, ignore=None):
+        context = chromium.new_context(viewport={"width": width, "height": height}, has_touch=touch)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on(
+            "console",
+            lambda m: (
+                problems.append(m.text) if m.type == "error" and not (ignore and ignore(m.text)) else None
+            ),
+        )
+        page.on(
+            "request",
+            lambda r: (
+                None
+                if r.url.startswith((explorer, "data:", "blob:"))
+                else problems.append(f"left the explorer: {r.url}")
+            ),
+        )
+        page.goto(explorer + path)
+        if ready:
+            page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == [], problems

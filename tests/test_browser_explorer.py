@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pytest
 
+from testing_helpers import pick_test_image
+
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
 
@@ -31,37 +33,14 @@ def explorer(digits_run, digits_model, tmp_path_factory):
 
 
 @pytest.fixture
-def page(chromium, explorer):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    elsewhere: list[str] = []  # the page works offline: every request goes to the explorer itself
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith((explorer, "data:", "blob:")) else elsewhere.append(r.url),
-    )
-    page.goto(explorer)
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
-    yield page
-    page.close()
-    assert errors == [], errors
-    assert elsewhere == [], elsewhere
+def page(open_page):
+    return open_page(height=1000)
 
 
 def api(explorer: str, path: str, **form):
     import httpx
 
     return httpx.post(explorer + path.lstrip("/"), data=form, timeout=30).json()
-
-
-def pick_test_image(page, position: int) -> int:
-    """Click the test-image thumbnail at ``position``; returns its index in the test split."""
-    thumb = page.locator("#test-strip canvas.thumb").nth(position)
-    index = int(thumb.get_attribute("data-index"))
-    thumb.click()
-    page.wait_for_selector(f'#network[data-source="test image {index}"]')
-    return index
 
 
 def test_draw_a_stroke_shows_a_prediction(page, tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from convlens.server.encode import unpacked
+from testing_helpers import pick_test_image
 
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
@@ -24,31 +25,15 @@ def explorer(digits_run, photo_run):
 
 
 @pytest.fixture
-def page(chromium, explorer):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(explorer)
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+def page(open_page):
+    page = open_page(height=1000)
     page.wait_for_selector('#network .stage[data-stage="conv2"] canvas.fmap')
-    yield page
-    page.close()
-    assert errors == [], errors
+    return page
 
 
 def activations(explorer: str, run_id: str, test_index: int) -> dict:
     body = httpx.post(f"{explorer}api/runs/{run_id}/activations", data={"test_index": test_index}, timeout=30)
     return {stage["name"]: stage for stage in body.json()["stages"]}
-
-
-def pick_test_image(page, position: int) -> int:
-    """Click the test-image thumbnail at ``position``; returns its index in the test split."""
-    thumb = page.locator("#test-strip canvas.thumb").nth(position)
-    index = int(thumb.get_attribute("data-index"))
-    thumb.click()
-    page.wait_for_selector(f'#network[data-source="test image {index}"]')
-    return index
 
 
 def click_cell(page, stage: str, channel: int, row: int, col: int, size: int) -> None:

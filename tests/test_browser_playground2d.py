@@ -18,19 +18,12 @@ def explorer(digits_run):
 
 
 @pytest.fixture
-def page(chromium, explorer):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+def page(open_page):
     # Chromium logs every 4xx answer as a console error: the refused setting's 400 is expected
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "400" not in m.text else None)
-    page.goto(explorer)
-    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    page = open_page(height=1000, ignore=lambda text: "400" in text)
     page.click('#tabs button[data-tab="playground2d"]')
     page.wait_for_selector("#pg2-test-loss[data-value]", timeout=20_000)
-    yield page
-    page.close()
-    assert errors == [], errors
+    return page
 
 
 def neuron_pixels(page) -> list[str]:

@@ -13,6 +13,8 @@ import re
 import numpy as np
 import pytest
 
+from testing_helpers import pick_test_image
+
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
 LONG_HISTORY = 230  # epochs of the second run: the card's epoch axis must still be readable
@@ -51,38 +53,6 @@ def explorer(digits_run, digits_model, tmp_path_factory):
         yield url
 
 
-@pytest.fixture
-def open_page(chromium, explorer):
-    """``open_page(width=1400, touch=False, path="")``: a page of its own browser context that fails
-    the test on a script error or on any request that leaves the explorer."""
-    contexts = []
-    problems: list[str] = []
-
-    def open_(width: int = 1400, touch: bool = False, path: str = "", ready: bool = True):
-        context = chromium.new_context(viewport={"width": width, "height": 900}, has_touch=touch)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on(
-            "request",
-            lambda r: (
-                None
-                if r.url.startswith((explorer, "data:", "blob:"))
-                else problems.append(f"left the explorer: {r.url}")
-            ),
-        )
-        page.goto(explorer + path)
-        if ready:
-            page.wait_for_selector("body[data-ready=true]", timeout=20_000)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert problems == [], problems
-
-
 def post_form(explorer: str, path: str, files=None, **form) -> dict:
     import httpx
 
@@ -109,14 +79,6 @@ DRAWN = """() => {
   const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   return data.some((value, i) => i % 4 === 0 && value > 60);
 }"""
-
-
-def pick_test_image(page, position: int) -> int:
-    thumb = page.locator("#test-strip canvas.thumb").nth(position)
-    index = int(thumb.get_attribute("data-index"))
-    thumb.click()
-    page.wait_for_selector(f'#network[data-source="test image {index}"]')
-    return index
 
 
 def seen_pixels(page) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 from convlens.checkpoint import load_checkpoint
 from convlens.errors import ConvlensError
 from convlens.train import TrainConfig, fit
+from testing_helpers import StopAfter
 
 
 def test_digits_reaches_90_percent(digits_run):
@@ -47,26 +48,11 @@ def test_same_seed_same_metrics(digits, tmp_path):
     assert strip == [{k: v for k, v in row.items() if "second" not in k} for row in second.history]
 
 
-class _StopAfter:
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def start_epoch(self, epoch, epochs, batches):
-        pass
-
-    def batch_done(self, loss, accuracy, images_per_second):
-        pass
-
-    def end_epoch(self, metrics):
-        if metrics["epoch"] == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_resume_after_interruption_equals_uninterrupted_run(digits, tmp_path):
     config = dict(model="convnet", epochs=4, seed=1, model_options={"batchnorm": True})
     whole = fit(digits, TrainConfig(**config), tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
-        fit(digits, TrainConfig(**config), tmp_path / "cut", observer=_StopAfter(2))
+        fit(digits, TrainConfig(**config), tmp_path / "cut", observer=StopAfter(2))
     assert not (tmp_path / "cut" / "model.json").exists()
     resumed = fit(digits, TrainConfig(), tmp_path / "cut", resume=True)
     assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in whole.history]

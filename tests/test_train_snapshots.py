@@ -11,23 +11,7 @@ import torch
 from convlens.train import TrainConfig, fit
 from convlens.train import snapshots as snapshots_module
 from convlens.train.snapshots import first_convolution, read_index, read_snapshot
-
-
-class StopAfter:
-    """An observer that interrupts training once epoch ``epoch`` is saved, as Ctrl-C would."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def start_epoch(self, epoch, epochs, batches):
-        pass
-
-    def batch_done(self, loss, accuracy, images_per_second):
-        pass
-
-    def end_epoch(self, metrics):
-        if metrics["epoch"] == self.epoch:
-            raise KeyboardInterrupt
+from testing_helpers import StopAfter
 
 
 def test_resume_keeps_one_snapshot_per_epoch(digits, tmp_path):
