@@ -101,6 +101,7 @@ def test_post_train_streams_each_epoch_then_done_and_the_run_joins(explorer, dig
         (b'{"data": "digits", "page": "../x"}', "page must be"),
         (b"{bad json", "body must be a JSON object"),
         (b"[1, 2]", "body must be a JSON object"),
+        (b"[" * 100_000, "body must be a JSON object"),  # nested too deep for the parser
         (b"{}", "data: choose a built-in data set"),
     ],
 )
@@ -116,7 +117,8 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     from convlens.train import TrainConfig, fit
 
     url, runs_dir = explorer
-    first = start(url, data="digits", epochs=2, page="page-a").json()["id"]
+    # batches of 1: a few seconds an epoch, so the training is still running when it is stopped
+    first = start(url, data="digits", epochs=2, batch_size=1, page="page-a").json()["id"]
     assert events(url, first, first_only=True)[0]["epoch"] == 1
     busy = start(url, data="digits", epochs=4, page="page-b")
     assert busy.status_code == 429 and "at once" in busy.json()["detail"]
@@ -127,7 +129,7 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     done = events(url, first)[-1]
     assert done["status"] == "stopped" and done["resumable"] is True and done["run"] is None
     assert not (runs_dir / first / "training.lock").exists()
-    resumed = fit(digits, TrainConfig(epochs=2), runs_dir / first, resume=True)
+    resumed = fit(digits, TrainConfig(epochs=2, batch_size=1), runs_dir / first, resume=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
 
     # the same page asking again replaces its running training instead of being refused
@@ -223,3 +225,185 @@ def test_a_folder_trained_again_from_epoch_1_restarts_its_stream(tmp_path):
         (1, 0.9, None, None),
         (None, None, None, True),
     ]
+
+
+def test_following_a_folder_reads_it_off_the_event_loop(tmp_path, monkeypatch):
+    import asyncio
+    import concurrent.futures
+
+    from convlens.server import follow
+
+    on_the_loop = []
+
+    def off_loop(function):
+        def call(*args):
+            try:
+                asyncio.get_running_loop()
+                on_the_loop.append(function.__name__)  # would stall every other request
+            except RuntimeError:
+                pass  # a worker thread
+            return function(*args)
+
+        return call
+
+    monkeypatch.setattr(follow, "read_epochs", off_loop(follow.read_epochs))
+    monkeypatch.setattr(follow, "planned_epochs", off_loop(follow.planned_epochs))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + "\n")
+
+    def running() -> bool:
+        return False
+
+    def outcome() -> dict:  # the explorer loads the finished model here
+        return {"status": "finished"}
+
+    def snapshot_epochs() -> list[int]:
+        return [0, 1]
+
+    async def collect() -> list[dict]:
+        async def connected() -> bool:
+            return False
+
+        stream = follow.epoch_events(
+            "r",
+            tmp_path,
+            off_loop(running),
+            off_loop(outcome),
+            off_loop(snapshot_epochs),
+            lambda: False,
+            connected,
+        )
+        return [json.loads(event[len("data: ") :]) async for event in stream]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        found = pool.submit(lambda: asyncio.run(collect())).result()
+    assert [(e.get("epoch"), e.get("snapshot"), e.get("status")) for e in found] == [
+        (1, True, None),
+        (None, None, "finished"),
+    ]
+    assert on_the_loop == []
+
+
+def test_a_run_whose_tensors_land_after_its_json_joins_once_they_do(digits_run, tmp_path):
+    import shutil
+
+    from convlens.run import Run
+    from convlens.server.runs import RunStore
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(digits_run, runs_dir / "late")
+    tensors = runs_dir / "late" / "model.safetensors"
+    tensors.rename(tmp_path / "aside.safetensors")  # a save between committing model.json and its tensors
+    store = RunStore([], runs_dir)
+    assert "late" in store.folders() and "late" not in store.runs
+    (tmp_path / "aside.safetensors").rename(tensors)  # the save's last rename
+    store.refresh(force=True)
+    assert "late" in store.runs
+    assert store.get("late").run.test_accuracy == Run.open(digits_run).test_accuracy
+
+
+def child_trainings(runs_dir, monkeypatch, script: str, at_once: int):
+    """``Trainings`` whose children run the Python ``script`` instead of ``convlens train``."""
+    import subprocess
+    import sys
+
+    from convlens.server.runs import RunStore
+    from convlens.server.training import Trainings
+
+    trainings = Trainings(RunStore([], runs_dir), at_once=at_once)
+
+    def spawn(command: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+
+    monkeypatch.setattr(trainings, "_spawn", spawn)
+    return trainings
+
+
+def test_trainings_can_be_listed_while_another_starts(tmp_path, monkeypatch):
+    from convlens.server.training import TrainRequest
+
+    trainings = child_trainings(tmp_path, monkeypatch, "import time; time.sleep(60)", at_once=2)
+    try:
+        first = trainings.start(TrainRequest("digits"))
+        listing = iter(trainings.trainings.values())  # GET /api/train going over them ...
+        assert next(listing) is first
+        second = trainings.start(TrainRequest("digits"))  # ... while another page starts one
+        assert list(listing) == []  # the listing it began with: no "changed size during iteration"
+        assert {t.run_id for t in trainings.running()} == {first.run_id, second.run_id}
+    finally:
+        trainings.shut_down()
+    assert not trainings.running()
+
+
+def test_a_stopping_server_interrupts_each_training_once(tmp_path, monkeypatch):
+    from convlens.server.training import TrainRequest
+
+    said = tmp_path / "said.txt"
+    script = f"""
+import signal, time
+said = open({str(said)!r}, "a", buffering=1)
+asked = []
+signal.signal(signal.SIGINT, lambda *_: (asked.append(1), said.write("SIGINT\\n")))
+said.write("ready\\n")
+while not asked:
+    time.sleep(0.01)
+time.sleep(0.5)  # finishing its batch and saving: a second SIGINT would land here
+"""
+    (tmp_path / "runs").mkdir()
+    trainings = child_trainings(tmp_path / "runs", monkeypatch, script, at_once=1)
+    training = trainings.start(TrainRequest("digits"))
+    deadline = time.monotonic() + 30
+    while not said.is_file() or "ready" not in said.read_text():
+        assert time.monotonic() < deadline and training.running
+        time.sleep(0.02)
+    trainings.close()  # Ctrl-C at the server: the streams end, the children are asked to stop
+    time.sleep(0.2)  # the server closes its connections
+    trainings.shut_down()  # then its last step waits for the children
+    assert said.read_text().splitlines() == ["ready", "SIGINT"]
+    assert training.process.returncode == 0  # it ended by itself, after its batch: not killed
+
+
+def test_a_failed_training_says_its_own_error_though_its_exit_is_seen_first(tmp_path):
+    import subprocess
+    import sys
+
+    from convlens.server.runs import RunStore
+    from convlens.server.training import Training, Trainings
+
+    said = (
+        "import sys; print('training convnet', file=sys.stderr); sys.exit('convlens: error: no space left')"
+    )
+    process = subprocess.Popen([sys.executable, "-c", said], stderr=subprocess.PIPE, text=True)
+    process.wait()  # the page's stream sees the exit ...
+    training = Training("failed", tmp_path, process, None)
+    reader = threading.Timer(0.3, Trainings(RunStore([], tmp_path))._collect, args=(training,))
+    reader.start()  # ... before the pipe is read
+    try:
+        assert training.outcome() == {"status": "failed", "resumable": False, "message": "no space left"}
+    finally:
+        reader.join()
+
+
+def test_a_training_starting_while_the_server_stops_is_stopped_too(tmp_path, monkeypatch):
+    from convlens.server.training import TooManyTrainings, TrainRequest
+
+    trainings = child_trainings(tmp_path, monkeypatch, "import time; time.sleep(60)", at_once=1)
+    spawn, spawning, may_spawn = trainings._spawn, threading.Event(), threading.Event()
+
+    def slow_spawn(command):  # a start that has passed its checks and is launching its child
+        spawning.set()
+        may_spawn.wait(10)
+        return spawn(command)
+
+    monkeypatch.setattr(trainings, "_spawn", slow_spawn)
+    starting = threading.Thread(target=trainings.start, args=(TrainRequest("digits"),))
+    starting.start()
+    assert spawning.wait(10)
+    stopping = threading.Thread(target=trainings.shut_down)
+    stopping.start()
+    time.sleep(0.2)
+    may_spawn.set()
+    starting.join(10)
+    stopping.join(30)
+    assert not stopping.is_alive() and not trainings.running()  # no child outlives the server
+    with pytest.raises(TooManyTrainings, match="stopping"):
+        trainings.start(TrainRequest("digits"))

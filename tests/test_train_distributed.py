@@ -180,6 +180,13 @@ def test_shards_are_disjoint_and_make_up_each_batch():
     )
 
 
+def test_every_process_gets_as_many_images_when_there_are_fewer_than_processes():
+    # an empty shard would run fewer steps than the others: its peers would wait in all-reduce
+    order = torch.tensor([7, 3])
+    shards = [World(rank, 5).shard(order, 5, torch.Generator().manual_seed(5)) for rank in range(5)]
+    assert [shard.order.tolist() for shard in shards] == [[7], [3], [7], [3], [7]]
+
+
 def test_world_size_must_divide_the_batch():
     from convlens.cli.flags import error_text
 

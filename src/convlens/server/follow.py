@@ -108,22 +108,28 @@ async def epoch_events(
     disconnected: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
     """Every epoch of ``folder`` (those already done first), then ``{"done": true, ...}`` once
-    ``running()`` is false. Ends early when the client goes away or the server stops."""
+    ``running()`` is false. Ends early when the client goes away or the server stops.
+
+    The callables and the folder's files are read on a worker thread: a large ``metrics.jsonl``
+    or ``outcome`` loading the finished model must not stall the event loop (every request)."""
     sent, planned, quiet, last_sent = 0, None, 0.0, None
     while True:
-        alive = running()  # asked before reading: the rows read after it include its last epoch
-        rows = read_epochs(folder)
+        # asked before reading: the rows read after it include its last epoch
+        alive = await asyncio.to_thread(running)
+        rows = await asyncio.to_thread(read_epochs, folder)
         if sent and (len(rows) < sent or _same_epoch(rows[sent - 1]) != last_sent):  # trained again
             yield _event({"id": run_id, "restart": True})
             sent, planned = 0, None
         if len(rows) > sent:
-            planned = planned or planned_epochs(folder)
-            saved = set(snapshot_epochs())
+            planned = planned or await asyncio.to_thread(planned_epochs, folder)
+            saved = set(await asyncio.to_thread(snapshot_epochs))
             for row in rows[sent:]:
                 yield _event({"id": run_id, **row, "epochs": planned, "snapshot": row["epoch"] in saved})
             sent, quiet, last_sent = len(rows), 0.0, _same_epoch(rows[-1])
         if not alive:
-            yield _event({"id": run_id, "done": True, "epochs_done": sent, **outcome()})
+            yield _event(
+                {"id": run_id, "done": True, "epochs_done": sent, **await asyncio.to_thread(outcome)}
+            )
             return
         if stopping() or await disconnected():
             return

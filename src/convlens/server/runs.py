@@ -122,13 +122,19 @@ FOLDER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a runs-dir folder
 REFRESH_S = 1.0  # look at the folders at most this often: new epochs and runs show within ~2 s
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
-    """What changes when a checkpoint is committed again (save_checkpoint renames a new JSON in)."""
+def _signature(path: Path) -> tuple | None:
+    """What changes when a checkpoint is committed again: save_checkpoint renames a new JSON in,
+    then its tensors. Both count, so a load that raced a save (the JSON new, its tensors not yet
+    in place) is tried again once the save has finished, not skipped until the next save."""
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    try:
+        tensors = path.with_suffix(".safetensors").stat()
+    except OSError:
+        return stat.st_mtime_ns, stat.st_size, None
+    return stat.st_mtime_ns, stat.st_size, (tensors.st_mtime_ns, tensors.st_size)
 
 
 class RunStore:

@@ -141,7 +141,7 @@ async def events(request: Request, run_id: str = RUN_ID) -> StreamingResponse:
     from convlens.train.snapshots import read_index
 
     store, trainings = get_store(request), trainings_of(request)
-    folder = store.folder(run_id)  # an unknown id is a 404
+    folder = await run_in_threadpool(store.folder, run_id)  # an unknown id is a 404; may load a run
     training = trainings.get(run_id)
 
     def running() -> bool:

@@ -31,6 +31,7 @@ MAX_EPOCHS = 100  # the recipe's own cap for small data sets; a page should not 
 MAX_BATCH_SIZE = 1024
 MAX_LR = 10.0
 STOP_WAIT_S = 15.0  # after SIGINT: the child finishes its batch and exits; then it is killed
+READ_OUT_WAIT_S = 5.0  # a child that ended: how long its error may take to be read from the pipe
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 OPTIONS = ("data", "model", "epochs", "lr", "batch_size", "seed", "page")
 
@@ -64,7 +65,7 @@ class TrainRequest:
     def from_json(cls, body: bytes) -> TrainRequest:
         try:
             values = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: nested too deep
             raise ConvlensError(f"body must be a JSON object ({exc})") from None
         if not isinstance(values, dict):
             raise ConvlensError('body must be a JSON object such as {"data": "digits", "epochs": 4}')
@@ -136,6 +137,7 @@ class Training:
     started: float = field(default_factory=time.time)
     stopping: bool = False  # a stop was asked for (DELETE, a newer training of its page, shutdown)
     errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20), repr=False)
+    read_out: threading.Event = field(default_factory=threading.Event, repr=False)  # stderr read to its end
 
     @property
     def running(self) -> bool:
@@ -149,6 +151,7 @@ class Training:
             return {"status": "running", "resumable": resumable, "message": ""}
         if code == 0:
             return {"status": "finished", "resumable": False, "message": ""}
+        self.read_out.wait(timeout=READ_OUT_WAIT_S)  # its last line (the error) may still be in the pipe
         said = [line for line in self.errors if line.startswith("convlens: error:")]
         message = (said or list(self.errors) or [f"convlens train exited with code {code}"])[-1]
         message = message.removeprefix("convlens: error: ")
@@ -175,9 +178,9 @@ class Trainings:
 
         if self.store.runs_dir is None:
             raise NoRunsDir("this explorer has no runs folder to train into; start it with a runs dir")
-        if self.closing.is_set():
-            raise TooManyTrainings("the explorer is stopping; no new trainings")
-        with self._lock:
+        with self._lock:  # shut_down takes it too: a child is started before it looks, or not at all
+            if self.closing.is_set():
+                raise TooManyTrainings("the explorer is stopping; no new trainings")
             replaced = [t for t in self.running() if request.page is not None and t.page == request.page]
             if len(self.running()) - len(replaced) >= self.at_once:
                 raise TooManyTrainings(
@@ -190,7 +193,7 @@ class Trainings:
             run_id = self.store.new_id(f"{request.data}-{request.model}")
             folder = self.store.follow(run_id)
             training = Training(run_id, folder, self._spawn(request.command(folder)), request.page)
-            self.trainings[run_id] = training
+            self.trainings = {**self.trainings, run_id: training}  # replaced: readers iterate unlocked
         threading.Thread(target=self._collect, args=(training,), daemon=True, name=f"train-{run_id}").start()
         return training
 
@@ -214,6 +217,7 @@ class Trainings:
         for line in training.process.stderr:
             if line.strip():
                 training.errors.append(line.strip())
+        training.read_out.set()
         training.process.wait()
         self.store.refresh(force=True)  # a finished run joins the runs before the page asks
 
@@ -227,26 +231,30 @@ class Trainings:
         """SIGINT, as Ctrl-C would: the child saves nothing half-done and ``last.*`` stays resumable."""
         if not training.running:
             return
-        training.stopping = True
+        self._interrupt(training)
         try:
-            training.process.send_signal(signal.SIGINT)
             training.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             training.process.kill()  # the checkpoints are atomic: a kill loses at most the epoch under way
             training.process.wait()
-        except ProcessLookupError:
-            pass
+
+    def _interrupt(self, training: Training) -> None:
+        """SIGINT once: a second one would land while the child handles the first (Ctrl-C twice)."""
+        if not training.stopping:
+            training.stopping = True
+            with contextlib.suppress(ProcessLookupError):
+                training.process.send_signal(signal.SIGINT)
 
     def close(self) -> None:
         """The server stops: end the event streams and ask every child to stop (without waiting)."""
         self.closing.set()
         for training in self.running():
-            training.stopping = True
-            with contextlib.suppress(ProcessLookupError):
-                training.process.send_signal(signal.SIGINT)
+            self._interrupt(training)
 
     def shut_down(self) -> None:
         """Stop every child and wait for them (the server's last step)."""
         self.close()
-        for training in list(self.trainings.values()):
+        with self._lock:  # a start under way spawns its child first; later ones see ``closing``
+            trainings = list(self.trainings.values())
+        for training in trainings:
             self.stop(training)

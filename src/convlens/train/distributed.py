@@ -89,7 +89,8 @@ class World:
         if not self.distributed:
             return EpochShard(order, batch_size, generator)
         padding = -order.shape[0] % self.size  # the last batch repeats a few images, as DistributedSampler
-        order = torch.cat([order, order[:padding]])
+        repeats = padding // max(order.shape[0], 1) + 1  # fewer images than processes: cycle them
+        order = torch.cat([order, order.repeat(repeats)[:padding]])
         # one draw from the shared generator keeps it in step everywhere (resume, rollbacks); the
         # rank in the seed gives each shard its own random turns, zooms and shifts
         seed = int(torch.randint(MAX_SEED, (1,), generator=generator)) + self.rank
