@@ -86,7 +86,7 @@ def test_the_model_card_mirrors_the_split_colours():
 
     from convlens.views.plots.colours import SPLIT_COLOURS
 
-    card = (Path(__file__).parent.parent / "src/convlens/server/static/card.js").read_text()
+    card = (Path(__file__).parent.parent / "src/convlens/server/static/chart.js").read_text()
     mirrored = re.search(r"const SPLIT_COLOURS = \{(.*?)\};", card).group(1)
     assert dict(re.findall(r'(\w+): "(#[0-9a-f]{6})"', mirrored)) == SPLIT_COLOURS
 

@@ -4,52 +4,26 @@
 // Every number comes from the server (metrics.jsonl and the snapshots fit() wrote).
 
 import { getJSON, postJSON, unpack } from "./api.js";
+import { SPLIT_COLOURS, lineChart } from "./chart.js";
 import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const POLL_MS = 3000; // how often the list of trainings and runs is refreshed
 const MAX_INPUT_CHANNELS = 3; // kernels drawn per output channel (RGB at most)
 
 // This page's id: the server replaces this page's running training when it starts another.
 const PAGE_ID = (crypto.randomUUID?.() ?? `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9-]/g, "").slice(0, 64);
 
-function svg(tag, attrs = {}, text = null) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  if (text !== null) node.textContent = text;
-  return node;
-}
-
-// A live chart: x from epoch 1 to the planned epochs (so the curve grows across a fixed axis),
-// one polyline per series, and a vertical cursor at the epoch the slider shows.
-function liveChart(title, rows, planned, series, { asPercent = false, cursor = null } = {}) {
-  const width = 380, height = 200, left = 44, right = 10, top = 40, bottom = 26;
-  const values = series.flatMap((s) => rows.map((r) => r[s.key])).filter((v) => Number.isFinite(v));
-  const low = 0;
-  const high = asPercent ? 1 : Math.max(1e-6, ...values);
-  const last = Math.max(planned || 1, rows.length ? rows[rows.length - 1].epoch : 1, 2);
-  const x = (epoch) => left + ((epoch - 1) / (last - 1)) * (width - left - right);
-  const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title });
-  chart.append(svg("text", { x: left, y: 14, class: "chart-title" }, title));
-  for (const tick of [low, (low + high) / 2, high]) {
-    chart.append(svg("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), class: "grid" }));
-    chart.append(svg("text", { x: left - 5, y: y(tick) + 4, class: "tick", "text-anchor": "end" },
-      asPercent ? `${Math.round(100 * tick)}%` : fmt(tick, 2)));
-  }
-  for (const epoch of [1, last]) {
-    chart.append(svg("text", { x: x(epoch), y: height - 8, class: "tick", "text-anchor": "middle" }, String(epoch)));
-  }
-  series.forEach((s, k) => {
-    const points = rows.filter((r) => Number.isFinite(r[s.key])).map((r) => `${x(r.epoch)},${y(r[s.key])}`);
-    chart.append(svg("polyline", { points: points.join(" "), fill: "none", stroke: s.colour, "stroke-width": 2,
-      "stroke-dasharray": s.dashed ? "5 3" : "none", "data-series": s.key, "data-points": points.length }));
-    chart.append(svg("text", { x: left + 70 * k, y: 30, fill: s.colour, class: "legend" }, s.name));
-  });
-  if (cursor !== null && cursor >= 1) {
-    chart.append(svg("line", { x1: x(cursor), x2: x(cursor), y1: top, y2: height - bottom, class: "cursor" }));
-  }
-  return chart;
+// One chart of a live training: train, validation (dashed) and test over an axis as long as the
+// planned schedule, so the curves grow across it.
+function curveChart(title, rows, planned, what, options) {
+  const series = [
+    ["train", "train", SPLIT_COLOURS.train, false],
+    ["test", "test", SPLIT_COLOURS.test, false],
+    ["val", "validation", SPLIT_COLOURS.val, true],
+  ].map(([split, name, colour, dashed]) => ({
+    key: `${split}_${what}`, name, colour, dashed, values: rows.map((r) => r[`${split}_${what}`] ?? null),
+  }));
+  return lineChart(title, rows.map((r) => r.epoch), series, { ...options, lastEpoch: planned || null });
 }
 
 export class TrainView {
@@ -222,16 +196,8 @@ export class TrainView {
     const cursor = Number(this.slider.value) || null;
     this.curves.dataset.epochs = String(rows.length);
     this.curves.replaceChildren(
-      liveChart("loss per epoch", rows, planned, [
-        { key: "train_loss", name: "train", colour: "#e07020" },
-        { key: "test_loss", name: "test", colour: "#2060c0" },
-        { key: "val_loss", name: "validation (dashed)", colour: "#20a060", dashed: true },
-      ], { cursor }),
-      liveChart("accuracy per epoch", rows, planned, [
-        { key: "train_accuracy", name: "train", colour: "#e07020" },
-        { key: "test_accuracy", name: "test", colour: "#2060c0" },
-        { key: "val_accuracy", name: "validation (dashed)", colour: "#20a060", dashed: true },
-      ], { asPercent: true, cursor }),
+      curveChart("loss per epoch", rows, planned, "loss", { min: 0, cursor }),
+      curveChart("accuracy per epoch", rows, planned, "accuracy", { min: 0, max: 1, asPercent: true, cursor }),
     );
     const last = rows[rows.length - 1];
     if (last) {
