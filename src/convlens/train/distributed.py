@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import math
 import os
 import pickle
@@ -271,6 +272,9 @@ def join_process_group(device: str = "auto") -> Iterator[World]:
     dist.init_process_group("nccl" if where.type == "cuda" else "gloo", timeout=TIMEOUT)
     try:
         yield dataclasses.replace(planned, device=where)
+        # Leave together: a gloo process that tears its group down while a peer is still busy
+        # (rank 0 writing the run folder) can abort in the teardown ("terminate called ...").
+        dist.barrier()
     except RuntimeError as error:
         if not _lost_a_peer(error):
             raise
@@ -279,4 +283,5 @@ def join_process_group(device: str = "auto") -> Iterator[World]:
             f"another process of this distributed training stopped ({first_line[:200]})"
         ) from None
     finally:
+        gc.collect()  # DDP wrappers hold gloo work: free them while the group still exists
         dist.destroy_process_group()
