@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, eval_mode, input_shape, model_device, model_stages
+from convlens.inspect._stages import SOFTMAX
 from convlens.inspect.arithmetic import conv_padding, pool_geometry
-from convlens.inspect.hooks import StageRecorder
+from convlens.inspect.receptive_field import stage_output_shapes
 from convlens.models import Normalize
 
 # role: one word for what a stage does, so a face can pick its explanation without knowing torch
@@ -96,16 +94,10 @@ def _facts(name: str, module: nn.Module | None, before: tuple, after: tuple) -> 
 
 def layer_facts(model: nn.Module) -> list[LayerFacts]:
     """The facts of every stage in forward order, ending with the softmax over the logits."""
-    shape = input_shape(model)
-    if shape is None:
-        raise ConvlensError("model: layer facts need a model with an input shape (in_shape)")
-    with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
-        logits = model(torch.zeros(1, *shape, device=model_device(model)))  # (1, classes)
-    facts, before = [], tuple(shape)
-    for name, module in model_stages(model):
-        after = tuple(int(s) for s in recorder.outputs[name][0].shape)
+    before, stages, classes = stage_output_shapes(model, "layer facts")
+    facts = []
+    for name, module, after in stages:
         facts.append(_facts(name, module, before, after))
         before = after
-    classes = (int(logits.shape[1]),)
-    facts.append(_facts(SOFTMAX, None, classes, classes))
+    facts.append(_facts(SOFTMAX, None, (classes,), (classes,)))
     return facts

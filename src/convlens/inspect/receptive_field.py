@@ -153,24 +153,37 @@ def _step(module: nn.Module, geometry: _Geometry) -> None:
                 _step(child, geometry)
 
 
-def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
-    """Output shape, parameters and receptive field of every stage, in order, ending with softmax."""
+def stage_output_shapes(
+    model: nn.Module, needs: str
+) -> tuple[tuple[int, ...], list[tuple[str, nn.Module, tuple[int, ...]]], int]:
+    """One zero image through the model: its input shape, every stage's ``(name, module, output
+    shape)`` in forward order, and the number of classes. ``needs`` names what asks, for the error."""
     shape = input_shape(model)
     if shape is None:
-        raise ConvlensError("model: receptive fields need a model with an input shape (in_shape)")
+        raise ConvlensError(f"model: {needs} need a model with an input shape (in_shape)")
     with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
         logits = model(torch.zeros(1, *shape, device=model_device(model)))  # (1, classes)
+    stages = [
+        (name, module, tuple(int(s) for s in recorder.outputs[name][0].shape))
+        for name, module in model_stages(model)
+    ]
+    return tuple(shape), stages, int(logits.shape[1])
+
+
+def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
+    """Output shape, parameters and receptive field of every stage, in order, ending with softmax."""
+    shape, stages, classes = stage_output_shapes(model, "receptive fields")
     geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
     fields = []
-    before = tuple(shape)
-    for name, module in model_stages(model):
+    before = shape
+    for name, module, after in stages:
         _step(module, geometry)
-        fields.append(_field(name, type(module).__name__, recorder.outputs[name][0].shape, module, geometry))
+        fields.append(_field(name, type(module).__name__, after, module, geometry))
         if geometry.flattened and not geometry.whole and len(before) == 3 and fields[-1].unit_grid is None:
-            fields[-1].unit_grid = tuple(int(s) for s in before)  # the map this stage flattened
-        before = tuple(recorder.outputs[name][0].shape)
+            fields[-1].unit_grid = before  # the map this stage flattened
+        before = after
     whole = _Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
-    fields.append(_field(SOFTMAX, "Softmax", logits[0].shape, None, whole))
+    fields.append(_field(SOFTMAX, "Softmax", (classes,), None, whole))
     return fields
 
 
