@@ -67,10 +67,10 @@ def test_the_shapes_are_what_their_names_say():
     assert noisy.train_points.norm(dim=1)[noisy.train_labels == 1].max() > 2.5  # noise blurs the classes
 
 
-def test_features_against_numpy():
-    points = torch.tensor([[1.5, -2.0], [-0.5, 3.0]])
-    x1, x2 = points.numpy().T
-    by_hand = {
+def numpy_features(points: np.ndarray) -> dict[str, np.ndarray]:
+    """Every input feature of the points (N, 2), computed with numpy alone."""
+    x1, x2 = points[:, 0], points[:, 1]
+    return {
         "x1": x1,
         "x2": x2,
         "x1sq": x1**2,
@@ -79,6 +79,11 @@ def test_features_against_numpy():
         "sinx1": np.sin(x1),
         "sinx2": np.sin(x2),
     }
+
+
+def test_features_against_numpy():
+    points = torch.tensor([[1.5, -2.0], [-0.5, 3.0]])
+    by_hand = numpy_features(points.numpy())
     matrix = feature_matrix(points, tuple(FEATURES))
     for column, name in enumerate(FEATURES):
         np.testing.assert_allclose(matrix[:, column].numpy(), by_hand[name], rtol=1e-6)
@@ -93,16 +98,7 @@ def by_hand(
     points: np.ndarray, features: tuple[str, ...], weights, biases, activation: str
 ) -> list[np.ndarray]:
     """Every layer's output, (N, width), in float64 numpy from the weights alone."""
-    x1, x2 = points[:, 0], points[:, 1]
-    columns = {
-        "x1": x1,
-        "x2": x2,
-        "x1sq": x1**2,
-        "x2sq": x2**2,
-        "x1x2": x1 * x2,
-        "sinx1": np.sin(x1),
-        "sinx2": np.sin(x2),
-    }
+    columns = numpy_features(points)
     x = np.stack([columns[name] for name in features], axis=1)
     outputs = []
     for layer, (w, b) in enumerate(zip(weights, biases, strict=True)):
