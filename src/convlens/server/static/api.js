@@ -41,3 +41,8 @@ export function unpack(packed) {
   const bytes = Uint8Array.from(atob(packed.b64), (c) => c.charCodeAt(0));
   return { shape: packed.shape, data: new Float32Array(bytes.buffer) };
 }
+
+// This page's own random id (letters, digits and -): the server keeps one training and one
+// learning-playground network per page, and a new one from the same page replaces the old.
+export const PAGE_ID = globalThis.crypto?.randomUUID?.() ??
+  Array.from({ length: 24 }, () => Math.floor(Math.random() * 36).toString(36)).join("");

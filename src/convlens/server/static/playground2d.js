@@ -2,7 +2,7 @@
 // server and streamed here (server-sent events read through fetch, so a 400 or 429 shows its
 // message). The page only draws what arrives: every neuron's map, the weights, the losses.
 
-import { ApiError, getJSON, postJSON, unpack } from "./api.js";
+import { ApiError, PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
 import { colourFor, colourLimits, diverging, el, fmt, percent, symmetricLimits } from "./draw.js";
 
 const LEARNING_RATES = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
@@ -10,11 +10,6 @@ const REGULARIZATION_RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const API = "/api/playground2d";
 const CLASS_COLOURS = ["#2166ac", "#b2182b"]; // class 0, class 1: the ends of the diverging map
 const MAX_CHART_POINTS = 600;
-
-function pageId() {
-  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
-  return Array.from({ length: 24 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
-}
 
 // A neuron's values → colours: tanh is signed in [-1, 1], sigmoid in [0, 1]; ReLU and linear
 // neurons are unbounded, so their colours come from their own values (robust limits).
@@ -38,7 +33,7 @@ const probabilityColour = (p) => diverging(p - 0.5, 0.5);
 
 export class LearningPlayground {
   constructor() {
-    this.page = pageId();
+    this.page = PAGE_ID;
     this.section = document.getElementById("tab-playground2d");
     this.networkBox = document.getElementById("pg2-network");
     this.messageBox = document.getElementById("pg2-message");

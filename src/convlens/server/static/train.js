@@ -3,15 +3,12 @@
 // snapshots: the first layer's kernels and a fixed probe image's feature maps.
 // Every number comes from the server (metrics.jsonl and the snapshots fit() wrote).
 
-import { getJSON, postJSON, unpack } from "./api.js";
+import { PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
 import { SPLIT_COLOURS, lineChart } from "./chart.js";
 import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 const POLL_MS = 3000; // how often the list of trainings and runs is refreshed
 const MAX_INPUT_CHANNELS = 3; // kernels drawn per output channel (RGB at most)
-
-// This page's id: the server replaces this page's running training when it starts another.
-const PAGE_ID = (crypto.randomUUID?.() ?? `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9-]/g, "").slice(0, 64);
 
 // One chart of a live training: train, validation (dashed) and test over an axis as long as the
 // planned schedule, so the curves grow across it.
