@@ -76,6 +76,24 @@ def test_parameter_and_flop_counts_by_hand():
     assert flops_per_image(model, (1, 28, 28)) == conv_flops + 2 * 32 * 7 * 7 * 10
 
 
+def test_convnet_stacks_convs_per_block_and_pools_after_the_last():
+    model = create_model("convnet", (1, 28, 28), 10, blocks=2, convs=2, width=4)
+    names = [name for name, _ in model.stages()]
+    assert names == [
+        "normalize",
+        *("conv1", "relu1", "conv2", "relu2", "pool2"),
+        *("conv3", "relu3", "conv4", "relu4", "pool4"),
+        "flatten",
+        "fc",
+    ]
+    widths = [(m.in_channels, m.out_channels) for _, m in model.stages() if isinstance(m, nn.Conv2d)]
+    assert widths == [(1, 4), (4, 4), (4, 8), (8, 8)]
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert model.stages()[-1][1].in_features == 8 * 7 * 7
+    with pytest.raises(ConvlensError, match="convs"):
+        create_model("convnet", (1, 28, 28), 10, convs=5)
+
+
 def test_resnet_block_stages_use_modules_for_every_relu():
     model = create_model("resnet8", (1, 28, 28), 10)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]

@@ -45,7 +45,7 @@ def test_cuda_divergence_stops_with_one_error(digits, tmp_path):
 
 
 def test_cuda_recipe_scales_the_batch_of_a_large_data_set(digits, tmp_path):
-    copies = 20_000 // digits.train_labels.shape[0] + 2  # above LARGE_DATASET after the validation split
+    copies = 25_000 // digits.train_labels.shape[0] + 1  # above LARGE_DATASET after the validation split
     large = type(digits)(
         **{
             **digits.__dict__,
@@ -53,7 +53,8 @@ def test_cuda_recipe_scales_the_batch_of_a_large_data_set(digits, tmp_path):
             "train_labels": digits.train_labels.repeat(copies),
         }
     )
-    result = fit(large, TrainConfig(epochs=2, device="cuda"), tmp_path / "run")
+    result = fit(large, TrainConfig(epochs=4, device="cuda"), tmp_path / "run")
     training = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
     assert (training["batch_size"], training["lr"], training["precision"]) == (512, 0.4, "bf16")
+    assert training["model_options"]["convs"] == 2 and training["weight_decay"] == 5e-4
     assert result.test_accuracy > 0.8

@@ -17,16 +17,25 @@ FASHION_SIZE = 54_000  # Fashion-MNIST's training split less its validation spli
 def test_cpu_recipe_is_unchanged_by_the_gpu_rules(digits):
     for size in (1_000, 3_600, FASHION_SIZE):
         config = resolve_defaults(TrainConfig(), digits, train_images=size, device="cpu")
-        assert (config.batch_size, config.lr, config.precision) == (64, 0.1, "fp32")
+        assert (config.batch_size, config.lr, config.precision, config.weight_decay) == (64, 0.1, "fp32", 0)
+    on_cpu = resolve_defaults(TrainConfig(), digits, train_images=FASHION_SIZE, device="cpu")
+    assert (on_cpu.epochs, on_cpu.augment, on_cpu.model_options) == (
+        10,
+        "none",
+        {"blocks": 3, "batchnorm": True},
+    )
     assert resolve_defaults(TrainConfig(), digits).precision == "fp32"  # no device given: the CPU
 
 
-def test_large_data_on_cuda_gets_big_batches_a_scaled_lr_and_bf16(digits):
+def test_large_data_on_cuda_gets_a_wider_model_big_batches_a_scaled_lr_and_bf16(digits):
     config = resolve_defaults(TrainConfig(), digits, train_images=FASHION_SIZE, device="cuda")
     assert (config.batch_size, config.lr, config.precision) == (512, 0.4, "bf16")
     assert config.pct_start == 0.25  # OneCycle warms the scaled rate up over the first quarter
-    on_cpu = resolve_defaults(TrainConfig(), digits, train_images=FASHION_SIZE, device="cpu")
-    assert (config.epochs, config.model_options) == (on_cpu.epochs, on_cpu.model_options)
+    assert (config.epochs, config.weight_decay, config.augment) == (14, 5e-4, digits.augmentation)
+    assert config.model_options == {"blocks": 3, "batchnorm": True, "width": 64, "convs": 2}
+    model = create_model(config.model, (1, 28, 28), 10, **config.model_options)
+    widths = [stage.out_channels for name, stage in model.stages() if name.startswith("conv")]
+    assert widths == [64, 64, 128, 128, 256, 256]
 
 
 def test_small_data_on_cuda_keeps_its_batch(digits):
@@ -39,8 +48,14 @@ def test_what_the_user_sets_wins_on_cuda(digits):
         TrainConfig(batch_size=256, precision="fp32"), digits, train_images=FASHION_SIZE, device="cuda"
     )
     assert (chosen.batch_size, chosen.lr, chosen.precision) == (256, 0.2, "fp32")  # lr follows the batch
-    explicit = resolve_defaults(TrainConfig(lr=0.05), digits, train_images=FASHION_SIZE, device="cuda")
-    assert (explicit.batch_size, explicit.lr) == (512, 0.05)
+    explicit = resolve_defaults(
+        TrainConfig(lr=0.05, weight_decay=0.0, augment="none", model_options={"width": 8}),
+        digits,
+        train_images=FASHION_SIZE,
+        device="cuda",
+    )
+    assert (explicit.batch_size, explicit.lr, explicit.weight_decay) == (512, 0.05, 0.0)
+    assert (explicit.augment, explicit.model_options) == ("none", {"width": 8})
 
 
 def test_gpu_lr_is_half_the_linear_rule_and_never_below_the_cpu_rate():
@@ -49,7 +64,13 @@ def test_gpu_lr_is_half_the_linear_rule_and_never_below_the_cpu_rate():
 
 @pytest.mark.parametrize(
     ("config", "parameter"),
-    [({"precision": "fp16"}, "precision"), ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr")],
+    [
+        ({"precision": "fp16"}, "precision"),
+        ({"lr": 0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"weight_decay": -1e-4}, "weight_decay"),
+        ({"weight_decay": "0.1"}, "weight_decay"),
+    ],
 )
 def test_bad_recipe_values_name_their_option(config, parameter):
     with pytest.raises(ConvlensError) as caught:

@@ -140,7 +140,10 @@ def random_affine(
         dim=1,
     )  # (B, 2, 3)
     # random numbers come from a CPU generator (the same stream on every device), then move;
-    # non_blocking: a blocking copy to a GPU would wait for every kernel queued before it
+    # from pinned memory, so that the copy is queued: a copy from pageable memory may wait for
+    # every kernel queued before it, once a step
+    if images.device.type == "cuda":
+        theta = theta.pin_memory()
     theta = theta.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

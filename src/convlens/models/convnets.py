@@ -17,7 +17,7 @@ def _conv_block(index: int, in_channels: int, out_channels: int, batchnorm: bool
     return stages
 
 
-@register_model("convnet", limits={"width": (1, 1024), "blocks": (1, 8)})
+@register_model("convnet", limits={"width": (1, 1024), "blocks": (1, 8), "convs": (1, 4)})
 def convnet(
     in_shape,
     num_classes,
@@ -27,20 +27,27 @@ def convnet(
     blocks: int = 2,
     batchnorm: bool = False,
     pool: bool = True,
+    convs: int = 1,
 ) -> StagedModel:
     """Fast default: blocks of conv3x3 (+ optional BatchNorm) + ReLU + max-pool, channels doubling, then a linear layer.
 
     BatchNorm is off by default: on mnist5k it costs 1.3x per epoch on 2 cores and reached
     98 % later, not sooner (bench/train_speed.py); turn it on with ``batchnorm=True``
-    (``--model-option batchnorm=true``) for deeper or wider variants.
+    (``--model-option batchnorm=true``) for deeper or wider variants. ``convs`` stacks that many
+    convolutions per block before its pooling (VGG style; the GPU recipe for large data sets uses
+    2 at width 64). Stages are numbered by convolution: conv1, conv2, then pool2 after a block of two.
     """
     stages: list = [("normalize", Normalize(mean, std))]
-    channels, size = in_shape[0], min(in_shape[1:])
-    for index in range(1, blocks + 1):
-        out_channels = width * 2 ** (index - 1)
+    channels, size, index = in_shape[0], min(in_shape[1:]), 0
+    for block in range(blocks):
+        out_channels = width * 2**block
         use_pool = pool and size >= 2  # an 8x8 input survives three poolings (8→4→2→1), not more
-        stages += _conv_block(index, channels, out_channels, batchnorm, use_pool)
-        channels, size = out_channels, size // 2 if use_pool else size
+        for layer in range(convs):
+            index += 1
+            last = layer == convs - 1
+            stages += _conv_block(index, channels, out_channels, batchnorm, use_pool and last)
+            channels = out_channels
+        size = size // 2 if use_pool else size
     stages.append(("flatten", nn.Flatten()))
     stages.append(("fc", nn.Linear(flat_features(stages, in_shape), num_classes)))
     return StagedModel(stages, in_shape, num_classes)
