@@ -88,6 +88,39 @@ def test_a_learning_rate_that_always_diverges_stops_with_one_line(run_cli, tmp_p
     assert "Traceback" not in err and not (tmp_path / "run").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    ],
+)
+def test_running_out_of_memory_is_one_line_naming_the_batch(run_cli, tmp_path, monkeypatch, failure):
+    import convlens.train.fitting as fitting
+
+    def allocation_fails(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(fitting, "train_one_epoch", allocation_fails)
+    code, _, err = run_cli("train", "--data", "digits", "--batch-size", "256", "--out", tmp_path / "run")
+    errors = [line for line in err.splitlines() if line.startswith("convlens: error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "--batch-size: the " in errors[0] and "ran out of memory" in errors[0], errors[0]
+    assert "batches of 256" in errors[0] and "--batch-size 64" in errors[0], errors[0]
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_other_runtime_errors_are_not_called_memory(digits, tmp_path, monkeypatch):
+    import convlens.train.fitting as fitting
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(fitting, "train_one_epoch", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        fit(digits, TrainConfig(epochs=1), tmp_path / "run")
+
+
 def test_library_divergence_names_the_parameter(digits, tmp_path):
     from convlens.train import TrainingDiverged
 

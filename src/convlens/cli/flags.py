@@ -21,7 +21,18 @@ FLAGS = {
     "max_seconds": "--time-budget",
 }
 # parameters that some message may mention by name (``resume=True``, ``epochs=5``)
-MENTIONED = ("resume", "overwrite", "epochs", "image_size", "data", "eps", "steps", "target", "lr")
+MENTIONED = (
+    "resume",
+    "overwrite",
+    "epochs",
+    "image_size",
+    "data",
+    "eps",
+    "steps",
+    "target",
+    "lr",
+    "batch_size",
+)
 
 
 def flag_for(parameter: str) -> str:

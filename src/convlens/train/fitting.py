@@ -29,7 +29,7 @@ from convlens.metrics import classification_summary
 from convlens.runlock import RunLock
 from convlens.train.diagnostics import diagnose
 from convlens.train.distributed import SINGLE_PROCESS, World
-from convlens.train.guard import DivergenceGuard, weights_finite
+from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
@@ -211,7 +211,13 @@ class _Training:
         announce = getattr(self.observer, "start_training", None)  # optional: the CLI prints the recipe
         if announce is not None:
             announce(config, split.describe())
-        test = self._epochs(progress)
+        try:
+            test = self._epochs(progress)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            failure = out_of_memory(error, device, config, self.dataset.input_shape)
+            if failure is None:
+                raise
+            raise failure from None
         if not progress.history:
             raise ConvlensError("no epoch was trained; nothing to save")
         selection = choose_epoch(progress.history, progress.best_epoch, split.validation_size)

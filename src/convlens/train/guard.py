@@ -144,3 +144,21 @@ def _suggest(lr: float) -> str:
     """A round learning rate to try next: ten times below the last one tried, and at most 0.01."""
     candidate = min(lr / 10, 0.01)
     return f"{10.0 ** math.floor(math.log10(max(candidate, 1e-12))):g}"
+
+
+def out_of_memory(error: BaseException, device: torch.device, config, input_shape) -> ConvlensError | None:
+    """One line for an allocation failure while training (None: ``error`` is something else).
+
+    CUDA raises its own error class; the CPU allocator a RuntimeError saying it "can't allocate
+    memory". Either way the fix is the same: fewer images per step, smaller images or a smaller model.
+    """
+    if not (isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(error)):
+        return None
+    options = f" {config.model_options}" if config.model_options else ""
+    where = "GPU" if device.type == "cuda" else device.type.upper()
+    return ConvlensError(
+        f"batch_size: the {where} ran out of memory training {config.model}{options} on "
+        f"{'x'.join(map(str, input_shape))} images in batches of {config.batch_size}; train again with a "
+        f"smaller batch (e.g. batch_size={max(1, config.batch_size // 4)}), smaller images or a smaller model",
+        parameter="batch_size",
+    )
