@@ -407,3 +407,41 @@ def test_a_training_starting_while_the_server_stops_is_stopped_too(tmp_path, mon
     assert not stopping.is_alive() and not trainings.running()  # no child outlives the server
     with pytest.raises(TooManyTrainings, match="stopping"):
         trainings.start(TrainRequest("digits"))
+
+
+def test_a_stop_after_the_final_model_was_written_reports_finished(tmp_path):
+    import subprocess
+    import sys
+
+    from convlens.server.training import Training
+
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(130)"])  # as after a late SIGINT
+    process.wait()
+    training = Training("late", tmp_path, process, None, stopping=True)
+    training.read_out.set()
+    assert training.outcome()["status"] == "stopped"  # no final model: the stop ended it
+    (tmp_path / "model.json").write_text("{}")
+    assert training.outcome() == {"status": "finished", "resumable": False, "message": ""}
+
+
+def test_the_server_forgets_the_oldest_ended_trainings_but_never_a_running_one(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import convlens.server.training as training_module
+    from convlens.server.runs import RunStore
+    from convlens.server.training import Training, Trainings
+
+    monkeypatch.setattr(training_module, "KEPT_ENDED", 2)
+    trainings = Trainings(RunStore([], tmp_path))
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        trainings._remember(Training("busy", tmp_path, running, None))
+        for number in range(4):
+            trainings._remember(Training(f"done{number}", tmp_path, ended, None))
+        assert list(trainings.trainings) == ["busy", "done1", "done2", "done3"]  # 2 ended + the new one
+    finally:
+        running.kill()
+        running.wait()

@@ -32,6 +32,7 @@ MAX_BATCH_SIZE = 1024
 MAX_LR = 10.0
 STOP_WAIT_S = 15.0  # after SIGINT: the child finishes its batch and exits; then it is killed
 READ_OUT_WAIT_S = 5.0  # a child that ended: how long its error may take to be read from the pipe
+KEPT_ENDED = 64  # ended trainings whose status the server still answers; older ones are runs on disk
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 OPTIONS = ("data", "model", "epochs", "lr", "batch_size", "seed", "page")
 
@@ -149,7 +150,8 @@ class Training:
         resumable = (self.folder / "last.json").is_file()
         if code is None:
             return {"status": "running", "resumable": resumable, "message": ""}
-        if code == 0:
+        if code == 0 or (self.stopping and (self.folder / "model.json").is_file()):
+            # a stop that lands after the final model.json was written ends nothing: it finished
             return {"status": "finished", "resumable": False, "message": ""}
         self.read_out.wait(timeout=READ_OUT_WAIT_S)  # its last line (the error) may still be in the pipe
         said = [line for line in self.errors if line.startswith("convlens: error:")]
@@ -193,9 +195,16 @@ class Trainings:
             run_id = self.store.new_id(f"{request.data}-{request.model}")
             folder = self.store.follow(run_id)
             training = Training(run_id, folder, self._spawn(request.command(folder)), request.page)
-            self.trainings = {**self.trainings, run_id: training}  # replaced: readers iterate unlocked
+            self._remember(training)
         threading.Thread(target=self._collect, args=(training,), daemon=True, name=f"train-{run_id}").start()
         return training
+
+    def _remember(self, training: Training) -> None:
+        """Add a training; forget the oldest ended ones past ``KEPT_ENDED`` (their runs stay on disk)."""
+        ended = [run_id for run_id, known in self.trainings.items() if not known.running]
+        forget = set(ended[: max(0, len(ended) - KEPT_ENDED)])
+        kept = {run_id: known for run_id, known in self.trainings.items() if run_id not in forget}
+        self.trainings = {**kept, training.run_id: training}  # replaced: readers iterate unlocked
 
     def _spawn(self, command: list[str]) -> subprocess.Popen:
         environment = dict(os.environ)
