@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -33,50 +33,13 @@ from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
+from convlens.train.result import TrainResult, dataset_facts
 from convlens.train.run_folder import preflight_run_folder, prepare_run_folder
 from convlens.train.selection import choose_epoch, score
 from convlens.train.snapshots import EpochSnapshots
 from convlens.train.validation import Split, validation_split
 
 log = logging.getLogger("convlens")
-
-
-@dataclass
-class TrainResult:
-    """What fit() returns: final metrics, per-epoch history, the epoch kept and why, findings."""
-
-    test_accuracy: float  # of model.* (the kept epoch), on the test split
-    best_accuracy: float  # the best validation accuracy (test accuracy when there is no validation)
-    best_epoch: int
-    epochs: int  # epochs trained (fewer than planned after early stopping)
-    train_seconds: float
-    history: list[dict]
-    checkpoint: str
-    run_dir: str
-    class_names: list[str]
-    per_class: list[dict]  # {"class", "precision", "recall", "support"} on the test split
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
-    selected_epoch: int = 0  # the epoch whose weights are model.*
-    selection: str = ""  # why that epoch
-    stopped: str | None = None  # why training ended before its last epoch, if it did
-    validation: dict = field(default_factory=dict)  # the split's sizes and rule
-    diagnostics: list[dict] = field(default_factory=list)
-    world_size: int = 1  # processes that trained it together (train.distributed)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def _dataset_facts(dataset: Dataset) -> dict:
-    return {
-        "name": dataset.name,
-        "spec": dataset.spec,
-        "fingerprint": dataset.fingerprint(),
-        "source": dataset.source,
-        "input_shape": list(dataset.input_shape),
-        "train": int(dataset.train_labels.shape[0]),
-        "test": int(dataset.test_labels.shape[0]),
-    }
 
 
 def fit(
@@ -114,7 +77,7 @@ def _fit_locked(
 ) -> TrainResult:
     from convlens.models import create_model
 
-    facts = _dataset_facts(dataset)
+    facts = dataset_facts(dataset)
     meta = state = None
     resume = world.from_main(prepare_run_folder, run_dir, resume, overwrite, took_over)
     if resume:  # rank 0 reads last.* and hands it to the others: no folder shared between machines
