@@ -213,6 +213,25 @@ def test_every_stage_of_the_trained_model(digits_model, digits):
             assert result.total == pytest.approx(result.output, abs=1e-5), name
 
 
+def test_every_stage_of_the_large_data_recipes_convnet():
+    """The CPU recipe for large data sets: no last pooling, a hidden fully connected layer."""
+    from convlens.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(
+        "convnet", (1, 28, 28), 10, blocks=3, batchnorm=True, pool_last=False, hidden=32, stem_stride=2
+    )
+    model.train()
+    model(torch.rand(8, 1, 28, 28))  # BatchNorm running statistics that are not the identity
+    model.eval()
+    image = torch.rand(1, 28, 28)
+    for name, _module in model.stages():
+        one_d = name in ("flatten", "fc1", "relu_fc1", "fc")
+        for cell in [(0, 0, 0), (5, 0, 0)] if one_d else [(0, 0, 0), (0, 6, 6)]:
+            result = cell_arithmetic(model, image, name, *cell)
+            assert result.total == pytest.approx(result.output, abs=1e-5), name
+
+
 @pytest.mark.parametrize(
     ("stage", "cell", "message"),
     [

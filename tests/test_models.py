@@ -94,6 +94,32 @@ def test_convnet_stacks_convs_per_block_and_pools_after_the_last():
         create_model("convnet", (1, 28, 28), 10, convs=5)
 
 
+def test_convnet_can_keep_the_last_resolution_and_add_a_hidden_layer():
+    model = create_model("convnet", (1, 28, 28), 10, blocks=3, batchnorm=True, pool_last=False, hidden=256)
+    names = [name for name, _ in model.stages()]
+    assert names[-7:] == ["conv3", "bn3", "relu3", "flatten", "fc1", "relu_fc1", "fc"]
+    assert "pool3" not in names and {"pool1", "pool2"} <= set(names)
+    stages = dict(model.stages())
+    assert (stages["fc1"].in_features, stages["fc1"].out_features) == (64 * 7 * 7, 256)
+    assert (stages["fc"].in_features, stages["fc"].out_features) == (256, 10)
+    # by hand: conv1 1→16 at 28², conv2 16→32 at 14², conv3 32→64 at 7², then 3136→256→10
+    convs = 2 * 9 * (1 * 16 * 28 * 28 + 16 * 32 * 14 * 14 + 32 * 64 * 7 * 7)
+    assert flops_per_image(model, (1, 28, 28)) == convs + 2 * (3136 * 256 + 256 * 10)
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_convnet_stem_stride_downsamples_instead_of_the_first_pooling():
+    model = create_model("convnet", (1, 28, 28), 10, blocks=3, pool_last=False, hidden=8, stem_stride=2)
+    names = [name for name, _ in model.stages()]
+    assert "pool1" not in names and "pool2" in names and "pool3" not in names
+    stages = dict(model.stages())
+    assert stages["conv1"].stride == (2, 2) and stages["conv2"].stride == (1, 1)
+    assert stages["fc1"].in_features == 64 * 7 * 7  # 28 → 14 (stride) → 7 (pool2) → 7
+    # by hand: conv1 at 14², conv2 at 14², conv3 at 7²; each with a bias (no BatchNorm)
+    convs = 2 * 9 * (1 * 16 * 14 * 14 + 16 * 32 * 14 * 14 + 32 * 64 * 7 * 7)
+    assert flops_per_image(model, (1, 28, 28)) == convs + 2 * (3136 * 8 + 8 * 10)
+
+
 def test_resnet_block_stages_use_modules_for_every_relu():
     model = create_model("resnet8", (1, 28, 28), 10)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]

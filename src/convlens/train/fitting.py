@@ -27,6 +27,7 @@ from convlens.data import Dataset
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
 from convlens.runlock import RunLock
+from convlens.train.cpu_memory import keep_freed_memory
 from convlens.train.diagnostics import diagnose
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
@@ -143,6 +144,8 @@ class _Training:
     def run(self, model, meta: dict | None, state: dict | None) -> TrainResult:
         config, split = self.config, self.split
         device = self.world.device if self.world.distributed else resolve_device(config.device)
+        if device.type == "cpu":
+            keep_freed_memory()  # 1.2-1.3x faster steps: no page faults for each step's activations
         self.split = split = split.training_on(device)  # moved once, not every step
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.replica = self.world.replicate(self.model)  # what trains: DDP with several processes
