@@ -267,7 +267,8 @@ def test_resize_in_chunks_matches_one_batch_and_handles_no_images():
 
 CONVNET_OPTIONS = (
     "valid options for convnet: width (int 1..1024, default 16), blocks (int 1..8, default 2), "
-    "batchnorm (true/false, default false), pool (true/false, default true)"
+    "batchnorm (true/false, default false), pool (true/false, default true), convs (int 1..4, default 1), "
+    "pool_last (true/false, default true), hidden (int 0..4096, default 0), stem_stride (int 1..2, default 1)"
 )
 
 
