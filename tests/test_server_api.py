@@ -347,6 +347,38 @@ def test_rgb_model_of_another_size(tmp_path):
     assert client.post("/api/runs/rgb/predict", data={"test_index": 0}).status_code == 400
 
 
+def test_the_large_data_recipes_convnet_through_every_view(tmp_path):
+    """No last pooling, a hidden layer (fc1, relu_fc1): every view the page opens answers for it."""
+    from convlens.checkpoint import save_checkpoint
+    from convlens.models import create_model
+    from convlens.train.recipe import LARGE_MODEL_OPTIONS
+
+    torch.manual_seed(0)
+    model = create_model("convnet", (1, 28, 28), 10, **LARGE_MODEL_OPTIONS).eval()
+    names = [f"c{i}" for i in range(10)]
+    save_checkpoint(tmp_path / "large" / "model", model, {"class_names": names, "dataset": {}})
+    client = TestClient(
+        create_app([tmp_path / "large"], allowed_hosts=["testserver"]), raise_server_exceptions=False
+    )
+    card = client.get("/api/runs/large").json()
+    assert [row["name"] for row in card["stages"]][-5:] == ["flatten", "fc1", "relu_fc1", "fc", "softmax"]
+    digit = (np.random.default_rng(2).random((28, 28)) * 255).astype(np.uint8)
+    files = {"image": ("digit.png", png_bytes(digit), "image/png")}
+    body = client.post("/api/runs/large/activations", files=files).json()
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(unpacked(body["input"]).copy()).unsqueeze(0))[0], 0)
+    assert np.allclose(body["probabilities"], expected.numpy(), atol=1e-6)
+    for stage in ("conv3", "fc1", "relu_fc1"):
+        answer = client.post("/api/runs/large/arithmetic", files=files, data={"stage": stage, "channel": 3})
+        assert answer.status_code == 200, (stage, answer.text)
+        cell = answer.json()["cell"]
+        assert cell["total"] == pytest.approx(cell["output"], abs=1e-5), stage
+    assert client.get("/api/runs/large/network").status_code == 200
+    assert client.get("/api/runs/large/filters", params={"stage": "conv3"}).status_code == 200
+    heat = client.post("/api/runs/large/attribution", files=files, data={"method": "grad-cam"})
+    assert heat.status_code == 200 and unpacked(heat.json()["map"]).shape == (28, 28)
+
+
 def test_invert_field_and_shift_check(client, run_id, digits_model, digits):
     """Every image answer carries the shift check; ``invert`` sends 1 − pixels to the model."""
     model, _ = digits_model
