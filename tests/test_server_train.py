@@ -133,8 +133,9 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     assert [row["epoch"] for row in resumed.history] == [1, 2]
 
     # the same page asking again replaces its running training instead of being refused
-    second = start(url, data="digits", epochs=4, page="page-a").json()["id"]
-    third = start(url, data="digits", epochs=4, page="page-a")
+    # (batches of 1 again: a stop that lands after the final model.json reports "finished")
+    second = start(url, data="digits", epochs=4, batch_size=1, page="page-a").json()["id"]
+    third = start(url, data="digits", epochs=4, batch_size=1, page="page-a")
     assert third.status_code == 202
     assert events(url, second)[-1]["status"] == "stopped"
     assert httpx.delete(f"{url}api/train/{third.json()['id']}", timeout=60).json()["status"] == "stopped"

@@ -171,7 +171,7 @@ def resolve_defaults(
       where the full 100 epochs reached 88-96 %, bench/own_folder.py), so the capped schedule
       is the budget.
     - On a CUDA device, a large data set: a GPU runs a small network far below its capacity and
-      pays per step, not per FLOP (on an H200 the CPU's convnet trained at 114k img/s and one
+      pays per step, not per FLOP (on an H200 the previous CPU convnet trained at 114k img/s and one
       with 45x its FLOPs at 77k img/s, bench/README.md). So it gets the capacity the CPU cannot
       afford: the convnet with two 3x3 convolutions per block at width 64 (64-64p-128-128p-
       256-256p), 14 epochs in batches of 512 with a peak learning rate scaled with the batch
