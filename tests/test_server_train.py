@@ -118,7 +118,8 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
 
     url, runs_dir = explorer
     # batches of 1: a few seconds an epoch, so the training is still running when it is stopped
-    first = start(url, data="digits", epochs=2, batch_size=1, page="page-a").json()["id"]
+    # (two epochs after the first one's event: a stop after the final model.json says "finished")
+    first = start(url, data="digits", epochs=3, batch_size=1, page="page-a").json()["id"]
     assert events(url, first, first_only=True)[0]["epoch"] == 1
     busy = start(url, data="digits", epochs=4, page="page-b")
     assert busy.status_code == 429 and "at once" in busy.json()["detail"]
@@ -129,8 +130,8 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     done = events(url, first)[-1]
     assert done["status"] == "stopped" and done["resumable"] is True and done["run"] is None
     assert not (runs_dir / first / "training.lock").exists()
-    resumed = fit(digits, TrainConfig(epochs=2, batch_size=1), runs_dir / first, resume=True)
-    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    resumed = fit(digits, TrainConfig(epochs=3, batch_size=1), runs_dir / first, resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
 
     # the same page asking again replaces its running training instead of being refused
     # (batches of 1 again: a stop that lands after the final model.json reports "finished")
