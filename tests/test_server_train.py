@@ -7,6 +7,7 @@ snapshots are what the model really held (checked against last.* and a fresh ini
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -136,9 +137,11 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     # the same page asking again replaces its running training instead of being refused
     # (batches of 1 again: a stop that lands after the final model.json reports "finished")
     second = start(url, data="digits", epochs=4, batch_size=1, page="page-a").json()["id"]
+    assert events(url, second, first_only=True)[0]["epoch"] == 1  # running, its SIGINT handler set
     third = start(url, data="digits", epochs=4, batch_size=1, page="page-a")
     assert third.status_code == 202
     assert events(url, second)[-1]["status"] == "stopped"
+    assert events(url, third.json()["id"], first_only=True)[0]["epoch"] == 1
     assert httpx.delete(f"{url}api/train/{third.json()['id']}", timeout=60).json()["status"] == "stopped"
 
 
@@ -447,3 +450,33 @@ def test_the_server_forgets_the_oldest_ended_trainings_but_never_a_running_one(t
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_child_training_stops_on_sigint_though_it_was_started_with_sigint_ignored(tmp_path, digits):
+    """`convlens serve ... &` from a script ignores SIGINT, and so would its children, unless told."""
+    import signal
+    import subprocess
+    import sys
+
+    from convlens.cli.app import SIGINT_VARIABLE
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "convlens", "train", "--data", "digits", "--epochs", "50"]
+    child = subprocess.Popen(
+        [*command, "--batch-size", "1", "--no-snapshots", "--out", str(run)],
+        env={**os.environ, SIGINT_VARIABLE: "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a background job's
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.json").is_file():  # one epoch saved: the stop must leave it resumable
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)  # ignored, it would run its 50 epochs
+    finally:
+        child.kill()
+    assert child.returncode == 2 and "interrupted; continue with" in err and "--resume" in err, err
+    assert not (run / "model.json").exists()

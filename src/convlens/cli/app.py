@@ -50,9 +50,27 @@ def _global_options(
         set_threads(threads, "--threads")
     else:
         set_threads(os.environ.get(THREADS_VARIABLE), THREADS_VARIABLE)
+    if os.environ.get(SIGINT_VARIABLE):
+        stop_on_sigint()
 
 
 THREADS_VARIABLE = "CONVLENS_THREADS"
+# set by the explorer for its child trainings, which it stops with SIGINT (see stop_on_sigint)
+SIGINT_VARIABLE = "CONVLENS_STOP_ON_SIGINT"
+
+
+def stop_on_sigint() -> None:
+    """Make SIGINT interrupt this process even where it was started with SIGINT ignored.
+
+    A shell without job control starts background commands (``convlens serve ... &``, nohup'd
+    scripts, some CI runners) with SIGINT ignored, and every child inherits that: the explorer's
+    Stop would then wait its 15 s and kill the training. Its children run in their own session,
+    away from any terminal, so taking SIGINT back there surprises no one.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def set_threads(text: str | None, source: str) -> None:

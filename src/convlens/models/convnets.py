@@ -54,10 +54,11 @@ def convnet(
 
     ``stem_stride=2`` makes the first convolution move two pixels at a time, which does the first
     block's downsampling instead of its pooling: every later stage of that block then works on a
-    quarter of the pixels. ``pool_last=False`` keeps the last block's resolution for the classifier, and ``hidden``
-    puts a fully connected layer of that many units (fc1, relu_fc1) before the output layer:
-    together they are the CPU recipe for large data sets, 64 x 7 x 7 features into 64 units
-    (+0.7 points on Fashion-MNIST in the same training time, bench/README.md).
+    quarter of the pixels. ``pool_last=False`` keeps the last block's resolution for the
+    classifier, and ``hidden`` puts a fully connected layer of that many units (fc1, relu_fc1)
+    before the output layer: together they are the CPU recipe for large data sets, 64 x 7 x 7
+    features into 64 units (+0.7 points on Fashion-MNIST in the same training time,
+    bench/README.md).
     """
     stages: list = [("normalize", Normalize(mean, std))]
     channels, size, index = in_shape[0], min(in_shape[1:]), 0

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convlens.cli.app import SIGINT_VARIABLE
 from convlens.errors import ConvlensError
 from convlens.server.runs import RunStore
 
@@ -207,7 +208,7 @@ class Trainings:
         self.trainings = {**kept, training.run_id: training}  # replaced: readers iterate unlocked
 
     def _spawn(self, command: list[str]) -> subprocess.Popen:
-        environment = dict(os.environ)
+        environment = {**os.environ, SIGINT_VARIABLE: "1"}  # stop() works though this server ignores SIGINT
         if self.at_once > 1:  # share the cores instead of each child taking all of them
             environment["CONVLENS_THREADS"] = str(max(1, (os.cpu_count() or 2) // self.at_once))
         return subprocess.Popen(
