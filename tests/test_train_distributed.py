@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from convlens.errors import ConvlensError
 from convlens.train import TrainConfig
 from convlens.train.distributed import SINGLE_PROCESS, World, join_process_group
+from testing_helpers import StopAfter
 
 STEP_IMAGES = 16  # the global batch of the one-step test
 EPOCH_IMAGES = 40  # the several-step test: batches of 16, 16 and 8
@@ -200,18 +201,8 @@ def test_world_size_must_divide_the_batch():
 def test_two_processes_resume_an_interrupted_run_with_one_writer(digits, tmp_path):
     from convlens.train import fit
 
-    class StopAfterFirstEpoch:
-        def start_epoch(self, epoch, epochs, batches):
-            pass
-
-        def batch_done(self, loss, accuracy, images_per_second):
-            pass
-
-        def end_epoch(self, metrics):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):  # one process, stopped after its first epoch
-        fit(digits, TrainConfig(epochs=3, seed=2), tmp_path / "run", observer=StopAfterFirstEpoch())
+        fit(digits, TrainConfig(epochs=3, seed=2), tmp_path / "run", observer=StopAfter(1))
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     result = _train("run", "--resume", "--json", cwd=tmp_path)  # two processes finish epochs 2 and 3
     assert result.returncode == 0, result.stderr[-3000:]
