@@ -50,9 +50,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: 64, 32 for tiny folders, 512 for large data on a GPU
     lr: float | None = None  # OneCycle peak learning rate for SGD; None: 0.1, scaled with a GPU batch
     momentum: float = 0.9  # Nesterov momentum
-    weight_decay: float | None = (
-        None  # None: 5e-4 for data sets above 20k images, else 0 (label smoothing regularizes)
-    )
+    weight_decay: float | None = None  # None: 5e-4 above 20k images, else 0 (label smoothing regularizes)
     label_smoothing: float = 0.1  # +0.6 points on mnist5k
     augment: str = "auto"  # auto | affine | flip-shift | shift | none (see data.transforms.AUGMENTATIONS)
     pct_start: float = 0.25  # fraction of steps spent warming the learning rate up
@@ -160,9 +158,9 @@ def resolve_defaults(
       units, weight decay 5e-4, no augmentation (it cost 0.1-2 points in every configuration
       measured). On Fashion-MNIST 93.07-93.14 % in 6 runs, where the plain 3-block convnet gave
       92.2-92.6 %, at 1.1x its time per step (bench/README.md): dropping the last pooling saves
-      most of what the hidden layer costs. 9 epochs spread wider (92.77-93.43 %). A 256-unit layer gave 93.2-93.5 % but trained 1.5x slower on 2 cores (its 800k
-      weights make every optimizer step long); stride-2 stems, dropout and batch 128 were no
-      better.
+      most of what the hidden layer costs. 9 epochs spread wider (92.77-93.43 %). A 256-unit
+      layer gave 93.2-93.5 % but trained 1.5x slower on 2 cores (its 800k weights make every
+      optimizer step long); stride-2 stems, dropout and batch 128 were no better.
     - Colour photos up to 20k images: the convnet with BatchNorm (without it a small RGB folder
       collapsed to mostly-dead ReLUs) and mirror-plus-shift augmentation.
     - Early stopping (on the validation score) with a patience of a fifth of the schedule, at
@@ -225,7 +223,7 @@ def gpu_lr(batch_size: int) -> float:
 
     The linear rule (lr in proportion to the batch, with a warm-up) would give 0.8 at batch 512;
     0.4 is the point measured on a GPU (the large recipe above at batch 512: 94.1 %; at batch 1024
-    and 0.8, 16 or 20 epochs: 93.2-93.8 %; the previous 3-block convnet at 512 and 0.8: 91.8 %).
+    and 0.8, 16 or 20 epochs: 93.2-93.8 %; the previous 3-block convnet at 512 and 0.4: 91.8-92.0 %).
     """
     return max(BASE_LR, BASE_LR * batch_size / (2 * BASE_BATCH))
 
