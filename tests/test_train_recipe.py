@@ -114,3 +114,11 @@ def test_progress_reads_the_loss_every_10_steps_on_the_cpu(digits):
 def test_bf16_autocast_trains_when_asked_for(digits):
     metrics, _ = _one_epoch(digits, "bf16", batches=10)
     assert torch.isfinite(torch.tensor(metrics["train_loss"])) and metrics["train_accuracy"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_one_line_and_writes_nothing(run_cli, tmp_path):
+    code, _, err = run_cli("train", "--data", "digits", "--device", "cuda", "--out", tmp_path / "run")
+    errors = [line for line in err.splitlines() if line.startswith("convlens: error:")]
+    assert code == 2 and errors == ["convlens: error: --device cuda: CUDA is not available on this machine"]
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
