@@ -22,7 +22,7 @@ from convlens.playground2d import (
     plane_grid,
 )
 from convlens.server import create_app
-from convlens.server.encode import unpacked
+from testing_helpers import unpacked
 
 PAGE = "test-page-1"
 ACTIVATIONS_BY_HAND = {

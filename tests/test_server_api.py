@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from convlens.server import create_app
-from convlens.server.encode import unpacked
+from testing_helpers import unpacked
 
 
 @pytest.fixture(scope="module")

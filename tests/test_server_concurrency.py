@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from convlens.server.background import BackgroundServer
-from convlens.server.encode import unpacked
+from testing_helpers import unpacked
 
 
 def test_concurrent_activations_predict_and_attacks_do_not_mix(digits_run, digits_model, digits):

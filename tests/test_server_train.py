@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from convlens.server import create_app
 from convlens.server.background import BackgroundServer
-from convlens.server.encode import unpacked
+from testing_helpers import unpacked
 
 
 @pytest.fixture(scope="module")

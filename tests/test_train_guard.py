@@ -172,7 +172,7 @@ def test_early_stopping_ends_a_run_that_stopped_improving(digits, tmp_path, monk
     def flat_validation(model, images, labels, batch_size=100):
         result = real(model, images, labels, batch_size)
         if images.shape[0] != digits.test_labels.shape[0]:  # the validation split: never improves
-            result.update(test_accuracy=0.5, test_loss=1.0)
+            result.update(accuracy=0.5, loss=1.0)
         return result
 
     monkeypatch.setattr(fit_module, "evaluate", flat_validation)

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
+
+
+def unpacked(value: dict) -> np.ndarray:
+    """A tensor the explorer sent as ``{"shape", "b64"}`` (server/encode.py ``packed``), as an array."""
+    return np.frombuffer(base64.b64decode(value["b64"]), dtype="<f4").reshape(value["shape"])
+
 
 def pick_test_image(page, position: int) -> int:
     """Click the explorer's test-image thumbnail at ``position``; returns its index in the test split."""

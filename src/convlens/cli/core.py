@@ -311,8 +311,8 @@ def evaluate_command(
     summary = {
         "data": spec,
         "images": int(dataset.test_labels.shape[0]),
-        "test_accuracy": result["test_accuracy"],
-        "test_loss": result["test_loss"],
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
         "per_class": per_class,
         "confusion": confusion,
     }

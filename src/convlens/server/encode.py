@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
@@ -22,11 +21,6 @@ def packed(tensor: torch.Tensor) -> dict:
     """A tensor as ``{"shape", "b64"}`` (see PackedTensor)."""
     array = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
     return {"shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode("ascii")}
-
-
-def unpacked(value: dict) -> np.ndarray:
-    """The inverse of ``packed`` (used by tests and the load benchmark)."""
-    return np.frombuffer(base64.b64decode(value["b64"]), dtype="<f4").reshape(value["shape"])
 
 
 def floats(tensor: torch.Tensor) -> list:

@@ -141,15 +141,15 @@ class World:
         if not self.distributed:
             return part
         count = max(int(labels[self.share].shape[0]), 1)
-        correct = round(part["test_accuracy"] * count)  # accuracy is correct / count: exact
-        parts = self._gather((part["test_loss"] * count, correct, part["predictions"].cpu()))
+        correct = round(part["accuracy"] * count)  # accuracy is correct / count: exact
+        parts = self._gather((part["loss"] * count, correct, part["predictions"].cpu()))
         predictions = torch.zeros(int(labels.shape[0]), dtype=torch.int64)
         for rank, (_, _, predicted) in enumerate(parts):
             predictions[rank :: self.size] = predicted
         total = max(int(labels.shape[0]), 1)
         return {
-            "test_accuracy": sum(p[1] for p in parts) / total,
-            "test_loss": sum(p[0] for p in parts) / total,
+            "accuracy": sum(p[1] for p in parts) / total,
+            "loss": sum(p[0] for p in parts) / total,
             "predictions": predictions,
         }
 

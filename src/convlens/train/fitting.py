@@ -223,7 +223,7 @@ class _Training:
             val = None
             if split.has_validation:
                 val = self._evaluate(split.val_images, split.val_labels)
-            problem = guard.problem(row["train_loss"], val["test_loss"] if val else None, self.model)
+            problem = guard.problem(row["train_loss"], val["loss"] if val else None, self.model)
             if problem:  # undo the epoch, lower the schedule, run it again (or stop: TrainingDiverged)
                 event = guard.roll_back(
                     epoch, problem, self.model, self.optimizer, self.scheduler, self.generator, config.lr
@@ -236,13 +236,13 @@ class _Training:
                     event["peak_lr"],
                 )
                 continue
-            guard.accept(val["test_loss"] if val else None)
+            guard.accept(val["loss"] if val else None)
             test = self._evaluate(self.dataset.test_images, self.dataset.test_labels)
             if val:
-                row.update(val_accuracy=val["test_accuracy"], val_loss=val["test_loss"])
+                row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
             row.update(
-                test_accuracy=test["test_accuracy"],
-                test_loss=test["test_loss"],
+                test_accuracy=test["accuracy"],
+                test_loss=test["loss"],
                 train_seconds=progress.train_seconds + row["epoch_seconds"],
                 lr_scale=guard.lr_scale,
             )
@@ -341,8 +341,8 @@ class _Training:
         best_row = next(row for row in history if row["epoch"] == best_epoch)
         best_accuracy = best_row.get("val_accuracy", best_row["test_accuracy"])
         summary = {
-            "test_accuracy": test["test_accuracy"],
-            "test_loss": test["test_loss"],
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
             "epochs": len(history),
             "planned_epochs": self.config.epochs,
             "train_seconds": progress.train_seconds,
@@ -355,7 +355,7 @@ class _Training:
             "per_class": per_class,
             "confusion": confusion,
         }
-        if not weights_finite(self.model) or not math.isfinite(test["test_loss"]):
+        if not weights_finite(self.model) or not math.isfinite(test["loss"]):
             raise ConvlensError("training produced non-finite numbers; nothing was saved as model.*")
         diagnostics = [finding.to_json() for finding in findings]
         checkpoint = self.world.from_main(
@@ -366,7 +366,7 @@ class _Training:
         )
         self.world.from_main(progress.write_metrics, self.run_dir)
         return TrainResult(
-            test_accuracy=test["test_accuracy"],
+            test_accuracy=test["accuracy"],
             best_accuracy=best_accuracy,
             best_epoch=best_epoch,
             epochs=len(history),

@@ -107,7 +107,10 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> dict:
-    """Accuracy, mean loss and every prediction on a held-out split (model put in eval mode)."""
+    """Accuracy, mean loss and every prediction on a held-out split (model put in eval mode).
+
+    The keys name no split (``accuracy``, ``loss``, ``predictions``): the same function scores the
+    validation and the test split, and the caller says which it asked for."""
     model.eval()
     device = next(model.parameters()).device
     predictions, total_loss = [], torch.zeros((), device=device)  # summed on the device: one sync
@@ -120,7 +123,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     predicted = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.int64)
     count = max(int(labels.shape[0]), 1)
     return {
-        "test_accuracy": float((predicted == labels.cpu()).sum()) / count,
-        "test_loss": float(total_loss) / count,
+        "accuracy": float((predicted == labels.cpu()).sum()) / count,
+        "loss": float(total_loss) / count,
         "predictions": predicted,
     }
