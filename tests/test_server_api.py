@@ -257,6 +257,11 @@ def test_playground_edge_kernel_on_smiley_equals_scipy(client):
     ).json()
     expected = correlate2d(np.pad(np.array(smiley), 1), np.array([[1, 2], [3, 4]]), mode="valid")[::2, ::2]
     assert np.allclose(padded["output"], expected)
+    # the page colours the map with the server's limits: signed, centred on 0, at the largest |value|
+    # (a 5 x 5 map is under the 256 values from which the limits become robust percentiles)
+    assert padded["limits"]["signed"] and padded["limits"]["map"] == "diverging"
+    assert padded["limits"]["high"] == pytest.approx(np.abs(expected).max())
+    assert padded["limits"]["low"] == pytest.approx(-np.abs(expected).max())
 
 
 def test_playground_photo_is_resized(client):

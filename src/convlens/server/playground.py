@@ -42,6 +42,7 @@ class ConvolveResponse(BaseModel):
     stride: int
     padding: int
     output: list[list[float]] = Field(description="the feature map (H_out, W_out)")
+    limits: dict = Field(description="its colour limits (signed, centred on 0; views.maps)")
     cells: list[ConvolveCellJSON] = Field(description="every output cell's arithmetic, row by row")
 
 
@@ -82,6 +83,7 @@ def convolve_endpoint(request: ConvolveRequest) -> dict:
     """``convlens.inspect.convolve``: the feature map plus each cell's products and sum, which
     the page replays one cell at a time."""
     from convlens.inspect import as_dict, convolve
+    from convlens.views.maps import map_limits
 
     height = len(request.image)
     width = len(request.image[0]) if height else 0
@@ -107,5 +109,6 @@ def convolve_endpoint(request: ConvolveRequest) -> dict:
         "stride": result.stride,
         "padding": result.padding,
         "output": result.output.tolist(),
+        "limits": map_limits(result.output, signed=True),  # a feature map is signed: centred on 0
         "cells": cells,
     }

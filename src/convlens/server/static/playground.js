@@ -3,7 +3,7 @@
 
 import { getJSON, postJSON } from "./api.js";
 import { operand } from "./arithmetic.js";
-import { colourLegend, colourLimits, diverging, el, fmt, gray, inkOn, message, numberTable } from "./draw.js";
+import { colourLegend, diverging, el, fmt, gray, inkOn, message, numberTable } from "./draw.js";
 
 const PLAY_MS = 350;
 const OWN_GRID = "your own grid (blank or painted)";
@@ -155,7 +155,7 @@ export class Playground {
     if (!this.result) return;
     this.position = index;
     const output = this.result.output;
-    const limits = colourLimits(output.flat(), true); // a feature map is signed: centred on 0, robust bound
+    const limits = this.result.limits; // the server's: signed, centred on 0, robust bound
     const width = output[0]?.length ?? 0;
     const table = el("table", { class: "pixel-grid output", id: "pg-output-table" });
     output.forEach((row, r) => {
