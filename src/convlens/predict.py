@@ -67,7 +67,7 @@ def predict_files(
     invert: bool = False,
     check=None,
 ) -> list[dict]:
-    """Classify image files (or folders of them), each converted to the model's input like training data.
+    """Classify image files (or folders of them), each read by the one input pipeline (``convlens.inputs``).
 
     Returns one ``{"file", "predictions": [{"class", "probability"}, ...]}`` per image, best first.
     A file that cannot be read is skipped with one warning (logger ``convlens``) and gets the
@@ -77,7 +77,7 @@ def predict_files(
     ``check``: a function image → ``ShiftCheck`` or None (``Run.check_shift``); its result joins
     each row as ``"shift"`` (a dict, or None).
     """
-    from convlens.data import load_image
+    from convlens.inputs import read_input
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConvlensError(f"top_k must be at least 1, got {top_k}", parameter="top_k")
@@ -87,7 +87,7 @@ def predict_files(
     files, loaded, errors = [], [], {}  # errors: index in ``everything`` → message
     for index, file in enumerate(everything):
         try:
-            loaded.append(load_image(file, tuple(input_shape)))
+            loaded.append(read_input(file, tuple(input_shape), invert=invert, check=check))
             files.append(file)
         except ConvlensError as exc:
             errors[index] = str(exc)
@@ -97,20 +97,18 @@ def predict_files(
         raise ConvlensError(f"none of the {len(everything)} files could be read, e.g. {errors[0]}")
     for message in errors.values():
         logging.getLogger("convlens").warning("%s; skipped", message)
-    images = torch.stack(loaded)  # (N, C, H, W)
-    if invert:
-        from convlens.shift import invert as inverted
-
-        images = inverted(images)
+    images = torch.stack([item.pixels for item in loaded])  # (N, C, H, W)
     ranked = top_predictions(predict_probabilities(model, images), class_names, top_k)
     rows = [
-        {"file": str(f), "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r]}
-        for f, r in zip(files, ranked, strict=True)
+        {
+            "file": str(file),
+            "predictions": [{"class": p["class"], "probability": p["probability"]} for p in r],
+        }
+        for file, r in zip(files, ranked, strict=True)
     ]
     if check is not None:
-        for row, image in zip(rows, images, strict=True):
-            found = check(image)
-            row["shift"] = None if found is None else found.to_json()
+        for row, item in zip(rows, loaded, strict=True):
+            row["shift"] = item.shift_json()
     return _in_order(everything, rows, errors)
 
 

@@ -177,11 +177,24 @@ class Run:
             return None
         return check_shift(image, mean, std)
 
+    def input(self, source, invert: bool = False, name: str | None = None):
+        """One image as this model's input: a ``convlens.inputs.ModelInput`` (pixels, shift check).
+
+        ``source``: an image or DICOM file, a built-in picture (smiley, digits:N, a photo, xray),
+        the bytes of an uploaded file, or pixels (C, H, W). Every face reads images through this,
+        so each gets the same pixels and the same errors (``convlens.inputs``). ``invert``: use
+        ``1 − pixels``; ``name``: how messages name bytes or pixels (e.g. "upload 'x.png'").
+        """
+        from convlens.inputs import read_input
+
+        return read_input(source, self.input_shape, name=name, invert=invert, check=self.check_shift)
+
     def predict_files(self, paths: list[str | Path], top_k: int = 3, invert: bool = False) -> list[dict]:
         """Classify image files or folders of images: [{"file", "predictions": [{"class", "probability"}],
         "shift"}] (``shift``: how far each image is from the training images, see ``check_shift``).
-        ``invert``: classify ``1 − pixels``. A file that cannot be read is skipped with a warning
-        and gets ``{"file", "error", "predictions": []}``; a ConvlensError only if none can be read."""
+        Each file is read by ``input``. ``invert``: classify ``1 − pixels``. A file that cannot be
+        read is skipped with a warning and gets ``{"file", "error", "predictions": []}``; a
+        ConvlensError only if none can be read."""
         from convlens.predict import predict_files
 
         return predict_files(

@@ -95,14 +95,7 @@ def explain(
 
       convlens explain runs/mnist digit.png --stage conv1 --at 3,10,12
     """
-    from convlens.inspect import (
-        ATTRIBUTIONS,
-        SOFTMAX,
-        as_dict,
-        cell_arithmetic,
-        find_stage,
-        picture_for_model,
-    )
+    from convlens.inspect import ATTRIBUTIONS, SOFTMAX, as_dict, cell_arithmetic, find_stage
     from convlens.run import Run
     from convlens.views.arithmetic import arithmetic_steps
 
@@ -111,14 +104,9 @@ def explain(
     model = run.model
     if stage is not None and stage != SOFTMAX:
         find_stage(model, stage)  # an unknown name fails first, listing the valid ones
-    pixels = picture_for_model(image, run.input_shape)  # (C, H, W)
-    if invert:
-        from convlens.shift import invert as inverted
-
-        pixels = inverted(pixels)
-    found = run.check_shift(pixels)
-    shift = None if found is None else found.to_json()
-    shift_warning(str(image), shift, invert)
+    found = run.input(image, invert=invert)  # the one input pipeline, as predict and the explorer
+    pixels, shift = found.pixels, found.shift_json()  # (C, H, W)
+    shift_warning(found.source, shift, invert)
     class_names = run.class_names
     target_index = parse_target(target, class_names)
     if at is not None:

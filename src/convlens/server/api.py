@@ -72,7 +72,7 @@ def image_json(image: ModelInput) -> dict:
         "label": image.label,
         "input": packed(image.pixels),
         "inverted": image.inverted,
-        "shift": image.shift,
+        "shift": image.shift_json(),
     }
 
 
