@@ -72,11 +72,16 @@ def test_every_command_with_a_result_has_json():
 
 
 def test_datasets_and_models_json(run_cli):
+    """The listings are the registries: every registered built-in and model, nothing else."""
+    from convlens.data import DATASETS
+    from convlens.models import MODELS
+
     code, out, _ = run_cli("datasets", "--json")
-    assert code == 0 and {row["name"] for row in json.loads(out)} >= {"digits", "mnist5k"}
+    assert code == 0 and [row["name"] for row in json.loads(out)] == DATASETS.names()
     code, out, _ = run_cli("models", "--input", "1x8x8", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
-    assert code == 0 and rows["convnet"]["parameters"] > 0 and rows["mlp"]["flops"] > 0
+    assert code == 0 and set(rows) == set(MODELS.names())
+    assert all(row["parameters"] > 0 and row["flops"] > 0 for row in rows.values())
 
 
 def test_train_json_then_eval_and_predict(run_cli, tmp_path, digits):

@@ -35,8 +35,10 @@ def test_mnist5k_split_is_stratified_and_cached():
 
 
 def test_list_datasets_has_every_builtin():
-    names = {row["name"] for row in list_datasets()}
-    assert {"digits", "mnist5k", "fashion-mnist", "faces"} <= names
+    from convlens.data import DATASETS
+
+    assert [row["name"] for row in list_datasets()] == DATASETS.names()
+    assert {"digits", "mnist5k", "fashion-mnist", "faces"} <= set(DATASETS.names())  # the four shipped
 
 
 def test_faces_builtin():

@@ -163,7 +163,7 @@ DENOISERS = {"median": MedianDenoise, "mean-when-exported": MedianDenoiseMeanWhe
 @pytest.fixture
 def unexportable(tmp_path):
     """A registered model with a first stage torch's exporter cannot reproduce; unregistered after."""
-    from convlens.models import _registry
+    from convlens.models import MODELS
 
     name = "denoised-convnet"
 
@@ -187,8 +187,7 @@ def unexportable(tmp_path):
     try:
         yield make
     finally:
-        for table in (_registry._MODELS, _registry._DESCRIPTIONS, _registry._LIMITS):
-            table.pop(name, None)
+        MODELS.unregister(name)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """One registry per extension point: a name maps to a function, its parameters and its help.
 
-Attribution methods, attacks and lab experiments each keep one ``Registry``; the CLI's
-choices, the server's validation and the explorer's menus (``GET /api/registry``) all read
-it, so a new method is one new function plus one ``register(...)`` line — in a test, at
-run time, as well as in the package. Modelled on timm's ``register_model``/``create_model``.
+Every extension point keeps one ``Registry``: attribution methods, attacks, lab experiments,
+models, built-in data sets, data formats (which reader opens a path) and the explorer's views.
+The CLI's choices and listings, the server's validation and the explorer's menus
+(``GET /api/registry``, ``GET /api/views``) all read it, so a new entry is one new function
+plus one ``register(...)`` line — in a test, at run time, as well as in the package.
+Modelled on timm's ``register_model``/``create_model``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Entry:
     """A registered function: what it is called, what it takes, what it is for."""
 
     name: str
-    function: Callable
+    function: Callable  # what was registered: a function, or a declaration (an explorer view)
     label: str  # how a menu or a table heading shows it, e.g. "Grad-CAM"
     help: str  # one line
     parameters: tuple[Parameter, ...]
@@ -105,7 +107,8 @@ class Registry:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         summary = help or (inspect.getdoc(function) or name).splitlines()[0].replace("``", "")
-        parameters = signature_parameters(function, self.shared_inputs)
+        # a declaration (not a function) takes no options: nothing for a face to offer
+        parameters = signature_parameters(function, self.shared_inputs) if callable(function) else ()
         self._entries[name] = Entry(name, function, label or name, summary, parameters, dict(extras))
         return function
 

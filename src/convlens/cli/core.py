@@ -27,10 +27,11 @@ JSON_HELP = "Print one JSON object to stdout instead of tables."
 
 @app.command()
 def datasets(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List the built-in data sets (shape, classes, size). Any image folder, IDX folder or .npz also works."""
+    """List the built-in data sets (shape, classes, size) and the formats --data PATH reads."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from convlens.data import list_datasets
+    from convlens.data import DATA_FORMATS, list_datasets
 
     rows = list_datasets()
     if as_json:
@@ -49,10 +50,12 @@ def datasets(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> N
             note,
         )
     out.print(table)
-    out.print(
-        "Your own data: --data PATH, a folder with one subfolder per class (PNG/JPEG/BMP/GIF/TIFF), "
-        "a folder of IDX files, or an .npz with arrays x and y."
-    )
+    formats = Table(title="your own data: --data PATH, in any of these formats", title_justify="left")
+    for column in ("format", "what it reads"):
+        formats.add_column(column)
+    for entry in DATA_FORMATS:
+        formats.add_row(entry.name, escape(entry.help))
+    out.print(formats)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -109,7 +112,8 @@ def models(
 
 @app.command()
 def methods(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List what can be chosen by name: attribution methods, attacks, lab experiments, models, data sets.
+    """List what can be chosen by name: attribution methods, attacks, lab experiments, models, data sets
+    and data formats.
 
     Each comes from its registry, so anything registered (by a plugin or a script) shows up here.
     """
@@ -153,9 +157,14 @@ def parse_key_values(pairs: list[str], flag: str) -> dict:
 @app.command()
 def train(
     data: str = typer.Option(
-        "mnist5k", "--data", "-d", help="Built-in name (see `convlens datasets`) or a path."
+        "mnist5k",
+        "--data",
+        "-d",
+        help="Built-in name or a path in a registered data format (both listed by `convlens datasets`).",
     ),
-    model: str = typer.Option("convnet", "--model", "-m", help="Model name (see `convlens models`)."),
+    model: str = typer.Option(
+        "convnet", "--model", "-m", help="Registered model name (listed by `convlens models`)."
+    ),
     epochs: int = typer.Option(
         None,
         "--epochs",

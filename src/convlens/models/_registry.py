@@ -17,10 +17,10 @@ from torch import nn
 
 from convlens.data.bundle import MAX_CLASSES
 from convlens.errors import ConvlensError
+from convlens.registry import Registry
 
-_MODELS: dict[str, Callable[..., StagedModel]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-_LIMITS: dict[str, dict[str, tuple[float, float]]] = {}
+# name → constructor; ``extras["limits"]`` holds each numeric option's inclusive range
+MODELS = Registry("model", shared_inputs=("in_shape", "num_classes", "mean", "std"))
 
 # The largest model create_model builds: 100 M float32 weights are 400 MB, 1.2 GB with the
 # gradients and momentum that training adds. Counted on PyTorch's "meta" device, which
@@ -68,42 +68,41 @@ def register_model(name: str, limits: dict[str, tuple[float, float]] | None = No
 
     ``limits`` gives the inclusive range of numeric options (``{"width": (1, 1024)}``); every
     option's type is its default's (an int option takes ints, a bool option true or false).
+    A thin wrapper over ``MODELS.register``: the CLI, the server and the catalog read ``MODELS``.
     """
 
     def decorate(fn: Callable[..., StagedModel]) -> Callable[..., StagedModel]:
-        if name in _MODELS:
-            raise RuntimeError(f"model {name!r} registered twice")
-        _MODELS[name] = fn
-        _DESCRIPTIONS[name] = ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _LIMITS[name] = dict(limits or {})
-        return fn
+        return MODELS.register(name, fn, limits=dict(limits or {}))
 
     return decorate
 
 
 def list_models() -> list[str]:
-    """Names of every registered model."""
-    return sorted(_MODELS)
+    """Names of every registered model, sorted."""
+    return sorted(MODELS.names())
 
 
 def describe_model(name: str) -> str:
-    return _DESCRIPTIONS[name]
+    """The model's one-line help (the first line of its docstring)."""
+    _check_name(name)
+    return MODELS.get(name).help
 
 
 def model_options(name: str) -> dict:
     """The keyword options (with defaults) a model accepts beyond shape, classes and normalization."""
     _check_name(name)
-    signature = inspect.signature(_MODELS[name])
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.name not in {"in_shape", "num_classes", "mean", "std"}
-    }
+    signature = inspect.signature(MODELS.get(name).function)
+    return {p.name: p.default for p in signature.parameters.values() if p.name not in MODELS.shared_inputs}
 
 
 def _check_name(name: str) -> None:
-    if name not in _MODELS:
+    # exact names only: a model name is written into checkpoints and must read back the same
+    if name not in MODELS.names():
         raise ConvlensError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+
+
+def _limits(name: str) -> dict[str, tuple[float, float]]:
+    return MODELS.get(name).extras.get("limits", {})
 
 
 def _kind(default) -> str | None:
@@ -119,7 +118,7 @@ def _text(value) -> str:
 
 
 def _describe_option(name: str, option: str, default) -> str:
-    kind, limits = _kind(default), _LIMITS.get(name, {}).get(option)
+    kind, limits = _kind(default), _limits(name).get(option)
     if kind == "bool":
         what = "true/false"
     elif limits:
@@ -149,7 +148,7 @@ def check_model_options(name: str, options: dict) -> None:
             raise ConvlensError(
                 f"model_options: {name} has no option {key!r}; {listing}", parameter="model_options"
             )
-        kind, limits = _kind(valid[key]), _LIMITS[name].get(key)
+        kind, limits = _kind(valid[key]), _limits(name).get(key)
         if kind == "bool":
             ok = isinstance(value, bool)
         elif kind == "int":
@@ -223,7 +222,9 @@ def create_model(
     check_model_options(name, options)
 
     def build() -> StagedModel:
-        return _MODELS[name](in_shape=in_shape, num_classes=num_classes, mean=mean, std=std, **options)
+        return MODELS.get(name).function(
+            in_shape=in_shape, num_classes=num_classes, mean=mean, std=std, **options
+        )
 
     _check_size(name, build, in_shape, num_classes, options)
     model = build()
