@@ -12,6 +12,7 @@ from convlens.inspect.arithmetic import (
     BatchNormCell,
     Cell,
     ConvCell,
+    ElementwiseCell,
     FlattenCell,
     LinearCell,
     NormalizeCell,
@@ -31,6 +32,7 @@ from convlens.inspect.attribution import (
     occlusion,
     saliency,
 )
+from convlens.inspect.cells import elementwise
 from convlens.inspect.convolve import KERNELS, Convolution, ConvolutionCell, convolve, parse_kernel
 from convlens.inspect.featureviz import (
     FeatureVisualization,
@@ -41,12 +43,22 @@ from convlens.inspect.featureviz import (
 from convlens.inspect.filters import ConvFilters, conv_filters
 from convlens.inspect.hooks import Activations, StageActivation, activations
 from convlens.inspect.layer_facts import LayerFacts, layer_facts
+from convlens.inspect.layer_kinds import (
+    LAYER_KINDS,
+    LayerKind,
+    StageTraits,
+    layer_kind,
+    register_layer_kind,
+    stage_traits,
+    unregister_layer_kind,
+)
 from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, read_dicom
 from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields
 
 __all__ = [
     "ATTRIBUTIONS",
     "KERNELS",
+    "LAYER_KINDS",
     "SMILEY",
     "SOFTMAX",
     "Activations",
@@ -57,9 +69,11 @@ __all__ = [
     "ConvFilters",
     "Convolution",
     "ConvolutionCell",
+    "ElementwiseCell",
     "FeatureVisualization",
     "FlattenCell",
     "LayerFacts",
+    "LayerKind",
     "LinearCell",
     "NormalizeCell",
     "PoolCell",
@@ -67,6 +81,7 @@ __all__ = [
     "ReluCell",
     "SoftmaxCell",
     "StageActivation",
+    "StageTraits",
     "TopImages",
     "activations",
     "as_dict",
@@ -74,6 +89,7 @@ __all__ = [
     "cell_arithmetic",
     "conv_filters",
     "convolve",
+    "elementwise",
     "feature_visualization",
     "find_stage",
     "grad_cam",
@@ -82,6 +98,7 @@ __all__ = [
     "is_spatial_stage",
     "last_conv_stage",
     "layer_facts",
+    "layer_kind",
     "load_picture",
     "occlusion",
     "parse_kernel",
@@ -89,7 +106,10 @@ __all__ = [
     "read_dicom",
     "receptive_field",
     "receptive_fields",
+    "register_layer_kind",
     "saliency",
     "stage_names",
+    "stage_traits",
     "top_activating_images",
+    "unregister_layer_kind",
 ]

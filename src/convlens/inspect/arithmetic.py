@@ -1,109 +1,54 @@
 """The arithmetic of one output cell, stage by stage: what CNN Explainer shows, for any model.
 
 ``cell_arithmetic(model, image, stage, channel, row, col)`` runs the model once with a hook on
-that stage, takes the stage's real input, recomputes the chosen cell by hand (patch x kernel,
-window max, normalization, weighted sum, softmax) in float64 and returns every intermediate
-number next to the layer's own output, so a learner (and a test) can see they agree.
+that stage, takes the stage's real input and lets the stage's layer kind
+(``convlens.inspect.layer_kinds``) recompute the chosen cell by hand in float64
+(``convlens.inspect.cells``: patch x kernel, window max, normalization, weighted sum, softmax),
+returning every intermediate number next to the layer's own output, so a learner (and a test)
+can see they agree.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, model_stages
+from convlens.inspect.cells import (
+    BatchNormCell,
+    Cell,
+    ConvCell,
+    ElementwiseCell,
+    FlattenCell,
+    LinearCell,
+    NormalizeCell,
+    PoolCell,
+    ReluCell,
+    SoftmaxCell,
+    softmax_cell,
+)
 from convlens.inspect.hooks import StageRecorder
-from convlens.models._registry import Normalize
+from convlens.inspect.layer_kinds import layer_kind
 
-TOP_INPUTS = 10  # how many of a linear unit's inputs to list, by |weight x input|
-
-
-@dataclass(kw_only=True)
-class Cell:
-    """What every kind shares: where the cell is, the hand-computed total and the layer's own output."""
-
-    stage: str
-    kind: str
-    channel: int  # output channel (or unit / class index for flat stages)
-    row: int
-    col: int
-    total: float  # recomputed here, in float64
-    output: float  # what the layer itself produced
-
-
-@dataclass(kw_only=True)
-class ConvCell(Cell):
-    input_channels: list[int]  # the input channels of this output channel's group
-    rows: list[int]  # input row of each kernel row (outside 0..H-1 means padding)
-    cols: list[int]
-    patch: torch.Tensor  # (C_in/groups, kH, kW) input values under the kernel, padding included
-    padding: torch.Tensor  # (C_in/groups, kH, kW) bool, True where the patch lies in the padding
-    kernel: torch.Tensor  # (C_in/groups, kH, kW)
-    products: torch.Tensor  # patch * kernel
-    channel_sums: torch.Tensor  # (C_in/groups,) one sum per input channel
-    bias: float
+__all__ = [
+    "BatchNormCell",
+    "Cell",
+    "ConvCell",
+    "ElementwiseCell",
+    "FlattenCell",
+    "LinearCell",
+    "NormalizeCell",
+    "PoolCell",
+    "ReluCell",
+    "SoftmaxCell",
+    "cell_arithmetic",
+]
 
 
-@dataclass(kw_only=True)
-class ReluCell(Cell):
-    before: float
-    after: float
-
-
-@dataclass(kw_only=True)
-class PoolCell(Cell):
-    rows: list[int]
-    cols: list[int]
-    window: torch.Tensor  # (kH, kW) values under the window (padding: -inf for max, 0 for average)
-    padding: torch.Tensor  # (kH, kW) bool
-    winner: tuple[int, int] | None = None  # max-pool: input (row, col) of the largest value
-    sum: float | None = None  # average-pool: the sum and what it is divided by
-    divisor: float | None = None
-
-
-@dataclass(kw_only=True)
-class BatchNormCell(Cell):
-    before: float
-    mean: float  # running mean of the channel
-    var: float  # running variance
-    eps: float
-    gamma: float
-    beta: float
-    normalized: float  # (before - mean) / sqrt(var + eps)
-
-
-@dataclass(kw_only=True)
-class NormalizeCell(Cell):
-    before: float
-    mean: float
-    std: float
-
-
-@dataclass(kw_only=True)
-class FlattenCell(Cell):
-    source: tuple[int, ...]  # (channel, row, col) of the input value that lands here
-
-
-@dataclass(kw_only=True)
-class LinearCell(Cell):
-    inputs: torch.Tensor  # (F,)
-    weights: torch.Tensor  # (F,) the unit's row of the weight matrix
-    products: torch.Tensor  # (F,)
-    bias: float
-    top_inputs: list[int]  # indices of the largest |products|, largest first
-
-
-@dataclass(kw_only=True)
-class SoftmaxCell(Cell):
-    logits: torch.Tensor  # (classes,)
-    exp: torch.Tensor  # exp(logit - max logit): shifting by the max changes nothing but avoids overflow
-    exp_sum: float
-    probabilities: torch.Tensor
+def _arithmetic(module: nn.Module):
+    kind = layer_kind(module)
+    return kind.arithmetic if kind is not None else None
 
 
 def cell_arithmetic(
@@ -117,11 +62,11 @@ def cell_arithmetic(
         with eval_mode(model), torch.no_grad():
             logits = model(batch)[0]  # (classes,)
         _check_flat_cell(stage, (logits.shape[0],), channel, row, col)
-        return _softmax(logits.cpu(), channel)
+        return softmax_cell(logits.cpu(), channel)
     module = find_stage(model, stage)
-    explain = _KINDS.get(type(module))
+    explain = _arithmetic(module)
     if explain is None:
-        supported = [n for n, m in model_stages(model) if type(m) in _KINDS] + [SOFTMAX]
+        supported = [n for n, m in model_stages(model) if _arithmetic(m) is not None] + [SOFTMAX]
         raise ConvlensError(
             f"stage {stage!r} ({type(module).__name__}) has no cell arithmetic; "
             f"choose one of: {', '.join(supported)}"
@@ -154,230 +99,3 @@ def _check_flat_cell(stage: str, shape: tuple[int, ...], index: int, row: int, c
             f"cell ({index}, {row}, {col}) is outside stage {stage!r}, whose output is flat with "
             f"{shape[-1]} values; expected unit 0..{shape[-1] - 1} with row 0 and col 0"
         )
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def conv_padding(module: nn.Conv2d) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) zeros a conv adds, also for padding='same' (extra goes bottom/right)."""
-    if module.padding == "valid":
-        return 0, 0, 0, 0
-    if module.padding == "same":
-        sides = []
-        for k, d in zip(module.kernel_size, module.dilation, strict=True):
-            total = d * (k - 1)
-            sides += [total // 2, total - total // 2]
-        return sides[0], sides[1], sides[2], sides[3]
-    ph, pw = _pair(module.padding)
-    return ph, ph, pw, pw
-
-
-def _window(
-    padded: torch.Tensor, top: int, left: int, size: tuple[int, int], dilation: tuple[int, int]
-) -> torch.Tensor:
-    """padded[..., rows, cols] for a (possibly dilated) window whose first cell is (top, left)."""
-    (kh, kw), (dh, dw) = size, dilation
-    return padded[..., top : top + dh * (kh - 1) + 1 : dh, left : left + dw * (kw - 1) + 1 : dw]
-
-
-def _positions(start: int, size: int, step: int) -> list[int]:
-    return [start + step * k for k in range(size)]
-
-
-def _inside(rows: list[int], cols: list[int], height: int, width: int) -> torch.Tensor:
-    row_in = torch.tensor([0 <= r < height for r in rows])
-    col_in = torch.tensor([0 <= c < width for c in cols])
-    return row_in[:, None] & col_in[None, :]  # (kH, kW)
-
-
-def _conv(module: nn.Conv2d, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real: float):
-    top_pad, bottom_pad, left_pad, right_pad = conv_padding(module)
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    padded = F.pad(x.unsqueeze(0), (left_pad, right_pad, top_pad, bottom_pad), mode=mode)[0]  # (C, H', W')
-    (sh, sw), (dh, dw) = module.stride, module.dilation
-    per_group = module.in_channels // module.groups
-    group = channel // (module.out_channels // module.groups)
-    in_channels = list(range(group * per_group, (group + 1) * per_group))
-    top, left = row * sh, col * sw  # first kernel cell, in padded coordinates
-    patch = _window(padded[in_channels], top, left, module.kernel_size, (dh, dw))  # (Cg, kH, kW)
-    rows = _positions(top - top_pad, module.kernel_size[0], dh)
-    cols = _positions(left - left_pad, module.kernel_size[1], dw)
-    outside = ~_inside(rows, cols, x.shape[1], x.shape[2])
-    kernel = module.weight[channel].detach().double().cpu()  # (Cg, kH, kW)
-    products = patch * kernel
-    channel_sums = products.sum(dim=(1, 2))  # (Cg,)
-    bias = float(module.bias[channel].detach()) if module.bias is not None else 0.0
-    return ConvCell(
-        stage=stage,
-        kind="conv",
-        channel=channel,
-        row=row,
-        col=col,
-        total=float(channel_sums.sum()) + bias,
-        output=real,
-        input_channels=in_channels,
-        rows=rows,
-        cols=cols,
-        patch=patch.float(),
-        padding=outside.expand_as(patch).clone(),
-        kernel=kernel.float(),
-        products=products.float(),
-        channel_sums=channel_sums.float(),
-        bias=bias,
-    )
-
-
-def _relu(module: nn.ReLU, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real: float):
-    before = float(x[channel, row, col]) if x.ndim == 3 else float(x[channel])
-    after = max(before, 0.0)
-    return ReluCell(
-        stage=stage, kind="relu", channel=channel, row=row, col=col, total=after, output=real,
-        before=before, after=after,
-    )  # fmt: skip
-
-
-def pool_geometry(module: nn.Module) -> tuple:
-    """(kernel, stride, padding, dilation) of a pooling layer, each as a (rows, cols) pair."""
-    kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-    padding = _pair(module.padding)
-    dilation = _pair(getattr(module, "dilation", 1))
-    return kernel, stride, padding, dilation
-
-
-def _padded_for_pool(x: torch.Tensor, module: nn.Module, fill: float) -> tuple[torch.Tensor, tuple, tuple]:
-    """Pad like the pool does; with ceil_mode the last window may run past the padding, so pad more."""
-    kernel, stride, padding, dilation = pool_geometry(module)
-    extra = []
-    for axis in (0, 1):
-        size = x.shape[1 + axis] + 2 * padding[axis]
-        span = dilation[axis] * (kernel[axis] - 1) + 1
-        steps = (size - span) / stride[axis]
-        out = (math.ceil(steps) if module.ceil_mode else math.floor(steps)) + 1
-        extra.append(max(0, (out - 1) * stride[axis] + span - size))
-    pads = (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0])
-    return F.pad(x.unsqueeze(0), pads, value=fill)[0], padding, extra
-
-
-def _max_pool(module: nn.MaxPool2d, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real):
-    kernel, stride, _, dilation = pool_geometry(module)
-    padded, padding, _ = _padded_for_pool(x, module, float("-inf"))
-    top, left = row * stride[0], col * stride[1]
-    window = _window(padded[channel], top, left, kernel, dilation)  # (kH, kW)
-    rows = _positions(top - padding[0], kernel[0], dilation[0])
-    cols = _positions(left - padding[1], kernel[1], dilation[1])
-    flat = int(window.argmax())  # the first largest value, as PyTorch picks it
-    winner = (rows[flat // kernel[1]], cols[flat % kernel[1]])
-    return PoolCell(
-        stage=stage, kind="max-pool", channel=channel, row=row, col=col, total=float(window.max()),
-        output=real, rows=rows, cols=cols, window=window.float(),
-        padding=~_inside(rows, cols, x.shape[1], x.shape[2]), winner=winner,
-    )  # fmt: skip
-
-
-def _avg_pool(module: nn.AvgPool2d, x: torch.Tensor, stage: str, channel: int, row: int, col: int, real):
-    kernel, stride, padding, _ = pool_geometry(module)
-    padded, _, _ = _padded_for_pool(x, module, 0.0)
-    top, left = row * stride[0], col * stride[1]
-    window = _window(padded[channel], top, left, kernel, (1, 1))  # (kH, kW)
-    rows, cols = _positions(top - padding[0], kernel[0], 1), _positions(left - padding[1], kernel[1], 1)
-    # PyTorch's divisor: the window clipped to the padded input, or to the image without count_include_pad
-    height, width = x.shape[1], x.shape[2]
-    h_end, w_end = min(rows[-1] + 1, height + padding[0]), min(cols[-1] + 1, width + padding[1])
-    divisor = (h_end - rows[0]) * (w_end - cols[0])
-    if module.divisor_override:
-        divisor = module.divisor_override
-    elif not module.count_include_pad:
-        divisor = (min(h_end, height) - max(rows[0], 0)) * (min(w_end, width) - max(cols[0], 0))
-    total = float(window.sum())
-    return PoolCell(
-        stage=stage, kind="avg-pool", channel=channel, row=row, col=col, total=total / divisor,
-        output=real, rows=rows, cols=cols, window=window.float(),
-        padding=~_inside(rows, cols, height, width), sum=total, divisor=float(divisor),
-    )  # fmt: skip
-
-
-def _adaptive_avg_pool(module: nn.AdaptiveAvgPool2d, x, stage: str, channel: int, row: int, col: int, real):
-    height, width = x.shape[1], x.shape[2]
-    out_h, out_w = _pair(module.output_size)
-    out_h, out_w = out_h or height, out_w or width
-    rows = list(range(row * height // out_h, -(-(row + 1) * height // out_h)))
-    cols = list(range(col * width // out_w, -(-(col + 1) * width // out_w)))
-    window = x[channel, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w)
-    total = float(window.sum())
-    return PoolCell(
-        stage=stage, kind="avg-pool", channel=channel, row=row, col=col, total=total / window.numel(),
-        output=real, rows=rows, cols=cols, window=window.float(),
-        padding=torch.zeros(window.shape, dtype=torch.bool), sum=total, divisor=float(window.numel()),
-    )  # fmt: skip
-
-
-def _batchnorm(module: nn.BatchNorm2d, x, stage: str, channel: int, row: int, col: int, real: float):
-    if module.running_mean is None:
-        raise ConvlensError(f"stage {stage!r}: BatchNorm without running statistics has no fixed arithmetic")
-    before = float(x[channel, row, col]) if x.ndim == 3 else float(x[channel])
-    mean, var = float(module.running_mean[channel]), float(module.running_var[channel])
-    gamma = float(module.weight[channel].detach()) if module.weight is not None else 1.0
-    beta = float(module.bias[channel].detach()) if module.bias is not None else 0.0
-    normalized = (before - mean) / math.sqrt(var + module.eps)
-    return BatchNormCell(
-        stage=stage, kind="batchnorm", channel=channel, row=row, col=col,
-        total=normalized * gamma + beta, output=real, before=before, mean=mean, var=var,
-        eps=module.eps, gamma=gamma, beta=beta, normalized=normalized,
-    )  # fmt: skip
-
-
-def _normalize(module: Normalize, x, stage: str, channel: int, row: int, col: int, real: float):
-    before = float(x[channel, row, col])
-    mean, std = float(module.mean.flatten()[channel]), float(module.std.flatten()[channel])
-    return NormalizeCell(
-        stage=stage, kind="normalize", channel=channel, row=row, col=col, total=(before - mean) / std,
-        output=real, before=before, mean=mean, std=std,
-    )  # fmt: skip
-
-
-def _flatten(module: nn.Flatten, x, stage: str, channel: int, row: int, col: int, real: float):
-    source = tuple(int(i) for i in torch.unravel_index(torch.tensor(channel), x.shape))
-    return FlattenCell(
-        stage=stage, kind="flatten", channel=channel, row=row, col=col, total=float(x[source]),
-        output=real, source=source,
-    )  # fmt: skip
-
-
-def _linear(module: nn.Linear, x, stage: str, channel: int, row: int, col: int, real: float):
-    inputs = x.reshape(-1)  # (F,)
-    weights = module.weight[channel].detach().double().cpu()  # (F,)
-    products = inputs * weights
-    bias = float(module.bias[channel].detach()) if module.bias is not None else 0.0
-    top = products.abs().argsort(descending=True)[:TOP_INPUTS].tolist()
-    return LinearCell(
-        stage=stage, kind="linear", channel=channel, row=row, col=col,
-        total=float(products.sum()) + bias, output=real, inputs=inputs.float(), weights=weights.float(),
-        products=products.float(), bias=bias, top_inputs=top,
-    )  # fmt: skip
-
-
-def _softmax(logits: torch.Tensor, index: int) -> SoftmaxCell:
-    values = logits.double()
-    exp = torch.exp(values - values.max())  # (classes,)
-    exp_sum = float(exp.sum())
-    return SoftmaxCell(
-        stage=SOFTMAX, kind="softmax", channel=index, row=0, col=0, total=float(exp[index]) / exp_sum,
-        output=float(torch.softmax(logits.float(), dim=0)[index]), logits=logits.float(),
-        exp=exp.float(), exp_sum=exp_sum, probabilities=(exp / exp_sum).float(),
-    )  # fmt: skip
-
-
-_KINDS = {
-    nn.Conv2d: _conv,
-    nn.ReLU: _relu,
-    nn.MaxPool2d: _max_pool,
-    nn.AvgPool2d: _avg_pool,
-    nn.AdaptiveAvgPool2d: _adaptive_avg_pool,
-    nn.BatchNorm2d: _batchnorm,
-    nn.BatchNorm1d: _batchnorm,
-    Normalize: _normalize,
-    nn.Flatten: _flatten,
-    nn.Linear: _linear,
-}

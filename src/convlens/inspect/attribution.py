@@ -21,6 +21,7 @@ from convlens.inspect._stages import (
     is_spatial_stage,
     model_stages,
 )
+from convlens.inspect.layer_kinds import layer_kind, rectifies
 from convlens.registry import Registry
 
 IG_STEPS = 32  # Riemann steps of integrated gradients; all run as one internal batch
@@ -54,17 +55,6 @@ def _prepare(model: nn.Module, image: torch.Tensor, target: int | None) -> tuple
     return batch.clone().requires_grad_(), target, probability
 
 
-RECTIFIED_FOLLOWERS = (
-    nn.ReLU,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.BatchNorm2d,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-)
-
-
 def last_conv_stage(model: nn.Module) -> str:
     """The last stage that is (or contains) a convolution."""
     names = [name for name, module in model_stages(model) if is_spatial_stage(module)]
@@ -76,6 +66,8 @@ def last_conv_stage(model: nn.Module) -> str:
 def grad_cam_stage(model: nn.Module) -> str:
     """Grad-CAM's default: the last rectified spatial stage, the ReLU (or the pooling after it)
     that follows the last convolution; the last convolution itself when no ReLU follows it.
+    It moves past the stages whose layer kind keeps the map cell by cell and may be a Grad-CAM
+    target (``convlens.inspect.layer_kinds``), never past a module the table does not know.
 
     Grad-CAM before the ReLU weighs negative evidence that the network throws away: on the
     mnist5k convnet its maps at conv2 delete pixels worse than a random order (deletion AUC
@@ -86,11 +78,12 @@ def grad_cam_stage(model: nn.Module) -> str:
     if last is None:
         raise ConvlensError("model has no convolution stage; Grad-CAM needs one (try saliency)")
     chosen = stages[last][0]
-    rectified = any(isinstance(m, nn.ReLU) for m in stages[last][1].modules())  # a block ending in a ReLU
+    rectified = rectifies(stages[last][1])  # a block ending in a ReLU
     for name, module in stages[last + 1 :]:
-        if not isinstance(module, RECTIFIED_FOLLOWERS):
-            break  # flatten, global pooling, linear: no spatial map any more
-        rectified = rectified or isinstance(module, nn.ReLU)
+        kind = layer_kind(module)
+        if kind is None or not kind.grad_cam_target:
+            break  # flatten, global pooling, linear: no spatial map any more; unknown: may move cells
+        rectified = rectified or kind.rectifies
         if rectified:
             chosen = name
     return chosen

@@ -13,25 +13,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from convlens.inspect._stages import SOFTMAX
-from convlens.inspect.arithmetic import conv_padding, pool_geometry
+from convlens.inspect.layer_kinds import layer_kind, stage_traits
 from convlens.inspect.receptive_field import stage_output_shapes
-from convlens.models import Normalize
-
-# role: one word for what a stage does, so a face can pick its explanation without knowing torch
-ROLES = (
-    "normalize",
-    "convolution",
-    "batchnorm",
-    "relu",
-    "max_pool",
-    "avg_pool",
-    "global_pool",
-    "flatten",
-    "fully_connected",
-    "softmax",
-    "block",
-    "other",
-)
 
 
 @dataclass
@@ -39,7 +22,7 @@ class LayerFacts:
     """One stage's layer: its role, shapes in and out, and the hyperparameters of that role."""
 
     stage: str
-    role: str  # one of ROLES
+    role: str  # one of convlens.inspect.layer_kinds.roles()
     input_shape: tuple[int, ...]  # (C, H, W) or (F,), without the batch
     output_shape: tuple[int, ...]
     parameters: int  # learned numbers (weights and biases) of this stage alone
@@ -49,47 +32,27 @@ class LayerFacts:
     filters: int | None = None  # convolution: output channels; fully connected: output units
     weights_per_filter: int | None = None  # convolution: in-channels × kernel; fully connected: inputs
     bias: bool = False
-
-
-def _role(module: nn.Module | None) -> str:
-    if module is None:
-        return "softmax"
-    roles = (
-        (Normalize, "normalize"),
-        (nn.Conv2d, "convolution"),
-        (nn.BatchNorm2d, "batchnorm"),
-        (nn.ReLU, "relu"),
-        (nn.MaxPool2d, "max_pool"),
-        (nn.AvgPool2d, "avg_pool"),
-        (nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d, "global_pool"),
-        (nn.Flatten, "flatten"),
-        (nn.Linear, "fully_connected"),
-    )
-    for kind, role in roles:
-        if isinstance(module, kind):
-            return role
-    return "block" if any(True for _ in module.parameters()) else "other"
+    mixes_channels: bool = False  # each output channel reads every input channel
+    rectifies: bool = False  # the stage is, or contains, a ReLU
+    grad_cam_target: bool = False  # Grad-CAM may look at this stage's map (the explorer's stage menu)
 
 
 def _facts(name: str, module: nn.Module | None, before: tuple, after: tuple) -> LayerFacts:
-    role = _role(module)
+    traits = stage_traits(module, after)
     parameters = sum(p.numel() for p in module.parameters()) if module is not None else 0
-    facts = LayerFacts(name, role, before, after, parameters)
-    if role == "convolution":
-        kernel = tuple(int(k) for k in module.kernel_size)
-        facts.kernel, facts.stride = kernel, tuple(int(s) for s in module.stride)
-        facts.padding = conv_padding(module)
-        facts.filters = module.out_channels
-        facts.weights_per_filter = module.in_channels // module.groups * kernel[0] * kernel[1]
-        facts.bias = module.bias is not None
-    elif role in ("max_pool", "avg_pool"):
-        kernel, stride, (pad_rows, pad_cols), _ = pool_geometry(module)
-        facts.kernel, facts.stride = kernel, stride
-        facts.padding = (pad_rows, pad_rows, pad_cols, pad_cols)
-    elif role == "fully_connected":
-        facts.filters, facts.weights_per_filter = module.out_features, module.in_features
-        facts.bias = module.bias is not None
-    return facts
+    kind = layer_kind(module) if module is not None else None
+    numbers = kind.hyperparameters(module) if kind is not None and kind.hyperparameters else {}
+    return LayerFacts(
+        name,
+        traits.role,
+        before,
+        after,
+        parameters,
+        mixes_channels=traits.mixes_channels,
+        rectifies=traits.rectifies,
+        grad_cam_target=traits.grad_cam_target,
+        **numbers,
+    )
 
 
 def layer_facts(model: nn.Module) -> list[LayerFacts]:

@@ -24,8 +24,9 @@ from convlens.inspect._stages import (
     model_device,
     model_stages,
 )
-from convlens.inspect.arithmetic import conv_padding, pool_geometry
+from convlens.inspect.geometry import Geometry
 from convlens.inspect.hooks import StageRecorder
+from convlens.inspect.layer_kinds import layer_kind
 
 PARALLEL_BRANCHES = {"shortcut", "downsample", "skip"}  # children added back in, not run in sequence
 
@@ -103,48 +104,15 @@ def _walk_back(index: int, layers) -> tuple[int, int]:
     return first, last
 
 
-@dataclass
-class _Geometry:
-    size: list[int]
-    jump: list[int]
-    start: list[int]
-    length: list[int]  # the current map's rows and cols
-    layers: list[list] = field(default_factory=lambda: [[], []])
-    whole: bool = False
-    flattened: bool = False  # after a flatten: the next layer that mixes units sees everything
-
-    def apply(self, kernel, stride, padding, dilation, ceil_mode: bool = False) -> None:
-        """``padding`` is (before, after) per axis: (top, bottom), (left, right)."""
-        for axis in (0, 1):
-            span = dilation[axis] * (kernel[axis] - 1) + 1
-            before, after = padding[axis]
-            self.layers[axis].append((span, stride[axis], before, self.length[axis]))
-            self.size[axis] += (span - 1) * self.jump[axis]
-            self.start[axis] -= before * self.jump[axis]
-            self.jump[axis] *= stride[axis]
-            room = self.length[axis] + before + after - span
-            steps = -(-room // stride[axis]) if ceil_mode else room // stride[axis]
-            if ceil_mode and steps * stride[axis] >= self.length[axis] + before:
-                steps -= 1  # PyTorch: the last window must start inside the image or its left padding
-            self.length[axis] = steps + 1
-
-
-def _step(module: nn.Module, geometry: _Geometry) -> None:
-    """Advance the geometry through one module (containers: their children in order)."""
+def _step(module: nn.Module, geometry: Geometry) -> None:
+    """Advance the geometry through one module: as its layer kind says (``layer_kinds``); a
+    module the table does not know is walked through its children in order, except that after
+    a flatten, one with weights mixes the units."""
     if geometry.whole:
         return
-    if isinstance(module, nn.Conv2d):
-        top, bottom, left, right = conv_padding(module)
-        geometry.apply(module.kernel_size, module.stride, ((top, bottom), (left, right)), module.dilation)
-    elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-        kernel, stride, (pad_rows, pad_cols), dilation = pool_geometry(module)
-        geometry.apply(
-            kernel, stride, ((pad_rows, pad_rows), (pad_cols, pad_cols)), dilation, module.ceil_mode
-        )
-    elif isinstance(module, nn.Flatten):
-        geometry.flattened = True  # one unit per cell: each still sees its cell's field
-    elif isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Linear):
-        geometry.whole = True  # every output mixes all positions (exact for global pooling)
+    kind = layer_kind(module)
+    if kind is not None and kind.geometry is not None:
+        kind.geometry(module, geometry)
     elif geometry.flattened and any(True for _ in module.parameters()):
         geometry.whole = True  # a layer with weights after flatten mixes the units
     else:
@@ -173,7 +141,7 @@ def stage_output_shapes(
 def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
     """Output shape, parameters and receptive field of every stage, in order, ending with softmax."""
     shape, stages, classes = stage_output_shapes(model, "receptive fields")
-    geometry = _Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
+    geometry = Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
     fields = []
     before = shape
     for name, module, after in stages:
@@ -182,12 +150,12 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
         if geometry.flattened and not geometry.whole and len(before) == 3 and fields[-1].unit_grid is None:
             fields[-1].unit_grid = before  # the map this stage flattened
         before = after
-    whole = _Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
+    whole = Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
     fields.append(_field(SOFTMAX, "Softmax", (classes,), None, whole))
     return fields
 
 
-def _field(name, kind, shape, module, geometry: _Geometry) -> ReceptiveField:
+def _field(name, kind, shape, module, geometry: Geometry) -> ReceptiveField:
     whole = geometry.whole
     return ReceptiveField(
         stage=name,
