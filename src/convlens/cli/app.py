@@ -6,6 +6,8 @@ import os
 
 import typer
 
+from convlens.process import SIGINT_VARIABLE, THREADS_VARIABLE, set_threads, stop_on_sigint
+
 app = typer.Typer(
     name="convlens",
     help="Train convolutional neural networks on real images and see how they see.\n\n"
@@ -52,39 +54,3 @@ def _global_options(
         set_threads(os.environ.get(THREADS_VARIABLE), THREADS_VARIABLE)
     if os.environ.get(SIGINT_VARIABLE):
         stop_on_sigint()
-
-
-THREADS_VARIABLE = "CONVLENS_THREADS"
-# set by the explorer for its child trainings, which it stops with SIGINT (see stop_on_sigint)
-SIGINT_VARIABLE = "CONVLENS_STOP_ON_SIGINT"
-
-
-def stop_on_sigint() -> None:
-    """Make SIGINT interrupt this process even where it was started with SIGINT ignored.
-
-    A shell without job control starts background commands (``convlens serve ... &``, nohup'd
-    scripts, some CI runners) with SIGINT ignored, and every child inherits that: the explorer's
-    Stop would then wait its 15 s and kill the training. Its children run in their own session,
-    away from any terminal, so taking SIGINT back there surprises no one.
-    """
-    import signal
-
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def set_threads(text: str | None, source: str) -> None:
-    """Set PyTorch's CPU threads from ``--threads`` or CONVLENS_THREADS; None or "" leaves the default."""
-    if text is None or not text.strip():
-        return
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        from convlens.errors import ConvlensError
-
-        raise ConvlensError(f"{source} must be a whole number of CPU threads, 1 or more, got {text!r}")
-    import torch
-
-    torch.set_num_threads(count)

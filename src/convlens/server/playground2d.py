@@ -12,8 +12,6 @@ write fails), after ``MAX_STREAM_SECONDS``, when the server stops, or when repla
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +41,7 @@ from convlens.playground2d.features import feature_maps
 from convlens.playground2d.trainer import NEURON_GRID
 from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail
 from convlens.server.encode import floats, packed
+from convlens.server.streams import TooManyTrainings, page_id, sse
 
 router = APIRouter(prefix="/api/playground2d", responses=ERRORS)
 
@@ -52,7 +51,6 @@ UPDATES_PER_SECOND = 20  # per stream: smooth to the eye, and a cap on the work 
 SLICE_SECONDS = 0.03  # training between two updates (at least one epoch)
 EPOCHS_PER_UPDATE = 5  # ... and at most this many, so the picture moves at a pace one can follow
 MAX_STREAM_SECONDS = 600  # a forgotten tab stops by itself; play starts a new stream
-PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 DEFAULTS = PlaygroundConfig()
 
 # Every playground computation runs here: one thread, one PyTorch thread (tiny tensors gain
@@ -96,10 +94,6 @@ class _Session:
     trainer: Trainer
     stream: int = 0  # the stream allowed to train it now; 0: paused
     used: float = field(default_factory=time.monotonic)
-
-
-class TooManyTrainings(Exception):
-    pass
 
 
 class Sessions:
@@ -168,12 +162,6 @@ def sessions_of(request: Request) -> Sessions:
     return request.app.state.playground2d
 
 
-def _page(page: str) -> str:
-    if not PAGE_ID.match(page):
-        raise HTTPException(400, "page: expected the page's id, 8 to 64 letters, digits, - or _")
-    return page
-
-
 def snapshot_json(snapshot: Snapshot) -> dict:
     """A snapshot for the page: maps as packed float32, weights as plain lists."""
     return {
@@ -232,7 +220,7 @@ def options() -> dict:
 async def start(request: Request, body: StartRequest) -> dict:
     """Builds the points and the network; answers the points, each input feature over the plane
     and the epoch-0 snapshot. The page's running stream, if any, ends."""
-    page = _page(body.page)
+    page = page_id(body.page)
     config = body.config()  # a bad value: 400 naming it
     trainer = await _on_worker(Trainer, config)
     sessions_of(request).put(page, trainer)
@@ -241,7 +229,7 @@ async def start(request: Request, body: StartRequest) -> dict:
 
 @router.post("/{page}/step", responses=POST_ERRORS, summary="Train one epoch and answer the snapshot")
 async def step(request: Request, page: str) -> dict:
-    session = sessions_of(request).get(_page(page))
+    session = sessions_of(request).get(page_id(page))
 
     def one_epoch() -> dict:
         session.trainer.train_epoch()
@@ -252,17 +240,13 @@ async def step(request: Request, page: str) -> dict:
 
 @router.delete("/{page}", responses=POST_ERRORS, summary="Forget this page's network (the page went away)")
 def forget(request: Request, page: str) -> dict:
-    sessions_of(request).remove(_page(page))
+    sessions_of(request).remove(page_id(page))
     return {"page": page, "removed": True}
-
-
-def _event(kind: str, value: dict) -> str:
-    return f"event: {kind}\ndata: {json.dumps(value)}\n\n"
 
 
 def _train_slice(trainer: Trainer) -> str:
     trainer.train_for(EPOCHS_PER_UPDATE, SLICE_SECONDS)
-    return _event("snapshot", snapshot_json(trainer.snapshot()))
+    return sse(snapshot_json(trainer.snapshot()), "snapshot")
 
 
 @router.get(
@@ -288,10 +272,7 @@ async def stream(
     a second, each after a slice of training; then ``event: end`` with ``{"reason"}``:
     ``updates`` (the limit asked for), ``time limit``, ``replaced`` or ``server stopping``."""
     sessions = sessions_of(request)
-    try:
-        session, stream_id = sessions.start_stream(_page(page))
-    except TooManyTrainings as exc:
-        raise HTTPException(429, str(exc)) from None
+    session, stream_id = sessions.start_stream(page_id(page))  # TooManyTrainings: 429
     stopping = request.app.state.trainings.closing.is_set  # the explorer is shutting down
 
     async def events():
@@ -309,7 +290,7 @@ async def stream(
                     reason = "updates"
                     break
                 await asyncio.sleep(max(0.0, 1 / UPDATES_PER_SECOND - (time.monotonic() - started)))
-            yield _event("end", {"reason": reason, "updates": sent})
+            yield sse({"reason": reason, "updates": sent}, "end")
         finally:  # also when the page went away and the write failed
             sessions.end_stream(session, stream_id)
 

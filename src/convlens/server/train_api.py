@@ -7,60 +7,59 @@ the client only ever names an id the server listed, never a path.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from convlens.errors import ConvlensError
 from convlens.server.deps import ERRORS, POST_ERRORS, RUN_ID, ErrorDetail, get_store
 from convlens.server.encode import packed
-from convlens.server.follow import epoch_events, folder_outcome, training_alive
-from convlens.server.training import (
-    MAX_BATCH_SIZE,
-    MAX_EPOCHS,
-    MAX_LR,
-    NoRunsDir,
-    TooManyTrainings,
-    Training,
-    Trainings,
-    TrainRequest,
-)
+from convlens.server.runs import RunStore
+from convlens.server.streams import page_id, sse
+from convlens.server.training import Training, Trainings
+from convlens.train.follow import EpochEvent, Follower, Restart, training_alive
+from convlens.train.jobs import MAX_EPOCHS, TrainJob
 
 router = APIRouter(prefix="/api/train", responses=ERRORS)
 
-TRAIN_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["data"],
-                "properties": {
-                    "data": {"type": "string", "description": "a built-in data set, e.g. digits"},
-                    "model": {"type": "string", "default": "convnet", "description": "a registered model"},
-                    "epochs": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_EPOCHS,
-                        "description": "default: the recipe's choice for the data set",
-                    },
-                    "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_LR},
-                    "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_SIZE},
-                    "seed": {"type": "integer", "minimum": 0, "default": 0},
-                    "page": {
-                        "type": "string",
-                        "pattern": "^[A-Za-z0-9_-]{1,64}$",
-                        "description": "the asking page's id: its next training replaces this one",
-                    },
-                },
-            },
-            "example": {"data": "digits", "model": "convnet", "epochs": 4},
-        }
-    },
-}
+POLL_S = 0.25  # how often a stream looks at the folder: a new epoch shows within a quarter second
+KEEP_ALIVE_S = 15.0  # an SSE comment line this often, so proxies keep an idle stream open
+
+
+def _train_body() -> type[BaseModel]:
+    """The body of ``POST /api/train``: ``TrainJob``'s fields with their types, help and bounds
+    (published in the OpenAPI schema; ``TrainJob.check`` enforces them), and the asking page.
+    Types are strict and unknown fields refused: ``"epochs": "4"`` or ``"out"`` is a 422."""
+    hints = typing.get_type_hints(TrainJob)
+    fields: dict = {
+        spec.name: (
+            hints[spec.name],
+            Field(
+                ... if spec.default is dataclasses.MISSING else spec.default,
+                description=spec.metadata["help"],
+                json_schema_extra=dict(spec.metadata["bounds"]) or None,
+            ),
+        )
+        for spec in dataclasses.fields(TrainJob)
+    }
+    fields["page"] = (
+        str | None,
+        Field(None, description="the asking page's id (8 to 64 letters, digits, - or _): its next "
+              "training replaces this one"),
+    )  # fmt: skip
+    example = {"data": "digits", "model": "convnet", "epochs": 4}
+    config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [example]})
+    return create_model("TrainBody", __config__=config, **fields)
+
+
+TrainBody = _train_body()
 
 
 def answer(description: str) -> dict:
@@ -104,7 +103,6 @@ def overview(request: Request) -> dict:
     "",
     status_code=202,
     summary="Start a training in a new run folder",
-    openapi_extra={"requestBody": TRAIN_BODY},
     responses={
         **POST_ERRORS,
         202: {"description": "started: its id, and where its events stream"},
@@ -112,16 +110,12 @@ def overview(request: Request) -> dict:
         429: answer("as many trainings run as the explorer allows at once"),
     },
 )
-async def start(request: Request) -> JSONResponse:
-    """``convlens train`` in a child process, into ``RUNS_DIR/<id>``; a page's second training
-    stops its first (which stays resumable)."""
-    wanted = TrainRequest.from_json(await request.body())  # a bad value: 400 with one line
-    try:
-        training = await run_in_threadpool(trainings_of(request).start, wanted)
-    except TooManyTrainings as exc:
-        raise HTTPException(429, str(exc)) from None
-    except NoRunsDir as exc:
-        raise HTTPException(409, str(exc)) from None
+async def start(request: Request, body: TrainBody) -> JSONResponse:  # type: ignore[valid-type]
+    """A training job (``convlens.train.jobs``) into ``RUNS_DIR/<id>``; a page's second training
+    stops its first (which stays resumable). A bad value is a 400 naming its field."""
+    page = page_id(body.page) if body.page is not None else None
+    job = TrainJob(**body.model_dump(exclude={"page"}))
+    training = await run_in_threadpool(trainings_of(request).start, job, page)
     return JSONResponse(
         {"id": training.run_id, "events": f"/api/train/{training.run_id}/events"}, status_code=202
     )
@@ -138,31 +132,53 @@ async def events(request: Request, run_id: str = RUN_ID) -> StreamingResponse:
     "snapshot"}``, the epochs already done first; the last event is ``{"id", "done": true,
     "status": "finished" | "stopped" | "failed", "resumable", "message", "run"}`` (``run``: the
     id in GET /api/runs once it is loaded). Works for any run the explorer follows."""
-    from convlens.train.snapshots import read_index
-
     store, trainings = get_store(request), trainings_of(request)
     folder = await run_in_threadpool(store.folder, run_id)  # an unknown id is a 404; may load a run
     training = trainings.get(run_id)
-
-    def running() -> bool:
-        return training.running if training is not None else training_alive(folder)
-
-    def outcome() -> dict:
-        ended = training.outcome() if training is not None else folder_outcome(folder)
-        store.refresh(force=True)
-        return {**ended, "run": run_id if run_id in store.runs else None}
-
-    def snapshot_epochs() -> list[int]:
-        try:
-            return read_index(folder)["epochs"]
-        except ConvlensError:
-            return []
-
-    stream = epoch_events(
-        run_id, folder, running, outcome, snapshot_epochs, trainings.closing.is_set, request.is_disconnected
-    )
+    follower = Follower(folder, training.job if training is not None else None)
+    stream = epoch_events(run_id, follower, store, trainings.closing.is_set, request.is_disconnected)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def epoch_events(
+    run_id: str,
+    follower: Follower,
+    store: RunStore,
+    stopping: Callable[[], bool],
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[str]:
+    """The follower's events as server-sent events, until it ends, the client goes away or the
+    server stops. Each look at the folder runs on a worker thread: a large ``metrics.jsonl`` or
+    loading the finished model must not stall the event loop (every request)."""
+    quiet = 0.0
+    while True:
+        for event in await asyncio.to_thread(follower.poll):
+            if isinstance(event, Restart):  # the folder is trained again from its first epoch
+                yield sse({"id": run_id, "restart": True})
+            elif isinstance(event, EpochEvent):
+                yield sse({"id": run_id, **event.to_json()})
+                quiet = 0.0
+            else:
+                await asyncio.to_thread(store.refresh, True)  # a finished run joins the runs first
+                run = run_id if run_id in store.runs else None
+                yield sse(
+                    {
+                        "id": run_id,
+                        "done": True,
+                        "epochs_done": event.epochs_done,
+                        **event.outcome.to_json(),
+                        "run": run,
+                    }
+                )
+                return
+        if stopping() or await disconnected():
+            return
+        await asyncio.sleep(POLL_S)
+        quiet += POLL_S
+        if quiet >= KEEP_ALIVE_S:
+            yield ": still training\n\n"
+            quiet = 0.0
 
 
 @router.delete(
