@@ -10,8 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from convlens.server.encode import unpacked
-from testing_helpers import pick_test_image
+from testing_helpers import pick_test_image, unpacked
 
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 

@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from convlens.server import create_app
-from convlens.server.encode import unpacked
+from testing_helpers import unpacked
 
 PERCENTILE = 99.5  # the library's convention (views.plots.colours)
 

@@ -242,10 +242,25 @@ def occlusion(
 # the explorer's menu read it. A new method is a function (model, image, target, **options)
 # returning an Attribution, plus one line here (or a register() call from anywhere).
 ATTRIBUTIONS = Registry("attribution method", shared_inputs=("model", "image", "target"))
-ATTRIBUTIONS.register("grad-cam", grad_cam, label="Grad-CAM")
-ATTRIBUTIONS.register("saliency", saliency, label="saliency")
-ATTRIBUTIONS.register("integrated-gradients", integrated_gradients, label="integrated gradients")
-ATTRIBUTIONS.register("occlusion", occlusion, label="occlusion")
+# ``help`` is the sentence the explorer's "Where it looks" tab and `convlens methods` show
+ATTRIBUTIONS.register(
+    "grad-cam",
+    grad_cam,
+    label="Grad-CAM",
+    help="weighs the last feature maps by how much they raise the class score",
+)
+ATTRIBUTIONS.register(
+    "saliency", saliency, label="saliency", help="asks which pixels change the class score fastest"
+)
+ATTRIBUTIONS.register(
+    "integrated-gradients",
+    integrated_gradients,
+    label="integrated gradients",
+    help="adds up the score's changes along the way from random-noise images to this one",
+)
+ATTRIBUTIONS.register(
+    "occlusion", occlusion, label="occlusion", help="covers patches and watches the class score drop"
+)
 
 
 def attribute(

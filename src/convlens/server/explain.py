@@ -6,7 +6,6 @@ returns its result as JSON; nothing is computed here that the core does not comp
 
 from __future__ import annotations
 
-import torch
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import JSONResponse
 
@@ -56,18 +55,33 @@ def arithmetic(
     )
 
 
-@router.post("/runs/{run_id}/attribution", summary="Where the model looks: Grad-CAM, saliency, IG, occlusion")
+def _attribution_json(result) -> dict:
+    """One ``Attribution`` as JSON: the map in [0, 1] with its colour limits."""
+    from convlens.views.maps import map_limits
+
+    return {
+        "method": result.method,
+        "target": result.target,
+        "stage": result.stage,
+        "probability": result.probability,
+        "map": packed(result.map),
+        "limits": map_limits(result.map, signed=False),  # importance: a magnitude
+    }
+
+
+TARGET = "class to explain [default: the predicted class]"
+STAGE = "Grad-CAM only: the stage [default: last rectified]"
+
+
+@router.post("/runs/{run_id}/attribution", summary="Where the model looks: one attribution method")
 def attribution(
     request: ImageRequest = Depends(image_request),
     method: str = Form("grad-cam", description="a registered attribution method (GET /api/registry)"),
-    target: int | None = Form(
-        None, ge=0, le=MAX_INDEX, description="class to explain [default: the predicted class]"
-    ),
-    stage: str | None = Form(None, description="Grad-CAM only: the stage [default: last rectified]"),
+    target: int | None = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
+    stage: str | None = Form(None, description=STAGE),
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
-    from convlens.inspect.attribution import ATTRIBUTIONS
-    from convlens.views.maps import map_limits
+    from convlens.inspect import ATTRIBUTIONS
 
     run, image = request.run, request.image
     entry = ATTRIBUTIONS.get(method)
@@ -76,17 +90,40 @@ def attribution(
     # activations of other requests do not wait; options a method does not take are left out
     with run.slow_lock:
         result = entry.call(run.slow_model(), image.pixels, target=target, stage=stage or None)
-    return JSONResponse(
-        {
-            "method": result.method,
-            "target": result.target,
-            "stage": result.stage,
-            "probability": result.probability,
-            "map": packed(result.map),
-            "limits": map_limits(result.map, signed=False),  # importance: a magnitude
-            **image_json(image),
-        }
-    )
+    return JSONResponse({**_attribution_json(result), **image_json(image)})
+
+
+@router.post("/runs/{run_id}/attributions", summary="Where the model looks: several methods, one image")
+def attributions(
+    request: ImageRequest = Depends(image_request),
+    methods: list[str] | None = Form(
+        None,
+        description="registered attribution methods (GET /api/registry), one field each or comma-separated "
+        "[default: every one]",
+    ),
+    target: int | None = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
+    stage: str | None = Form(None, description=STAGE),
+) -> JSONResponse:
+    """The maps of several methods for one upload, the input sent back once: ``attributions``
+    maps each method to its map (as ``/attribution`` answers) or to ``{"error"}`` when that
+    method cannot explain this model (e.g. Grad-CAM at a stage without a feature map)."""
+    from convlens.inspect import ATTRIBUTIONS
+
+    run, image = request.run, request.image
+    names = list(dict.fromkeys(n.strip() for field in methods or [] for n in field.split(",") if n.strip()))
+    entries = [ATTRIBUTIONS.get(name, parameter="methods") for name in names or ATTRIBUTIONS.names()]
+    target = run.check_class(target)
+    answers = {}
+    with run.slow_lock:  # one lock for all of them: the run's own copy, as for one method
+        model = run.slow_model()
+        for entry in entries:
+            try:
+                result = entry.call(model, image.pixels, target=target, stage=stage or None)
+            except ConvlensError as error:
+                answers[entry.name] = {"method": entry.name, "error": str(error)}
+            else:
+                answers[entry.name] = _attribution_json(result)
+    return JSONResponse({**image_json(image), "attributions": answers})
 
 
 @router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")
@@ -104,8 +141,7 @@ def attack_endpoint(
     """The original, the perturbation (adversarial − original, within ±eps), the adversarial
     image and the class probabilities before and after. The label attacked is the test image's
     true class, or for a drawing or upload the model's own prediction."""
-    from convlens.attacks import ATTACKS, attack
-    from convlens.predict import predict_probabilities
+    from convlens.attacks import ATTACKS, attack_image
     from convlens.views.maps import bound_limits
 
     run, image = request.run, request.image
@@ -114,20 +150,17 @@ def attack_endpoint(
     if not 1 <= steps <= MAX_PGD_STEPS:
         raise ConvlensError(f"steps must be 1..{MAX_PGD_STEPS}, got {steps}")
     with run.slow_lock:  # a PGD attack takes a while: on the run's own copy of the model
-        model = run.slow_model()
-        clean = predict_probabilities(model, image.batch)[0]  # (classes,)
-        label = image.label if image.label is not None else int(clean.argmax())
-        result = attack(model, image.batch, torch.tensor([label]), method, eps, steps, target)
-        adversarial = predict_probabilities(model, result.adversarial_images)[0]  # (classes,)
+        found = attack_image(run.slow_model(), image.batch, image.label, method, eps, steps, target)
+    result = found.result
     return JSONResponse(
         {
             **image_json(image),
             "summary": result.summary(),
-            "attacked_label": label,
+            "attacked_label": found.label,
             "adversarial": packed(result.adversarial_images[0]),
             "perturbation": packed(result.perturbations[0]),
             "perturbation_limits": bound_limits(eps if eps > 0 else 1.0),  # ±ε at full colour
-            "clean": probabilities_json(clean, run.class_names),
-            "attacked": probabilities_json(adversarial, run.class_names),
+            "clean": probabilities_json(found.clean, run.class_names),
+            "attacked": probabilities_json(found.attacked, run.class_names),
         }
     )

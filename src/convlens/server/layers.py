@@ -29,8 +29,13 @@ def _cached(run: LoadedRun, key: tuple, compute, slow: bool = False):
 
 
 def _spatial_stage(run: LoadedRun, stage: str) -> None:
-    """Feature visualization and top images need a stage with channels: not normalize or softmax."""
-    if stage == "normalize" or len(run.stage_field(stage).output_shape) != 3:
+    """Feature visualization and top images need a stage with channels: not the input's
+    normalization (its role, ``convlens.inspect.layer_kinds``) nor a flat stage or softmax."""
+    from convlens.inspect import SOFTMAX, find_stage, stage_traits
+
+    shape = run.stage_field(stage).output_shape  # an unknown name lists the valid ones
+    module = None if stage == SOFTMAX else find_stage(run.model, stage)
+    if len(shape) != 3 or stage_traits(module, shape).role == "normalize":
         raise ConvlensError(
             f"stage {stage!r} has no channels to visualize; choose a conv, relu or pool stage"
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from torch import nn
 
 from convlens.server.deps import ERRORS, get_run
 from convlens.server.runs import LoadedRun
@@ -18,25 +17,12 @@ from convlens.server.runs import LoadedRun
 router = APIRouter(prefix="/api", responses=ERRORS)
 
 
-def _mixes_channels(module: nn.Module | None) -> bool:
-    """Whether each output channel reads every input channel (a convolution, a block of them, a
-    linear layer) rather than only its own (ReLU, pooling, BatchNorm, a depthwise convolution
-    whose groups equal its channels)."""
-    if module is None:  # the softmax reads every logit
-        return True
-    return any(
-        isinstance(part, nn.Linear)
-        or (isinstance(part, nn.Conv2d) and (part.groups == 1 or part.groups < part.in_channels))
-        for part in module.modules()
-    )
-
-
 def _is_map(field) -> bool:
     return len(field.output_shape) == 3 and not field.whole_image
 
 
 def _wiring(run: LoadedRun) -> dict:
-    from convlens.inspect import SOFTMAX, find_stage
+    from convlens.inspect import SOFTMAX, find_stage, stage_traits
 
     fields = run.fields()
     stages = []
@@ -47,12 +33,16 @@ def _wiring(run: LoadedRun) -> dict:
             for earlier in filter(_is_map, fields[:index]):
                 rows, cols = field.windows_in(earlier)
                 windows[earlier.stage] = {"rows": rows, "cols": cols}
+        traits = stage_traits(module, field.output_shape)
         stages.append(
             {
                 "name": field.stage,
                 "kind": field.kind,
                 "shape": list(field.output_shape),
-                "mixes_channels": _mixes_channels(module),
+                "role": traits.role,
+                "mixes_channels": traits.mixes_channels,
+                "rectifies": traits.rectifies,
+                "grad_cam_target": traits.grad_cam_target,
                 "whole_input": field.whole_image,
                 "unit_grid": list(field.unit_grid) if field.unit_grid else None,
                 "windows": windows,
@@ -63,7 +53,9 @@ def _wiring(run: LoadedRun) -> dict:
 
 @router.get("/runs/{run_id}/network", summary="Which earlier cells each feature-map cell reads")
 def network(run: LoadedRun = Depends(get_run)) -> JSONResponse:
-    """Per stage: whether a channel reads every input channel (``mixes_channels``), whether each
+    """Per stage: its layer kind's ``role`` and flags (``convlens.inspect.layer_kinds``: whether a
+    channel reads every input channel, ``mixes_channels``; whether it is or contains a rectifier,
+    ``rectifies``; whether Grad-CAM may look at it, ``grad_cam_target``), whether each
     cell sees the whole input, how flatten's units map to the map before it (``unit_grid``: unit
     u is channel u // (h·w), cell divmod(u % (h·w), w)), and for a feature-map stage its
     ``windows`` in every earlier feature-map stage: ``rows[r]`` = [first, last] rows read by

@@ -20,19 +20,24 @@ as tables and equations. Every key of a step is optional:
 Numbers inside text are formatted with 4 significant digits; ``value`` and grid values stay
 numbers (±inf and NaN become None, as JSON has neither).
 
-A new cell kind registers one small function with ``@register(TheCell)``.
+A new cell kind registers one small function with ``@register(TheCell)``; until it does, its
+cells are shown as a table of their numbers, so a layer kind registered with a cell class of its
+own (``convlens.inspect.register_layer_kind``) reaches every face at once.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 from convlens.inspect import (
     BatchNormCell,
+    Cell,
     ConvCell,
     ConvolutionCell,
+    ElementwiseCell,
     FlattenCell,
     LinearCell,
     NormalizeCell,
@@ -48,6 +53,7 @@ SIGNIFICANT = 4  # digits of a number in a sentence, and of the largest number o
 MAX_DECIMALS = 6  # an aligned column of tiny numbers: beyond this they read 0.000000
 
 Steps = list[dict]
+_X = re.compile(r"\bx\b")  # the variable of an elementwise cell's formula
 
 
 class _Kind(NamedTuple):
@@ -105,6 +111,8 @@ def arithmetic_steps(
     shown in full (None: all of them).
     """
     kind = _KINDS.get(type(cell))
+    if kind is None and isinstance(cell, Cell):
+        kind = _Kind(_numbers, flat=False)
     if kind is None:
         raise TypeError(f"no arithmetic steps for {type(cell).__name__}; register one in {__name__}")
     where = f"unit {cell.channel}" if kind.flat else f"channel {cell.channel}, row {cell.row}, col {cell.col}"
@@ -204,6 +212,40 @@ def _relu(cell: ReluCell, class_names, max_channels) -> Steps:
     return [
         _explain("ReLU: keep positive values, replace negative ones with 0"),
         {"equation": f"max(0, {num(cell.before)}) =", "value": cell.total, "total": True},
+    ]
+
+
+@register(ElementwiseCell)
+def _elementwise(cell: ElementwiseCell, class_names, max_channels) -> Steps:
+    filled = _X.sub(operand(cell.before), cell.formula)  # the formula with the input value for x
+    return [
+        _explain(f"{cell.kind}: each value on its own, x ↦ {cell.formula}"),
+        {
+            "equation": f"{filled} =",
+            "value": cell.total,
+            "total": True,
+        },
+    ]
+
+
+def _numbers(cell: Cell, class_names, max_channels) -> Steps:
+    """A cell class with no steps of its own: every number it carries, in one table."""
+    shared = {"channel", "row", "col", "total", "output"}
+    rows = [
+        [name, float(value)]
+        for name, value in vars(cell).items()
+        if name not in shared and isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    return [
+        {
+            "table": {
+                "caption": f"the numbers of this {cell.kind} cell",
+                "columns": ["", "value"],
+                "rows": rows,
+                "chosen": None,
+            }
+        },
+        {"equation": f"{cell.kind} =", "value": cell.total, "total": True},
     ]
 
 

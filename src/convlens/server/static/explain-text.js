@@ -10,7 +10,8 @@ function sizeOf(shape) {
   return shape.length === 3 ? `${shape[1]}×${shape[2]}` : SHAPE(shape);
 }
 
-// Sentences per stage role (convlens.inspect.layer_facts.ROLES); `layer` is that stage's facts.
+// Sentences per stage role (convlens.inspect.layer_kinds: each layer kind declares its role;
+// a role without an entry here reads as `other`); `layer` is that stage's facts.
 const STAGE_TEXT = {
   normalize: (layer, card) => {
     const { mean, std } = card.normalization ?? {};
@@ -102,9 +103,13 @@ const VIEW_TEXT = {
       "A kernel with negative weights on one side and positive on the other gives 0 on flat areas and large values where the brightness changes across it: an edge." +
       (first ? ` ${first.stage} of this model does the same with ${PLURAL(first.filters, "kernel")} of ${first.kernel[0]}×${first.kernel[1]} that it learned from the training images.` : "");
   },
-  attribution: (card) => "Which pixels made the model choose the class? Each map answers it differently: Grad-CAM weighs the last feature maps by how much they raise the class score, " +
-    "saliency asks which pixels change the score fastest, integrated gradients adds up those changes along the way from random-noise images to this one, and occlusion covers patches and watches the score drop. " +
-    `Bright means important for the class chosen above (any of the ${card.class_names.length}).`,
+  // one clause per registered method (GET /api/registry: its label and help), so a new one is described too
+  attribution: (card, registry) => {
+    const methods = (registry?.attributions ?? []).map((entry) => `${entry.label} ${entry.help.replace(/\.$/, "")}`);
+    const listed = methods.length > 1 ? `${methods.slice(0, -1).join(", ")}, and ${methods.at(-1)}` : methods.join("");
+    return `Which pixels made the model choose the class? ${listed ? `Each map answers it differently: ${listed}. ` : ""}` +
+      `Bright means important for the class chosen above (any of the ${card.class_names.length}).`;
+  },
   attack: (card) => {
     const accuracy = card.metrics?.test_accuracy;
     return "A tiny change to every pixel, chosen by following the model's own gradients, can flip its answer while the image looks the same to us. " +
@@ -123,15 +128,16 @@ const VIEW_TEXT = {
   },
 };
 
-export function viewExplanation(tab, card) {
-  return VIEW_TEXT[tab]?.(card) ?? "";
+// `registry`: GET /api/registry, for the tabs that describe what is registered
+export function viewExplanation(tab, card, registry = null) {
+  return VIEW_TEXT[tab]?.(card, registry) ?? "";
 }
 
 // Puts each tab's explanation at the top of its section (again for every run switched to).
-export function explainViews(card) {
+export function explainViews(card, registry = null) {
   for (const section of document.querySelectorAll("main > section.tab")) {
     const tab = section.id.replace(/^tab-/, "");
-    const text = viewExplanation(tab, card);
+    const text = viewExplanation(tab, card, registry);
     let paragraph = section.querySelector(":scope > p.view-explanation");
     if (!text) {
       paragraph?.remove();
