@@ -1,8 +1,9 @@
 """The explorer's FastAPI app: the JSON API plus one static page, for one or more trained runs.
 
 ``create_app(run_dirs)`` loads every run up front and returns an ASGI app; ``convlens serve``
-runs it with uvicorn. Bad requests become 4xx answers with a one-line ``detail`` (never a
-500, never a crash), and only files inside ``static/`` are ever served.
+runs it with uvicorn. Its routes are the core API (``api``) plus those of every registered view
+(``views``: the page's tabs). Bad requests become 4xx answers with a one-line ``detail`` (never a
+500, never a crash), and only files inside ``static/`` (or a plugin view's own folder) are served.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from convlens.errors import ConvlensError
 from convlens.server.runs import RunNotFound, RunStore
 from convlens.server.uploads import MAX_UPLOAD_BYTES, UploadRejected
+from convlens.server.views import PLUGIN_URL, STATIC_DIR, STATIC_URL
 
-STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # one upload plus the other form fields
 MAX_JSON_BYTES = 1024 * 1024  # the playground's largest grid (64 x 64 numbers) is ~100 KB
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -233,7 +234,7 @@ def create_app(
     (for a server bound to 0.0.0.0). A POST with an ``Origin`` must come from the page itself or one
     of ``allowed_origins`` (e.g. ``http://example.org:3000``); so must a DELETE."""
     from convlens import __version__
-    from convlens.server import api, explain, layers, network, playground, playground2d, train_api
+    from convlens.server import api, views
     from convlens.server.api_docs import install_api_docs
     from convlens.server.training import Trainings
 
@@ -250,13 +251,15 @@ def create_app(
     app.router.on_shutdown.append(app.state.trainings.shut_down)  # no child outlives the server
     _install_error_handlers(app)
     app.include_router(api.router)
-    app.include_router(explain.router)
-    app.include_router(playground.router)
-    app.include_router(playground2d.router)
-    app.include_router(layers.router)
-    app.include_router(train_api.router)
-    app.include_router(network.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(views.router)
+    for router in views.view_routers():
+        app.include_router(router)
+    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
+    for view in views.ordered_views():  # a plugin's module and markup, from its own folder only
+        if view.folder != STATIC_DIR:
+            app.mount(
+                f"{PLUGIN_URL}/{view.name}", StaticFiles(directory=view.folder), name=f"view-{view.name}"
+            )
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -5,7 +5,7 @@ import { postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, message, paintImage, paintPlane, percent, probabilityBars } from "./draw.js";
 
 export class AttackView {
-  constructor(refresh) {
+  constructor({ refresh }) {
     this.eps = document.getElementById("attack-eps");
     this.epsText = document.getElementById("attack-eps-value");
     this.method = document.getElementById("attack-method");
@@ -90,3 +90,5 @@ export class AttackView {
     this.images.dataset.source = body.source; // which input this attack belongs to
   }
 }
+
+export default AttackView; // the view main.js constructs (convlens.server.views)

@@ -23,6 +23,7 @@ export class InputPanel {
     this.badge = document.getElementById("shift-badge");
     this.input = null;
     this.drawing = false;
+    this.showOutline(false); // until the Network view, whose cells it outlines, is shown
     this.clear(false);
     this.canvas.addEventListener("pointerdown", (e) => this.start(e));
     this.canvas.addEventListener("pointermove", (e) => this.move(e));

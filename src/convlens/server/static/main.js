@@ -1,22 +1,21 @@
-// The explorer page: runs, tabs and the shared input; each tab is its own module.
+// The explorer page: runs, the shared input, and the tabs. The tabs are not listed here: each is a
+// view the server declares (GET /api/views, convlens.server.views) with its title, its section's
+// markup and an ES module whose default export is the view's class, imported on start. A view's
+// class is constructed with {name, section, inputPanel, refresh, state} and may define
+// registryLoaded(registry), started(state), runChanged(state), shown(state), hidden(); a view that
+// uses the input also inputChanged(input), update(state) and fail(error).
 
 import { getJSON } from "./api.js";
-import { fmt, percent } from "./draw.js";
+import { el, fmt, percent } from "./draw.js";
 import { InputPanel } from "./input.js";
-import { Overview } from "./overview.js";
-import { Playground } from "./playground.js";
-import { AttributionView } from "./attribution.js";
-import { AttackView } from "./attack.js";
-import { LayersView } from "./layers.js";
-import { ModelCard } from "./card.js";
-import { TrainView } from "./train.js";
-import { LearningPlayground } from "./playground2d.js";
 import { explainViews } from "./explain-text.js";
 
 // registry: what the server can do by name (attribution methods, attacks, ...), from GET /api/registry
 const state = { runs: [], run: null, card: null, input: null, registry: null };
-const views = {};
-let activeTab = "overview";
+let inputPanel = null;
+let declared = []; // GET /api/views, in tab order
+const views = {}; // name → the view's object
+let activeTab = null;
 
 // Image tabs redraw when the input changes; at most one request per view is in flight and
 // only the newest input is sent next, so drawing stays smooth however fast the pointer moves.
@@ -46,14 +45,14 @@ class Refresher {
   }
 }
 
-const refreshers = {};
+const refreshers = {}; // one per view that uses the input
 const stale = new Set();
 
 // The one current input: every image view forgets what it showed for the previous one at once
 // (it redraws when shown), so no panel shows maps of one image next to another.
 function inputChanged(input) {
   state.input = input;
-  views.input.outline(null); // a receptive field belongs to the previous image's cell
+  inputPanel.outline(null); // a receptive field belongs to the previous image's cell
   for (const name of Object.keys(refreshers)) {
     stale.add(name);
     views[name].inputChanged?.(input);
@@ -69,16 +68,17 @@ function refreshActive() {
 }
 
 function showTab(name) {
-  activeTab = name;
+  const view = declared.find((v) => v.name === name) ?? declared[0];
+  if (activeTab !== view.name) views[activeTab]?.hidden?.();
+  activeTab = view.name;
   for (const button of document.querySelectorAll("#tabs button")) {
-    button.classList.toggle("active", button.dataset.tab === name);
+    button.classList.toggle("active", button.dataset.tab === view.name);
   }
   for (const section of document.querySelectorAll("main > section.tab")) {
-    section.hidden = section.id !== `tab-${name}`;
+    section.hidden = section.id !== `tab-${view.name}`;
   }
-  document.getElementById("input-panel").hidden = !["overview", "attribution", "attack"].includes(name);
-  views.input.showOutline(name === "overview");
-  views[name]?.shown?.(state);
+  document.getElementById("input-panel").hidden = !view.uses_input;
+  views[view.name]?.shown?.(state);
   refreshActive();
 }
 
@@ -90,12 +90,12 @@ async function selectRun(runId) {
   facts.textContent = `${state.run.model} on ${state.run.dataset} (${state.run.input_shape.join("×")}, ` +
     `${state.card.parameters.toLocaleString()} parameters${accuracy})`;
   for (const view of Object.values(views)) view.runChanged?.(state);
-  explainViews(state.card);
-  const testImages = await views.input.loadTestImages(runId);
+  explainViews(state.card, state.registry);
+  const testImages = await inputPanel.loadTestImages(runId);
   // the first screen shows a test image and its prediction, not an empty canvas
-  if (!state.input && testImages.length) views.input.pickTest(testImages[0]);
+  if (!state.input && testImages.length) inputPanel.pickTest(testImages[0]);
   // a test index of the previous run means nothing here: send the canvas, which shows that image
-  else if (state.input?.kind === "test" || !state.input) views.input.sendCanvas();
+  else if (state.input?.kind === "test" || !state.input) inputPanel.sendCanvas();
   else inputChanged(state.input);
 }
 
@@ -109,23 +109,54 @@ async function refreshRuns() {
   if (state.run) select.value = state.run.id;
 }
 
+function styleSheet(href) {
+  return new Promise((resolve, reject) => {
+    const link = el("link", { rel: "stylesheet", href });
+    link.addEventListener("load", resolve);
+    link.addEventListener("error", () => reject(new Error(`cannot load ${href}`)));
+    document.head.append(link);
+  });
+}
+
+async function markup(url) {
+  if (!url) return "";
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`cannot load ${url}: HTTP ${response.status}`);
+  return response.text();
+}
+
+// Every declared view: its tab button, its section (its own markup, then its module's class).
+// Files load in parallel; the views are constructed in tab order once every section is in place.
+async function buildViews() {
+  declared = await getJSON("/api/views");
+  const loaded = await Promise.all(declared.map((view) => Promise.all([
+    markup(view.markup), import(view.module), ...view.styles.map(styleSheet),
+  ])));
+  const nav = document.getElementById("tabs");
+  const main = document.querySelector("main");
+  const sections = declared.map((view, i) => {
+    const button = el("button", { "data-tab": view.name, text: view.label, title: view.help });
+    button.addEventListener("click", () => showTab(view.name));
+    nav.append(button);
+    const section = el("section", { id: `tab-${view.name}`, class: "tab", hidden: "" });
+    section.innerHTML = loaded[i][0]; // our own file (or a registered plugin's), never user input
+    main.append(section);
+    return section;
+  });
+  declared.forEach((view, i) => {
+    const ViewClass = loaded[i][1].default;
+    if (typeof ViewClass !== "function") throw new Error(`${view.module} has no default export (the view's class)`);
+    const refresh = () => refreshers[view.name]?.request();
+    views[view.name] = new ViewClass({ name: view.name, section: sections[i], inputPanel, refresh, state });
+    if (view.uses_input) refreshers[view.name] = new Refresher(views[view.name]);
+  });
+}
+
 async function start() {
-  views.input = new InputPanel(inputChanged);
-  views.overview = new Overview(views.input);
-  views.playground = new Playground();
-  views.attribution = new AttributionView(() => refreshers.attribution.request());
-  views.attack = new AttackView(() => refreshers.attack.request());
-  views.layers = new LayersView();
-  views.card = new ModelCard();
-  views.train = new TrainView();
-  views.playground2d = new LearningPlayground();
-  for (const name of ["overview", "attribution", "attack"]) refreshers[name] = new Refresher(views[name]);
-  for (const button of document.querySelectorAll("#tabs button")) {
-    button.addEventListener("click", () => showTab(button.dataset.tab));
-  }
+  inputPanel = new InputPanel(inputChanged);
+  await buildViews();
   state.registry = await getJSON("/api/registry");
-  views.attribution.registryLoaded(state.registry);
-  views.attack.registryLoaded(state.registry);
+  for (const view of Object.values(views)) view.registryLoaded?.(state.registry);
   const select = document.getElementById("run-select");
   await refreshRuns();
   select.addEventListener("change", () => selectRun(select.value));
@@ -134,10 +165,11 @@ async function start() {
     await refreshRuns();
     if (!state.run && state.runs.length) await selectRun(state.runs[0].id);
   });
-  await views.train.load();
-  views.train.poll();
+  await Promise.all(Object.values(views).map((view) => view.started?.(state)));
   if (state.runs.length) await selectRun(state.runs[0].id);
-  showTab(state.runs.length ? location.hash.slice(1) || "overview" : "train"); // no run yet: train one
+  // no run yet: open the view that makes one (Train)
+  const first = state.runs.length ? declared[0] : declared.find((v) => v.opens_without_runs) ?? declared[0];
+  showTab(state.runs.length ? location.hash.slice(1) || first.name : first.name);
   document.body.dataset.ready = "true";
 }
 

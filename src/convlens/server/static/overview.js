@@ -15,7 +15,7 @@ const MAP_PIXELS = 44; // on-screen size of the largest side of every feature ma
 const FIRST_ROWS = 10; // channels shown until "show all" (CNN Explainer shows 10 per layer)
 
 export class Overview {
-  constructor(inputPanel) {
+  constructor({ inputPanel }) {
     this.inputPanel = inputPanel;
     this.network = document.getElementById("network");
     this.network.classList.add("network-grid");
@@ -43,6 +43,15 @@ export class Overview {
     this.network.parentElement.before(el("div", { class: "network-controls" },
       el("label", {}, "colours: ", this.scale), this.count, this.showAll));
     window.addEventListener("resize", () => this.relink());
+  }
+
+  // the receptive-field box on the input belongs to a cell of this view: shown with it only
+  shown() {
+    this.inputPanel.showOutline(true);
+  }
+
+  hidden() {
+    this.inputPanel.showOutline(false);
   }
 
   runChanged() {
@@ -231,3 +240,5 @@ export class Overview {
     }
   }
 }
+
+export default Overview; // the view main.js constructs (convlens.server.views)

@@ -219,3 +219,5 @@ export class Playground {
     document.getElementById("pg-play").textContent = "play";
   }
 }
+
+export default Playground; // the view main.js constructs (convlens.server.views)
