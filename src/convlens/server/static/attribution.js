@@ -4,7 +4,7 @@ import { postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 export class AttributionView {
-  constructor(refresh) {
+  constructor({ refresh }) {
     this.box = document.getElementById("attr-maps");
     this.target = document.getElementById("attr-target");
     this.stage = document.getElementById("attr-stage");
@@ -74,3 +74,5 @@ export class AttributionView {
 }
 
 export { fmt };
+
+export default AttributionView; // the view main.js constructs (convlens.server.views)

@@ -95,3 +95,5 @@ export class ModelCard {
         el("td", { text: percent(r.recall) }), el("td", { text: String(r.support) }))));
   }
 }
+
+export default ModelCard; // the view main.js constructs (convlens.server.views)

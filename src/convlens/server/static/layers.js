@@ -222,3 +222,5 @@ export class LayersView {
     }
   }
 }
+
+export default LayersView; // the view main.js constructs (convlens.server.views)

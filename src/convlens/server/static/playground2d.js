@@ -390,3 +390,5 @@ export class LearningPlayground {
     }
   }
 }
+
+export default LearningPlayground; // the view main.js constructs (convlens.server.views)

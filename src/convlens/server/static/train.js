@@ -72,6 +72,12 @@ export class TrainView {
     this.knownRuns = runs;
   }
 
+  // the page is up: fill the form, then follow the trainings under way
+  async started() {
+    await this.load();
+    this.poll();
+  }
+
   poll() {
     setTimeout(() => this.load().catch(() => null).finally(() => this.poll()), POLL_MS);
   }
@@ -279,3 +285,5 @@ export class TrainView {
     );
   }
 }
+
+export default TrainView; // the view main.js constructs (convlens.server.views)
