@@ -127,17 +127,23 @@ def input_value(x: torch.Tensor, channel: int, row: int, col: int) -> float:
     return float(x[channel, row, col]) if x.ndim == 3 else float(x[channel])
 
 
-def elementwise(formula: str, function: Callable[[float], float], kind: str | None = None) -> Arithmetic:
-    """The cell arithmetic of an activation that maps each value on its own: ``function`` of the
-    input value at the cell's position, shown as ``formula`` of x. ``kind`` names the cell
+def elementwise(
+    formula: str | Callable[[nn.Module], str],
+    function: Callable[[nn.Module, float], float],
+    kind: str | None = None,
+) -> Arithmetic:
+    """The cell arithmetic of an activation that maps each value on its own: ``function(module,
+    x)`` of the input value x at the cell's position, shown as ``formula`` (a text in x, or a
+    function of the module for one with settings, e.g. a slope). ``kind`` names the cell
     (default: the module's class name)."""
 
     def arithmetic(module, x, stage: str, channel: int, row: int, col: int, real: float) -> ElementwiseCell:
         before = input_value(x, channel, row, col)
-        after = float(function(before))
+        after = float(function(module, before))
         return ElementwiseCell(
             stage=stage, kind=kind or type(module).__name__, channel=channel, row=row, col=col,
-            total=after, output=real, before=before, formula=formula, after=after,
+            total=after, output=real, before=before,
+            formula=formula(module) if callable(formula) else formula, after=after,
         )  # fmt: skip
 
     return arithmetic
