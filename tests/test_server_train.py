@@ -1,11 +1,13 @@
-"""Training from the explorer: POST /api/train starts `convlens train` in a child process, its
-events stream one per epoch then done, DELETE stops it resumably, bad input is one 400 line,
-too many at once is 429; runs written by a separate training are followed; the per-epoch
+"""Training from the explorer: POST /api/train starts a training job (convlens.train.jobs) in a
+child process, its events stream one per epoch then done, DELETE stops it resumably, a body
+that breaks the schema is a 422 and a bad value a 400, each naming the request's field, too
+many at once is 429; runs written by a separate training are followed; the per-epoch
 snapshots are what the model really held (checked against last.* and a fresh initialization).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -90,28 +92,49 @@ def test_post_train_streams_each_epoch_then_done_and_the_run_joins(explorer, dig
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("body", "status", "expected"),
     [
-        (b'{"data": "nope"}', "unknown data set 'nope'"),
-        (b'{"data": "digits", "model": "nope"}', "unknown model 'nope'"),
-        (b'{"data": "digits", "epochs": 0}', "epochs must be a whole number 1..100"),
-        (b'{"data": "digits", "epochs": 101}', "epochs must be a whole number 1..100"),
-        (b'{"data": "digits", "epochs": "4"}', "epochs must be a whole number"),
-        (b'{"data": "digits", "lr": -1}', "lr must be a number"),
-        (b'{"data": "digits", "out": "/etc"}', "unknown option 'out'"),
-        (b'{"data": "digits", "page": "../x"}', "page must be"),
-        (b"{bad json", "body must be a JSON object"),
-        (b"[1, 2]", "body must be a JSON object"),
-        (b"[" * 100_000, "body must be a JSON object"),  # nested too deep for the parser
-        (b"{}", "data: choose a built-in data set"),
+        (b'{"data": "nope"}', 400, "data: unknown data set 'nope'; choose one of: digits"),
+        (b'{"data": "/etc"}', 400, "data: unknown data set '/etc'"),  # a client never names a path
+        (b'{"data": "digits", "model": "nope"}', 400, "model: unknown model 'nope'"),
+        (b'{"data": "digits", "epochs": 0}', 400, "epochs must be a whole number 1..100, got 0"),
+        (b'{"data": "digits", "epochs": 101}', 400, "epochs must be a whole number 1..100"),
+        (b'{"data": "digits", "batch_size": 5000}', 400, "batch_size must be a whole number 1..1024"),
+        (b'{"data": "digits", "lr": -1}', 400, "lr must be a number in (0, 10]"),
+        (b'{"data": "digits", "page": "../x"}', 400, "page: expected the page's id"),
+        (b'{"data": "digits", "epochs": "4"}', 422, "epochs: Input should be a valid integer"),
+        (b'{"data": "digits", "epochs": true}', 422, "epochs: Input should be a valid integer"),
+        (b'{"data": "digits", "out": "/etc"}', 422, "out: Extra inputs are not permitted"),
+        (b"{bad json", 422, "JSON decode error"),
+        (b"[1, 2]", 422, "Input should be a valid dictionary"),
+        (b"[" * 100_000, 400, "error parsing the body"),  # nested too deep for the parser
+        (b"{}", 422, "data: Field required"),
     ],
 )
-def test_bad_training_requests_are_one_line_400s(explorer, body, expected):
+def test_bad_training_requests_are_one_line_naming_the_field(explorer, body, status, expected):
     url, _ = explorer
     answer = httpx.post(url + "api/train", content=body, headers={"Content-Type": "application/json"})
-    assert answer.status_code == 400
+    assert answer.status_code == status
     detail = answer.json()["detail"]
-    assert expected in detail and "\n" not in detail
+    assert expected in detail and "\n" not in detail and "--" not in detail
+
+
+def test_the_body_schema_is_the_jobs_fields_with_their_bounds(explorer):
+    from convlens.train.jobs import MAX_EPOCHS, TrainJob
+
+    url, _ = explorer
+    schema = httpx.get(url + "openapi.json").json()
+    body = schema["paths"]["/api/train"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in body:
+        body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    fields = [spec.name for spec in dataclasses.fields(TrainJob)]
+    assert list(body["properties"]) == [*fields, "page"] and body["required"] == ["data"]
+    assert body["additionalProperties"] is False
+    assert (body["properties"]["epochs"]["minimum"], body["properties"]["epochs"]["maximum"]) == (
+        1,
+        MAX_EPOCHS,
+    )
+    assert body["properties"]["lr"]["exclusiveMinimum"] == 0
 
 
 def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explorer, digits):
@@ -120,9 +143,9 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     url, runs_dir = explorer
     # batches of 1: a few seconds an epoch, so the training is still running when it is stopped
     # (two epochs after the first one's event: a stop after the final model.json says "finished")
-    first = start(url, data="digits", epochs=3, batch_size=1, page="page-a").json()["id"]
+    first = start(url, data="digits", epochs=3, batch_size=1, page="page-aaaa").json()["id"]
     assert events(url, first, first_only=True)[0]["epoch"] == 1
-    busy = start(url, data="digits", epochs=4, page="page-b")
+    busy = start(url, data="digits", epochs=4, page="page-bbbb")
     assert busy.status_code == 429 and "at once" in busy.json()["detail"]
     foreign = httpx.delete(f"{url}api/train/{first}", headers={"Origin": "http://elsewhere.example"})
     assert foreign.status_code == 403
@@ -136,9 +159,9 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
 
     # the same page asking again replaces its running training instead of being refused
     # (batches of 1 again: a stop that lands after the final model.json reports "finished")
-    second = start(url, data="digits", epochs=4, batch_size=1, page="page-a").json()["id"]
+    second = start(url, data="digits", epochs=4, batch_size=1, page="page-aaaa").json()["id"]
     assert events(url, second, first_only=True)[0]["epoch"] == 1  # running, its SIGINT handler set
-    third = start(url, data="digits", epochs=4, batch_size=1, page="page-a")
+    third = start(url, data="digits", epochs=4, batch_size=1, page="page-aaaa")
     assert third.status_code == 202
     assert events(url, second)[-1]["status"] == "stopped"
     assert events(url, third.json()["id"], first_only=True)[0]["epoch"] == 1
@@ -191,37 +214,46 @@ def test_training_needs_a_runs_dir(digits_run):
     assert client.get("/api/train").json()["runs_dir"] is None
 
 
-def test_a_folder_trained_again_from_epoch_1_restarts_its_stream(tmp_path):
+def stream_of(folder, running) -> list[dict]:
+    """The events ``train_api.epoch_events`` sends for ``folder``, asking ``running`` each look."""
     import asyncio
     import concurrent.futures
 
-    from convlens.server.follow import epoch_events
+    from convlens.server.runs import RunStore
+    from convlens.server.train_api import epoch_events
+    from convlens.train.follow import Follower
 
-    def write(*losses: float) -> None:
-        rows = [{"epoch": i + 1, "train_loss": loss, "test_loss": loss} for i, loss in enumerate(losses)]
-        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-    calls = []
-
-    def running() -> bool:  # asked once per look at the folder
-        calls.append(1)
-        if len(calls) == 2:
-            write(0.9)  # convlens train --overwrite: a new run's first epoch
-        return len(calls) < 3
+    follower, store = Follower(folder), RunStore([], folder)
+    follower.running = running
 
     async def collect() -> list[dict]:
         async def connected() -> bool:
             return False
 
-        stream = epoch_events(
-            "again", tmp_path, running, lambda: {"status": "finished"}, list, lambda: False, connected
-        )
+        stream = epoch_events("again", follower, store, lambda: False, connected)
         return [json.loads(event[len("data: ") :]) async for event in stream]
 
-    write(2.0, 1.5, 1.2)
     # a thread of its own: Playwright's sync API keeps an event loop running in the test thread
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        found = pool.submit(lambda: asyncio.run(collect())).result()
+        return pool.submit(lambda: asyncio.run(collect())).result()
+
+
+def write(folder, *losses: float) -> None:
+    rows = [{"epoch": i + 1, "train_loss": loss, "test_loss": loss} for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_a_folder_trained_again_from_epoch_1_restarts_its_stream(tmp_path):
+    calls = []
+
+    def running() -> bool:  # asked once per look at the folder
+        calls.append(1)
+        if len(calls) == 2:
+            write(tmp_path, 0.9)  # convlens train --overwrite: a new run's first epoch
+        return len(calls) < 3
+
+    write(tmp_path, 2.0, 1.5, 1.2)
+    found = stream_of(tmp_path, running)
     assert [(e.get("epoch"), e.get("train_loss"), e.get("restart"), e.get("done")) for e in found] == [
         (1, 2.0, None, None),
         (2, 1.5, None, None),
@@ -230,61 +262,33 @@ def test_a_folder_trained_again_from_epoch_1_restarts_its_stream(tmp_path):
         (1, 0.9, None, None),
         (None, None, None, True),
     ]
+    assert found[-1] == {**found[-1], "status": "stopped", "epochs_done": 1, "run": None}
 
 
 def test_following_a_folder_reads_it_off_the_event_loop(tmp_path, monkeypatch):
     import asyncio
-    import concurrent.futures
 
-    from convlens.server import follow
+    from convlens.server.runs import RunStore
+    from convlens.train.follow import Follower
 
     on_the_loop = []
 
     def off_loop(function):
-        def call(*args):
+        def call(*args, **kwargs):
             try:
                 asyncio.get_running_loop()
                 on_the_loop.append(function.__name__)  # would stall every other request
             except RuntimeError:
                 pass  # a worker thread
-            return function(*args)
+            return function(*args, **kwargs)
 
         return call
 
-    monkeypatch.setattr(follow, "read_epochs", off_loop(follow.read_epochs))
-    monkeypatch.setattr(follow, "planned_epochs", off_loop(follow.planned_epochs))
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 0.5}) + "\n")
-
-    def running() -> bool:
-        return False
-
-    def outcome() -> dict:  # the explorer loads the finished model here
-        return {"status": "finished"}
-
-    def snapshot_epochs() -> list[int]:
-        return [0, 1]
-
-    async def collect() -> list[dict]:
-        async def connected() -> bool:
-            return False
-
-        stream = follow.epoch_events(
-            "r",
-            tmp_path,
-            off_loop(running),
-            off_loop(outcome),
-            off_loop(snapshot_epochs),
-            lambda: False,
-            connected,
-        )
-        return [json.loads(event[len("data: ") :]) async for event in stream]
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        found = pool.submit(lambda: asyncio.run(collect())).result()
-    assert [(e.get("epoch"), e.get("snapshot"), e.get("status")) for e in found] == [
-        (1, True, None),
-        (None, None, "finished"),
-    ]
+    monkeypatch.setattr(Follower, "poll", off_loop(Follower.poll))  # reads the folder, judges the end
+    monkeypatch.setattr(RunStore, "refresh", off_loop(RunStore.refresh))  # loads the finished model
+    write(tmp_path, 0.5)
+    found = stream_of(tmp_path, lambda: False)
+    assert [(e.get("epoch"), e.get("status")) for e in found] == [(1, None), (None, "stopped")]
     assert on_the_loop == []
 
 
@@ -307,31 +311,32 @@ def test_a_run_whose_tensors_land_after_its_json_joins_once_they_do(digits_run, 
 
 
 def child_trainings(runs_dir, monkeypatch, script: str, at_once: int):
-    """``Trainings`` whose children run the Python ``script`` instead of ``convlens train``."""
+    """``Trainings`` whose jobs run the Python ``script`` instead of training."""
     import subprocess
     import sys
 
     from convlens.server.runs import RunStore
     from convlens.server.training import Trainings
+    from convlens.train.jobs import TrainingJob
 
     trainings = Trainings(RunStore([], runs_dir), at_once=at_once)
 
-    def spawn(command: list[str]) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    def spawn(job, folder) -> TrainingJob:
+        return TrainingJob(folder, subprocess.Popen([sys.executable, "-c", script]))
 
-    monkeypatch.setattr(trainings, "_spawn", spawn)
+    monkeypatch.setattr(trainings, "_start", spawn)
     return trainings
 
 
 def test_trainings_can_be_listed_while_another_starts(tmp_path, monkeypatch):
-    from convlens.server.training import TrainRequest
+    from convlens.train.jobs import TrainJob
 
     trainings = child_trainings(tmp_path, monkeypatch, "import time; time.sleep(60)", at_once=2)
     try:
-        first = trainings.start(TrainRequest("digits"))
+        first = trainings.start(TrainJob("digits"))
         listing = iter(trainings.trainings.values())  # GET /api/train going over them ...
         assert next(listing) is first
-        second = trainings.start(TrainRequest("digits"))  # ... while another page starts one
+        second = trainings.start(TrainJob("digits"))  # ... while another page starts one
         assert list(listing) == []  # the listing it began with: no "changed size during iteration"
         assert {t.run_id for t in trainings.running()} == {first.run_id, second.run_id}
     finally:
@@ -340,7 +345,7 @@ def test_trainings_can_be_listed_while_another_starts(tmp_path, monkeypatch):
 
 
 def test_a_stopping_server_interrupts_each_training_once(tmp_path, monkeypatch):
-    from convlens.server.training import TrainRequest
+    from convlens.train.jobs import TrainJob
 
     said = tmp_path / "said.txt"
     script = f"""
@@ -355,7 +360,7 @@ time.sleep(0.5)  # finishing its batch and saving: a second SIGINT would land he
 """
     (tmp_path / "runs").mkdir()
     trainings = child_trainings(tmp_path / "runs", monkeypatch, script, at_once=1)
-    training = trainings.start(TrainRequest("digits"))
+    training = trainings.start(TrainJob("digits"))
     deadline = time.monotonic() + 30
     while not said.is_file() or "ready" not in said.read_text():
         assert time.monotonic() < deadline and training.running
@@ -364,43 +369,23 @@ time.sleep(0.5)  # finishing its batch and saving: a second SIGINT would land he
     time.sleep(0.2)  # the server closes its connections
     trainings.shut_down()  # then its last step waits for the children
     assert said.read_text().splitlines() == ["ready", "SIGINT"]
-    assert training.process.returncode == 0  # it ended by itself, after its batch: not killed
-
-
-def test_a_failed_training_says_its_own_error_though_its_exit_is_seen_first(tmp_path):
-    import subprocess
-    import sys
-
-    from convlens.server.runs import RunStore
-    from convlens.server.training import Training, Trainings
-
-    said = (
-        "import sys; print('training convnet', file=sys.stderr); sys.exit('convlens: error: no space left')"
-    )
-    process = subprocess.Popen([sys.executable, "-c", said], stderr=subprocess.PIPE, text=True)
-    process.wait()  # the page's stream sees the exit ...
-    training = Training("failed", tmp_path, process, None)
-    reader = threading.Timer(0.3, Trainings(RunStore([], tmp_path))._collect, args=(training,))
-    reader.start()  # ... before the pipe is read
-    try:
-        assert training.outcome() == {"status": "failed", "resumable": False, "message": "no space left"}
-    finally:
-        reader.join()
+    assert training.job.process.returncode == 0  # it ended by itself, after its batch: not killed
 
 
 def test_a_training_starting_while_the_server_stops_is_stopped_too(tmp_path, monkeypatch):
-    from convlens.server.training import TooManyTrainings, TrainRequest
+    from convlens.server.streams import TooManyTrainings
+    from convlens.train.jobs import TrainJob
 
     trainings = child_trainings(tmp_path, monkeypatch, "import time; time.sleep(60)", at_once=1)
-    spawn, spawning, may_spawn = trainings._spawn, threading.Event(), threading.Event()
+    spawn, spawning, may_spawn = trainings._start, threading.Event(), threading.Event()
 
-    def slow_spawn(command):  # a start that has passed its checks and is launching its child
+    def slow_spawn(job, folder):  # a start that has passed its checks and is launching its child
         spawning.set()
         may_spawn.wait(10)
-        return spawn(command)
+        return spawn(job, folder)
 
-    monkeypatch.setattr(trainings, "_spawn", slow_spawn)
-    starting = threading.Thread(target=trainings.start, args=(TrainRequest("digits"),))
+    monkeypatch.setattr(trainings, "_start", slow_spawn)
+    starting = threading.Thread(target=trainings.start, args=(TrainJob("digits"),))
     starting.start()
     assert spawning.wait(10)
     stopping = threading.Thread(target=trainings.shut_down)
@@ -411,22 +396,7 @@ def test_a_training_starting_while_the_server_stops_is_stopped_too(tmp_path, mon
     stopping.join(30)
     assert not stopping.is_alive() and not trainings.running()  # no child outlives the server
     with pytest.raises(TooManyTrainings, match="stopping"):
-        trainings.start(TrainRequest("digits"))
-
-
-def test_a_stop_after_the_final_model_was_written_reports_finished(tmp_path):
-    import subprocess
-    import sys
-
-    from convlens.server.training import Training
-
-    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(130)"])  # as after a late SIGINT
-    process.wait()
-    training = Training("late", tmp_path, process, None, stopping=True)
-    training.read_out.set()
-    assert training.outcome()["status"] == "stopped"  # no final model: the stop ended it
-    (tmp_path / "model.json").write_text("{}")
-    assert training.outcome() == {"status": "finished", "resumable": False, "message": ""}
+        trainings.start(TrainJob("digits"))
 
 
 def test_the_server_forgets_the_oldest_ended_trainings_but_never_a_running_one(tmp_path, monkeypatch):
@@ -436,6 +406,7 @@ def test_the_server_forgets_the_oldest_ended_trainings_but_never_a_running_one(t
     import convlens.server.training as training_module
     from convlens.server.runs import RunStore
     from convlens.server.training import Training, Trainings
+    from convlens.train.jobs import TrainingJob
 
     monkeypatch.setattr(training_module, "KEPT_ENDED", 2)
     trainings = Trainings(RunStore([], tmp_path))
@@ -443,22 +414,23 @@ def test_the_server_forgets_the_oldest_ended_trainings_but_never_a_running_one(t
     ended.wait()
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        trainings._remember(Training("busy", tmp_path, running, None))
+        trainings._remember(Training("busy", TrainingJob(tmp_path, running), None))
         for number in range(4):
-            trainings._remember(Training(f"done{number}", tmp_path, ended, None))
+            trainings._remember(Training(f"done{number}", TrainingJob(tmp_path, ended), None))
         assert list(trainings.trainings) == ["busy", "done1", "done2", "done3"]  # 2 ended + the new one
     finally:
         running.kill()
         running.wait()
 
 
-def test_a_child_training_stops_on_sigint_though_it_was_started_with_sigint_ignored(tmp_path, digits):
-    """`convlens serve ... &` from a script ignores SIGINT, and so would its children, unless told."""
+def test_convlens_train_stops_on_sigint_though_started_with_sigint_ignored_when_told(tmp_path, digits):
+    """A script that stops `convlens train` with SIGINT from a background job sets CONVLENS_STOP_ON_SIGINT
+    (the explorer's own jobs take SIGINT back by themselves: test_train_jobs.py)."""
     import signal
     import subprocess
     import sys
 
-    from convlens.cli.app import SIGINT_VARIABLE
+    from convlens.process import SIGINT_VARIABLE
 
     run = tmp_path / "run"
     command = [sys.executable, "-m", "convlens", "train", "--data", "digits", "--epochs", "50"]
