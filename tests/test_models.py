@@ -54,6 +54,18 @@ def test_stages_cover_every_parameter_and_start_with_normalize(name):
     assert torch.allclose(x, model(images))
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_says_what_it_is_and_bounds_only_its_own_options(name):
+    """The listings (`convlens models`, `convlens methods`, the Train tab) read this entry."""
+    from convlens.models import MODELS, describe_model, model_options
+
+    entry = MODELS.get(name)
+    assert describe_model(name) == entry.help and entry.help.strip()
+    assert [p.name for p in entry.parameters] == list(model_options(name))
+    for option, (low, high) in entry.extras["limits"].items():
+        assert option in model_options(name) and low <= model_options(name)[option] <= high
+
+
 def test_normalization_is_inside_the_model():
     model = create_model("mlp", (1, 4, 4), 2, mean=[0.25], std=[0.5])
     normalized = model.stages()[0][1](torch.full((1, 1, 4, 4), 0.75))

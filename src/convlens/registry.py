@@ -96,7 +96,7 @@ class Registry:
     """Names → entries for one extension point, in registration order."""
 
     def __init__(self, kind: str, shared_inputs: tuple[str, ...] = ()) -> None:
-        self.kind = kind  # "attribution method", "attack", "lab experiment"
+        self.kind = kind  # "attribution method", "model", "data format", "explorer view", ...
         self.shared_inputs = shared_inputs  # leading arguments every entry takes (model, image, ...)
         self._entries: dict[str, Entry] = {}
 

@@ -23,7 +23,7 @@ from convlens.registry import Entry, Registry
 # name → reader; extras: matches(path) -> bool, what (for "expected ..."), fallback
 DATA_FORMATS = Registry("data format", shared_inputs=("path", "image_size"))
 
-Reader = Callable[[Path, "tuple[int, int] | None"], Dataset]
+Reader = Callable[[Path, tuple[int, int] | None], Dataset]  # (path, image_size) -> Dataset
 
 
 def register_format(
