@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).parent.parent / "src" / "convlens"
 # -> views -> faces. Every top-level module or package of convlens must be placed here, so a new
 # one is a decision, not an accident.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundation": ("convlens", "errors", "registry", "storage"),
+    "foundation": ("convlens", "errors", "registry", "storage", "process"),
     "data": ("data",),
     "models": ("models",),
     "train / checkpoint": (
@@ -26,6 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "metrics",
         "predict",
         "shift",
+        "inputs",
     ),
     "Run": ("run", "export"),
     "explanations": ("inspect", "attacks", "lab", "playground2d", "catalog"),
