@@ -56,6 +56,7 @@ def toy_view(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy-view")
     (folder / "toy.js").write_text(TOY_MODULE)
     (folder / "toy.html").write_text('<p id="toy-answer">waiting for the toy route</p>\n')
+    (folder / "broken.js").write_text("export class NotTheDefault {}\n")
     register_view(
         "toy",
         label="Toy view",
@@ -65,10 +66,12 @@ def toy_view(tmp_path_factory):
         folder=folder,
         router=toy_router(),
     )
+    register_view("broken", label="Broken view", order=66, module="broken.js", folder=folder)
     try:
         yield folder
     finally:
         EXPLORER_VIEWS.unregister("toy")
+        EXPLORER_VIEWS.unregister("broken")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,7 @@ def test_every_registered_view_serves_its_files(digits_run, name):
 
 
 def test_the_built_in_tabs_keep_their_names_titles_and_order(digits_run):
-    listed = [v for v in _client(digits_run).get("/api/views").json() if v["name"] != "toy"]
+    listed = [v for v in _client(digits_run).get("/api/views").json() if v["name"] not in ("toy", "broken")]
     assert [(v["name"], v["label"]) for v in listed] == BUILT_IN_TABS
     assert [v["name"] for v in listed if v["uses_input"]] == ["overview", "attribution", "attack"]
     assert [v["name"] for v in listed if v["opens_without_runs"]] == ["train"]
@@ -143,7 +146,8 @@ def test_a_registered_view_is_a_tab_that_renders_from_its_route(open_page, digit
     page = open_page()
     tabs = page.locator("#tabs button")
     shown = [(tabs.nth(i).get_attribute("data-tab"), tabs.nth(i).inner_text()) for i in range(tabs.count())]
-    assert shown == [*BUILT_IN_TABS[:6], ("toy", "Toy view"), *BUILT_IN_TABS[6:]]  # order 65: after 60
+    # order 65 and 66: after the view at 60
+    assert shown == [*BUILT_IN_TABS[:6], ("toy", "Toy view"), ("broken", "Broken view"), *BUILT_IN_TABS[6:]]
     assert page.locator("#tab-toy").is_hidden() and page.locator("#tab-overview").is_visible()
     page.click('#tabs button[data-tab="toy"]')
     page.wait_for_selector("#toy-answer[data-ready=true]")
@@ -160,3 +164,14 @@ def test_the_address_opens_a_tab(open_page):
     assert page.locator('#tabs button[data-tab="card"]').get_attribute("class") == "active"
     page = open_page(path="#no-such-view")  # an unknown name opens the first tab
     assert page.locator("#tab-overview").is_visible()
+
+
+@pytest.mark.browser
+def test_a_view_that_cannot_start_says_so_in_its_own_tab(open_page):
+    page = open_page()
+    page.click('#tabs button[data-tab="broken"]')
+    assert "The Broken view view could not start: /views/broken/broken.js has no default export" in (
+        page.locator("#tab-broken").inner_text()
+    )
+    page.click('#tabs button[data-tab="card"]')  # the others work
+    page.wait_for_selector("#card-stages")

@@ -6,7 +6,7 @@
 // uses the input also inputChanged(input), update(state) and fail(error).
 
 import { getJSON } from "./api.js";
-import { el, fmt, percent } from "./draw.js";
+import { el, fmt, message, percent } from "./draw.js";
 import { InputPanel } from "./input.js";
 import { explainViews } from "./explain-text.js";
 
@@ -125,13 +125,19 @@ async function markup(url) {
   return response.text();
 }
 
+// One view's files: its markup, its module, its style sheets, fetched in parallel.
+async function loadView(view) {
+  const [html, module] = await Promise.all([markup(view.markup), import(view.module), ...view.styles.map(styleSheet)]);
+  if (typeof module.default !== "function") throw new Error(`${view.module} has no default export (the view's class)`);
+  return { html, ViewClass: module.default };
+}
+
 // Every declared view: its tab button, its section (its own markup, then its module's class).
-// Files load in parallel; the views are constructed in tab order once every section is in place.
+// The views are constructed in tab order once every section is in place. A view that cannot
+// load or start says so in its own section; the other tabs work.
 async function buildViews() {
   declared = await getJSON("/api/views");
-  const loaded = await Promise.all(declared.map((view) => Promise.all([
-    markup(view.markup), import(view.module), ...view.styles.map(styleSheet),
-  ])));
+  const loaded = await Promise.all(declared.map((view) => loadView(view).catch((error) => ({ error }))));
   const nav = document.getElementById("tabs");
   const main = document.querySelector("main");
   const sections = declared.map((view, i) => {
@@ -139,15 +145,20 @@ async function buildViews() {
     button.addEventListener("click", () => showTab(view.name));
     nav.append(button);
     const section = el("section", { id: `tab-${view.name}`, class: "tab", hidden: "" });
-    section.innerHTML = loaded[i][0]; // our own file (or a registered plugin's), never user input
+    section.innerHTML = loaded[i].html ?? ""; // our own file (or a registered plugin's), never user input
     main.append(section);
     return section;
   });
   declared.forEach((view, i) => {
-    const ViewClass = loaded[i][1].default;
-    if (typeof ViewClass !== "function") throw new Error(`${view.module} has no default export (the view's class)`);
     const refresh = () => refreshers[view.name]?.request();
-    views[view.name] = new ViewClass({ name: view.name, section: sections[i], inputPanel, refresh, state });
+    try {
+      if (loaded[i].error) throw loaded[i].error;
+      views[view.name] = new loaded[i].ViewClass({ name: view.name, section: sections[i], inputPanel, refresh, state });
+    } catch (error) {
+      message(sections[i], `The ${view.label} view could not start: ${error.message}`, "error");
+      console.warn(`view ${view.name}:`, error);
+      return;
+    }
     if (view.uses_input) refreshers[view.name] = new Refresher(views[view.name]);
   });
 }
