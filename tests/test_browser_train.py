@@ -78,5 +78,11 @@ def test_explorer_without_runs_opens_on_the_train_view(chromium, tmp_path):
         assert page.locator("#run-select option").count() == 0
         assert "runs" in page.locator("#train-where").inner_text()
         assert page.locator("#train-data option").count() >= 1
+        # a refused request says which field is wrong in the request's own words, not a CLI flag
+        page.fill("#train-epochs", "0")
+        page.click("#train-start")
+        page.wait_for_selector("#train-status.error", timeout=20_000)
+        said = page.locator("#train-status").inner_text()
+        assert said.startswith("epochs must be a whole number 1..100, got 0") and "--" not in said
         page.close()
-    assert page.errors == [], page.errors
+    assert all("status of 400" in error for error in page.errors), page.errors  # the refused POST

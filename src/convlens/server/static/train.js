@@ -108,6 +108,7 @@ export class TrainView {
   async start() {
     const epochs = Number(this.epochs.value);
     this.status.textContent = "starting…";
+    this.status.className = "note"; // an earlier refusal's error style ends here
     try {
       const body = await postJSON("/api/train", {
         data: this.data.value, model: this.model.value, epochs, page: PAGE_ID,
