@@ -102,6 +102,36 @@ def test_attribution_and_attack_limits(client, digits_run):
     assert not attack["perturbation_limits"]["clipped"]  # the attack never leaves ±ε
 
 
+def test_one_request_answers_every_method(client, digits_run):
+    """POST /attributions: the input once, then each registered method's map, equal to what the
+    one-method endpoint answers; a method that cannot explain (Grad-CAM at a flat stage) answers
+    its error while the others still answer."""
+    from convlens.inspect import ATTRIBUTIONS
+
+    url = f"/api/runs/{digits_run.name}"
+    body = client.post(f"{url}/attributions", data={"test_index": 4, "target": 2}).json()
+    assert list(body["attributions"]) == ATTRIBUTIONS.names() and "input" in body
+    for method, answer in body["attributions"].items():
+        assert "input" not in answer and answer["target"] == 2
+        alone = client.post(
+            f"{url}/attribution", data={"test_index": 4, "target": 2, "method": method}
+        ).json()
+        np.testing.assert_array_equal(unpacked(answer["map"]), unpacked(alone["map"]))
+        assert answer["limits"] == alone["limits"]
+
+    both = client.post(
+        f"{url}/attributions", data={"test_index": 4, "methods": ["saliency", "grad-cam"], "stage": "fc"}
+    ).json()["attributions"]
+    assert list(both) == ["saliency", "grad-cam"] and "map" in both["saliency"]
+    assert "has no spatial feature map" in both["grad-cam"]["error"]
+    listed = client.post(
+        f"{url}/attributions", data={"test_index": 4, "methods": "occlusion,saliency"}
+    ).json()
+    assert list(listed["attributions"]) == ["occlusion", "saliency"]
+    wrong = client.post(f"{url}/attributions", data={"test_index": 4, "methods": "saliency,lime"})
+    assert wrong.status_code in (400, 422) and "methods must be one of" in wrong.json()["detail"]
+
+
 def test_filter_limits(client, digits_run, digits_model):
     model = digits_model[0]
     for stage in ("conv1", "conv2"):  # 144 weights: plain max; 4,608: the percentile

@@ -22,7 +22,7 @@ class LayerFacts:
     """One stage's layer: its role, shapes in and out, and the hyperparameters of that role."""
 
     stage: str
-    role: str  # one of convlens.inspect.layer_kinds.roles()
+    role: str  # its layer kind's role (convlens.inspect.layer_kinds), or softmax, block, other
     input_shape: tuple[int, ...]  # (C, H, W) or (F,), without the batch
     output_shape: tuple[int, ...]
     parameters: int  # learned numbers (weights and biases) of this stage alone
@@ -33,7 +33,7 @@ class LayerFacts:
     weights_per_filter: int | None = None  # convolution: in-channels × kernel; fully connected: inputs
     bias: bool = False
     mixes_channels: bool = False  # each output channel reads every input channel
-    rectifies: bool = False  # the stage is, or contains, a ReLU
+    rectifies: bool = False  # the stage is, or contains, a rectifier (ReLU)
     grad_cam_target: bool = False  # Grad-CAM may look at this stage's map (the explorer's stage menu)
 
 

@@ -148,11 +148,6 @@ def layer_kind(module: nn.Module) -> LayerKind | None:
     return None
 
 
-def layer_kinds() -> list[LayerKind]:
-    """Every registered kind, in registration order."""
-    return [entry.function for entry in LAYER_KINDS]
-
-
 @dataclass(frozen=True)
 class StageTraits:
     """What a face needs to know about one stage, decided by the table (``stage_traits``)."""
@@ -210,12 +205,6 @@ def stage_traits(module: nn.Module | None, output_shape: tuple[int, ...]) -> Sta
         rectifies=rectifies(module),
         grad_cam_target=spatial and (kind is None or kind.grad_cam_target),
     )
-
-
-def roles() -> list[str]:
-    """Every role a stage can have: the registered kinds' and softmax, block, other."""
-    registered = dict.fromkeys(kind.role for kind in layer_kinds())
-    return [*registered, SOFTMAX_ROLE, BLOCK_ROLE, OTHER_ROLE]
 
 
 # --- the built-in kinds -----------------------------------------------------------------------
