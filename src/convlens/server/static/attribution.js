@@ -1,4 +1,5 @@
-// Where it looks: Grad-CAM, saliency, integrated gradients and occlusion maps over the input.
+// Where it looks: one map over the input per registered attribution method (GET /api/registry),
+// all asked for in one request, so the image is sent and echoed back once.
 
 import { postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
@@ -20,9 +21,9 @@ export class AttributionView {
   runChanged(state) {
     this.target.replaceChildren(new Option("the predicted class", ""),
       ...state.card.class_names.map((name, i) => new Option(name, String(i))));
-    const convStages = state.card.stages.filter((s) => s.kind === "Conv2d" || s.kind === "BasicBlock"
-      || (s.shape.length === 3 && s.name !== "normalize"));
-    this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""), ...convStages.map((s) => new Option(s.name, s.name)));
+    // the stages Grad-CAM may look at: the server's layer-kind table decides (layer.grad_cam_target)
+    const targets = state.card.stages.filter((s) => s.layer?.grad_cam_target);
+    this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""), ...targets.map((s) => new Option(s.name, s.name)));
     this.box.replaceChildren();
   }
 
@@ -38,22 +39,25 @@ export class AttributionView {
 
   async update(state) {
     const input = state.input;
-    const url = `/api/runs/${encodeURIComponent(state.run.id)}/attribution`;
-    const target = this.target.value;
-    // the stage menu applies to Grad-CAM; the server leaves it out for methods that take no stage
-    const results = await Promise.all(this.methods.map(([method]) =>
-      postImage(url, input, { method, target, stage: this.stage.value })
-        .catch((error) => ({ error: error.message, method }))));
+    const url = `/api/runs/${encodeURIComponent(state.run.id)}/attributions`;
+    // every method in one request; the stage menu applies to Grad-CAM (the server leaves it out
+    // for methods that take no stage). A method that cannot explain this model answers an error.
+    let body;
+    try {
+      body = await postImage(url, input, { methods: this.methods.map(([method]) => method), target: this.target.value, stage: this.stage.value });
+    } catch (error) {
+      body = { error: error.message };
+    }
     if (state.input !== input) return; // the input changed meanwhile: its own update follows
-    const figures = results.map((result, i) => this.figure(this.methods[i][1], result, state));
+    const image = body.input ? unpack(body.input) : null;
+    const figures = this.methods.map(([method, label]) =>
+      this.figure(label, body.attributions?.[method] ?? { error: body.error ?? "no answer" }, image, state));
     this.box.replaceChildren(...figures);
-    const answered = results.find((result) => result.source);
-    if (answered) this.box.dataset.source = answered.source; // which input these maps belong to
+    if (body.source) this.box.dataset.source = body.source; // which input these maps belong to
   }
 
-  figure(title, result, state) {
+  figure(title, result, image, state) {
     if (result.error) return el("figure", { class: "attr" }, el("figcaption", { text: title }), el("p", { class: "error", text: result.error }));
-    const image = unpack(result.input);
     const map = unpack(result.map);
     const [height, width] = map.shape;
     const base = paintImage(document.createElement("canvas"), image);
