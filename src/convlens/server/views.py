@@ -105,17 +105,17 @@ def register_view(
         if not (folder / file).is_file():
             raise ConvlensError(f"{parameter}: no file {file!r} in {folder}", parameter=parameter)
     view = ExplorerView(
-        name,
-        label,
-        order,
-        module,
-        folder,
-        router,
-        markup,
-        tuple(styles),
-        uses_input,
-        opens_without_runs,
-        help,
+        name=name,
+        label=label,
+        order=order,
+        module=module,
+        folder=folder,
+        router=router,
+        markup=markup,
+        styles=tuple(styles),
+        uses_input=uses_input,
+        opens_without_runs=opens_without_runs,
+        help=help,
     )
     EXPLORER_VIEWS.register(name, view, label=label, help=help or label)
     return view
