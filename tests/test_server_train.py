@@ -101,6 +101,7 @@ def test_post_train_streams_each_epoch_then_done_and_the_run_joins(explorer, dig
         (b'{"data": "digits", "epochs": 101}', 400, "epochs must be a whole number 1..100"),
         (b'{"data": "digits", "batch_size": 5000}', 400, "batch_size must be a whole number 1..1024"),
         (b'{"data": "digits", "lr": -1}', 400, "lr must be a number in (0, 10]"),
+        (b'{"data": "digits", "seed": 1' + b"0" * 400 + b"}", 400, "seed must be a whole number 0.."),
         (b'{"data": "digits", "page": "../x"}', 400, "page: expected the page's id"),
         (b'{"data": "digits", "epochs": "4"}', 422, "epochs: Input should be a valid integer"),
         (b'{"data": "digits", "epochs": true}', 422, "epochs: Input should be a valid integer"),

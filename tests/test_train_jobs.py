@@ -55,6 +55,9 @@ def test_a_job_trains_in_a_child_and_is_followed_epoch_by_epoch(tmp_path):
         (TrainJob("digits", lr=0), "lr", "lr must be a number in (0, 10], got 0"),
         (TrainJob("digits", lr=float("nan")), "lr", "lr must be a number in (0, 10], got nan"),
         (TrainJob("digits", seed=-1), "seed", "seed must be a whole number 0..9223372036854775807"),
+        (TrainJob("digits", seed=10**400), "seed", "seed must be a whole number 0..9223372036854775807"),
+        (TrainJob("digits", lr=10**400), "lr", "lr must be a number in (0, 10], got 1000"),
+        (TrainJob("digits", epochs=2.0), "epochs", "epochs must be a whole number 1..100, got 2.0"),
     ],
 )
 def test_a_bad_job_is_an_error_naming_its_field_before_any_child_starts(tmp_path, job, parameter, message):

@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -86,10 +87,12 @@ class TrainJob:
                 f"model: unknown model {self.model!r}; choose one of: {', '.join(list_models())}",
                 parameter="model",
             )
+        hints = typing.get_type_hints(TrainJob)
         for spec in dataclasses.fields(self):
             bounds = spec.metadata["bounds"]
-            if bounds:
-                _check_number(spec.name, getattr(self, spec.name), bounds, whole=spec.name != "lr")
+            if bounds:  # a whole number unless its type admits a float
+                whole = float not in (hints[spec.name], *typing.get_args(hints[spec.name]))
+                _check_number(spec.name, getattr(self, spec.name), bounds, whole)
 
     def config(self) -> TrainConfig:
         """The ``TrainConfig`` this job trains with (everything it does not set: the defaults)."""
@@ -124,7 +127,7 @@ def _check_number(name: str, value: object, bounds: dict, whole: bool) -> None:
     fits = (
         isinstance(value, kinds)
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        and (not isinstance(value, float) or math.isfinite(value))  # a huge int stays exact
         and (value > low if "exclusiveMinimum" in bounds else value >= low)
         and value <= high
     )
