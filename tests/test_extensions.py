@@ -37,12 +37,13 @@ class MeanPixelResult:
     def to_json(self) -> dict:
         return {"dataset": self.dataset, "mean_pixel": self.mean_pixel, "seconds": self.seconds}
 
-    def tables(self):
-        from convlens.views.tables import Table
 
-        return [
-            Table(f"mean pixel of {self.dataset}", ["split", "mean"], [["train", f"{self.mean_pixel:.4f}"]])
-        ]
+def mean_pixel_tables(result):
+    from convlens.views.tables import Table
+
+    return [
+        Table(f"mean pixel of {result.dataset}", ["split", "mean"], [["train", f"{result.mean_pixel:.4f}"]])
+    ]
 
 
 def mean_pixel(dataset, scale: float = 1.0) -> MeanPixelResult:
@@ -67,7 +68,9 @@ def toys():
     from convlens.lab import EXPERIMENTS, register_experiment
 
     ATTRIBUTIONS.register("brightness", brightness, label="brightness")
-    register_experiment("mean-pixel", mean_pixel, mean_pixel_figure, quick={"scale": 1.0})
+    register_experiment(
+        "mean-pixel", mean_pixel, mean_pixel_figure, quick={"scale": 1.0}, tables=mean_pixel_tables
+    )
     try:
         yield
     finally:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convlens.lab import list_experiments
+from convlens.lab import EXPERIMENTS, list_experiments, load_record
 
 
 def _one_line_error(code: int, err: str, expected: str) -> None:
@@ -51,11 +51,11 @@ def test_lab_all_quick_writes_an_index(run_cli, tmp_path):
     assert [r["experiment"] for r in printed["experiments"]] == list_experiments()
     index = json.loads((tmp_path / "index.json").read_text())
     names = [entry["experiment"] for entry in index["experiments"]]
-    assert names == [
-        "params", "locality", "equivariance", "invariance", "hierarchy", "calibration", "faithfulness"
-    ]  # fmt: skip
+    assert names == EXPERIMENTS.names()
     for entry in index["experiments"]:
         assert (tmp_path / entry["result"]).is_file() and (tmp_path / entry["plot"]).is_file()
+        record = load_record(tmp_path / entry["experiment"])  # what the report reads back
+        assert record.experiment == entry["experiment"] and record.tables and record.plot[:4] == b"\x89PNG"
     assert "calibration" in (tmp_path / "index.md").read_text()
 
 

@@ -8,9 +8,18 @@ import torch
 
 from convlens.data import to_float
 from convlens.errors import ConvlensError
-from convlens.lab import equivariance, hierarchy, invariance, list_experiments, locality, run_experiment
+from convlens.lab import (
+    EXPERIMENTS,
+    equivariance,
+    hierarchy,
+    invariance,
+    list_experiments,
+    locality,
+    run_experiment,
+)
 from convlens.lab._common import shift_images
 from convlens.models import create_model
+from convlens.views.lab import experiment_tables
 
 
 def test_shift_images_matches_roll_with_zero_fill():
@@ -48,7 +57,7 @@ def test_locality_end_to_end(digits):
         assert set(scores) == {"original", "shuffled"}
         assert all(0.2 < value <= 1 for value in scores.values())  # above 10 % chance
     assert result.test_images == 150
-    (table,) = result.tables()
+    (table,) = experiment_tables("locality", result)
     assert [row[0] for row in table.rows] == ["convnet", "mlp"]
 
 
@@ -60,7 +69,7 @@ def test_invariance_end_to_end(digits):
         assert result.agreement[variant][2] == 1.0  # unshifted agrees with itself
         assert result.accuracy[variant][2] == pytest.approx(result.clean_accuracy[variant])
         assert len(result.accuracy[variant]) == 5
-    assert len(result.tables()) == 2
+    assert len(experiment_tables("invariance", result)) == 2
     with pytest.raises(ConvlensError, match="max_shift must be between 1 and 7 pixels"):
         invariance.run(digits, max_shift=8)
 
@@ -125,20 +134,23 @@ def test_hierarchy_end_to_end(digits):
     assert result.featureviz_stages == ["relu1", "relu2"]
     assert result.featureviz_images["relu1"].shape == (2, 1, 8, 8)
     assert "featureviz_images" not in result.to_json()
-    assert len(result.tables()) == 3
+    assert len(experiment_tables("hierarchy", result)) == 3
 
 
 def test_run_experiment_times_and_rejects_unknown_names(digits):
     result = run_experiment("params", digits)
     assert result.seconds > 0
-    assert list_experiments() == [
-        "params",
-        "locality",
-        "equivariance",
-        "invariance",
-        "hierarchy",
-        "calibration",
-        "faithfulness",
-    ]
-    with pytest.raises(ConvlensError, match="unknown experiment 'nope'; choose one of: params, locality"):
+    assert list_experiments() == EXPERIMENTS.names()
+    choices = ", ".join(EXPERIMENTS.names())
+    with pytest.raises(ConvlensError, match=f"unknown experiment 'nope'; choose one of: {choices}, or all"):
         run_experiment("nope", digits)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS.names())
+def test_every_built_in_experiment_has_its_tables_and_figure_in_the_views(name):
+    from convlens.lab import BUILT_IN
+    from convlens.views.lab import TABLES
+    from convlens.views.plots.lab import FIGURES
+
+    if name in BUILT_IN:  # one registered from outside brings its own (``register_experiment``)
+        assert name in TABLES and name in FIGURES

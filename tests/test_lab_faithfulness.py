@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from convlens.errors import ConvlensError
-from convlens.lab import experiment_figure, faithfulness, list_experiments, quick_options, run_experiment
+from convlens.lab import faithfulness, list_experiments, quick_options, run_experiment
+from convlens.views.lab import experiment_figure, experiment_tables
 
 
 def test_faithfulness_end_to_end(digits):
@@ -18,7 +19,7 @@ def test_faithfulness_end_to_end(digits):
         assert -1 <= result.spearman[method] <= 1 and 0 <= result.deletion[method] <= 1
         assert list(result.spearman_per_stage[method]) == ["fc", "conv2", "conv1"]
         assert result.verdict(method).split(":")[0] in ("trust", "use with care", "do not trust")
-    (table,) = result.tables()
+    (table,) = experiment_tables("faithfulness", result)
     assert [row[0] for row in table.rows] == ["grad-cam", "saliency", "random", "brightness"]
     assert result.to_json()["deletion"]["random"] == pytest.approx(result.deletion["random"])
     assert experiment_figure("faithfulness", result) is not None

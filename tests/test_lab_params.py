@@ -7,6 +7,7 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.lab import params
+from convlens.views.lab import experiment_tables
 
 
 def test_the_seed_numbers_by_hand():
@@ -41,7 +42,7 @@ def test_run_on_digits(digits):
     assert counts["convnet"] == 160 + 4_640 + 1_290
     for model in result.models:
         assert sum(s["parameters"] for s in model["stages"]) == model["parameters"]
-    assert {"first layer on a 1000×1000×3 input"} <= {t.title for t in result.tables()}
+    assert {"first layer on a 1000×1000×3 input"} <= {t.title for t in experiment_tables("params", result)}
     assert result.to_json()["dense_parameters"] == 3_000_001_000
 
 

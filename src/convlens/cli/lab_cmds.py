@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from convlens.cli.app import app
-from convlens.cli.render import StepProgress, err, out, print_json, print_tables
+from convlens.cli.render import StepProgress, err, help_from, out, print_json, print_tables
 from convlens.errors import ConvlensError
+from convlens.views.tables import Table
 
 JSON_HELP = "Print one JSON object to stdout instead of tables."
 
@@ -22,41 +22,33 @@ def _write_json(path: Path, value) -> None:
     atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def _write_text(path: Path, text: str) -> None:
-    from convlens.storage import atomic_write
+def _experiment_help() -> str:
+    """The experiments `convlens lab` runs, from the lab's registry (a registered plugin too)."""
+    from convlens.lab import list_experiments
 
-    atomic_write(path, text.encode())
+    return f"Experiment: {', '.join(list_experiments())} (see `convlens methods`), or all."
 
 
-def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool) -> dict:
-    """Run, write result.json and plot.png, print the tables (unless --json); returns the record."""
-    from convlens.lab import experiment_figure, run_experiment
-    from convlens.views.plots import save_png
+def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool):
+    """Run, save the record (result.json, plot.png), print the tables (unless --json); returns the record."""
+    from convlens.lab import run_experiment, save_record
+    from convlens.views.lab import experiment_record
 
     err.print(f"lab [bold]{name}[/] on [bold]{dataset.name}[/] …")
     with StepProgress(f"lab {name}") as bar:
         result = run_experiment(name, dataset, progress=bar, **options)
-    record = {
-        "experiment": name,
-        "data": dataset.spec or dataset.name,
-        **result.to_json(),
-        "tables": [asdict(table) for table in result.tables()],  # what the report shows
-    }
-    _write_json(out_dir / "result.json", record)
-    plot = save_png(experiment_figure(name, result), out_dir / "plot.png")
+    record = experiment_record(name, dataset.spec or dataset.name, result)
+    written = save_record(record, out_dir)
     if not as_json:
-        print_tables(result.tables())
-    err.print(f"{name}: took {result.seconds:.1f} s   result: {out_dir / 'result.json'}   plot: {plot}")
+        print_tables([Table(**table) for table in record.tables])
+    files = "   ".join(f"{what}: {path}" for what, path in written.items())
+    err.print(f"{name}: took {record.seconds:.1f} s   {files}")
     return record
 
 
-@app.command()
+@app.command(cls=help_from(name=_experiment_help))
 def lab(
-    name: str = typer.Argument(
-        ...,
-        help="Experiment: params, locality, equivariance, invariance, hierarchy, calibration (and any "
-        "registered one: see `convlens methods`), or all.",
-    ),
+    name: str = typer.Argument(..., help="Experiment (see `convlens methods`), or all."),
     data: str = typer.Option("mnist5k", "--data", "-d", help="Built-in name or a path."),
     out_dir: Path = typer.Option(
         None, "--out", "-o", help="Folder for result.json and plot.png (default: runs/lab/NAME)."
@@ -77,7 +69,7 @@ def lab(
     """
     from convlens.cli.core import parse_key_values
     from convlens.data import load_dataset
-    from convlens.lab import check_experiment, check_options, list_experiments, quick_options
+    from convlens.lab import check_experiment, check_options, list_experiments, quick_options, save_index
 
     names = list_experiments() if name == "all" else [check_experiment(name)]
     options = {}
@@ -88,34 +80,20 @@ def lab(
     dataset = load_dataset(data)
     out_dir = out_dir or Path("runs") / "lab" / name
     start = time.perf_counter()
-    index, records = [], []
+    records = []
     for experiment in names:
         folder = out_dir / experiment if name == "all" else out_dir
         chosen = {**(quick_options(experiment) if quick else {}), **options}
         records.append(_run_one(experiment, dataset, folder, chosen, as_json))
-        index.append(
-            {
-                "experiment": experiment,
-                "seconds": records[-1]["seconds"],
-                "result": f"{experiment}/result.json",
-                "plot": f"{experiment}/plot.png",
-            }
-        )
     if name != "all":
         if as_json:
-            print_json(records[0])
+            print_json(records[0].to_json())
         return
     total = time.perf_counter() - start
     if as_json:
-        print_json({"data": data, "seconds": total, "experiments": records})
-    _write_json(out_dir / "index.json", {"data": data, "seconds": total, "experiments": index})
-    lines = [f"# convlens lab on {data}", "", f"All experiments took {total:.1f} s.", ""]
-    lines += [
-        f"- **{e['experiment']}** ({e['seconds']:.1f} s): [result]({e['result']}) · ![plot]({e['plot']})"
-        for e in index
-    ]
-    _write_text(out_dir / "index.md", "\n".join(lines) + "\n")
-    err.print(f"all experiments took {total:.1f} s   index: {out_dir / 'index.json'}, {out_dir / 'index.md'}")
+        print_json({"data": data, "seconds": total, "experiments": [r.to_json() for r in records]})
+    index = save_index(out_dir, data, total, records)
+    err.print(f"all experiments took {total:.1f} s   index: {index['json']}, {index['markdown']}")
 
 
 def _parse_sweep(text: str) -> list[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
@@ -102,6 +103,25 @@ class StepProgress:
 
     def __exit__(self, *exc_info) -> None:
         self.progress.stop()
+
+
+def help_from(**texts: Callable[[], str]) -> type:
+    """A Typer command class whose parameters' help (by parameter name) is written when --help is shown.
+
+    For choices read from a registry (experiments, attribution methods): importing the registry
+    when the CLI starts would load torch for every command, and a plugin registered later would
+    be missing from a list written at import time.
+    """
+    from typer.core import TyperCommand
+
+    class RegistryHelp(TyperCommand):
+        def format_help(self, ctx, formatter) -> None:
+            for parameter in self.params:
+                if parameter.name in texts:
+                    parameter.help = texts[parameter.name]()
+            super().format_help(ctx, formatter)
+
+    return RegistryHelp
 
 
 def shift_warning(source: str, shift: dict | None, inverted: bool) -> None:

@@ -1,8 +1,10 @@
 """The lab: each claim a CNN article makes, turned into a measured experiment.
 
 Every experiment is a module with ``run(dataset, **options)`` returning a dataclass of
-numbers (``to_json()``, ``tables()``) and ``figure(result)``, registered with one
-``register_experiment(...)`` line; ``run_experiment`` checks the options and times it.
+numbers (``to_json()``), registered with one ``register_experiment(...)`` line;
+``run_experiment`` checks the options and times it. Its tables and figure are views
+(``convlens.views.lab``); ``save_record``/``load_record`` keep its outcome on disk
+(``convlens.lab.records``), written by `convlens lab` and read by the report.
 Defaults finish in about two minutes or less on two CPU cores with mnist5k.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 from convlens.errors import ConvlensError
 from convlens.lab._common import EXPERIMENTS, LabResult, register_experiment
-from convlens.views.tables import Table
+from convlens.lab.records import LabRecord, has_record, load_record, save_index, save_record
 
 BUILT_IN = ("params", "locality", "equivariance", "invariance", "hierarchy", "calibration", "faithfulness")
 for _module in BUILT_IN:  # importing an experiment registers it; this is the order `lab all` runs them
@@ -22,15 +24,18 @@ for _module in BUILT_IN:  # importing an experiment registers it; this is the or
 
 __all__ = [
     "EXPERIMENTS",
+    "LabRecord",
     "LabResult",
-    "Table",
     "check_experiment",
     "check_options",
-    "experiment_figure",
+    "has_record",
     "list_experiments",
+    "load_record",
     "quick_options",
     "register_experiment",
     "run_experiment",
+    "save_index",
+    "save_record",
 ]
 
 
@@ -84,8 +89,3 @@ def run_experiment(
     if progress is not None and not steps:
         progress(1, 1, name)
     return result
-
-
-def experiment_figure(name: str, result: LabResult):
-    """The experiment's plot of ``result`` (a matplotlib Figure)."""
-    return EXPERIMENTS.get(check_experiment(name)).extras["figure"](result)

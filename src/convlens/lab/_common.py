@@ -15,16 +15,15 @@ from convlens.data import Dataset, to_float
 from convlens.data.transforms import sample_indices
 from convlens.errors import ConvlensError
 from convlens.registry import Registry
-from convlens.views.tables import Table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from matplotlib.figure import Figure
-
 
 # Every experiment registers itself at the end of its module; `convlens lab`, the report and
-# the explorer's registry endpoint read this. A new experiment is one file plus one line.
+# the explorer's registry endpoint read this. A new experiment is one file plus one line; its
+# tables and figure are views (``convlens.views.lab``, ``convlens.views.plots.lab``) for the
+# built-in ones, or functions given to ``register_experiment`` by an experiment from outside.
 # An experiment's ``run`` may also take ``progress(done, total, what)`` to report coarse steps
 # (e.g. each model it trains); ``run_experiment`` passes it on.
 EXPERIMENTS = Registry("lab experiment", shared_inputs=("dataset", "progress"))
@@ -33,28 +32,31 @@ EXPERIMENTS = Registry("lab experiment", shared_inputs=("dataset", "progress"))
 def register_experiment(
     name: str,
     run: Callable[..., LabResult],
-    figure: Callable[[LabResult], Figure],
+    figure: Callable[[LabResult], object] | None = None,
     quick: dict | None = None,
     help: str | None = None,
+    tables: Callable[[LabResult], list] | None = None,
 ) -> None:
-    """Register ``run(dataset, **options) -> LabResult`` and ``figure(result) -> Figure`` as ``name``.
+    """Register ``run(dataset, **options) -> LabResult`` as experiment ``name``.
 
-    ``quick`` holds tiny settings for smoke tests and ``convlens lab all --quick``: seconds
-    instead of minutes, numbers too rough to conclude anything from.
+    ``figure(result) -> matplotlib Figure`` and ``tables(result) -> list[views.tables.Table]``
+    are for experiments registered from outside the package (the lab stays below the views, so
+    the built-in ones are drawn by ``convlens.views``). ``quick`` holds tiny settings for smoke
+    tests and ``convlens lab all --quick``: seconds instead of minutes, numbers too rough to
+    conclude anything from.
     """
-    EXPERIMENTS.register(name, run, help=help, figure=figure, quick=dict(quick or {}))
+    extras = {"quick": dict(quick or {})}
+    extras.update({key: value for key, value in (("figure", figure), ("tables", tables)) if value})
+    EXPERIMENTS.register(name, run, help=help, **extras)
 
 
 class LabResult:
-    """Mixin for experiment results: plain numbers, JSON-ready, and a table to print."""
+    """Mixin for experiment results: plain numbers, JSON-ready (``to_json``)."""
 
     seconds: float
 
     def to_json(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
-
-    def tables(self) -> list[Table]:  # pragma: no cover - every experiment overrides it
-        raise NotImplementedError
 
 
 def _plain(value):

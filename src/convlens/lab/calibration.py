@@ -10,7 +10,6 @@ smoothing by default, because smoothing itself pulls confidences down and hides 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,15 +18,11 @@ from convlens.data import Dataset
 from convlens.errors import ConvlensError
 from convlens.lab._common import (
     LabResult,
-    Table,
     check_positive,
     predict_logits,
     register_experiment,
     train_quick,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 BINS = 15
 
@@ -120,48 +115,6 @@ class CalibrationResult(LabResult):
     bins_after: list[ReliabilityBin]
     seconds: float = 0.0
 
-    def tables(self) -> list[Table]:
-        summary = Table(
-            f"calibration of {self.model} on {self.dataset}: T fitted on {self.fit_images} held-out "
-            f"images, measured on {self.eval_images} others ({BINS} bins)",
-            ["", "accuracy", "mean confidence", "ECE", "NLL"],
-            [
-                [
-                    "before",
-                    f"{100 * self.accuracy:.1f} %",
-                    f"{100 * self.mean_confidence_before:.1f} %",
-                    f"{self.ece_before:.4f}",
-                    f"{self.nll_before:.4f}",
-                ],
-                [
-                    f"after (T = {self.temperature:.3f})",
-                    f"{100 * self.accuracy:.1f} %",
-                    f"{100 * self.mean_confidence_after:.1f} %",
-                    f"{self.ece_after:.4f}",
-                    f"{self.nll_after:.4f}",
-                ],
-            ],
-        )
-        rows = [
-            [
-                f"{b.lower:.2f}–{b.upper:.2f}",
-                str(b.count),
-                f"{100 * b.accuracy:.1f}" if b.count else "",
-                f"{100 * b.confidence:.1f}" if b.count else "",
-                str(a.count),
-                f"{100 * a.accuracy:.1f}" if a.count else "",
-                f"{100 * a.confidence:.1f}" if a.count else "",
-            ]
-            for b, a in zip(self.bins_before, self.bins_after, strict=True)
-            if b.count or a.count
-        ]
-        diagram = Table(
-            "reliability diagram (non-empty bins): accuracy vs confidence, %",
-            ["confidence", "n before", "acc", "conf", "n after", "acc", "conf"],
-            rows,
-        )
-        return [summary, diagram]
-
 
 def run(
     dataset: Dataset,
@@ -202,47 +155,9 @@ def run(
     )
 
 
-def figure(result: CalibrationResult) -> Figure:
-    """The experiment's plot: calibration."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4.2))
-    axes = figure.subplots(1, 2)
-    for axis, bins, title, ece in (
-        (axes[0], result.bins_before, "before", result.ece_before),
-        (axes[1], result.bins_after, f"after (T = {result.temperature:.2f})", result.ece_after),
-    ):
-        centers = [(b.lower + b.upper) / 2 for b in bins]
-        width = bins[0].upper - bins[0].lower
-        axis.bar(
-            centers, [b.accuracy for b in bins], width, edgecolor="black", color="tab:blue", label="accuracy"
-        )
-        gaps = [b.confidence - b.accuracy if b.count else 0 for b in bins]
-        axis.bar(
-            centers,
-            gaps,
-            width,
-            bottom=[b.accuracy for b in bins],
-            fill=False,
-            hatch="//",
-            edgecolor="tab:red",
-            label="gap to confidence",
-        )
-        axis.plot([0, 1], [0, 1], "k--", label="perfect")
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1)
-        axis.set_xlabel("confidence")
-        axis.set_ylabel("accuracy")
-        axis.set_title(f"{title}: ECE {ece:.4f}")
-        axis.legend(loc="upper left", fontsize=8)
-    figure.suptitle(f"reliability diagram, {result.model} on {result.dataset}")
-    return figure
-
-
 register_experiment(
     "calibration",
     run,
-    figure,
     quick={"epochs": 1},
     help="reliability diagram, ECE and temperature scaling",
 )

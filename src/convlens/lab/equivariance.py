@@ -11,7 +11,6 @@ image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,15 +20,11 @@ from convlens.data import Dataset, to_float
 from convlens.errors import ConvlensError
 from convlens.lab._common import (
     LabResult,
-    Table,
     check_positive,
     register_experiment,
     sample_indices,
     train_quick,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 CANVAS_MARGIN = 16  # empty pixels around the image: more than any stage's receptive-field radius + shift
 
@@ -44,23 +39,6 @@ class EquivarianceResult(LabResult):
     strides: list[int]  # total downsampling before each stage's output (J)
     relative_error: list[list[float]]  # [stage][shift]: ||f(Sx) - S'f(x)|| / ||S'f(x)||
     seconds: float = 0.0
-
-    def tables(self) -> list[Table]:
-        rows = []
-        for stage, stride, errors in zip(self.stages, self.strides, self.relative_error, strict=True):
-            cells = []
-            for shift, error in zip(self.shifts, errors, strict=True):
-                note = "" if shift % stride == 0 else " *"
-                cells.append(f"{error:.2e}{note}")
-            rows.append([stage, str(stride), *cells])
-        return [
-            Table(
-                f"relative error ||f(shift x) − shift f(x)|| / ||shift f(x)||, {self.model} on "
-                f"{self.images} {self.dataset} images (* shift is not a multiple of the stride)",
-                ["stage", "stride", *[f"shift {s} px" for s in self.shifts]],
-                rows,
-            )
-        ]
 
 
 def _shift_map(feature_map: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -158,28 +136,9 @@ def run(
     )
 
 
-def figure(result: EquivarianceResult) -> Figure:
-    """The experiment's plot: equivariance."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4))
-    axis = figure.subplots()
-    floor = 1e-8  # exact zeros drawn at the floor of the log scale
-    for column, shift in enumerate(result.shifts):
-        values = [max(errors[column], floor) for errors in result.relative_error]
-        axis.plot(result.stages, values, "o-", label=f"shift {shift} px")
-    axis.set_yscale("log")
-    axis.set_ylabel("relative error (log; 1e-8 = exact)")
-    axis.set_title(f"equivariance per stage, {result.model} on {result.dataset}")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    return figure
-
-
 register_experiment(
     "equivariance",
     run,
-    figure,
     quick={"epochs": 1, "images": 20},
     help="feature maps of a shifted image vs shifted feature maps, per stage",
 )

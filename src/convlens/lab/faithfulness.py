@@ -14,16 +14,12 @@ attribution method gets:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from convlens.data import Dataset, to_float
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, check_positive, register_experiment, train_quick
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from convlens.lab._common import LabResult, check_positive, register_experiment, train_quick
 
 CLOSE_TO_RANDOM = 0.05  # a deletion AUC within this of the random ranking's is "no better than random"
 
@@ -55,34 +51,6 @@ class FaithfulnessResult(LabResult):
         if auc > brightness:
             return "use with care: depends on the model, beats random, but not plain pixel brightness"
         return "trust: depends on the model and finds the pixels it needs (beats brightness)"
-
-    def tables(self) -> list[Table]:
-        random, brightness = self.deletion["random"], self.deletion["brightness"]
-        rows = [
-            [
-                method,
-                f"{self.spearman[method]:.2f}",
-                f"{self.deletion[method]:.3f}",
-                f"{self.deletion[method] - random:+.3f}",
-                f"{self.deletion[method] - brightness:+.3f}",
-                self.verdict(method),
-            ]
-            for method in self.spearman
-        ]
-        rows += [
-            [name, "1 (model-free)", f"{self.deletion[name]:.3f}", f"{self.deletion[name] - random:+.3f}",
-             f"{self.deletion[name] - brightness:+.3f}", "reference"]
-            for name in ("random", "brightness")
-        ]  # fmt: skip
-        return [
-            Table(
-                f"faithfulness of each attribution method: {self.model} on {self.dataset} "
-                f"({self.epochs} epochs, {100 * self.accuracy:.1f} % test accuracy), {self.images} test images; "
-                f"Spearman < 0.5 passes randomization; deletion AUC: {self.step} pixels at a time, lower is better",
-                ["method", "randomization Spearman", "deletion AUC", "vs random", "vs brightness", "verdict"],
-                rows,
-            )
-        ]
 
 
 def _balanced(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -172,38 +140,9 @@ def run(
     )
 
 
-def figure(result: FaithfulnessResult) -> Figure:
-    """Left: deletion curves of every method and the references; right: randomization Spearman."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    curves, bars = figure.subplots(1, 2)
-    for name, values in result.curves.items():
-        style = "--" if name in ("random", "brightness") else "-"
-        curves.plot(result.fractions, values, style, label=f"{name} ({result.deletion[name]:.3f})")
-    curves.set_xlabel("share of pixels deleted (highest-ranked first)")
-    curves.set_ylabel("mean probability of the true class")
-    curves.set_title("deletion: lower area = more faithful")
-    curves.legend(fontsize=8)
-    methods = list(result.spearman)
-    values = [result.spearman[m] for m in methods]
-    colours = ["tab:red" if v >= 0.5 else "tab:green" for v in values]
-    drawn = bars.bar(range(len(methods)), values, color=colours)
-    bars.bar_label(drawn, fmt="%.2f", fontsize=8)
-    bars.axhline(0.5, color="gray", linestyle=":", label="pass below 0.5")
-    bars.set_xticks(range(len(methods)), methods, rotation=20, fontsize=8)
-    bars.set_ylim(min(0.0, *values) - 0.05, 1.05)
-    bars.set_ylabel("Spearman, trained vs randomized maps")
-    bars.set_title("cascading randomization: lower = depends on the model")
-    bars.legend(fontsize=8)
-    figure.suptitle(f"faithfulness of attribution maps: {result.model} on {result.dataset}", fontsize=10)
-    return figure
-
-
 register_experiment(
     "faithfulness",
     run,
-    figure,
     quick={"epochs": 1, "images": 10, "step": 16},
     help="every attribution method: does it survive weight randomization, does it find the pixels that matter?",
 )

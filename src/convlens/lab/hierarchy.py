@@ -10,16 +10,12 @@ the same score for random kernels drawn like the untrained layer's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, check_positive, register_experiment, train_quick
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from convlens.lab._common import LabResult, check_positive, register_experiment, train_quick
 
 ORIENTATIONS = 16  # edge kernels every 11.25° over 0..180°
 
@@ -63,9 +59,7 @@ class HierarchyResult(LabResult):
     dataset: str
     model: str
     test_accuracy: float
-    receptive_fields: list[
-        dict
-    ]  # views.tables.stage_rows: {"stage", "output_shape", "receptive_field", "jump", ...}
+    receptive_fields: list[dict]  # {"stage", "output_shape", "receptive_field", "jump", "whole_image"}
     first_layer: str
     edge_score_trained: list[float]  # per first-layer kernel
     edge_angle_trained: list[float]  # degrees of the best-matching edge orientation
@@ -88,57 +82,16 @@ class HierarchyResult(LabResult):
         value["edge_score_trained_mean"] = self.edge_score_trained_mean
         return value
 
-    def tables(self) -> list[Table]:
-        fields_table = Table(
-            f"receptive field per stage, {self.model} on {self.dataset} "
-            f"(test accuracy {100 * self.test_accuracy:.1f} %)",
-            ["stage", "output", "receptive field (px)", "jump (px)"],
-            [
-                [
-                    f["stage"],
-                    "×".join(map(str, f["output_shape"])),
-                    "whole image" if f["whole_image"] else "×".join(map(str, f["receptive_field"])),
-                    "" if f["whole_image"] else str(f["jump"][0]),
-                ]
-                for f in self.receptive_fields
-            ],
-        )
-        edges = Table(
-            f"how edge-like are the {len(self.edge_score_trained)} {self.first_layer} kernels? "
-            "best |correlation| with an oriented edge kernel",
-            ["kernels", "mean score", "spread"],
-            [
-                [
-                    f"trained {self.first_layer}",
-                    f"{self.edge_score_trained_mean:.3f}",
-                    f"min {min(self.edge_score_trained):.3f} / max {max(self.edge_score_trained):.3f}",
-                ],
-                [
-                    f"random ({self.random_kernels:,}, like the untrained layer)",
-                    f"{self.edge_score_random_mean:.3f}",
-                    f"std {self.edge_score_random_std:.3f}",
-                ],
-                [
-                    "random kernels scoring below the trained mean",
-                    f"{100 * self.fraction_random_below_trained_mean:.1f} %",
-                    "",
-                ],
-            ],
-        )
-        viz = Table(
-            "feature visualization: mean activation reached by the optimized image, per channel",
-            ["stage", "channels", "activation (mean)", "activation (max)"],
-            [
-                [
-                    stage,
-                    str(len(values)),
-                    f"{sum(values) / len(values):.3f}",
-                    f"{max(values):.3f}",
-                ]
-                for stage, values in self.featureviz_activation.items()
-            ],
-        )
-        return [fields_table, edges, viz]
+
+def _geometry(field_) -> dict:
+    """One stage's receptive field as the result keeps it (JSON-ready; None where it is the whole image)."""
+    return {
+        "stage": field_.stage,
+        "output_shape": list(field_.output_shape),
+        "receptive_field": None if field_.whole_image else list(field_.size),
+        "jump": None if field_.whole_image else list(field_.jump),
+        "whole_image": field_.whole_image,
+    }
 
 
 def _first_layer_kernels(model) -> tuple[str, torch.Tensor]:
@@ -169,14 +122,13 @@ def run(
 ) -> HierarchyResult:
     """Train a CNN; its receptive fields, feature visualizations per depth and edge-likeness of conv1."""
     from convlens.inspect import feature_visualization, receptive_fields
-    from convlens.views.tables import stage_rows
 
     check_positive("epochs", epochs)
     check_positive("channels", channels)
     check_positive("featureviz_steps", featureviz_steps)
     check_positive("random_kernels", random_kernels)
     model, accuracy = train_quick(dataset, model_name, epochs, seed, augment="auto")
-    fields_ = stage_rows(receptive_fields(model))
+    fields_ = [_geometry(f) for f in receptive_fields(model)]
     first_layer, trained = _first_layer_kernels(model)
     trained_score, trained_angle = edge_scores(trained)
     # random kernels as the untrained layer draws them: i.i.d. uniform (Kaiming), summed over channels
@@ -211,47 +163,9 @@ def run(
     )
 
 
-def figure(result: HierarchyResult) -> Figure:
-    """The experiment's plot: hierarchy."""
-    from matplotlib.figure import Figure
-
-    from convlens.views.plots import picture
-
-    stages = result.featureviz_stages
-    columns = max([len(result.featureviz_activation[s]) for s in stages] + [4])
-    figure = Figure(figsize=(max(1.4 * columns, 9), 4.2 + 1.5 * len(stages)), layout="constrained")
-    grid = figure.add_gridspec(1 + len(stages), columns, height_ratios=[2.2] + [1] * len(stages))
-    half = columns // 2
-    fields = figure.add_subplot(grid[0, :half])
-    shown = [f for f in result.receptive_fields if not f["whole_image"]]
-    fields.plot([f["stage"] for f in shown], [f["receptive_field"][0] for f in shown], "o-")
-    fields.set_ylabel("receptive field (px)")
-    fields.tick_params(axis="x", rotation=45, labelsize=8)
-    fields.set_title("receptive field grows with depth")
-    edges = figure.add_subplot(grid[0, half:])
-    edges.hist(result.edge_score_trained, bins=10, range=(0, 1), alpha=0.7, density=True, label="trained")
-    edges.axvline(result.edge_score_random_mean, color="tab:gray", linestyle="--", label="random mean")
-    edges.axvline(result.edge_score_trained_mean, color="tab:blue", label="trained mean")
-    edges.set_xlabel(f"{result.first_layer}: best |corr| with an edge kernel")
-    edges.legend(fontsize=8)
-    for row, stage in enumerate(stages, start=1):
-        images = result.featureviz_images.get(stage)
-        for column in range(columns):
-            axis = figure.add_subplot(grid[row, column])
-            if images is not None and column < images.shape[0]:
-                picture(axis, images[column])
-                if column == 0:
-                    axis.set_ylabel(stage, fontsize=9)
-            else:
-                axis.axis("off")
-    figure.suptitle(f"hierarchy of {result.model} on {result.dataset}")
-    return figure
-
-
 register_experiment(
     "hierarchy",
     run,
-    figure,
     quick={"epochs": 1, "channels": 2, "featureviz_steps": 4, "random_kernels": 200},
     help="receptive fields, feature visualization per depth, edge-like first-layer kernels",
 )

@@ -11,13 +11,11 @@ the unshifted one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
 from convlens.lab._common import (
     LabResult,
-    Table,
     check_positive,
     predict_logits,
     register_experiment,
@@ -25,9 +23,6 @@ from convlens.lab._common import (
     subset,
     train_quick,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 VARIANTS = {  # label -> (model name, options)
     "cnn with pooling": ("convnet", {}),
@@ -47,23 +42,6 @@ class InvarianceResult(LabResult):
     accuracy: dict[str, list[float]]  # variant -> accuracy per shift
     agreement: dict[str, list[float]]  # variant -> fraction agreeing with the unshifted prediction
     seconds: float = 0.0
-
-    def tables(self) -> list[Table]:
-        shown = [s for s in self.shifts if s >= 0]
-        columns = ["model", *[f"{s:+d} px" if s else "0 px" for s in shown]]
-        accuracy = [
-            [v, *[f"{100 * self.accuracy[v][self.shifts.index(s)]:.1f}" for s in shown]]
-            for v in self.accuracy
-        ]
-        agreement = [
-            [v, *[f"{100 * self.agreement[v][self.shifts.index(s)]:.1f}" for s in shown]]
-            for v in self.agreement
-        ]
-        where = f"{self.test_images:,} {self.dataset} test images shifted {self.axis}ly"
-        return [
-            Table(f"accuracy (%) on {where} (negative shifts in result.json)", columns, accuracy),
-            Table(f"agreement with the unshifted prediction (%), {where}", columns, agreement),
-        ]
 
 
 def _move(axis: str, shift: int) -> tuple[int, int]:
@@ -120,30 +98,9 @@ def run(
     )
 
 
-def figure(result: InvarianceResult) -> Figure:
-    """The experiment's plot: invariance."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4))
-    left, right = figure.subplots(1, 2)
-    for variant in result.accuracy:
-        left.plot(result.shifts, [100 * a for a in result.accuracy[variant]], "o-", label=variant)
-        right.plot(result.shifts, [100 * a for a in result.agreement[variant]], "o-", label=variant)
-    left.set_ylabel("accuracy (%)")
-    right.set_ylabel("agrees with unshifted prediction (%)")
-    for axis in (left, right):
-        axis.set_xlabel(f"{result.axis} shift (pixels)")
-        axis.set_ylim(-2, 102)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(f"translation invariance on {result.dataset}")
-    return figure
-
-
 register_experiment(
     "invariance",
     run,
-    figure,
     quick={"epochs": 1, "max_shift": 2, "train_limit": 500, "test_limit": 200},
     help="accuracy vs shift for a CNN with pooling, without pooling, and an MLP",
 )

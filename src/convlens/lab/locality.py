@@ -9,23 +9,18 @@ only ever look at adjacent pixels, loses what it relies on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from convlens.data import Dataset
 from convlens.lab._common import (
     LabResult,
-    Table,
     check_positive,
     register_experiment,
     subset,
     train_quick,
     with_images,
 )
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def shuffle_pixels(images: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
@@ -46,25 +41,6 @@ class LocalityResult(LabResult):
     def drop(self, model: str) -> float:
         """Accuracy lost to shuffling, in points of fraction (0.1 = 10 points)."""
         return self.accuracy[model]["original"] - self.accuracy[model]["shuffled"]
-
-    def tables(self) -> list[Table]:
-        rows = [
-            [
-                model,
-                f"{100 * scores['original']:.1f} %",
-                f"{100 * scores['shuffled']:.1f} %",
-                f"{-100 * self.drop(model):+.1f}",
-            ]
-            for model, scores in self.accuracy.items()
-        ]
-        return [
-            Table(
-                f"test accuracy on {self.dataset}, original vs pixels shuffled by one fixed permutation "
-                f"({self.epochs} epochs, {self.train_images:,} train / {self.test_images:,} test)",
-                ["model", "original", "shuffled", "change (points)"],
-                rows,
-            )
-        ]
 
 
 def run(
@@ -109,30 +85,9 @@ def run(
     )
 
 
-def figure(result: LocalityResult) -> Figure:
-    """The experiment's plot: locality."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4))
-    axis = figure.subplots()
-    models = list(result.accuracy)
-    width = 0.38
-    for offset, key, color in ((-width / 2, "original", "tab:blue"), (width / 2, "shuffled", "tab:orange")):
-        values = [100 * result.accuracy[m][key] for m in models]
-        bars = axis.bar([i + offset for i in range(len(models))], values, width, label=key, color=color)
-        axis.bar_label(bars, fmt="%.1f", fontsize=8)
-    axis.set_xticks(range(len(models)), models)
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_ylim(0, 105)
-    axis.set_title(f"original vs pixel-shuffled {result.dataset}")
-    axis.legend(loc="lower right")
-    return figure
-
-
 register_experiment(
     "locality",
     run,
-    figure,
     quick={"epochs": 1, "train_limit": 500, "test_limit": 200},
     help="CNN and MLP on original vs pixel-shuffled images: who needs neighbours?",
 )

@@ -9,14 +9,10 @@ image size. For the seed's 1000×1000×3 photo and 1,000 units that is 3,000,001
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from convlens.data import Dataset
 from convlens.errors import ConvlensError
-from convlens.lab._common import LabResult, Table, register_experiment
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from convlens.lab._common import LabResult, register_experiment
 
 DEFAULT_INPUT = (3, 1000, 1000)  # (C, H, W): a 1-megapixel RGB photo
 WHOLE_MODELS = ("mlp", "convnet", "tinyvgg")
@@ -48,37 +44,6 @@ class ParamsResult(LabResult):
     dataset_input: tuple[int, int, int]
     models: list[dict]  # {"name", "parameters", "first_layer", "stages": [{"stage", "parameters"}]}
     seconds: float = 0.0
-
-    def tables(self) -> list[Table]:
-        c, h, w = self.input_shape
-        first = Table(
-            f"first layer on a {h}×{w}×{c} input",
-            ["layer", "parameters", "formula"],
-            [
-                [f"dense, {self.dense_units:,} units", f"{self.dense_parameters:,}", self.dense_formula],
-                [
-                    f"conv, {self.conv_filters} {self.kernel_size}×{self.kernel_size} filters",
-                    f"{self.conv_parameters:,}",
-                    self.conv_formula,
-                ],
-                ["dense / conv", f"{self.ratio:,.0f}×", ""],
-            ],
-        )
-        c, h, w = self.dataset_input
-        models = Table(
-            f"whole models on {self.dataset} ({h}×{w}×{c})",
-            ["model", "parameters", "first layer", "largest stage"],
-            [
-                [
-                    m["name"],
-                    f"{m['parameters']:,}",
-                    f"{m['first_layer']:,}",
-                    "{stage} ({parameters:,})".format(**max(m["stages"], key=lambda s: s["parameters"])),
-                ]
-                for m in self.models
-            ],
-        )
-        return [first, models]
 
 
 def run(
@@ -133,44 +98,9 @@ def run(
     )
 
 
-def figure(result: ParamsResult) -> Figure:
-    """The experiment's plot: params."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4))
-    left, right = figure.subplots(1, 2)
-    c, h, w = result.input_shape
-    left.bar(
-        [
-            f"dense\n{result.dense_units:,} units",
-            f"conv\n{result.conv_filters} {result.kernel_size}×{result.kernel_size}",
-        ],
-        [result.dense_parameters, result.conv_parameters],
-        color=["tab:gray", "tab:blue"],
-    )
-    left.set_yscale("log")
-    left.set_ylabel("parameters (log scale)")
-    left.set_title(f"first layer on {h}×{w}×{c}")
-    for x, value in enumerate((result.dense_parameters, result.conv_parameters)):
-        left.text(x, value, f"{value:,}", ha="center", va="bottom", fontsize=9)
-    if result.models:
-        names = [m["name"] for m in result.models]
-        right.bar(names, [m["parameters"] for m in result.models], color="tab:green")
-        right.set_yscale("log")
-        right.set_title(f"whole models on {result.dataset}")
-        for x, model in enumerate(result.models):
-            right.text(
-                x, model["parameters"], f"{model['parameters']:,}", ha="center", va="bottom", fontsize=9
-            )
-    else:
-        right.axis("off")
-    return figure
-
-
 register_experiment(
     "params",
     run,
-    figure,
     quick={},
     help="dense vs convolutional parameter counts, exact, with the formula",
 )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -231,30 +230,26 @@ def _attacks(run: Run, images, labels, eps: float) -> Section:
 
 
 def _lab(lab_dir: Path) -> Section:
-    """Every registered experiment: its tables and plot where ``convlens lab`` wrote them, else how to."""
-    from convlens.lab import EXPERIMENTS
+    """Every registered experiment: its tables and plot where ``convlens lab`` saved them, else how to."""
+    from convlens.lab import EXPERIMENTS, has_record, load_record
     from convlens.views.tables import lab_not_run_table
 
     section = Section("lab", "Lab results")
     missing = []
     for entry in EXPERIMENTS:
-        path = lab_dir / entry.name / "result.json"
-        if not path.is_file():
+        folder = lab_dir / entry.name
+        if not has_record(folder):
             missing.append(entry.name)
             continue
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConvlensError(f"{path}: not a lab result ({exc})") from None
-        for table in record.get("tables", []):
+        record = load_record(folder)
+        for table in record.tables:
             section.tables.append({**table, "title": f"{entry.name}: {table['title']}"})
-        plot = path.parent / "plot.png"
-        if plot.is_file():
+        if record.plot is not None:
             section.images.append(
                 {
-                    "data": base64.b64encode(plot.read_bytes()).decode("ascii"),
+                    "data": base64.b64encode(record.plot).decode("ascii"),
                     "alt": f"{entry.name} plot",
-                    "caption": f"{entry.name} ({record.get('seconds', 0):.1f} s)",
+                    "caption": f"{entry.name} ({record.seconds:.1f} s)",
                 }
             )
     found = len(EXPERIMENTS) - len(missing)

@@ -26,6 +26,12 @@ PIXELS = "gray"
 GAP = "#8c8c8c"  # between mosaic tiles: apart from white (0 on SIGNED) and black (low on MAGNITUDE)
 # one colour per data split in every training curve (report and the explorer's card.js alike)
 SPLIT_COLOURS = {"train": "#e07020", "val": "#20a060", "test": "#2060c0"}
+# named colours of the series in line and bar charts (the lab's figures): the split colours first,
+# so the first three series read like training curves, then five more before the cycle repeats
+SERIES = ("#2060c0", "#e07020", "#20a060", "#a040b0", "#c0a020", "#20a0b0", "#a06040", "#e060a0")
+REFERENCE = "#808080"  # a baseline drawn for comparison: a random ranking, "perfect", a threshold
+PASS = "#20a060"  # a check that passes
+FAIL = "#c03030"  # a check that fails
 PERCENTILE = 99.5  # signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
 ROBUST_FROM = 256  # fewer finite values than this: plain min/max (a 3x3 kernel has no outliers)
 HORIZONTAL_LABEL_WIDTH = 22  # characters a colour bar under one map has room for
@@ -66,6 +72,11 @@ class Limits:
     def style(self) -> dict:
         """Keyword arguments for ``imshow``."""
         return {"cmap": colour_map(self.cmap), "vmin": self.vmin, "vmax": self.vmax}
+
+
+def series_colour(index: int) -> str:
+    """The colour of series ``index`` (0, 1, ...) of a chart, cycling through ``SERIES``."""
+    return SERIES[index % len(SERIES)]
 
 
 def pixel_limits() -> Limits:
