@@ -107,7 +107,8 @@ class MetricsReader:
         self.path = folder / "metrics.jsonl"
         self.count = 0  # rows given out
         self._signature: tuple | None = None  # the file as last read: inode, size, mtime
-        self._last: tuple[int, int, tuple] | None = None  # start and end of the last row's line, its key
+        # where the last row given out starts and ends in the file, and which epoch it is
+        self._last: tuple[int, int, tuple] | None = None
 
     def read(self) -> tuple[bool, list[dict]]:
         """``(restarted, new rows)`` since the last call."""
@@ -127,26 +128,21 @@ class MetricsReader:
         return restarted, rows
 
     def _read_from(self, file) -> tuple[bool, list[dict]]:
-        if self._last is not None:
-            start, end, key = self._last
-            file.seek(start)
-            line = file.read(end - start)
-            row = _row(line) if line.endswith(b"\n") else None
-            if row is not None and _same_epoch(row) == key:
-                return False, self._rows(file, end)  # the file only grew
+        if self._last is None:  # nothing given out yet
+            return False, self._rows(file, 0)
+        start, end, key = self._last
+        file.seek(start)
+        line = file.read(end - start)
+        row = _row(line) if line.endswith(b"\n") else None
+        if row is not None and _same_epoch(row) == key:
+            return False, self._rows(file, end)  # the file only grew
         file.seek(0)
         everything = self._lines(file, 0)
-        known = self.count
-        if known and len(everything) >= known and _same_epoch(everything[known - 1][2]) == self._key():
-            self._last = everything[known - 1][0], everything[known - 1][1], self._key()
-            return False, self._take(everything[known:])
-        restarted = known > 0
-        self.count, self._last = 0, None
-        return restarted, self._take(everything)
-
-    def _key(self) -> tuple:
-        assert self._last is not None
-        return self._last[2]
+        if len(everything) >= self.count and _same_epoch(everything[self.count - 1][2]) == key:
+            self._last = everything[self.count - 1][0], everything[self.count - 1][1], key  # lines moved
+            return False, self._take(everything[self.count :])
+        self.count, self._last = 0, None  # trained again: every row is new
+        return True, self._take(everything)
 
     def _rows(self, file, offset: int) -> list[dict]:
         file.seek(offset)
