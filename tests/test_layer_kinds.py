@@ -221,10 +221,26 @@ def test_bad_registrations_name_the_parameter():
     with pytest.raises(ConvlensError) as caught:
         register_layer_kind(Unknown, role="clip", arithmetic="min(max(x))")
     assert caught.value.parameter == "arithmetic"
+    with pytest.raises(ConvlensError) as caught:
+        register_layer_kind(Unknown, role="clip", mixes_channels="yes")
+    assert caught.value.parameter == "mixes_channels"
     with pytest.raises(ConvlensError, match="already has a layer kind") as caught:
         register_layer_kind(nn.Conv2d, role="convolution")
     assert caught.value.parameter == "module_type"
     assert layer_kind(Unknown()) is None and "Unknown" not in LAYER_KINDS
+
+
+def test_hyperparameters_must_be_layer_facts():
+    from convlens.inspect import layer_facts
+
+    register_layer_kind(Unknown, role="passthrough", hyperparameters=lambda module: {"window": 3})
+    try:
+        model = StagedModel([("odd", Unknown()), ("flatten", nn.Flatten())], (1, 2, 2), 4)
+        with pytest.raises(ConvlensError, match="gave window; expected some of bias") as caught:
+            layer_facts(model)
+        assert caught.value.parameter == "hyperparameters"
+    finally:
+        unregister_layer_kind(Unknown)
 
 
 def test_subclasses_take_their_base_kind_and_unknown_modules_stay_blocks():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from convlens.errors import ConvlensError
 from convlens.inspect._stages import SOFTMAX
 from convlens.inspect.layer_kinds import layer_kind, stage_traits
 from convlens.inspect.receptive_field import stage_output_shapes
@@ -37,11 +38,22 @@ class LayerFacts:
     grad_cam_target: bool = False  # Grad-CAM may look at this stage's map (the explorer's stage menu)
 
 
+# what a layer kind's ``hyperparameters`` may fill in
+_HYPERPARAMETERS = {"kernel", "stride", "padding", "filters", "weights_per_filter", "bias"}
+
+
 def _facts(name: str, module: nn.Module | None, before: tuple, after: tuple) -> LayerFacts:
     traits = stage_traits(module, after)
     parameters = sum(p.numel() for p in module.parameters()) if module is not None else 0
     kind = layer_kind(module) if module is not None else None
     numbers = kind.hyperparameters(module) if kind is not None and kind.hyperparameters else {}
+    unknown = set(numbers) - _HYPERPARAMETERS
+    if unknown:
+        raise ConvlensError(
+            f"hyperparameters of layer kind {kind.role!r} gave {', '.join(sorted(unknown))}; "
+            f"expected some of {', '.join(sorted(_HYPERPARAMETERS))}",
+            parameter="hyperparameters",
+        )
     return LayerFacts(
         name,
         traits.role,

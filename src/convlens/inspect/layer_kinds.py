@@ -98,7 +98,8 @@ def register_layer_kind(
     help: str | None = None,
 ) -> LayerKind:
     """Declare the kind of every module of class ``module_type`` (and of its subclasses that have
-    no kind of their own); ``name`` defaults to the class name. Returns the kind."""
+    no kind of their own). ``name`` defaults to the class name (give one when two classes share
+    it); ``mixes_channels`` may be a function of the module. Returns the kind."""
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise ConvlensError(
             f"module_type must be a torch.nn.Module subclass, got {module_type!r}", parameter="module_type"
@@ -115,6 +116,13 @@ def register_layer_kind(
     ):
         if value is not None and not callable(value):
             raise ConvlensError(f"{name_} must be a function or None, got {value!r}", parameter=name_)
+    for name_, value in (
+        ("mixes_channels", mixes_channels),
+        ("rectifies", rectifies),
+        ("grad_cam_target", grad_cam_target),
+    ):
+        if not isinstance(value, bool) and not (name_ == "mixes_channels" and callable(value)):
+            raise ConvlensError(f"{name_} must be true or false, got {value!r}", parameter=name_)
     if _registered(module_type) is not None:
         raise ConvlensError(
             f"module_type {module_type.__name__} already has a layer kind", parameter="module_type"
