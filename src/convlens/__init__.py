@@ -25,6 +25,8 @@ _EXPORTS = {
     "TrainConfig": "convlens.train",
     "TrainResult": "convlens.train",
     "fit": "convlens.train",
+    "TrainJob": "convlens.train",
+    "follow": "convlens.train",
     "evaluate": "convlens.train",
     "load_checkpoint": "convlens.checkpoint",
     "Run": "convlens.run",
