@@ -8,21 +8,14 @@ from convlens.cli.render import ProgressBar, err, out, predictions_table, traini
 
 
 def save_samples(images, labels, class_names: list[str], folder: Path, count: int = 6) -> list[Path]:
-    """Write ``count`` test images of different classes as PNG files, named by their true class."""
-    import torch
+    """Write ``count`` test images of different classes (``one_per_class``) as PNG files, named by their class."""
     from PIL import Image
 
+    from convlens.inspect.analyses import one_per_class
+
     folder.mkdir(parents=True, exist_ok=True)
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0)).tolist()
-    chosen, seen = [], set()
-    for index in order:  # one image per class first, so the demo does not show six zeros
-        if int(labels[index]) not in seen:
-            chosen.append(index)
-            seen.add(int(labels[index]))
-        if len(chosen) == count:
-            break
     files = []
-    for index in chosen:
+    for index in one_per_class(labels, count):
         array = images[index].permute(1, 2, 0).squeeze(-1).numpy()  # (H, W) or (H, W, 3) uint8
         path = folder / f"test{index:02d}-true-{class_names[int(labels[index])]}.png"
         Image.fromarray(array).save(path)

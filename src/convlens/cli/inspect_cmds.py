@@ -11,6 +11,7 @@ from convlens.cli.render import (
     StepProgress,
     err,
     grid_text,
+    help_from,
     number,
     out,
     print_json,
@@ -49,7 +50,14 @@ def parse_target(text: str | None, class_names: list[str]) -> int | None:
         ) from None
 
 
-@app.command()
+def _method_help() -> str:
+    """The attribution methods, from the registry (a registered plugin too)."""
+    from convlens.inspect import ATTRIBUTIONS
+
+    return f"Attribution method: {', '.join(ATTRIBUTIONS.names())} (see `convlens methods`)."
+
+
+@app.command(cls=help_from(method=_method_help))
 def explain(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
     image: str = typer.Argument(..., help=IMAGE_HELP),
@@ -63,12 +71,7 @@ def explain(
     target: str = typer.Option(
         None, "--target", help="Class index or name to explain (default: the prediction)."
     ),
-    method: str = typer.Option(
-        "grad-cam",
-        "--method",
-        help="Attribution method: grad-cam, saliency, integrated-gradients, occlusion, or any registered "
-        "one (see `convlens methods`).",
-    ),
+    method: str = typer.Option("grad-cam", "--method", help="Attribution method (see `convlens methods`)."),
     at: str = typer.Option(
         None,
         "--at",
@@ -137,19 +140,12 @@ def _flat_cell(text: str) -> tuple[int, int, int]:
 
 
 def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method: str) -> dict:
-    from convlens.inspect import (
-        ATTRIBUTIONS,
-        activations,
-        conv_filters,
-        find_stage,
-        is_spatial_stage,
-        receptive_fields,
-    )
+    from convlens.inspect import activations, conv_filters, receptive_fields
+    from convlens.inspect.analyses import explanation_attribution
     from convlens.views import plots
     from convlens.views.tables import stage_rows
 
     model, class_names = run.model, run.class_names
-    entry = ATTRIBUTIONS.get(method)
     result = activations(model, pixels)
     shown = plots.input_picture(pixels, f"input: {Path(str(image)).name}")
     files = [plots.save_png(shown, out_dir / "input.png")]
@@ -171,18 +167,15 @@ def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method:
                 plots.filters(filters.weight, filters.stage), out_dir / f"filters-{filters.stage}.png"
             )
         )
-    cam_stage = stage if stage is not None and is_spatial_stage(find_stage(model, stage)) else None
     probabilities = plots.class_probabilities(result.probabilities, class_names)
     files.append(plots.save_png(probabilities, out_dir / "probabilities.png"))
-    attribution = None
-    if entry.name != "grad-cam" or any(is_spatial_stage(m) for _, m in model.stages()):
-        attribution = entry.call(model, pixels, target=target, stage=cam_stage)
-        name = class_names[attribution.target]
-        figure = plots.attribution_map(pixels, attribution, name)
-        file_name = "gradcam.png" if entry.name == "grad-cam" else f"attribution-{entry.name}.png"
+    attribution = explanation_attribution(model, pixels, method, target, stage)  # None: no Grad-CAM here
+    if attribution is not None:
+        figure = plots.attribution_map(pixels, attribution, class_names[attribution.target])
+        file_name = (
+            "gradcam.png" if attribution.method == "grad-cam" else f"attribution-{attribution.method}.png"
+        )
         files.append(plots.save_png(figure, out_dir / file_name))
-    elif target is not None:  # a model without convolutions has no Grad-CAM; still check the target
-        ATTRIBUTIONS.get("saliency").call(model, pixels, target=target)
     predicted = int(result.probabilities.argmax())
     return {
         "prediction": {
@@ -310,8 +303,8 @@ def features(
 
       convlens features runs/mnist --stage conv2 --channels 0,1,2,3 --out features/
     """
-    from convlens.data import to_float
-    from convlens.inspect import feature_visualization, top_activating_images
+    from convlens.inspect import feature_visualization
+    from convlens.inspect.analyses import top_activating_pictures
     from convlens.run import Run
     from convlens.views import plots
 
@@ -337,10 +330,8 @@ def features(
         except ConvlensError as exc:
             err.print(f"no top images: the training data is not available ({exc})", markup=False)
         else:
-            top = top_activating_images(model, dataset.test_images, stage, visualization.channels, k=top_k)
-            images = to_float(dataset.test_images[top.indices.flatten()]).view(
-                *top.indices.shape, *run.input_shape
-            )
+            found = top_activating_pictures(model, dataset.test_images, stage, visualization.channels, top_k)
+            top, images = found.top, found.pixels
     if out_dir is None:
         out_dir = run.folder / "features"
     dead = None if top is None else [top.dead_label(row) for row in range(len(top.channels))]

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from convlens.errors import ConvlensError
 from convlens.run import Run
 
@@ -121,28 +119,25 @@ def _confusion(run: Run, labels, predictions, spec: str) -> Section:
 
 
 def _misclassified(run: Run, images, labels, probabilities) -> Section:
-    from convlens.inspect import grad_cam
+    from convlens.inspect.analyses import misclassified
     from convlens.views import plots
 
-    confidence, predicted = probabilities.max(dim=1)
-    wrong = torch.nonzero(predicted != labels).flatten()
-    wrong = wrong[confidence[wrong].argsort(descending=True)][:MISCLASSIFIED]  # most confident mistakes first
-    if wrong.numel() == 0:
+    mistakes = misclassified(run.model, images, labels, probabilities, limit=MISCLASSIFIED)
+    if mistakes.wrong == 0:
         return Section("misclassified", "Misclassified test images", text="No test image is misclassified.")
-    cams = [grad_cam(run.model, images[int(i)], target=int(predicted[i])).map for i in wrong]
     figure = plots.misclassified(
-        [images[int(i)] for i in wrong],
-        cams,
-        [int(labels[i]) for i in wrong],
-        [int(predicted[i]) for i in wrong],
-        [float(confidence[i]) for i in wrong],
+        [images[int(i)] for i in mistakes.indices],
+        [cam.map for cam in mistakes.cams],
+        mistakes.labels.tolist(),
+        mistakes.predicted.tolist(),
+        mistakes.confidence.tolist(),
         run.class_names,
     )
     return Section(
         "misclassified",
         "Misclassified test images with Grad-CAM",
-        text=f"{int((predicted != labels).sum())} of {labels.numel()} test images are wrong; the "
-        f"{wrong.numel()} most confident mistakes, with Grad-CAM of the (wrong) predicted class: "
+        text=f"{mistakes.wrong} of {mistakes.total} test images are wrong; the "
+        f"{mistakes.indices.numel()} most confident mistakes, with Grad-CAM of the (wrong) predicted class: "
         "where the model looked when it decided.",
         images=[_image(figure, "misclassified images with Grad-CAM")],
     )
@@ -274,13 +269,14 @@ def report_sections(
     ``progress(sections done, sections, what)`` is called before each section and once at the end.
     """
     from convlens.attacks import check_eps
+    from convlens.inspect.analyses import correct_sample
 
     check_eps(eps)
     run = Run.open(run_dir)
     images, labels, spec = run.test_data(data)  # whole test split, seeded order
     probabilities = run.predict(images)  # (N, classes)
     lab_dir = Path(lab_dir) if lab_dir is not None else run.folder / "lab"
-    sample = int(torch.nonzero(probabilities.argmax(1) == labels).flatten()[0]) if labels.numel() else 0
+    sample = correct_sample(labels, probabilities)
     builders = [
         ("overview", lambda: _overview(run)),
         ("training curves", lambda: _training(run)),
