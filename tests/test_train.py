@@ -137,3 +137,13 @@ def test_small_colour_folders_get_batchnorm_and_mirroring(digits):
     config = resolve_defaults(TrainConfig(), colour)
     assert config.model_options == {"batchnorm": True} and config.augment == "flip-shift"
     assert resolve_defaults(TrainConfig(model_options={"width": 8}), colour).model_options == {"width": 8}
+
+
+def test_a_schedule_of_exactly_four_steps_trains(digits, tmp_path):
+    """OneCycleLR divides by pct_start x steps - 1: 4 steps at pct_start 0.25 used to raise
+    ZeroDivisionError (one batch per epoch, 4 epochs)."""
+    from convlens.train.recipe import warmup_fraction
+
+    assert warmup_fraction(0.25, 4) == 0.125 and warmup_fraction(0.25, 5) == 0.25
+    result = fit(digits, TrainConfig(epochs=4, batch_size=2000, seed=0), tmp_path / "run")
+    assert result.epochs == 4 and 0.0 <= result.test_accuracy <= 1.0

@@ -33,7 +33,7 @@ from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
-from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device
+from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device, warmup_fraction
 from convlens.train.result import TrainResult, dataset_facts
 from convlens.train.run_folder import preflight_run_folder, prepare_run_folder
 from convlens.train.selection import choose_epoch, score
@@ -158,11 +158,12 @@ class _Training:
             weight_decay=config.weight_decay,
         )
         self.steps_per_epoch = math.ceil(split.train_labels.shape[0] / config.batch_size)
+        total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=config.lr,
-            pct_start=config.pct_start,
-            total_steps=config.epochs * self.steps_per_epoch,
+            pct_start=warmup_fraction(config.pct_start, total_steps),
+            total_steps=total_steps,
         )
         self.guard = DivergenceGuard()
         progress = Progress()

@@ -234,3 +234,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConvlensError(f"device {name}: CUDA is not available on this machine", parameter="device")
     return torch.device(name)
+
+
+def warmup_fraction(pct_start: float, total_steps: int) -> float:
+    """``pct_start`` as OneCycleLR can take it for ``total_steps`` steps.
+
+    OneCycleLR divides by ``pct_start * total_steps - 1``: a warm-up of exactly one step (4 steps
+    at 0.25) raises ZeroDivisionError. Such a schedule starts at its peak instead (half a step of
+    warm-up, which no step falls in); every other schedule is left as it is."""
+    if pct_start * total_steps == 1:
+        return 0.5 / total_steps
+    return pct_start
