@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -219,3 +220,60 @@ def test_no_figure_imports_pyplot():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("clean")
+
+
+# ------------------------------------------------------------------------------ lab figures
+
+
+def _drawn_colours(figure: Figure) -> set[str]:
+    """Every line and bar colour of a figure, as hex (legends and axis frames aside)."""
+    from matplotlib.colors import to_hex
+
+    found = set()
+    for axis in figure.axes:
+        found |= {to_hex(line.get_color()) for line in axis.lines}
+        found |= {to_hex(patch.get_facecolor()) for patch in axis.patches if patch.get_fill()}
+    return found
+
+
+def test_lab_figures_draw_in_the_named_colours():
+    from convlens.lab import params
+    from convlens.views.lab import experiment_figure
+    from convlens.views.plots.colours import FAIL, PASS, REFERENCE, SERIES
+
+    named = {*SERIES, REFERENCE, PASS, FAIL}
+    locality = SimpleNamespace(dataset="digits", accuracy={"convnet": {"original": 0.9, "shuffled": 0.5}})
+    faithfulness = SimpleNamespace(
+        model="convnet",
+        dataset="digits",
+        fractions=[0.0, 0.5, 1.0],
+        curves={"grad-cam": [0.9, 0.3, 0.1], "random": [0.9, 0.6, 0.1], "brightness": [0.9, 0.5, 0.1]},
+        deletion={"grad-cam": 0.3, "random": 0.5, "brightness": 0.4},
+        spearman={"grad-cam": 0.1, "saliency": 0.7},
+    )
+    figures = {
+        "params": experiment_figure("params", params.run(None, input_shape=(1, 28, 28))),
+        "locality": experiment_figure("locality", locality),
+        "faithfulness": experiment_figure("faithfulness", faithfulness),
+    }
+    for name, figure in figures.items():
+        colours = _drawn_colours(figure)
+        assert colours and colours <= named, (name, colours - named)
+    assert {PASS, FAIL} <= _drawn_colours(figures["faithfulness"])  # 0.1 passes, 0.7 fails
+
+
+def test_no_lab_figure_picks_its_own_colours():
+    """The lab draws nothing; its figures in views name colours from ``colours`` (no "tab:blue")."""
+    source = Path(plots.__file__).parent
+    lab = source.parent.parent / "lab"
+    imports = re.compile(r"^\s*(from|import) matplotlib", re.MULTILINE)
+    assert not [p.name for p in lab.glob("*.py") if imports.search(p.read_text())]
+    assert "tab:" not in (source / "lab.py").read_text()
+
+
+def test_count_limits_run_from_zero_to_the_largest_count():
+    from convlens.views.plots.colours import count_limits
+
+    limits = count_limits([[5, 1], [2, 7]])
+    assert (limits.vmin, limits.vmax, limits.cmap, limits.clipped) == (0.0, 7.0, MAGNITUDE, False)
+    assert count_limits([[3, 4], [4, 3]]).vmin == 0.0  # 0 even when no cell is empty

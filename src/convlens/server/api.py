@@ -148,7 +148,16 @@ def _build_card(run: LoadedRun) -> dict:
         "metrics": trained.metrics,
         "validation": trained.validation,
         "diagnostics": trained.diagnostics,
+        # the confusion table's colours run from 0 to these limits' high end (views, not the page)
+        "confusion_limits": _confusion_limits(trained.metrics.get("confusion")),
     }
+
+
+def _confusion_limits(confusion) -> dict | None:
+    from convlens.views.maps import limits_json
+    from convlens.views.plots.colours import count_limits
+
+    return limits_json(count_limits(confusion)) if confusion else None
 
 
 @router.get("/runs/{run_id}/test-images", summary="Test images of the run's data set, for picking")

@@ -43,7 +43,7 @@ export class ModelCard {
         lineChart("loss per epoch", epochs, curves("loss"), { min: 0, kept })));
     }
     parts.push(this.training(metrics, card.validation || {}, card.diagnostics || []));
-    if (metrics.confusion) parts.push(this.confusion(metrics.confusion, card.class_names));
+    if (metrics.confusion) parts.push(this.confusion(metrics.confusion, card.class_names, card.confusion_limits));
     if (metrics.per_class) parts.push(this.perClass(metrics.per_class));
     this.box.replaceChildren(...parts);
   }
@@ -75,8 +75,9 @@ export class ModelCard {
         el("td", { text: s.receptive_field ? s.receptive_field.join("×") : "whole image" })))));
   }
 
-  confusion(matrix, names) {
-    const largest = Math.max(...matrix.flat());
+  // Shaded from 0 to the server's limits (convlens.views.plots.colours.count_limits), like the report's.
+  confusion(matrix, names, limits) {
+    const largest = limits.high;
     return el("div", { class: "scroll-x" }, el("table", { class: "plain confusion", id: "card-confusion" },
       el("caption", { text: "confusion matrix (rows: true class, columns: predicted)" }),
       el("tr", {}, el("th"), ...names.map((n) => el("th", { text: n }))),

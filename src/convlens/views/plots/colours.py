@@ -126,6 +126,14 @@ def colour_limits(values, signed: bool | None = None, percentile: float = PERCEN
     return Limits(vmin, vmax, MAGNITUDE, False, low < vmin, high > vmax)
 
 
+def count_limits(counts) -> Limits:
+    """Limits of counts (a confusion matrix): from 0 to the largest count, sequential, nothing clipped."""
+    values = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    return colour_limits(
+        torch.cat([values, torch.zeros(1, dtype=torch.float64)]), signed=False, percentile=100
+    )
+
+
 def colour_map(name: str):
     """A matplotlib colour map (no pyplot) that draws NaN — mosaic gaps — in ``GAP`` grey."""
     import matplotlib

@@ -6,7 +6,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from convlens.views.plots.colours import SPLIT_COLOURS, colour_bar, colour_limits, show_map, text_colour
+from convlens.views.plots.colours import SPLIT_COLOURS, colour_bar, count_limits, show_map, text_colour
 
 MAX_EPOCH_LABELS = 10  # a 230-epoch run still gets a readable axis
 
@@ -43,7 +43,7 @@ def confusion_matrix(confusion: list[list[int]], class_names: list[str]) -> Figu
     figure = Figure(figsize=(size + 0.8, size * 0.85), layout="constrained")
     axis = figure.subplots()
     matrix = torch.tensor(confusion, dtype=torch.float64).reshape(len(class_names), len(class_names))
-    limits = colour_limits(torch.cat([matrix.flatten(), torch.zeros(1)]), signed=False, percentile=100)
+    limits = count_limits(matrix)
     drawn = show_map(axis, matrix, limits, ticks=True)
     for row in range(matrix.shape[0]):
         for col in range(matrix.shape[1]):
