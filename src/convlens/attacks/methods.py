@@ -1,4 +1,4 @@
-"""Adversarial attacks: FGSM, PGD and the robustness curve, built on Captum.
+"""The attacks themselves: FGSM and PGD on a batch of images, built on Captum, and their registry.
 
 Models take pixels in [0, 1] and normalize inside, so ε is in pixel units (ε = 8/255 means
 "every pixel moves by at most 8 grey levels") and the adversarial image is clipped to
@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -100,32 +100,13 @@ class AttackResult:
             "images": int(self.labels.numel()),
             "clean_accuracy": self.clean_accuracy,
             "adversarial_accuracy": self.adversarial_accuracy,
-            "mean_confidence_clean": _mean(self.clean_confidences),
-            "mean_confidence_adversarial": _mean(self.adversarial_confidences),
+            "mean_confidence_clean": mean_or_zero(self.clean_confidences),
+            "mean_confidence_adversarial": mean_or_zero(self.adversarial_confidences),
             "max_linf": self.max_linf,
             "mean_l2": self.mean_l2,
             "flipped": int(self.flipped.sum()),
             "target_success_rate": self.target_success_rate,
         }
-
-
-@dataclass
-class RobustnessCurve:
-    """Accuracy (and mean confidence) against ε for each attack method."""
-
-    eps: list[float]
-    clean_accuracy: float
-    accuracy: dict[str, list[float]]  # method -> accuracy per eps
-    mean_confidence: dict[str, list[float]]  # method -> mean confidence of the prediction per eps
-    pgd_steps: int
-    images: int
-
-    def labels(self) -> dict[str, str]:
-        """method → how tables and plots name it ("PGD-10")."""
-        return {method: attack_label(method, self.pgd_steps) for method in self.accuracy}
-
-    def summary(self) -> dict:
-        return asdict(self)
 
 
 def attack_label(method: str, steps: int) -> str:
@@ -138,7 +119,8 @@ def _fraction(mask: torch.Tensor) -> float:
     return float(mask.float().mean()) if mask.numel() else 0.0
 
 
-def _mean(values: torch.Tensor) -> float:
+def mean_or_zero(values: torch.Tensor) -> float:
+    """The mean of ``values``; 0 for none (an empty batch has no confidence to average)."""
     return float(values.mean()) if values.numel() else 0.0
 
 
@@ -354,81 +336,6 @@ def attack(
     if progress is not None and not entry.accepts("progress"):
         progress(images.shape[0], images.shape[0], entry.label)
     return result
-
-
-def robustness_curve(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    eps_list: Sequence[float],
-    methods: Sequence[str] | None = None,
-    steps: int = 10,
-    progress: Progress | None = None,
-) -> RobustnessCurve:
-    """Accuracy against ε for each method (default: every registered attack), untargeted.
-
-    ``progress(done, total, what)`` counts attacked images over every (method, ε) pair.
-    """
-    eps_list = [check_eps(e, "eps_list") for e in eps_list]
-    if not eps_list:
-        raise ConvlensError("eps_list needs at least one value, e.g. 0,0.05,0.1", parameter="eps_list")
-    methods = [ATTACKS.get(m).name for m in (ATTACKS.names() if methods is None else methods)]
-    accuracy: dict[str, list[float]] = {m: [] for m in methods}
-    confidence: dict[str, list[float]] = {m: [] for m in methods}
-    clean = None
-    count, total = images.shape[0], images.shape[0] * len(methods) * len(eps_list)
-    for index, (method, eps) in enumerate((m, e) for m in methods for e in eps_list):
-
-        def step(done: int, _: int, what: str, before: int = index * count) -> None:
-            progress(before + done, total, what)  # type: ignore[misc]
-
-        result = attack(model, images, labels, method, eps, steps, progress=step if progress else None)
-        accuracy[method].append(result.adversarial_accuracy)
-        confidence[method].append(_mean(result.adversarial_confidences))
-        clean = result.clean_accuracy
-    return RobustnessCurve(
-        eps=eps_list,
-        clean_accuracy=float(clean),
-        accuracy=accuracy,
-        mean_confidence=confidence,
-        pgd_steps=steps,
-        images=int(labels.shape[0]),
-    )
-
-
-@dataclass
-class ImageAttack:
-    """One image attacked, as the explorer shows it: the result and the probabilities around it."""
-
-    result: AttackResult  # a batch of one image
-    label: int  # the class attacked away from: the true class, or the model's own prediction
-    clean: torch.Tensor  # (classes,) probabilities before the attack
-    attacked: torch.Tensor  # (classes,) probabilities of the adversarial image
-
-
-def attack_image(
-    model: nn.Module,
-    image: torch.Tensor,
-    label: int | None = None,
-    method: str = "fgsm",
-    eps: float = 0.1,
-    steps: int = 10,
-    target: int | None = None,
-) -> ImageAttack:
-    """Attack one image (C, H, W) or (1, C, H, W) away from ``label`` (None: the class the model
-    predicts for it, as for a drawing whose true class nobody knows), with the probabilities
-    before and after."""
-    from convlens.predict import predict_probabilities
-
-    batch = image.unsqueeze(0) if image.ndim == 3 else image
-    if batch.ndim != 4 or batch.shape[0] != 1:
-        raise ConvlensError(
-            f"image must be one image, C x H x W, got shape {tuple(image.shape)}", parameter="image"
-        )
-    clean = predict_probabilities(model, batch)[0]  # (classes,)
-    label = int(clean.argmax()) if label is None else int(label)
-    result = attack(model, batch, torch.tensor([label]), method, eps, steps, target)
-    return ImageAttack(result, label, clean, predict_probabilities(model, result.adversarial_images)[0])
 
 
 ATTACKS.register("fgsm", fgsm, label="FGSM", help="Fast Gradient Sign Method: one step of size ε")
