@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -101,7 +102,14 @@ def test_toys_appear_in_the_cli(toys, run_cli, digits_run, tmp_path):
     assert code == 0, err
     record = json.loads(out)
     assert record["experiment"] == "mean-pixel" and 0 < record["mean_pixel"] < 2
+    assert record["tables"][0]["title"] == "mean pixel of digits"
     assert (tmp_path / "lab" / "plot.png").is_file()
+
+    # the help of `lab` and `explain` lists what is registered when it is shown
+    for command, name in (("lab", "mean-pixel"), ("explain", "brightness")):
+        code, out, err = run_cli(command, "--help")
+        assert code == 0, err
+        assert name in _words(out), out
 
 
 def test_toys_appear_in_the_server(toys, digits_run):
@@ -130,8 +138,15 @@ def test_toys_appear_in_the_report(toys, run_cli, digits_run, tmp_path):
     assert "brightness" in by_id["attributions"].text and by_id["attributions"].images
     titles = [table["title"] for table in by_id["lab"].tables]
     assert "mean-pixel: mean pixel of digits" in titles
+    (plot,) = [image for image in by_id["lab"].images if image["alt"] == "mean-pixel plot"]
+    assert base64.b64decode(plot["data"])[:4] == b"\x89PNG"  # the plot the lab saved, read back
     not_run = next(t for t in by_id["lab"].tables if t["title"] == "not run yet")
     assert "params" in [row[0] for row in not_run["rows"]]
+
+
+def _words(text: str) -> str:
+    """Help text without Rich's boxes and line breaks (a long list wraps anywhere)."""
+    return "".join(ch for ch in text if ch not in "│╭╮╰╯─ \n")
 
 
 def test_unregistered_names_list_the_choices():
