@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from convlens.errors import ConvlensError
-from convlens.inputs import IMAGE_FORMATS, InputTooLarge, ModelInput, UnreadableInput, read_header
+from convlens.inputs import InputTooLarge, ModelInput, UnreadableInput, read_header
 from convlens.server.runs import LoadedRun
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
-ALLOWED_FORMATS = (*IMAGE_FORMATS, "DICOM")
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
