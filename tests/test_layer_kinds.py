@@ -319,3 +319,36 @@ def test_every_kinds_arithmetic_equals_the_layer(toy_kinds, module_type):
         expected = float(output[channel, row, col]) if output.ndim == 3 else float(output[channel])
         assert cell.output == pytest.approx(expected, abs=1e-6)
         assert cell.total == pytest.approx(expected, abs=1e-5), (channel, row, col)
+
+
+# kinds without cell arithmetic still declare whether they are affine
+PASS_THROUGH_EXAMPLES = {
+    nn.Dropout: ((2, 4, 4), lambda: [("layer", nn.Dropout(0.5))]),
+    nn.Dropout2d: ((2, 4, 4), lambda: [("layer", nn.Dropout2d(0.5))]),
+    nn.Identity: ((2, 4, 4), lambda: [("layer", nn.Identity())]),
+}
+
+
+@pytest.mark.parametrize(
+    "module_type", list(EXAMPLES) + list(PASS_THROUGH_EXAMPLES), ids=lambda t: t.__name__
+)
+def test_a_kind_declared_affine_is_affine(toy_kinds, module_type):
+    """Feature visualization takes a closed-form optimum when every stage before the target is
+    declared affine: checked here as f(a·x + (1 − a)·y) = a·f(x) + (1 − a)·f(y) in eval mode."""
+    shape, build = {**EXAMPLES, **PASS_THROUGH_EXAMPLES}[module_type]
+    stages = build()
+    if not layer_kind(stages[-1][1]).affine:
+        pytest.skip(f"{module_type.__name__} is not declared affine")
+    torch.manual_seed(0)
+    model = StagedModel(stages, shape, 2).eval()
+    x, y = torch.rand(4, *shape) * 2 - 1, torch.rand(4, *shape) * 2 - 1  # (4, C, H, W), signed
+    with torch.no_grad():
+        mixed = model(0.3 * x + 0.7 * y)
+        assert torch.allclose(mixed, 0.3 * model(x) + 0.7 * model(y), atol=1e-5)
+
+
+def test_the_affine_check_would_catch_a_rectifier():
+    model = StagedModel([("layer", nn.ReLU())], (1, 2, 2), 2).eval()
+    x, y = -torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    assert not torch.allclose(model(0.3 * x + 0.7 * y), 0.3 * model(x) + 0.7 * model(y))
+    assert not layer_kind(nn.ReLU()).affine

@@ -32,6 +32,7 @@ from convlens.inspect._stages import (
     model_stages,
 )
 from convlens.inspect.hooks import StageRecorder
+from convlens.inspect.layer_kinds import layer_kind
 
 GAIN = 4.0  # sigmoid steepness: how fast a coefficient can reach black or white
 DECAY = 1.0  # spectrum ~ 1/frequency**DECAY: natural images fall off about like 1/f
@@ -144,19 +145,15 @@ def _frequency_scale(height: int, width: int, decay: float = DECAY) -> torch.Ten
     return (lowest / frequency) ** decay  # (H, W//2+1), 1 at the lowest frequency
 
 
-AFFINE_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.AvgPool2d, nn.Flatten, nn.Identity)
-
-
 def _is_affine_stage(model: nn.Module, stage: str) -> bool:
-    """Whether ``stage``'s output is an affine function of the pixels: only normalization,
-    convolutions, BatchNorm (in eval mode), average pooling, flatten and linear layers before it."""
-    from convlens.models._registry import Normalize
-
+    """Whether ``stage``'s output is an affine function of the pixels: every layer before it is of
+    a kind the layer-kind table declares affine (normalization, convolutions, BatchNorm in eval
+    mode, average pooling, flatten, linear layers, ...)."""
     if stage == SOFTMAX:
         return False
     for name, module in model_stages(model):
         leaves = [m for m in module.modules() if not list(m.children())] or [module]
-        if not all(isinstance(m, (*AFFINE_MODULES, Normalize)) for m in leaves):
+        if not all((kind := layer_kind(m)) is not None and kind.affine for m in leaves):
             return False
         if name == stage:
             return True

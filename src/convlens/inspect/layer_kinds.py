@@ -12,7 +12,10 @@ A kind is registered once, by module class, and declares everything the inside v
   rectified one, where negative evidence has been thrown away;
 - ``grad_cam_target``: whether Grad-CAM may look at its output map, and whether the default
   stage may move past it (a stage that keeps positions cell by cell: ReLU, pooling, BatchNorm);
-- ``hyperparameters``: the numbers the model card quotes (kernel, stride, filters, ...).
+- ``hyperparameters``: the numbers the model card quotes (kernel, stride, filters, ...);
+- ``affine``: whether its output is an affine function of its input when the model predicts
+  (eval mode): feature visualization of a stage with only affine kinds before it has an exact,
+  closed-form optimum instead of a gradient search.
 
 Cell arithmetic, receptive fields, layer facts, attribution and the explorer's network view all
 read this table, so a new kind (an activation, a transposed convolution, an upsampling) is one
@@ -73,6 +76,7 @@ class LayerKind:
     rectifies: bool = False
     grad_cam_target: bool = False
     hyperparameters: Callable[[nn.Module], dict] | None = None  # LayerFacts fields, e.g. kernel
+    affine: bool = False  # an affine function of its input in eval mode (conv, linear, BatchNorm, ...)
 
     def mixes(self, module: nn.Module) -> bool:
         """Whether this module's output channels each read every input channel."""
@@ -94,6 +98,7 @@ def register_layer_kind(
     rectifies: bool = False,
     grad_cam_target: bool = False,
     hyperparameters: Callable[[nn.Module], dict] | None = None,
+    affine: bool = False,
     name: str | None = None,
     help: str | None = None,
 ) -> LayerKind:
@@ -120,6 +125,7 @@ def register_layer_kind(
         ("mixes_channels", mixes_channels),
         ("rectifies", rectifies),
         ("grad_cam_target", grad_cam_target),
+        ("affine", affine),
     ):
         if not isinstance(value, bool) and not (name_ == "mixes_channels" and callable(value)):
             raise ConvlensError(f"{name_} must be true or false, got {value!r}", parameter=name_)
@@ -128,7 +134,15 @@ def register_layer_kind(
             f"module_type {module_type.__name__} already has a layer kind", parameter="module_type"
         )
     kind = LayerKind(
-        module_type, role, arithmetic, geometry, mixes_channels, rectifies, grad_cam_target, hyperparameters
+        module_type,
+        role,
+        arithmetic,
+        geometry,
+        mixes_channels,
+        rectifies,
+        grad_cam_target,
+        hyperparameters,
+        affine,
     )
     summary = help or ((module_type.__doc__ or "").strip().splitlines() or [role])[0]
     LAYER_KINDS.register(name or module_type.__name__, kind, label=role, help=summary)
@@ -247,7 +261,7 @@ def _linear_facts(module: nn.Linear) -> dict:
     }
 
 
-register_layer_kind(Normalize, role="normalize", arithmetic=normalize_cell, geometry=same_cells)
+register_layer_kind(Normalize, role="normalize", arithmetic=normalize_cell, geometry=same_cells, affine=True)
 register_layer_kind(
     nn.Conv2d,
     role="convolution",
@@ -256,6 +270,7 @@ register_layer_kind(
     mixes_channels=_conv_groups_mix,
     grad_cam_target=True,
     hyperparameters=_conv_facts,
+    affine=True,
 )
 register_layer_kind(
     nn.BatchNorm2d,
@@ -263,9 +278,10 @@ register_layer_kind(
     arithmetic=batchnorm_cell,
     geometry=same_cells,
     grad_cam_target=True,
+    affine=True,
 )
 # after a flatten, BatchNorm1d keeps the walk's rule for layers with weights: it sees every unit
-register_layer_kind(nn.BatchNorm1d, role="batchnorm", arithmetic=batchnorm_cell)
+register_layer_kind(nn.BatchNorm1d, role="batchnorm", arithmetic=batchnorm_cell, affine=True)
 register_layer_kind(
     nn.ReLU,
     role="relu",
@@ -289,15 +305,17 @@ register_layer_kind(
     geometry=pool_window,
     grad_cam_target=True,
     hyperparameters=_pool_facts,
+    affine=True,
 )
 register_layer_kind(
     nn.AdaptiveAvgPool2d,
     role="global_pool",
     arithmetic=adaptive_avg_pool_cell,
     geometry=whole_input,
+    affine=True,
 )
 register_layer_kind(nn.AdaptiveMaxPool2d, role="global_pool", geometry=whole_input)
-register_layer_kind(nn.Flatten, role="flatten", arithmetic=flatten_cell, geometry=flattens)
+register_layer_kind(nn.Flatten, role="flatten", arithmetic=flatten_cell, geometry=flattens, affine=True)
 register_layer_kind(
     nn.Linear,
     role="fully_connected",
@@ -305,7 +323,8 @@ register_layer_kind(
     geometry=whole_input,
     mixes_channels=True,
     hyperparameters=_linear_facts,
+    affine=True,
 )
 # they pass values through when the model predicts: Grad-CAM's default may look past them
 for _passing, _role in ((nn.Dropout, "dropout"), (nn.Dropout2d, "dropout"), (nn.Identity, "identity")):
-    register_layer_kind(_passing, role=_role, geometry=same_cells, grad_cam_target=True)
+    register_layer_kind(_passing, role=_role, geometry=same_cells, grad_cam_target=True, affine=True)
