@@ -55,6 +55,7 @@ def test_post_train_streams_each_epoch_then_done_and_the_run_joins(explorer, dig
     from convlens.inspect import activations
     from convlens.models import create_model
     from convlens.train.snapshots import first_convolution
+    from convlens.views.maps import map_limits
 
     url, runs_dir = explorer
     answer = start(url, data="digits", model="convnet", epochs=3, seed=1)
@@ -80,6 +81,9 @@ def test_post_train_streams_each_epoch_then_done_and_the_run_joins(explorer, dig
     assert torch.equal(torch.from_numpy(unpacked(last["kernels"]).copy()), conv.weight.detach())
     maps = torch.from_numpy(unpacked(last["feature_maps"]).copy())
     torch.testing.assert_close(maps, activations(model, probe)["conv1"], rtol=1e-5, atol=1e-5)
+    # the page draws them with the library's colour limits, signed around 0
+    assert last["kernel_limits"] == map_limits(conv.weight.detach(), signed=True)
+    assert last["feature_map_limits"]["signed"] and last["feature_map_limits"]["low"] < 0
     # epoch 0 is the initialization: the same seed builds the same kernels
     torch.manual_seed(1)
     fresh = create_model("convnet", digits.input_shape, digits.num_classes, digits.mean, digits.std)

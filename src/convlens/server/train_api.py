@@ -214,8 +214,10 @@ def snapshot_index(request: Request, run_id: str = RUN_ID) -> dict:
 @router.get("/{run_id}/snapshots/{epoch}", summary="The kernels and probe feature maps after one epoch")
 def snapshot(request: Request, epoch: int, run_id: str = RUN_ID) -> dict:
     """``kernels`` (C_out, C_in, kH, kW) of the first convolution and its ``feature_maps``
-    (C_out, H, W) of the probe image, as saved at the end of ``epoch``."""
+    (C_out, H, W) of the probe image, as saved at the end of ``epoch``, each with the colour
+    limits the page draws it with (``kernel_limits``, ``feature_map_limits``: signed, around 0)."""
     from convlens.train.snapshots import read_index, read_snapshot
+    from convlens.views.maps import map_limits
 
     folder = _snapshots_folder(request, run_id)
     stage = _or_404(read_index, folder)["stage"]
@@ -225,7 +227,9 @@ def snapshot(request: Request, epoch: int, run_id: str = RUN_ID) -> dict:
         "epoch": epoch,
         "stage": stage,
         "kernels": packed(saved["kernels"]),
+        "kernel_limits": map_limits(saved["kernels"], signed=True),
         "feature_maps": packed(saved["feature_maps"]),
+        "feature_map_limits": map_limits(saved["feature_maps"], signed=True),
     }
 
 

@@ -5,7 +5,7 @@
 
 import { PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
 import { SPLIT_COLOURS, lineChart } from "./chart.js";
-import { colourLegend, colourLimits, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
+import { colourLegend, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 const POLL_MS = 3000; // how often the list of trainings and runs is refreshed
 const MAX_INPUT_CHANNELS = 3; // kernels drawn per output channel (RGB at most)
@@ -260,8 +260,8 @@ export class TrainView {
     const maps = unpack(body.feature_maps);
     const [outC, inC, kh, kw] = kernels.shape;
     const [, mh, mw] = maps.shape;
-    const kernelLimits = colourLimits(kernels.data, true);
-    const mapLimits = colourLimits(maps.data, true);
+    const kernelLimits = body.kernel_limits; // the server's: signed, centred on 0
+    const mapLimits = body.feature_map_limits;
     const shownIn = Math.min(inC, MAX_INPUT_CHANNELS);
     const filters = el("div", { class: "train-grid" });
     const featureMaps = el("div", { class: "train-grid" });
