@@ -177,7 +177,7 @@ class Run:
             return None
         return check_shift(image, mean, std)
 
-    def input(self, source, invert: bool = False, name: str | None = None):
+    def input(self, source: str | Path | bytes | torch.Tensor, invert: bool = False, name: str | None = None):
         """One image as this model's input: a ``convlens.inputs.ModelInput`` (pixels, shift check).
 
         ``source``: an image or DICOM file, a built-in picture (smiley, digits:N, a photo, xray),

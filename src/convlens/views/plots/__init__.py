@@ -4,14 +4,17 @@ Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no g
 safe in a server thread); ``save_png`` writes it, ``png_bytes`` gives the bytes. The CLI, the
 report and the lab draw with the same functions. Modules:
 
-- ``colours``: the convention (``SIGNED`` diverging, ``MAGNITUDE`` sequential, ``PIXELS``),
-  ``colour_limits`` (robust percentiles), colour bars;
+- ``colours``: the convention (``SIGNED`` diverging, ``MAGNITUDE`` sequential, ``PIXELS``,
+  named ``SERIES``/``REFERENCE``/``PASS``/``FAIL`` colours for charts), ``colour_limits``
+  (robust percentiles), ``count_limits``, colour bars;
 - ``inside``: feature maps, filters, feature visualization;
 - ``explain``: input, class probabilities, attribution maps (one or every method),
   misclassified images with Grad-CAM;
 - ``convolution``: a hand-made convolution;
 - ``training``: training curves, confusion matrix;
 - ``attacks``: adversarial examples, robustness curve;
+- ``lab``: one figure per built-in lab experiment, in the named series colours (``FIGURES``;
+  ``convlens.views.lab.experiment_figure`` picks it);
 - ``output``: PNG bytes and files.
 """
 
