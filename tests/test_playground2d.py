@@ -228,6 +228,11 @@ def test_start_answers_points_features_and_a_snapshot_that_matches_its_weights(c
     )
     for layer, outputs in zip(layers, expected, strict=True):
         np.testing.assert_allclose(layer.reshape(layer.shape[0], -1).T, outputs, atol=1e-5)
+    # the page colours each map with the server's limits: tanh neurons on a fixed ±1, features by value
+    assert len(stepped["neuron_limits"]) == 1 and len(stepped["neuron_limits"][0]) == 3
+    assert all(limits["low"] == -1 and limits["high"] == 1 for limits in stepped["neuron_limits"][0])
+    features = unpacked(body["feature_maps"])
+    assert [limits["signed"] for limits in body["feature_limits"]] == [bool(f.min() < 0) for f in features]
     points = np.array(body["points"]["test"])
     probability = by_hand(points[:, :2], ("x1", "x2"), stepped["weights"], stepped["biases"], "tanh")[-1][
         :, 0

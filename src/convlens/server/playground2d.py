@@ -162,8 +162,11 @@ def sessions_of(request: Request) -> Sessions:
     return request.app.state.playground2d
 
 
-def snapshot_json(snapshot: Snapshot) -> dict:
-    """A snapshot for the page: maps as packed float32, weights as plain lists."""
+def snapshot_json(snapshot: Snapshot, activation: str) -> dict:
+    """A snapshot for the page: maps as packed float32 with the hidden neurons' colour limits
+    (``neuron_limits[layer][neuron]``; the output is a probability), weights as plain lists."""
+    from convlens.views.maps import neuron_limits
+
     return {
         "epoch": snapshot.epoch,
         "train_loss": snapshot.train_loss,
@@ -171,6 +174,9 @@ def snapshot_json(snapshot: Snapshot) -> dict:
         "train_accuracy": snapshot.train_accuracy,
         "test_accuracy": snapshot.test_accuracy,
         "layers": [packed(layer) for layer in snapshot.neurons],
+        "neuron_limits": [
+            [neuron_limits(activation, plane) for plane in layer] for layer in snapshot.neurons[:-1]
+        ],
         "boundary": packed(snapshot.boundary),
         "weights": [floats(weights) for weights in snapshot.weights],
         "biases": [floats(biases) for biases in snapshot.biases],
@@ -178,7 +184,10 @@ def snapshot_json(snapshot: Snapshot) -> dict:
 
 
 def _start_json(trainer: Trainer) -> dict:
+    from convlens.views.maps import map_limits
+
     points = trainer.points
+    features = feature_maps(tuple(FEATURES), NEURON_GRID)  # (features, G, G)
 
     def listed(coordinates: torch.Tensor, labels: torch.Tensor) -> list:
         return [
@@ -189,12 +198,13 @@ def _start_json(trainer: Trainer) -> dict:
     return {
         "config": trainer.config.to_json(),
         "plane": PLANE,
-        "feature_maps": packed(feature_maps(tuple(FEATURES), NEURON_GRID)),  # all, chosen or not
+        "feature_maps": packed(features),  # all, chosen or not
+        "feature_limits": [map_limits(plane) for plane in features],
         "points": {
             "train": listed(points.train_points, points.train_labels),
             "test": listed(points.test_points, points.test_labels),
         },
-        "snapshot": snapshot_json(trainer.snapshot()),
+        "snapshot": snapshot_json(trainer.snapshot(), trainer.config.activation),
     }
 
 
@@ -233,7 +243,7 @@ async def step(request: Request, page: str) -> dict:
 
     def one_epoch() -> dict:
         session.trainer.train_epoch()
-        return snapshot_json(session.trainer.snapshot())
+        return snapshot_json(session.trainer.snapshot(), session.trainer.config.activation)
 
     return await _on_worker(one_epoch)
 
@@ -246,7 +256,7 @@ def forget(request: Request, page: str) -> dict:
 
 def _train_slice(trainer: Trainer) -> str:
     trainer.train_for(EPOCHS_PER_UPDATE, SLICE_SECONDS)
-    return sse(snapshot_json(trainer.snapshot()), "snapshot")
+    return sse(snapshot_json(trainer.snapshot(), trainer.config.activation), "snapshot")
 
 
 @router.get(

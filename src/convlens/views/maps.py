@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from convlens.views.plots.colours import Limits, colour_limits, symmetric_limits
+from convlens.views.plots.colours import MAGNITUDE, Limits, colour_limits, symmetric_limits
 
 
 def limits_json(limits: Limits) -> dict:
@@ -36,6 +36,18 @@ def map_limits(values: torch.Tensor, signed: bool | None = None) -> dict:
 def bound_limits(bound: float) -> dict:
     """Limits of a known size, ±``bound`` (an attack's ε), as JSON."""
     return limits_json(symmetric_limits(bound))
+
+
+def neuron_limits(activation: str, plane: torch.Tensor) -> dict:
+    """The colour limits of one neuron of the learning playground over the plane: tanh is signed
+    in [-1, 1] and sigmoid lies in [0, 1], so those ranges are fixed (maps compare across epochs);
+    ReLU and linear neurons are unbounded, so their limits come from their own values (robust;
+    a linear neuron's signed)."""
+    if activation == "tanh":
+        return bound_limits(1.0)
+    if activation == "sigmoid":
+        return limits_json(Limits(0.0, 1.0, MAGNITUDE))
+    return map_limits(plane, signed=activation == "linear")
 
 
 def stage_limits(output: torch.Tensor) -> dict:

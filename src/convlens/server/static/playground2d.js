@@ -3,21 +3,13 @@
 // message). The page only draws what arrives: every neuron's map, the weights, the losses.
 
 import { ApiError, PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
-import { colourFor, colourLimits, diverging, el, fmt, percent, symmetricLimits } from "./draw.js";
+import { colourFor, diverging, el, fmt, percent } from "./draw.js";
 
 const LEARNING_RATES = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const REGULARIZATION_RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const API = "/api/playground2d";
 const CLASS_COLOURS = ["#2166ac", "#b2182b"]; // class 0, class 1: the ends of the diverging map
 const MAX_CHART_POINTS = 600;
-
-// A neuron's values → colours: tanh is signed in [-1, 1], sigmoid in [0, 1]; ReLU and linear
-// neurons are unbounded, so their colours come from their own values (robust limits).
-function neuronLimits(activation, values) {
-  if (activation === "tanh") return symmetricLimits(1);
-  if (activation === "sigmoid") return { low: 0, high: 1, signed: false, clipped: false };
-  return colourLimits(values, activation === "linear");
-}
 
 function paint(canvas, values, size, colour) {
   canvas.width = size;
@@ -161,7 +153,7 @@ export class LearningPlayground {
     allFeatures.forEach(([id, label], index) => {
       const values = featureValues.subarray(index * size * size, (index + 1) * size * size);
       const canvas = el("canvas", { class: "pg2-tile", "data-feature": id });
-      paint(canvas, values, size, colourFor(colourLimits(values)));
+      paint(canvas, values, size, colourFor(this.start.feature_limits[index]));
       const used = chosen.includes(id);
       const tile = el("div", { class: used ? "pg2-feature used" : "pg2-feature", title: used ? "click to drop this input" : "click to feed this input",
         onclick: () => this.change({ features: used ? chosen.filter((f) => f !== id) : [...chosen, id] }) },
@@ -240,7 +232,8 @@ export class LearningPlayground {
       const plane = shape[1] * shape[2];
       for (let n = 0; n < shape[0]; n++) {
         const values = data.subarray(n * plane, (n + 1) * plane);
-        const colour = layer === hiddenLayers ? probabilityColour : colourFor(neuronLimits(this.settings.activation, values));
+        // the server's limits: fixed for tanh and sigmoid, the neuron's own values for ReLU and linear
+        const colour = layer === hiddenLayers ? probabilityColour : colourFor(snapshot.neuron_limits[layer][n]);
         paint(this.tiles[layer + 1][n], values, shape[1], colour);
       }
     });
