@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convlens.models import list_models
 from test_convolve import SMILEY_EDGES  # the hand-computed edge map
 
 
@@ -205,7 +206,7 @@ def test_features_bad_input(run_cli, digits_run, tmp_path):
     _one_line_error(code, err, "unknown stage 'pool9'")
 
 
-@pytest.mark.parametrize("name", ["tinyvgg", "lenet5", "resnet8", "mlp"])
+@pytest.mark.parametrize("name", list_models())  # every registered family
 def test_explain_every_model_family(run_cli, tmp_path, name):
     """Untrained checkpoints are enough: the pictures depend on the stages, not on the weights."""
     from convlens.checkpoint import save_checkpoint
