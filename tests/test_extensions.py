@@ -149,6 +149,23 @@ def _words(text: str) -> str:
     return "".join(ch for ch in text if ch not in "│╭╮╰╯─ \n")
 
 
+def test_a_plugin_result_with_its_own_tables_method_still_shows_them(digits):
+    """The contract before results were plain data: ``tables()`` on the result, no ``tables=``."""
+    from convlens.lab import EXPERIMENTS, register_experiment, run_experiment
+    from convlens.views.lab import experiment_tables
+
+    class OldStyle(MeanPixelResult):
+        def tables(self):
+            return mean_pixel_tables(self)
+
+    register_experiment("old-style", lambda dataset: OldStyle(dataset.name, 0.5))
+    try:
+        (table,) = experiment_tables("old-style", run_experiment("old-style", digits))
+    finally:
+        EXPERIMENTS.unregister("old-style")
+    assert table.title == "mean pixel of digits" and table.rows == [["train", "0.5000"]]
+
+
 def test_unregistered_names_list_the_choices():
     from convlens.attacks import ATTACKS
     from convlens.errors import ConvlensError

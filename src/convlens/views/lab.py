@@ -22,9 +22,13 @@ from convlens.views.tables import Table
 
 
 def experiment_tables(name: str, result: LabResult) -> list[Table]:
-    """The tables of experiment ``name``'s ``result`` (none if a plugin registered no ``tables``)."""
+    """The tables of experiment ``name``'s ``result``: the built-in's, or the ``tables`` function a
+    plugin registered. A plugin whose result has its own ``tables()`` (the contract before results
+    were plain data) keeps working; one with neither has no table."""
     entry = EXPERIMENTS.get(check_experiment(name))
     build = entry.extras.get("tables") or TABLES.get(entry.name)
+    if build is None and callable(getattr(result, "tables", None)):
+        build = type(result).tables
     return list(build(result)) if build is not None else []
 
 
