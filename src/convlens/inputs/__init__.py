@@ -134,7 +134,7 @@ def model_pixels(source: Source, input_shape: tuple[int, int, int], name: str | 
             f"input_shape: a picture becomes 1 (gray) or 3 (RGB) channels, the model takes {channels}",
             parameter="input_shape",
         )
-    header = read_header(source, name=label)
+    header, gray = _header(source, label)  # a built-in picture comes loaded (``gray``)
     check_aspect(label, header.height, header.width, height, width)
     if header.kind == "image":
         from convlens.data.readers import array_to_input, decode_image
@@ -144,9 +144,7 @@ def model_pixels(source: Source, input_shape: tuple[int, int, int], name: str | 
         return array_to_input(rgb, (channels, height, width))
     if header.kind == "dicom":
         readable = _NamedBytes(source, label) if isinstance(source, bytes) else _path(source)
-        gray = _unreadable_on_error(lambda: read_dicom(readable), label)
-    else:
-        gray = load_picture(source)  # (H, W)
+        gray = _unreadable_on_error(lambda: read_dicom(readable), label)  # (H, W)
     from convlens.data.transforms import resize_images
 
     resized = resize_images(gray[None, None], (height, width))[0]  # (1, H, W)
@@ -155,14 +153,18 @@ def model_pixels(source: Source, input_shape: tuple[int, int, int], name: str | 
 
 def read_header(source: str | Path | bytes, name: str | None = None) -> Header:
     """What ``source`` is and its size, from its header (a built-in picture is loaded: it is small)."""
-    label = _label(source, name)
+    return _header(source, _label(source, name))[0]
+
+
+def _header(source: str | Path | bytes, label: str) -> tuple[Header, torch.Tensor | None]:
+    """The header, and a built-in picture already loaded (None for files and bytes)."""
     if isinstance(source, bytes):
-        if source[128:132] == b"DICM":
-            return dicom_header(_NamedBytes(source, label))
-        return image_header(_NamedBytes(source, label), label)
+        if source[128:132] == b"DICM":  # bytes have no suffix: the marker after the preamble
+            return dicom_header(_NamedBytes(source, label)), None
+        return image_header(_NamedBytes(source, label), label), None
     if isinstance(source, str) and is_built_in(source):  # a name (never a Path) first, as load_picture
-        gray = load_picture(source)
-        return Header("built-in", int(gray.shape[0]), int(gray.shape[1]))
+        gray = load_picture(source)  # (H, W)
+        return Header("built-in", int(gray.shape[0]), int(gray.shape[1])), gray
     path = _path(source)
     if not path.exists():
         raise UnreadableInput(
@@ -174,8 +176,8 @@ def read_header(source: str | Path | bytes, name: str | None = None) -> Header:
     if path.is_dir():
         raise UnreadableInput(f"{label}: is a folder, expected an image file")
     if is_dicom(path):
-        return dicom_header(path)
-    return image_header(path, label)
+        return dicom_header(path), None
+    return image_header(path, label), None
 
 
 def check_aspect(source: str, rows: int, cols: int, height: int, width: int) -> None:
