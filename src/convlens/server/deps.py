@@ -68,8 +68,9 @@ def image_request(
     run_id: str = RUN_ID,
     image: UploadFile | None = File(
         None,
-        description="an image file (PNG, JPEG, GIF, BMP, TIFF, WebP; at most 5 MB), e.g. the drawing "
-        "canvas; converted to the model's input like `convlens predict` does",
+        description="an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM; at most 5 MB), e.g. the "
+        "drawing canvas; converted to the model's input by the same pipeline as `convlens predict` "
+        "(Run.input: aspect-ratio check, resize, shift check)",
     ),
     test_index: int | None = Form(
         None, ge=0, le=MAX_TEST_INDEX, description="or: the index of one of the run's test images"
