@@ -352,3 +352,20 @@ def test_the_affine_check_would_catch_a_rectifier():
     x, y = -torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
     assert not torch.allclose(model(0.3 * x + 0.7 * y), 0.3 * model(x) + 0.7 * model(y))
     assert not layer_kind(nn.ReLU()).affine
+
+
+def test_the_toy_kinds_are_listed_with_their_roles(toy_run, run_cli):
+    """`convlens methods` and the explorer's registry list every layer kind, a toy one included."""
+    from fastapi.testclient import TestClient
+
+    from convlens.server import create_app
+
+    code, out, err = run_cli("methods", "--json")
+    assert code == 0, err
+    kinds = {kind["name"]: kind for kind in json.loads(out)["layer_kinds"]}
+    assert kinds["HardClip"]["role"] == "clip" and kinds["HardClip"]["has_arithmetic"]
+    assert kinds["Conv2d"]["mixes_channels"] is None  # depends on the convolution's groups
+    assert kinds["ReLU"]["rectifies"] and not kinds["ReLU"]["affine"] and kinds["Linear"]["affine"]
+    client = TestClient(create_app([toy_run], allowed_hosts=["testserver"]))
+    listed = client.get("/api/registry").json()["layer_kinds"]
+    assert {kind["name"]: kind["role"] for kind in listed}["Subsample"] == "subsample"

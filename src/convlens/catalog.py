@@ -14,6 +14,7 @@ def catalog() -> dict[str, list[dict]]:
     from convlens.attacks import ATTACKS
     from convlens.data import DATA_FORMATS, DATASETS
     from convlens.inspect.attribution import ATTRIBUTIONS
+    from convlens.inspect.layer_kinds import LAYER_KINDS
     from convlens.lab import EXPERIMENTS
     from convlens.models import MODELS, list_models
 
@@ -24,4 +25,5 @@ def catalog() -> dict[str, list[dict]]:
         "models": [MODELS.get(name).describe() for name in list_models()],  # sorted, as list_models
         "datasets": DATASETS.describe(),
         "data_formats": DATA_FORMATS.describe(),
+        "layer_kinds": [{**entry.describe(), **entry.function.describe()} for entry in LAYER_KINDS],
     }

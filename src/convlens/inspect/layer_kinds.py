@@ -78,6 +78,19 @@ class LayerKind:
     hyperparameters: Callable[[nn.Module], dict] | None = None  # LayerFacts fields, e.g. kernel
     affine: bool = False  # an affine function of its input in eval mode (conv, linear, BatchNorm, ...)
 
+    def describe(self) -> dict:
+        """JSON-ready facts for ``convlens methods`` and ``GET /api/registry`` (``mixes_channels``
+        is null where it depends on the module, as for a convolution's groups)."""
+        mixes = self.mixes_channels
+        return {
+            "role": self.role,
+            "has_arithmetic": self.arithmetic is not None,
+            "mixes_channels": mixes if isinstance(mixes, bool) else None,
+            "rectifies": self.rectifies,
+            "grad_cam_target": self.grad_cam_target,
+            "affine": self.affine,
+        }
+
     def mixes(self, module: nn.Module) -> bool:
         """Whether this module's output channels each read every input channel."""
         declared = self.mixes_channels
@@ -265,6 +278,7 @@ register_layer_kind(Normalize, role="normalize", arithmetic=normalize_cell, geom
 register_layer_kind(
     nn.Conv2d,
     role="convolution",
+    help="a 2-D convolution: each output cell is one kernel times the window under it, summed over the input channels, plus a bias",
     arithmetic=conv_cell,
     geometry=conv_window,
     mixes_channels=_conv_groups_mix,
@@ -275,16 +289,24 @@ register_layer_kind(
 register_layer_kind(
     nn.BatchNorm2d,
     role="batchnorm",
+    help="batch normalization: each channel shifted and scaled by its running mean and variance, then by learned gamma and beta",
     arithmetic=batchnorm_cell,
     geometry=same_cells,
     grad_cam_target=True,
     affine=True,
 )
 # after a flatten, BatchNorm1d keeps the walk's rule for layers with weights: it sees every unit
-register_layer_kind(nn.BatchNorm1d, role="batchnorm", arithmetic=batchnorm_cell, affine=True)
+register_layer_kind(
+    nn.BatchNorm1d,
+    role="batchnorm",
+    arithmetic=batchnorm_cell,
+    affine=True,
+    help="batch normalization of units (after a flatten): shifted and scaled like BatchNorm2d's channels",
+)
 register_layer_kind(
     nn.ReLU,
     role="relu",
+    help="rectifier: max(0, x) cell by cell; negative evidence becomes 0",
     arithmetic=relu_cell,
     geometry=same_cells,
     rectifies=True,
@@ -293,6 +315,7 @@ register_layer_kind(
 register_layer_kind(
     nn.MaxPool2d,
     role="max_pool",
+    help="max pooling: the largest value in each window, channel by channel",
     arithmetic=max_pool_cell,
     geometry=pool_window,
     grad_cam_target=True,
@@ -301,6 +324,7 @@ register_layer_kind(
 register_layer_kind(
     nn.AvgPool2d,
     role="avg_pool",
+    help="average pooling: the mean of each window, channel by channel",
     arithmetic=avg_pool_cell,
     geometry=pool_window,
     grad_cam_target=True,
@@ -310,15 +334,29 @@ register_layer_kind(
 register_layer_kind(
     nn.AdaptiveAvgPool2d,
     role="global_pool",
+    help="adaptive average pooling: the mean of each region of the whole map, channel by channel",
     arithmetic=adaptive_avg_pool_cell,
     geometry=whole_input,
     affine=True,
 )
-register_layer_kind(nn.AdaptiveMaxPool2d, role="global_pool", geometry=whole_input)
-register_layer_kind(nn.Flatten, role="flatten", arithmetic=flatten_cell, geometry=flattens, affine=True)
+register_layer_kind(
+    nn.AdaptiveMaxPool2d,
+    role="global_pool",
+    geometry=whole_input,
+    help="adaptive max pooling: the largest value of each region of the whole map, channel by channel",
+)
+register_layer_kind(
+    nn.Flatten,
+    role="flatten",
+    arithmetic=flatten_cell,
+    geometry=flattens,
+    affine=True,
+    help="flatten: the maps' cells laid out as one vector of units, channel after channel",
+)
 register_layer_kind(
     nn.Linear,
     role="fully_connected",
+    help="fully connected: each unit a weighted sum of every input unit, plus a bias",
     arithmetic=linear_cell,
     geometry=whole_input,
     mixes_channels=True,
@@ -326,5 +364,19 @@ register_layer_kind(
     affine=True,
 )
 # they pass values through when the model predicts: Grad-CAM's default may look past them
-for _passing, _role in ((nn.Dropout, "dropout"), (nn.Dropout2d, "dropout"), (nn.Identity, "identity")):
-    register_layer_kind(_passing, role=_role, geometry=same_cells, grad_cam_target=True, affine=True)
+for _passing, _role, _help in (
+    (
+        nn.Dropout,
+        "dropout",
+        "dropout: zeroes random units while training; passes values through when predicting",
+    ),
+    (
+        nn.Dropout2d,
+        "dropout",
+        "dropout: zeroes random channels while training; passes values through when predicting",
+    ),
+    (nn.Identity, "identity", "identity: passes values through"),
+):
+    register_layer_kind(
+        _passing, role=_role, geometry=same_cells, grad_cam_target=True, affine=True, help=_help
+    )
