@@ -228,17 +228,18 @@ def stream_of(folder, running) -> list[dict]:
     from convlens.server.train_api import epoch_events
     from convlens.train.follow import Follower
 
-    follower, store = Follower(folder), RunStore([], folder)
-    follower.running = running
-
     async def collect() -> list[dict]:
         async def connected() -> bool:
             return False
 
+        # built on a worker thread: loading the folder is work the event loop must not do
+        follower, store = await asyncio.to_thread(lambda: (Follower(folder), RunStore([], folder)))
+        follower.running = running
         stream = epoch_events("again", follower, store, lambda: False, connected)
         return [json.loads(event[len("data: ") :]) async for event in stream]
 
-    # a thread of its own: Playwright's sync API keeps an event loop running in the test thread
+    # a thread of its own: Playwright's sync API, once a browser test has run, leaves an event loop
+    # running in the test thread, and everything done there would count as done on a loop
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(lambda: asyncio.run(collect())).result()
 
