@@ -108,6 +108,32 @@ def test_toy_format_trains_and_evaluates_from_the_cli(toy_format, run_cli, tmp_p
     assert summary["images"] == 12 and summary["data"] == str(data)
 
 
+def test_toy_format_reaches_the_report_and_the_explorer(toy_format, tmp_path):
+    """A run trained on the toy format: the report and the explorer read its data through the
+    format (the confusion matrix, the test images), and the page's registry lists it."""
+    from fastapi.testclient import TestClient
+
+    from convlens.data import load_dataset
+    from convlens.report import report_sections
+    from convlens.server import create_app
+    from convlens.train import TrainConfig, fit
+
+    data = write_toyimg(tmp_path / "lr.toyimg")
+    dataset = load_dataset(data)
+    fit(dataset, TrainConfig(model="mlp", epochs=2, snapshots=False, seed=0), tmp_path / "run")
+    _, sections = report_sections(tmp_path / "run")
+    confusion = next(section for section in sections if section.id == "confusion")
+    assert f"On the test split of {data} (12 images)" in confusion.text
+
+    client = TestClient(create_app([tmp_path / "run"], allowed_hosts=["testserver"]))
+    formats = client.get("/api/registry").json()["data_formats"]
+    assert "toyimg" in [entry["name"] for entry in formats]
+    (run_id,) = [run["id"] for run in client.get("/api/runs").json()]
+    images = client.get(f"/api/runs/{run_id}/test-images", params={"count": 12}).json()
+    assert images["total"] == 12
+    assert [item["label"] for item in images["images"]] == dataset.test_labels.tolist()
+
+
 def test_a_registered_model_is_listed_and_built(run_cli):
     from torch import nn
 
