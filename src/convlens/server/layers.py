@@ -61,7 +61,6 @@ def filters(
                     "bias": conv.bias.tolist() if conv.bias is not None else None,
                     "stride": list(conv.stride),
                     "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
-                    "scale": float(conv.weight.abs().max()),
                     "limits": map_limits(conv.weight, signed=True),  # weights: diverging around 0
                 }
                 for conv in found
