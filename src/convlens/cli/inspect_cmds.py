@@ -160,7 +160,7 @@ def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method:
     for filters in (
         conv_filters(model)
         if stage is None
-        else [f for f in conv_filters(model) if f.stage.split(".")[0] == stage]
+        else [f for f in conv_filters(model) if f.stage == stage or f.stage.startswith(stage + ".")]
     ):
         files.append(
             plots.save_png(

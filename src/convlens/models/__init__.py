@@ -3,7 +3,12 @@
 ``MODELS`` is the registry; ``register_model`` / ``create_model`` / ``list_models`` read and write it.
 """
 
-from convlens.models import convnets, resnet  # noqa: F401  (registers the families)
+from convlens.models import (  # noqa: F401  (registers the families)
+    convnets,
+    resnet,
+    torchvision_mobilenet,
+    torchvision_resnet,
+)
 from convlens.models._registry import (
     MODELS,
     Normalize,
