@@ -12,6 +12,7 @@ from convlens.cli.render import (
     ProgressBar,
     classification_tables,
     err,
+    init_summary,
     out,
     percent,
     predictions_table,
@@ -23,6 +24,8 @@ from convlens.cli.render import (
 from convlens.errors import ConvlensError
 
 JSON_HELP = "Print one JSON object to stdout instead of tables."
+INIT_HELP = "Start from trained weights: a run folder (or its NAME.json) or a .safetensors file. Tensors whose name and shape fit are loaded, the classifier head is re-initialised when the classes differ, the new data's normalization is kept; stderr lists what was loaded, re-initialised and skipped."
+FREEZE_HELP = "With --init: train only the head (the re-initialised layers and the last linear layer) for this many epochs, then everything."
 
 
 @app.command()
@@ -212,6 +215,8 @@ def train(
         help="Do not save the first layer's kernels and a probe image's feature maps per epoch "
         "(snapshots/, for the explorer's epoch slider; skipped anyway above 64 MiB per run).",
     ),
+    init: str = typer.Option(None, "--init", help=INIT_HELP),
+    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help=FREEZE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train a CNN on a data set; writes checkpoints and metrics.jsonl to the run folder.
@@ -223,6 +228,8 @@ def train(
       convlens train --data ./xrays --image-size 64 --model resnet8 --epochs 20 --out runs/xray
 
       convlens train --data mnist5k --out runs/mnist --resume
+
+      convlens train --data ./few-shoes --init runs/mnist --freeze-epochs 5 --out runs/shoes
 
     Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """
@@ -247,6 +254,8 @@ def train(
         early_stopping=early_stopping,
         max_seconds=time_budget,
         snapshots=not no_snapshots,
+        init=init,
+        freeze_epochs=freeze_epochs,
     )
     config.check()  # before loading data: a bad flag should fail in milliseconds
     if batch_size is not None:
@@ -279,6 +288,7 @@ def train(
             ) from None
         finally:
             bar.close()
+    init_summary(result.init)  # what --init loaded, re-initialised and skipped: stderr, with --json too
     if as_json:
         return print_json({key: value for key, value in result.to_json().items()})
     training_summary(result)

@@ -32,6 +32,7 @@ MENTIONED = (
     "target",
     "lr",
     "batch_size",
+    "init",
 )
 
 

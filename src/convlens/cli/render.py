@@ -235,6 +235,14 @@ def steps_text(steps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def init_summary(init: dict | None) -> None:
+    """The one line ``train --init`` prints on stderr: tensors loaded, re-initialised and skipped."""
+    if init:
+        from convlens.train.init_weights import describe_init
+
+        err.print(describe_init(init), markup=False, soft_wrap=True)  # one line, however wide the terminal
+
+
 def training_summary(result) -> None:
     """What ``fit()`` ended with, as ``train`` and ``demo`` print it: accuracy, the epoch kept and
     why, per-class scores, the confusion matrix and the diagnostics."""

@@ -31,6 +31,7 @@ from convlens.train.cpu_memory import keep_freed_memory
 from convlens.train.diagnostics import diagnose
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
+from convlens.train.init_weights import WarmUp, init_model
 from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device, warmup_fraction
@@ -79,7 +80,7 @@ def _fit_locked(
     from convlens.models import create_model
 
     facts = dataset_facts(dataset)
-    meta = state = None
+    meta = state = init = None
     resume = world.from_main(prepare_run_folder, run_dir, resume, overwrite, took_over)
     if resume:  # rank 0 reads last.* and hands it to the others: no folder shared between machines
         _, model, meta, state = world.from_main(read_checkpoint, run_dir / "last.json")
@@ -94,7 +95,7 @@ def _fit_locked(
                 f"resume: {run_dir} was trained on different data ({meta['dataset']['name']})",
                 parameter="resume",
             )
-        config = saved
+        config, init = saved, meta.get("init")  # weights come from last.*: the init is not read again
         split = validation_split(dataset, config.validation_fraction)
     else:
         split = validation_split(dataset, config.validation_fraction)
@@ -114,9 +115,12 @@ def _fit_locked(
             dataset.std,
             **config.model_options,
         )
+        init = init_model(model, config.init, config.model) if config.init else None
     world.check_batch(config.batch_size)
     world.from_main(preflight_run_folder, run_dir, model, config.model)
     training = _Training(dataset, config, run_dir, split, facts, observer or _Silent(), world)
+    if init:  # what the weights started from, in every checkpoint (train.init_weights)
+        training.common["init"] = init
     return training.run(model, meta, state)
 
 
@@ -166,6 +170,7 @@ class _Training:
             total_steps=total_steps,
         )
         self.guard = DivergenceGuard()
+        self.warm_up = WarmUp(model, config.freeze_epochs, self.common.get("init"), self.world.distributed)
         progress = Progress()
         if meta is not None:  # resume exactly where last.* left off
             restore_optimizer_state(
@@ -207,6 +212,7 @@ class _Training:
         )
         while epoch <= config.epochs and not progress.stopped:
             self.observer.start_epoch(epoch, config.epochs, self.steps_per_epoch)
+            self.warm_up.set(epoch)  # the backbone frozen or not: from the epoch alone, so resume agrees
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(
                 train_one_epoch(
@@ -384,4 +390,5 @@ class _Training:
             validation=split.describe(),
             diagnostics=diagnostics,
             world_size=self.world.size,
+            init=self.common.get("init"),
         )

@@ -62,6 +62,8 @@ class TrainConfig:
     early_stopping: int | None = None  # patience in epochs; None: chosen by schedule length, 0: off
     max_seconds: float | None = None  # a time budget: stop after the epoch that passes it
     snapshots: bool = True  # first-layer kernels and probe feature maps per epoch (train.snapshots)
+    init: str | None = None  # a run folder or .safetensors to start from (train.init_weights)
+    freeze_epochs: int = 0  # with init: epochs that train only the head before everything trains
 
     def check(self) -> None:
         """Reject values training cannot use, naming the option."""
@@ -128,6 +130,26 @@ class TrainConfig:
             raise ConvlensError(
                 f"max_seconds must be a positive number of seconds, got {self.max_seconds!r}",
                 parameter="max_seconds",
+            )
+        self._check_init()
+
+    def _check_init(self) -> None:
+        from convlens.train.init_weights import check_init
+
+        self.init = check_init(self.init)  # a path as text: the config is stored as JSON
+        if (
+            isinstance(self.freeze_epochs, bool)
+            or not isinstance(self.freeze_epochs, int)
+            or self.freeze_epochs < 0
+        ):
+            raise ConvlensError(
+                f"freeze_epochs must be 0 or a number of epochs, got {self.freeze_epochs!r}",
+                parameter="freeze_epochs",
+            )
+        if self.freeze_epochs and self.init is None:
+            raise ConvlensError(
+                "freeze_epochs needs init=RUN_OR_WEIGHTS: a random backbone is not worth freezing",
+                parameter="freeze_epochs",
             )
 
 

@@ -28,6 +28,7 @@ class TrainResult:
     validation: dict = field(default_factory=dict)  # the split's sizes and rule
     diagnostics: list[dict] = field(default_factory=list)
     world_size: int = 1  # processes that trained it together (train.distributed)
+    init: dict | None = None  # what the weights started from (train.init_weights: InitReport)
 
     def to_json(self) -> dict:
         return asdict(self)
