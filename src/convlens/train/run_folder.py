@@ -14,6 +14,7 @@ import torch
 from convlens.checkpoint import tidy_checkpoint
 from convlens.errors import ConvlensError
 from convlens.storage import MiB, format_bytes, preflight, remove_stale_temp_files
+from convlens.train.resume_schema import check_resumable
 
 log = logging.getLogger("convlens")
 
@@ -32,6 +33,8 @@ def prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool, took_over: 
         return False
     if resume and not (run_dir / "last.json").is_file():
         raise ConvlensError(f"resume: {run_dir} has no last.json to resume from", parameter="resume")
+    if resume:
+        check_resumable(run_dir / "last.json")  # every section resume uses, before any is used
     if not resume and not overwrite and any((run_dir / f"{n}.json").exists() for n in ("model", "last")):
         raise ConvlensError(
             f"run_dir {run_dir}: already holds a run; pass resume=True to continue it or "
