@@ -115,7 +115,8 @@ def _fit_locked(
             dataset.std,
             **config.model_options,
         )
-        init = init_model(model, config.init, config.model) if config.init else None
+        if config.init:  # rank 0 reads it; DDP hands rank 0's weights to the others when it wraps the model
+            init = world.from_main(init_model, model, config.init, config.model)
     world.check_batch(config.batch_size)
     world.from_main(preflight_run_folder, run_dir, model, config.model)
     training = _Training(dataset, config, run_dir, split, facts, observer or _Silent(), world)
