@@ -274,6 +274,17 @@ def _check_fit(where: str, name: str, expected: dict, weights: dict[str, torch.T
             )
 
 
+def _check_finite(where: str, weights: dict[str, torch.Tensor]) -> None:
+    """A NaN or infinite weight makes every prediction NaN: refuse it on load, however the file
+    came to hold it (a matching SHA-256 only says it is the file that was saved)."""
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ConvlensError(
+                f"{where}: tensor {key!r} holds NaN or infinite values (a diverged or damaged "
+                "training); a model with them predicts nothing"
+            )
+
+
 def read_checkpoint(path: str | Path) -> tuple[Path, torch.nn.Module, dict, dict[str, torch.Tensor]]:
     """(JSON path, model in eval mode, metadata, the ``state.`` tensors saved for resuming).
 
@@ -301,6 +312,7 @@ def read_checkpoint(path: str | Path) -> tuple[Path, torch.nn.Module, dict, dict
         raise ConvlensError(
             f"{where}: {len(meta['class_names'])} class names for a model with {model.num_classes} outputs"
         )
+    _check_finite(where, weights)
     model.load_state_dict(weights)
     model.eval()
     state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}

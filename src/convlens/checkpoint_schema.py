@@ -2,7 +2,8 @@
 
 ``load_json`` parses a checkpoint's JSON with a size and nesting bound; ``check_metadata``
 checks the types and ranges of the fields ``read_checkpoint`` uses (format, model, input
-shape, class names, weights) and the types of the sections ``Run`` reads. Every error is one
+shape, class names, weights), the types of the sections ``Run`` reads, and the fields of
+``normalization``, ``history`` and ``metrics`` that predictions and the faces compute with. Every error is one
 ``ConvlensError`` naming the file and the field: ``model.json: class_names must be a list of
 strings, got int 5``.
 """
@@ -34,6 +35,23 @@ SECTIONS = {
     "validation": dict,
     "diagnostics": list,
 }
+
+# what the faces compute with in each history row and in metrics: numbers (or null), texts
+HISTORY_NUMBERS = (
+    "lr",
+    "lr_scale",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "epoch_seconds",
+    "train_seconds",
+    "images_per_second",
+)
+METRIC_NUMBERS = (*HISTORY_NUMBERS, "epoch", "epochs", "selected_epoch")
+METRIC_TEXTS = ("selection", "stopped")
 
 
 def _show(value) -> str:
@@ -224,4 +242,31 @@ def check_metadata(path: Path, meta) -> dict:
         value = meta.get(key)
         if value is not None and not isinstance(value, kind):
             raise _fail(path, key, "an object" if kind is dict else "a list", value)
+    _check_read_sections(path, meta, in_shape[0])
     return meta
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)  # NaN: a diverged epoch
+
+
+def _check_read_sections(path: Path, meta: dict, channels: int) -> None:
+    """The fields of ``normalization``, ``history`` and ``metrics`` that predictions, the shift
+    check, the report and the explorer compute with: a wrong type there would fail deep inside."""
+    normalization = meta.get("normalization") or {}
+    _check_numbers(path, "normalization.mean", normalization.get("mean"), channels, positive=False)
+    _check_numbers(path, "normalization.std", normalization.get("std"), channels, positive=True)
+    if not isinstance(normalization.get("source", ""), str | None):
+        raise _fail(path, "normalization.source", "a string", normalization["source"])
+    for index, row in enumerate(meta.get("history") or []):
+        if not isinstance(row, dict) or not _int(row.get("epoch"), 1, 10**9):
+            raise _fail(path, f"history[{index}]", "an object with an epoch number from 1", row)
+        for key in HISTORY_NUMBERS:
+            if row.get(key) is not None and not _is_number(row[key]):
+                raise _fail(path, f"history[{index}].{key}", "a number or null", row[key])
+    metrics = meta.get("metrics") or {}
+    for key, value in metrics.items():
+        if key in METRIC_NUMBERS and value is not None and not _is_number(value):
+            raise _fail(path, f"metrics.{key}", "a number or null", value)
+        if key in METRIC_TEXTS and value is not None and not isinstance(value, str):
+            raise _fail(path, f"metrics.{key}", "a string or null", value)
