@@ -23,6 +23,7 @@ from convlens.inspect import (
 )
 from convlens.inspect.geometry import Geometry, same_cells
 from convlens.models import MODELS, Normalize, StagedModel, register_model
+from convlens.models.calls import Add, Concat
 
 
 class HardClip(nn.Module):
@@ -279,6 +280,9 @@ EXAMPLES = {
     nn.Linear: ((2, 3, 3), lambda: [("flatten", nn.Flatten()), ("layer", nn.Linear(18, 5))]),
     HardClip: ((2, 5, 5), lambda: [("layer", HardClip(-0.2, 0.3))]),
     Subsample: ((2, 5, 5), lambda: [("layer", Subsample())]),
+    # in a chain, one input (plus a constant); with branches: tests/test_graph_stages.py
+    Add: ((2, 5, 5), lambda: [("layer", Add(0.25))]),
+    Concat: ((2, 5, 5), lambda: [("layer", Concat(1))]),
 }  # fmt: skip
 
 

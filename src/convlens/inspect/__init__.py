@@ -7,10 +7,13 @@ JSON); the CLI, the report and the web page only render them.
 from __future__ import annotations
 
 from convlens.inspect._data import as_dict
-from convlens.inspect._stages import SOFTMAX, find_stage, is_spatial_stage, stage_names
+from convlens.inspect._stages import SOFTMAX, find_stage, is_spatial_stage, stage_inputs, stage_names
+from convlens.inspect.any_model import open_model
 from convlens.inspect.arithmetic import (
+    AddCell,
     BatchNormCell,
     Cell,
+    ConcatCell,
     ConvCell,
     ElementwiseCell,
     FlattenCell,
@@ -62,9 +65,11 @@ __all__ = [
     "SMILEY",
     "SOFTMAX",
     "Activations",
+    "AddCell",
     "Attribution",
     "BatchNormCell",
     "Cell",
+    "ConcatCell",
     "ConvCell",
     "ConvFilters",
     "Convolution",
@@ -101,6 +106,7 @@ __all__ = [
     "layer_kind",
     "load_picture",
     "occlusion",
+    "open_model",
     "parse_kernel",
     "picture_for_model",
     "read_dicom",
@@ -108,6 +114,7 @@ __all__ = [
     "receptive_fields",
     "register_layer_kind",
     "saliency",
+    "stage_inputs",
     "stage_names",
     "stage_traits",
     "top_activating_images",

@@ -26,6 +26,13 @@ def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_children())
 
 
+def stage_inputs(model: nn.Module) -> dict[str, tuple[str, ...]] | None:
+    """Each stage's inputs by name (``input``: the image) for a model traced to a graph
+    (``convlens.models.traced``); None for a chain of stages or a model seen through hooks."""
+    inputs = getattr(model, "stage_inputs", None)
+    return inputs() if callable(inputs) else None
+
+
 def stage_names(model: nn.Module, with_softmax: bool = True) -> list[str]:
     return [name for name, _ in model_stages(model)] + ([SOFTMAX] if with_softmax else [])
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, model_stages
+from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, model_stages, stage_inputs
 from convlens.inspect.cells import (
     BatchNormCell,
     Cell,
@@ -30,10 +30,13 @@ from convlens.inspect.cells import (
 )
 from convlens.inspect.hooks import StageRecorder
 from convlens.inspect.layer_kinds import layer_kind
+from convlens.inspect.merges import AddCell, ConcatCell
 
 __all__ = [
+    "AddCell",
     "BatchNormCell",
     "Cell",
+    "ConcatCell",
     "ConvCell",
     "ElementwiseCell",
     "FlattenCell",
@@ -73,14 +76,20 @@ def cell_arithmetic(
         )
     with eval_mode(model), torch.no_grad(), StageRecorder(model, [stage], with_inputs=True) as recorder:
         model(batch)
-    stage_input, stage_output = recorder.inputs[stage][0], recorder.outputs[stage][0]
+    inputs = tuple(x[0].double().cpu() for x in recorder.all_inputs[stage])  # one per input it reads
+    stage_output = recorder.outputs[stage][0]
     if stage_output.ndim == 3:
         _check_spatial_cell(stage, tuple(stage_output.shape), channel, row, col)
         real = float(stage_output[channel, row, col])
     else:
         _check_flat_cell(stage, tuple(stage_output.shape), channel, row, col)
         real = float(stage_output[channel])
-    return explain(module, stage_input.double().cpu(), stage, channel, row, col, real)
+    # a stage that reads several inputs (an addition, a concatenation) gets them all, as a tuple
+    cell = explain(module, inputs if len(inputs) > 1 else inputs[0], stage, channel, row, col, real)
+    names = (stage_inputs(model) or {}).get(stage)
+    if isinstance(cell, (AddCell, ConcatCell)) and names and len(names) == len(inputs):
+        cell.input_stages = list(names)
+    return cell
 
 
 def _check_spatial_cell(stage: str, shape: tuple[int, ...], channel: int, row: int, col: int) -> None:

@@ -79,6 +79,7 @@ class StageRecorder:
         chosen = [n for n, _ in stages] if names is None else list(names)
         self.modules = [(name, find_stage(model, name)) for name in chosen]
         self.inputs: dict[str, torch.Tensor] = {}
+        self.all_inputs: dict[str, tuple[torch.Tensor, ...]] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
 
@@ -103,7 +104,9 @@ class StageRecorder:
 
     def _input_hook(self, name: str):
         def keep(module: nn.Module, inputs: tuple) -> None:
-            self.inputs[name] = inputs[0].detach().clone()
+            tensors = tuple(x.detach().clone() for x in inputs if isinstance(x, torch.Tensor))
+            self.inputs[name] = tensors[0]
+            self.all_inputs[name] = tensors  # an addition or a concatenation reads several
 
         return keep
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX
+from convlens.inspect._stages import SOFTMAX, stage_inputs
 from convlens.inspect.layer_kinds import layer_kind, stage_traits
 from convlens.inspect.receptive_field import stage_output_shapes
+from convlens.models.traced import INPUT
 
 
 @dataclass
@@ -70,9 +71,13 @@ def _facts(name: str, module: nn.Module | None, before: tuple, after: tuple) -> 
 def layer_facts(model: nn.Module) -> list[LayerFacts]:
     """The facts of every stage in forward order, ending with the softmax over the logits."""
     before, stages, classes = stage_output_shapes(model, "layer facts")
+    reads = stage_inputs(model)  # a graph: a stage's input is its first input's output, not the last stage's
+    shapes = {INPUT: before}
     facts = []
     for name, module, after in stages:
+        if reads is not None and reads.get(name):
+            before = shapes[reads[name][0]]
         facts.append(_facts(name, module, before, after))
-        before = after
+        shapes[name] = before = after
     facts.append(_facts(SOFTMAX, None, (classes,), (classes,)))
     return facts

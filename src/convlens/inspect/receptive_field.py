@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
+from convlens.inspect import graph_fields
 from convlens.inspect._stages import (
     SOFTMAX,
     eval_mode,
@@ -23,10 +24,12 @@ from convlens.inspect._stages import (
     input_shape,
     model_device,
     model_stages,
+    stage_inputs,
 )
 from convlens.inspect.geometry import Geometry
 from convlens.inspect.hooks import StageRecorder
 from convlens.inspect.layer_kinds import layer_kind
+from convlens.models.traced import INPUT
 
 PARALLEL_BRANCHES = {"shortcut", "downsample", "skip"}  # children added back in, not run in sequence
 
@@ -46,6 +49,8 @@ class ReceptiveField:
     unit_grid: tuple[int, int, int] | None = None  # flatten: unit u is a cell of this (C, h, w) map
     # per axis, every windowed layer so far as (span, stride, padding before, input length)
     layers: tuple[tuple[tuple[int, int, int, int], ...], ...] = field(default=((), ()), repr=False)
+    # a graph's stage: per axis, each output index's first..last input pixel (the union over branches)
+    pixels: tuple[tuple[tuple[int, int], ...], ...] | None = field(default=None, repr=False)
 
     def region(self, row: int, col: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """Input rows top..bottom and cols left..right (inclusive) that cell (row, col) sees.
@@ -56,6 +61,9 @@ class ReceptiveField:
         height, width = image_size
         if self.whole_image:
             return 0, height - 1, 0, width - 1
+        if self.pixels is not None:
+            (top, bottom), (left, right) = self.pixels[0][row], self.pixels[1][col]
+            return top, min(bottom, height - 1), left, min(right, width - 1)
         top, bottom = _walk_back(row, self.layers[0])
         left, right = _walk_back(col, self.layers[1])
         return top, min(bottom, height - 1), left, min(right, width - 1)
@@ -140,7 +148,12 @@ def stage_output_shapes(
 
 def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
     """Output shape, parameters and receptive field of every stage, in order, ending with softmax."""
+    if getattr(model, "traced", True) is False:  # seen through hooks: which stage reads which is unknown
+        raise ConvlensError(f"model: receptive fields need the model's graph, and {model.notes[0]}")
     shape, stages, classes = stage_output_shapes(model, "receptive fields")
+    reads = stage_inputs(model)
+    if reads is not None:
+        return _graph_fields(shape, stages, classes, reads)
     geometry = Geometry(size=[1, 1], jump=[1, 1], start=[0, 0], length=list(shape[1:]))
     fields = []
     before = shape
@@ -150,6 +163,34 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
         if geometry.flattened and not geometry.whole and len(before) == 3 and fields[-1].unit_grid is None:
             fields[-1].unit_grid = before  # the map this stage flattened
         before = after
+    whole = Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
+    fields.append(_field(SOFTMAX, "Softmax", (classes,), None, whole))
+    return fields
+
+
+def _graph_fields(shape, stages, classes: int, reads: dict) -> list[ReceptiveField]:
+    """``receptive_fields`` of a traced model: each stage walks on from its inputs (``graph_fields``)."""
+    walks = {INPUT: graph_fields.start(shape)}
+    grids: dict[str, tuple[int, ...] | None] = {INPUT: None}  # the map a flat stage's units come from
+    fields = []
+    for name, module, after in stages:
+        sources = [walks[read] for read in reads[name] or (INPUT,)]
+        before = sources[0].shape
+
+        def advance(module: nn.Module, geometry: Geometry, before=before, after=after) -> None:
+            if layer_kind(module) is None and len(after) == 3 and tuple(after[1:]) != tuple(before[1:]):
+                geometry.whole = True  # a call the table does not know moved cells: assume every pixel
+            else:
+                _step(module, geometry)
+
+        walk = walks[name] = graph_fields.step(module, sources, after, advance)
+        field_ = _field(name, type(module).__name__, after, module, walk.geometry)
+        grids[name] = before if len(before) == 3 else grids[(reads[name] or (INPUT,))[0]]
+        if not walk.geometry.whole:
+            field_.pixels = walk.pixels
+            if walk.geometry.flattened and len(after) != 3:
+                field_.unit_grid = grids[name]
+        fields.append(field_)
     whole = Geometry([1, 1], [1, 1], [0, 0], list(shape[1:]), whole=True)
     fields.append(_field(SOFTMAX, "Softmax", (classes,), None, whole))
     return fields

@@ -1,0 +1,149 @@
+"""Stage modules for the functions a traced graph calls: an addition, a concatenation, any call.
+
+A traced model (``convlens.models.traced``) makes every tensor operation of a forward a stage,
+and every stage a module of its own, so forward hooks, Captum's layer methods and the
+layer-kind table (``convlens.inspect.layer_kinds``, keyed by module class) reach ``x + y`` or
+``F.relu(x)`` exactly as they reach a ``Conv2d``. ``CALLS`` keys that table by function: it says
+which module stands for which function or tensor method (``F.relu`` → ``nn.ReLU``,
+``torch.flatten`` → ``nn.Flatten``, ``+`` → ``Add``, ``torch.cat`` → ``Concat``); a call it does
+not know keeps its function in a ``FunctionCall`` (its maps are shown, its arithmetic is not).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# a builder gets the call's argument values and returns the module that computes the same from
+# the call's tensor arguments alone (in order), or None when this call is not one it models
+CallBuilder = Callable[..., nn.Module | None]
+
+# function or tensor-method name → builder (``register_call``)
+CALLS: dict[Callable | str, CallBuilder] = {}
+
+# in-place operations and the out-of-place ones a traced model runs instead (it redirects later
+# readers of the changed tensor to the result, so the values are the model's own)
+OUT_OF_PLACE: dict[Callable, Callable] = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    torch.relu_: torch.relu,
+    F.relu_: F.relu,
+}
+
+
+class Add(nn.Module):
+    """A residual addition: the sum of its input maps (``+``, ``torch.add``), plus a constant."""
+
+    def __init__(self, constant: float = 0.0) -> None:
+        super().__init__()
+        self.constant = constant
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        total = inputs[0]
+        for other in inputs[1:]:
+            total = total + other  # broadcasts as + does
+        return total + self.constant if self.constant else total
+
+    def extra_repr(self) -> str:
+        return f"constant={self.constant}" if self.constant else ""
+
+
+class Concat(nn.Module):
+    """A concatenation (``torch.cat``): the input maps stacked along ``dim`` (1: channels)."""
+
+    def __init__(self, dim: int = 0) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(inputs, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class FunctionCall(nn.Module):
+    """A call the table does not model (``torch.sigmoid``, ``x * 0.5``, ``x.mean((2, 3))``): run as
+    the model wrote it, with every argument, so its output is exact and its map can be shown."""
+
+    def __init__(self, function: Callable, name: str) -> None:
+        super().__init__()
+        self.function = function
+        self.name = name
+
+    def forward(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+def register_call(target: Callable | str, build: CallBuilder) -> None:
+    """Let a traced graph's calls of ``target`` (a function, or a tensor method's name) become
+    the module ``build(*args, **kwargs)`` returns; the layer-kind table then knows them by its class."""
+    CALLS[target] = build
+
+
+def unregister_call(target: Callable | str) -> None:
+    CALLS.pop(target, None)
+
+
+def _relu(input, inplace=False):
+    return nn.ReLU()  # in-place or not, the same values: the traced model runs it out of place
+
+
+def _flatten(input, start_dim=0, end_dim=-1):
+    return nn.Flatten(start_dim, end_dim)
+
+
+def _add(input, other, *, alpha=1, out=None):
+    if alpha != 1 or out is not None:
+        return None
+    constants = [value for value in (input, other) if not isinstance(value, torch.Tensor)]
+    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in constants):
+        return None
+    return Add(float(sum(constants)))
+
+
+def _cat(tensors, dim=0, *, out=None):
+    if out is not None or not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    return Concat(dim)
+
+
+def _max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return (
+        None if return_indices else nn.MaxPool2d(kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
+    )
+
+
+def _avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):  # fmt: skip
+    return nn.AvgPool2d(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _adaptive_avg_pool(input, output_size):
+    return nn.AdaptiveAvgPool2d(output_size)
+
+
+def _dropout(input, p=0.5, training=True, inplace=False):
+    return nn.Dropout(p)  # follows the traced model's train/eval mode, as a module does
+
+
+for _targets, _build in (
+    ((F.relu, torch.relu, "relu", F.relu_, torch.relu_, "relu_"), _relu),
+    ((torch.flatten, "flatten"), _flatten),
+    ((operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"), _add),
+    ((torch.cat, torch.concat), _cat),
+    ((F.max_pool2d, torch.max_pool2d), _max_pool),
+    ((F.avg_pool2d,), _avg_pool),
+    ((F.adaptive_avg_pool2d,), _adaptive_avg_pool),
+    ((F.dropout,), _dropout),
+):
+    for _target in _targets:
+        register_call(_target, _build)

@@ -1,0 +1,385 @@
+"""Any nn.Module opened as a graph of stages: every number checked against the model itself.
+
+Two models built here (nothing downloaded): a hand-written one with a functional ReLU, an in-place
+ReLU module called twice, a residual addition, a concatenation and ``torch.flatten``; and a small
+ResNet in torchvision's layout (its block calls one in-place ReLU twice, adds with ``+=``, and its
+head flattens with ``x.view(x.size(0), -1)``). Each stage's output is compared with the forward
+written out by hand, cell arithmetic with torch, Grad-CAM with Captum (or, at a reused module's
+call, with autograd by hand), receptive fields with the pixels whose gradient is not zero.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlens.errors import ConvlensError
+from convlens.inspect import (
+    AddCell,
+    ConcatCell,
+    activations,
+    cell_arithmetic,
+    grad_cam,
+    layer_facts,
+    open_model,
+    receptive_fields,
+    stage_inputs,
+)
+
+
+class Handwritten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)  # called twice
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.branch = nn.Conv2d(4, 2, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.conv2(x))
+        y = self.relu(y + x)
+        z = torch.cat([y, self.branch(y)], dim=1)  # (N, 6, H, W)
+        z = self.gap(self.pool(z))
+        return self.fc(torch.flatten(z, 1))
+
+
+def handwritten_stages(net: Handwritten, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The forward written out, out of place: what each stage must output."""
+    s = {"conv1": net.conv1(x)}
+    s["bn1"] = net.bn1(s["conv1"])
+    s["relu"] = torch.relu(s["bn1"])
+    s["conv2"] = net.conv2(s["relu"])
+    s["relu_1"] = torch.relu(s["conv2"])  # the functional ReLU
+    s["add"] = s["relu_1"] + s["relu"]
+    s["relu_2"] = torch.relu(s["add"])  # the ReLU module's second call
+    s["branch"] = net.branch(s["relu_2"])
+    s["cat"] = torch.cat([s["relu_2"], s["branch"]], dim=1)
+    s["pool"] = net.pool(s["cat"])
+    s["gap"] = net.gap(s["pool"])
+    s["flatten"] = s["gap"].reshape(len(x), -1)
+    s["fc"] = net.fc(s["flatten"])
+    return s
+
+
+class BasicBlock(nn.Module):
+    """torchvision's layout: one in-place ReLU module called twice, ``out += identity``."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(4, 4, 1))
+        self.layer2 = nn.Sequential(BasicBlock(4, 8, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        x = self.avgpool(x)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def _block(block: BasicBlock, x: torch.Tensor, path: str, s: dict) -> torch.Tensor:
+    s[f"{path}.conv1"] = block.conv1(x)
+    s[f"{path}.bn1"] = block.bn1(s[f"{path}.conv1"])
+    s[f"{path}.relu"] = torch.relu(s[f"{path}.bn1"])
+    s[f"{path}.conv2"] = block.conv2(s[f"{path}.relu"])
+    s[f"{path}.bn2"] = block.bn2(s[f"{path}.conv2"])
+    identity = x
+    if block.downsample is not None:
+        s[f"{path}.downsample.0"] = block.downsample[0](x)
+        identity = s[f"{path}.downsample.1"] = block.downsample[1](s[f"{path}.downsample.0"])
+    s[f"{path}.add"] = s[f"{path}.bn2"] + identity
+    s[f"{path}.relu_1"] = torch.relu(s[f"{path}.add"])
+    return s[f"{path}.relu_1"]
+
+
+def resnet_stages(net: TinyResNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    s = {"conv1": net.conv1(x)}
+    s["bn1"] = net.bn1(s["conv1"])
+    s["relu"] = torch.relu(s["bn1"])
+    s["maxpool"] = net.maxpool(s["relu"])
+    x = _block(net.layer2[0], _block(net.layer1[0], s["maxpool"], "layer1.0", s), "layer2.0", s)
+    s["avgpool"] = net.avgpool(x)
+    s["view"] = s["avgpool"].reshape(len(x), -1)
+    s["fc"] = net.fc(s["view"])
+    return s
+
+
+def _trained(net: nn.Module, seed: int) -> nn.Module:
+    """Weights and BatchNorm statistics that are not the identity, in eval mode."""
+    torch.manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+SHAPE = (3, 12, 12)
+MODELS = {
+    "handwritten": (lambda: _trained(Handwritten(), 0), handwritten_stages),
+    "resnet": (lambda: _trained(TinyResNet(), 1), resnet_stages),
+}
+
+
+@pytest.fixture(params=list(MODELS))
+def case(request):
+    build, reference = MODELS[request.param]
+    net = build()
+    return net, open_model(net, SHAPE), reference
+
+
+def test_the_stages_are_the_graph_in_order_with_their_inputs():
+    model = open_model(_trained(Handwritten(), 0), SHAPE)
+    assert model.traced and model.notes == ()
+    inputs = stage_inputs(model)
+    assert list(inputs) == list(handwritten_stages(Handwritten().eval(), torch.zeros(1, *SHAPE)))
+    assert inputs["conv1"] == ("input",)
+    assert inputs["add"] == ("relu_1", "relu")  # the functional ReLU and the module's first call
+    assert inputs["relu_2"] == ("add",)  # the module's second call is a stage of its own
+    assert inputs["cat"] == ("relu_2", "branch")
+    assert inputs["flatten"] == ("gap",)
+    resnet = stage_inputs(open_model(_trained(TinyResNet(), 1), SHAPE))
+    assert resnet["layer2.0.add"] == ("layer2.0.bn2", "layer2.0.downsample.1")  # the skip connection
+    assert resnet["layer1.0.add"] == ("layer1.0.bn2", "maxpool")  # the identity shortcut
+    assert resnet["view"] == ("avgpool",) and resnet["fc"] == ("view",)
+
+
+def test_every_stage_and_the_probabilities_equal_the_model(case):
+    net, model, reference = case
+    images = torch.rand(2, *SHAPE)
+    with torch.no_grad():
+        expected = reference(net, images)
+        original = net(images.clone())
+    result = activations(model, images)
+    assert result.names == [*expected, "softmax"]
+    kinds = {stage.name: stage.kind for stage in result.stages}
+    assert kinds["fc"] == "Linear" and kinds[next(n for n in expected if n.endswith("add"))] == "Add"
+    for name, output in expected.items():
+        torch.testing.assert_close(result[name], output, atol=1e-5, rtol=0, msg=name)
+    torch.testing.assert_close(result.probabilities, torch.softmax(original, dim=-1), atol=1e-5, rtol=0)
+
+
+def _cells(shape: tuple[int, ...], count: int, generator: torch.Generator) -> list[tuple[int, int, int]]:
+    picks = [int(torch.randint(size, (1,), generator=generator)) for size in shape for _ in range(count)]
+    if len(shape) == 1:
+        return [(picks[i], 0, 0) for i in range(count)]
+    return [(picks[i], picks[count + i], picks[2 * count + i]) for i in range(count)]
+
+
+def test_cell_arithmetic_at_random_cells_equals_torch(case):
+    net, model, reference = case
+    image = torch.rand(SHAPE)
+    with torch.no_grad():
+        expected = reference(net, image.unsqueeze(0))
+    inputs = stage_inputs(model)
+    generator = torch.Generator().manual_seed(0)
+    checked = set()
+    for name, module in model.stages():
+        if not isinstance(
+            module, (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+        ) and not name.endswith(("add", "cat")):
+            continue
+        output = expected[name][0]
+        for channel, row, col in _cells(tuple(output.shape), 20, generator):
+            cell = cell_arithmetic(model, image, name, channel, row, col)
+            value = output[channel, row, col] if output.ndim == 3 else output[channel]
+            assert cell.total == pytest.approx(float(value), abs=1e-5), (name, channel, row, col)
+            if isinstance(cell, AddCell):
+                assert cell.input_stages == list(inputs[name])
+                read = [expected[source][0][channel, row, col] for source in inputs[name]]
+                assert cell.values == pytest.approx([float(v) for v in read], abs=1e-6)
+            if isinstance(cell, ConcatCell):
+                source = expected[inputs[name][cell.source]][0]
+                assert float(source[cell.source_index]) == pytest.approx(float(value), abs=1e-6)
+                assert cell.offsets == [0, expected[inputs[name][0]].shape[1]]
+        checked.add(type(module).__name__)
+    assert {"Conv2d", "Linear", "Add"} <= checked
+
+
+def _manual_grad_cam(stage_value: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM by hand: the channels of the stage's map weighed by their mean gradient."""
+    (gradient,) = torch.autograd.grad(logit, stage_value)
+    return (gradient.mean(dim=(2, 3), keepdim=True) * stage_value).sum(dim=1)[0]  # (h, w)
+
+
+def test_grad_cam_at_the_last_spatial_stage_equals_captum(case):
+    from captum.attr import LayerGradCam
+
+    net, model, _ = case
+    image = torch.rand(SHAPE)
+    last = "pool" if isinstance(net, Handwritten) else "layer2.0.relu_1"
+    ours = grad_cam(model, image, target=1, stage=last)
+    module = net.pool if isinstance(net, Handwritten) else net.layer2[0].relu  # layer2.0.relu's last call
+    theirs = LayerGradCam(net, module).attribute(image.unsqueeze(0), target=1)[0, 0]
+    torch.testing.assert_close(ours.raw, theirs.detach(), atol=1e-5, rtol=0)
+
+
+def test_grad_cam_at_a_reused_module_looks_at_the_call_the_stage_names():
+    """relu and relu_2 are two calls of one in-place ReLU module: each stage its own map."""
+    net = _trained(Handwritten(), 0)
+    model = open_model(net, SHAPE)
+    image = torch.rand(SHAPE)
+    for stage in ("relu", "relu_2"):
+        s = handwritten_stages(net, image.unsqueeze(0))
+        value = s[stage].detach().requires_grad_()  # the stage's map, differentiated by hand from here on
+        if stage == "relu":
+            conv2 = net.conv2(value)
+            after = torch.relu(torch.relu(conv2) + value)
+        else:
+            after = value
+        z = torch.cat([after, net.branch(after)], dim=1)
+        logit = net.fc(torch.flatten(net.gap(net.pool(z)), 1))[0, 2]
+        expected = _manual_grad_cam(value, logit)
+        torch.testing.assert_close(
+            grad_cam(model, image, target=2, stage=stage).raw, expected, atol=1e-5, rtol=0
+        )
+
+
+def _positive_copy(net: nn.Module) -> nn.Module:
+    """Random positive weights: every unit's gradient reaches every pixel it reads (no ReLU is
+    off, nothing cancels), so the pixels with a nonzero gradient are exactly its receptive field."""
+    positive = copy.deepcopy(net)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in positive.parameters():
+            parameter.uniform_(0.1, 1.0)
+        for module in positive.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+    return positive.eval()
+
+
+def test_receptive_fields_are_the_pixels_with_a_nonzero_gradient(case):
+    net, _, reference = case
+    positive = _positive_copy(net)
+    fields = {field.stage: field for field in receptive_fields(open_model(positive, SHAPE))}
+    images = torch.rand(32, *SHAPE, requires_grad=True)
+    stages = reference(positive, images)
+    spatial = [name for name, value in stages.items() if value.ndim == 4 and value.shape[-1] > 1]
+    assert len(spatial) >= 8
+    for name in spatial:
+        rows, cols = stages[name].shape[-2:]
+        for row, col in {(0, 0), (rows - 1, cols - 1), (rows // 2, cols // 2), (0, cols - 1)}:
+            (gradient,) = torch.autograd.grad(stages[name][:, 0, row, col].sum(), images, retain_graph=True)
+            seen = gradient.abs().sum(dim=(0, 1)) > 0  # (H, W)
+            top, bottom, left, right = fields[name].region(row, col, SHAPE[1:])
+            expected = torch.zeros_like(seen)
+            expected[top : bottom + 1, left : right + 1] = True
+            assert torch.equal(seen, expected), (name, row, col, fields[name].region(row, col, SHAPE[1:]))
+
+
+def test_layer_facts_read_each_stages_own_input():
+    facts = {f.stage: f for f in layer_facts(open_model(_trained(TinyResNet(), 1), SHAPE))}
+    assert facts["layer2.0.downsample.0"].input_shape == (4, 6, 6)  # the block's input, not bn2's output
+    assert facts["layer2.0.add"].role == "add" and facts["layer2.0.add"].grad_cam_target
+    assert facts["view"].role == "flatten" and facts["view"].output_shape == (8,)
+
+
+def test_a_normalize_stage_goes_first():
+    net = _trained(Handwritten(), 0)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    model = open_model(net, SHAPE, mean=mean, std=std)
+    assert model.stages()[0][0] == "normalize" and stage_inputs(model)["conv1"] == ("normalize",)
+    images = torch.rand(2, *SHAPE)
+    normalized = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), net(normalized), atol=1e-5, rtol=0)
+    with pytest.raises(ConvlensError, match="one value per channel"):
+        open_model(net, SHAPE, mean=[0.5], std=[0.5])
+
+
+class DataDependent(nn.Module):
+    """Control flow on a tensor's value: symbolic tracing cannot follow it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4 * 10 * 10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(x))
+        if x.mean() > 100:  # never true for these weights
+            x = x * 2
+        return self.fc(torch.flatten(self.relu(x - 0.1), 1))
+
+
+def test_a_model_that_cannot_be_traced_opens_through_hooks_and_says_what_is_not_shown():
+    torch.manual_seed(0)
+    net = DataDependent().eval()
+    model = open_model(net, SHAPE)
+    assert not model.traced and stage_inputs(model) is None
+    assert "could not be traced" in model.notes[0] and "not shown" in model.notes[1]
+    assert [name for name, _ in model.stages()] == ["conv", "relu", "relu_1", "fc"]
+    images = torch.rand(2, *SHAPE)
+    result = activations(model, images)
+    with torch.no_grad():
+        conv = net.conv(images)
+        torch.testing.assert_close(result["conv"], conv, atol=1e-5, rtol=0)  # before the in-place ReLU
+        torch.testing.assert_close(result["relu"], torch.relu(conv), atol=1e-5, rtol=0)
+        torch.testing.assert_close(result["relu_1"], torch.relu(torch.relu(conv) - 0.1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.logits, net(images), atol=1e-5, rtol=0)
+    assert all(not module._forward_hooks for module in net.modules())  # every hook removed
+    with pytest.raises(
+        ConvlensError, match="receptive fields need the model's graph, and the model could not be traced"
+    ):
+        receptive_fields(model)
+
+
+def test_a_deep_copy_is_a_model_of_its_own():
+    """Faithfulness checks randomize a deep copy: its stages must be the copy's, not the original's."""
+    net = _trained(TinyResNet(), 1)
+    model = open_model(net, SHAPE)
+    twin = copy.deepcopy(model)
+    images = torch.rand(2, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(images), model(images), atol=0, rtol=0)
+        for parameter in twin.parameters():
+            parameter.mul_(-1)
+        torch.testing.assert_close(model(images), net(images), atol=0, rtol=0)
+        assert not torch.allclose(twin(images), model(images))
+    assert all(
+        ours is not theirs for (_, ours), (_, theirs) in zip(model.stages(), twin.stages(), strict=True)
+    )
