@@ -383,3 +383,38 @@ def test_a_deep_copy_is_a_model_of_its_own():
     assert all(
         ours is not theirs for (_, ours), (_, theirs) in zip(model.stages(), twin.stages(), strict=True)
     )
+
+
+class InPlaceEverywhere(nn.Module):
+    """In-place calls whose changed tensor is read again afterwards: the traced model must read
+    the changed values, as the model does, and still record each stage's own output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 12 * 12, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        F.relu(features, True)  # by position; `features` now holds the rectified map
+        shifted = features - 0.2
+        shifted.relu_()
+        shifted += features  # operator.iadd
+        return self.fc(shifted.flatten(1))
+
+
+def test_in_place_calls_keep_the_models_values_and_each_stages_own_output():
+    torch.manual_seed(0)
+    net = InPlaceEverywhere().eval()
+    model = open_model(net, SHAPE)
+    assert model.traced
+    images = torch.rand(2, *SHAPE)
+    result = activations(model, images)
+    with torch.no_grad():
+        conv = net.conv(images)
+        rectified = torch.relu(conv)
+        torch.testing.assert_close(result["conv"], conv, atol=1e-6, rtol=0)  # not the rectified map
+        torch.testing.assert_close(result["relu"], rectified, atol=1e-6, rtol=0)
+        torch.testing.assert_close(result["add"], torch.relu(rectified - 0.2) + rectified, atol=1e-6, rtol=0)
+        torch.testing.assert_close(result.logits, net(images.clone()), atol=1e-5, rtol=0)
+    assert stage_inputs(model)["sub"] == ("relu",)  # reads the changed tensor, not the convolution

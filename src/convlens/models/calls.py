@@ -11,12 +11,16 @@ not know keeps its function in a ``FunctionCall`` (its maps are shown, its arith
 
 from __future__ import annotations
 
+import contextlib
+import math
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
+from torch.utils._pytree import tree_leaves
 
 # a builder gets the call's argument values and returns the module that computes the same from
 # the call's tensor arguments alone (in order), or None when this call is not one it models
@@ -24,6 +28,19 @@ CallBuilder = Callable[..., nn.Module | None]
 
 # function or tensor-method name → builder (``register_call``)
 CALLS: dict[Callable | str, CallBuilder] = {}
+
+# where functions take ``inplace`` when it is passed by position (``F.relu(x, True)``)
+_INPLACE_POSITION = {
+    F.relu: 1,
+    F.relu6: 1,
+    F.silu: 1,
+    F.hardswish: 1,
+    F.leaky_relu: 2,
+    F.elu: 2,
+    F.hardtanh: 3,
+    F.dropout: 3,
+}
+_RESHAPES = ("view", "reshape", "flatten", torch.reshape)  # a flatten when it keeps only the batch
 
 # in-place operations and the out-of-place ones a traced model runs instead (it redirects later
 # readers of the changed tensor to the result, so the values are the model's own)
@@ -82,6 +99,100 @@ class FunctionCall(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """The module that runs one call of a traced graph, and how it is called."""
+
+    module: nn.Module
+    tensors_only: bool  # called with the call's tensor arguments only (a module from CALLS)
+
+
+def operation_name(node: fx.Node) -> str:
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", type(target).__name__)
+
+
+def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(modules[node.target], "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.endswith("__")
+    position = _INPLACE_POSITION.get(node.target)
+    positional = position is not None and len(node.args) > position and node.args[position] is True
+    return node.target in OUT_OF_PLACE or node.kwargs.get("inplace") is True or positional
+
+
+def run_out_of_place(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[fx.Node]:
+    """Rewrite every in-place call as its out-of-place twin, and let later readers of the tensor it
+    changed read its result; returns the call_module nodes whose module must run out of place."""
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    module_calls = set()
+    for node in list(graph.nodes):
+        if node.op not in ("call_module", "call_function", "call_method") or not _in_place(node, modules):
+            continue
+        if node.op == "call_module":
+            module_calls.add(node)
+        elif node.op == "call_method":
+            node.target = node.target[:-1]
+        elif node.target in OUT_OF_PLACE:
+            node.target = OUT_OF_PLACE[node.target]
+        elif node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+        else:
+            position = _INPLACE_POSITION[node.target]
+            node.args = (*node.args[:position], False, *node.args[position + 1 :])
+        changed = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if changed is None:
+            continue
+        for user in list(changed.users):
+            if order[user] > order[node]:
+                user.replace_input_with(changed, node)
+    return module_calls
+
+
+def _flattens(node: fx.Node, values: list, output: torch.Tensor) -> bool:
+    """A reshape that keeps the batch and lays the rest out as one vector (``x.view(x.size(0), -1)``)."""
+    source = values[0] if values else None
+    return (
+        node.target in _RESHAPES
+        and isinstance(source, torch.Tensor)
+        and source.ndim >= 3
+        and tuple(output.shape) == (source.shape[0], math.prod(source.shape[1:]))
+    )
+
+
+def plain_call(node: fx.Node, args, kwargs):
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    return node.target(*args, **kwargs)
+
+
+def stage_call(node: fx.Node, args, kwargs, output: torch.Tensor, from_graph: list) -> StageCall:
+    """The module of a function call's stage: the module ``CALLS`` builds for it when it gives the
+    same output from the call's tensors alone, else the call itself (``FunctionCall``)."""
+    tensors = [v for v in tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
+    # a builder sees argument values fixed once; one that came from the graph (x.size(0)) may change
+    only_tensors_from_graph = all(isinstance(value, torch.Tensor) for value in from_graph)
+    candidates = []
+    if _flattens(node, list(args), output):
+        candidates.append((nn.Flatten(), [args[0]]))
+    build = CALLS.get(node.target)
+    if build is not None and only_tensors_from_graph:
+        with contextlib.suppress(TypeError):  # a signature the builder does not take
+            candidates.append((build(*args, **kwargs), tensors))
+    for module, inputs in candidates:
+        if module is None:
+            continue
+        try:
+            same = torch.equal(module.eval()(*inputs), output)
+        except Exception:  # not this call after all
+            same = False
+        if same:
+            return StageCall(module, tensors_only=True)
+    function = getattr(torch.Tensor, node.target) if node.op == "call_method" else node.target
+    return StageCall(FunctionCall(function, operation_name(node)), tensors_only=False)
 
 
 def register_call(target: Callable | str, build: CallBuilder) -> None:

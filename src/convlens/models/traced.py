@@ -18,9 +18,7 @@ that does not show.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,10 +28,9 @@ from torch.utils._pytree import tree_leaves
 
 from convlens.errors import ConvlensError
 from convlens.models._registry import Normalize
-from convlens.models.calls import CALLS, OUT_OF_PLACE, FunctionCall
+from convlens.models.calls import StageCall, operation_name, plain_call, run_out_of_place, stage_call
 
 INPUT = "input"  # what the first stage reads: the image, pixels in [0, 1]
-_RESHAPES = ("view", "reshape", "flatten", torch.reshape)  # a flatten when it keeps only the batch
 
 
 @dataclass(frozen=True)
@@ -44,12 +41,6 @@ class Stage:
     module: nn.Module
     inputs: tuple[str, ...] | None
     operation: str  # what the model calls: a module path, or a function or method name
-
-
-@dataclass(frozen=True)
-class _Call:
-    module: nn.Module
-    tensors_only: bool  # called with the call's tensor arguments only (a module from CALLS)
 
 
 class _StageTracer(fx.Tracer):
@@ -89,55 +80,6 @@ def _twin(module: nn.Module, inplace: bool | None = None) -> nn.Module:
     return twin
 
 
-def _operation(node: fx.Node) -> str:
-    target = node.target
-    return target if isinstance(target, str) else getattr(target, "__name__", type(target).__name__)
-
-
-def _in_place(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return bool(getattr(modules[node.target], "inplace", False))
-    if node.op == "call_method":
-        return node.target.endswith("_") and not node.target.endswith("__")
-    return node.target in OUT_OF_PLACE or node.kwargs.get("inplace") is True
-
-
-def _run_out_of_place(graph: fx.Graph, modules: dict[str, nn.Module]) -> set[fx.Node]:
-    """Rewrite every in-place call as its out-of-place twin, and let later readers of the tensor it
-    changed read its result; returns the call_module nodes whose module must run out of place."""
-    order = {node: index for index, node in enumerate(graph.nodes)}
-    module_calls = set()
-    for node in list(graph.nodes):
-        if node.op not in ("call_module", "call_function", "call_method") or not _in_place(node, modules):
-            continue
-        if node.op == "call_module":
-            module_calls.add(node)
-        elif node.op == "call_method":
-            node.target = node.target[:-1]
-        elif node.target in OUT_OF_PLACE:
-            node.target = OUT_OF_PLACE[node.target]
-        else:
-            node.kwargs = {**node.kwargs, "inplace": False}
-        changed = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-        if changed is None:
-            continue
-        for user in list(changed.users):
-            if order[user] > order[node]:
-                user.replace_input_with(changed, node)
-    return module_calls
-
-
-def _flattens(node: fx.Node, values: list, output: torch.Tensor) -> bool:
-    """A reshape that keeps the batch and lays the rest out as one vector (``x.view(x.size(0), -1)``)."""
-    source = values[0] if values else None
-    return (
-        node.target in _RESHAPES
-        and isinstance(source, torch.Tensor)
-        and source.ndim >= 3
-        and tuple(output.shape) == (source.shape[0], math.prod(source.shape[1:]))
-    )
-
-
 class TracedModel(nn.Module):
     """A user's model as a graph of named stages (see the module's docstring); with ``mean`` and
     ``std`` a ``Normalize`` stage goes first, so inputs stay pixels in [0, 1]."""
@@ -167,7 +109,7 @@ class TracedModel(nn.Module):
         self.leaf_types = (Normalize, *leaf_types)
         self.notes: tuple[str, ...] = ()
         self._graph: fx.Graph | None = None
-        self._calls: dict[str, _Call] = {}  # by node name: a deep copy keeps the keys
+        self._calls: dict[str, StageCall] = {}  # by node name: a deep copy keeps the keys
         self._stages: list[Stage] = []
         if self.normalize is not None:
             self._stages.append(Stage("normalize", self.normalize, (INPUT,), "normalize"))
@@ -230,7 +172,7 @@ class TracedModel(nn.Module):
         tracer = _StageTracer(self.leaf_types)
         graph = tracer.trace(self.model)
         modules = dict(self.model.named_modules())
-        out_of_place = _run_out_of_place(graph, modules)
+        out_of_place = run_out_of_place(graph, modules)
         self._graph = graph
         seen: set[int] = set()
         for node in graph.nodes:  # a module's calls: the module itself, then twins
@@ -240,7 +182,7 @@ class TracedModel(nn.Module):
                 seen.add(id(module))
                 if node in out_of_place or seen_before:
                     module = _twin(module, inplace=False if node in out_of_place else None)
-                self._calls[node.name] = _Call(module, tensors_only=False)
+                self._calls[node.name] = StageCall(module, tensors_only=False)
         values = self._probe_values(graph)
         names = self._name_stages(graph, values, tracer.scopes)
         source = "normalize" if self.normalize is not None else INPUT
@@ -252,7 +194,7 @@ class TracedModel(nn.Module):
                 name = source if read.op == "placeholder" else names.get(read)
                 if name is not None and name not in inputs:
                     inputs.append(name)
-            operation = node.target if node.op == "call_module" else _operation(node)
+            operation = node.target if node.op == "call_module" else operation_name(node)
             self._stages.append(Stage(names[node], self._calls[node.name].module, tuple(inputs), operation))
 
     def _probe_values(self, graph: fx.Graph) -> dict[fx.Node, object]:
@@ -263,10 +205,10 @@ class TracedModel(nn.Module):
             for node in graph.nodes:
                 if node.op in ("call_function", "call_method"):
                     args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
-                    output = _plain_call(node, args, kwargs)
+                    output = plain_call(node, args, kwargs)
                     if isinstance(output, torch.Tensor):
                         from_graph = [values[read] for read in node.all_input_nodes]
-                        self._calls[node.name] = _stage_call(node, args, kwargs, output, from_graph)
+                        self._calls[node.name] = stage_call(node, args, kwargs, output, from_graph)
                     values[node] = output
                 else:
                     values[node] = self._step(node, values, x)
@@ -283,7 +225,7 @@ class TracedModel(nn.Module):
                 base = node.target
             else:
                 scope = scopes.get(node.name, "")
-                base = f"{scope}.{_operation(node)}" if scope else _operation(node)
+                base = f"{scope}.{operation_name(node)}" if scope else operation_name(node)
             name, count = base, 0
             while name in used:
                 count += 1
@@ -303,7 +245,7 @@ class TracedModel(nn.Module):
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
         call = self._calls.get(node.name)
         if call is None:
-            return _plain_call(node, args, kwargs)
+            return plain_call(node, args, kwargs)
         if call.tensors_only:
             return call.module(*[v for v in tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)])
         return call.module(*args, **kwargs)
@@ -385,35 +327,3 @@ def _attribute(model: nn.Module, target: str):
     for part in target.split("."):
         value = getattr(value, part)
     return value
-
-
-def _plain_call(node: fx.Node, args, kwargs):
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
-    return node.target(*args, **kwargs)
-
-
-def _stage_call(node: fx.Node, args, kwargs, output: torch.Tensor, from_graph: list) -> _Call:
-    """The module of a function call's stage: the module ``CALLS`` builds for it when it gives the
-    same output from the call's tensors alone, else the call itself (``FunctionCall``)."""
-    tensors = [v for v in tree_leaves((args, kwargs)) if isinstance(v, torch.Tensor)]
-    # a builder sees argument values fixed once; one that came from the graph (x.size(0)) may change
-    only_tensors_from_graph = all(isinstance(value, torch.Tensor) for value in from_graph)
-    candidates = []
-    if _flattens(node, list(args), output):
-        candidates.append((nn.Flatten(), [args[0]]))
-    build = CALLS.get(node.target)
-    if build is not None and only_tensors_from_graph:
-        with contextlib.suppress(TypeError):  # a signature the builder does not take
-            candidates.append((build(*args, **kwargs), tensors))
-    for module, inputs in candidates:
-        if module is None:
-            continue
-        try:
-            same = torch.equal(module.eval()(*inputs), output)
-        except Exception:  # not this call after all
-            same = False
-        if same:
-            return _Call(module, tensors_only=True)
-    function = getattr(torch.Tensor, node.target) if node.op == "call_method" else node.target
-    return _Call(FunctionCall(function, _operation(node)), tensors_only=False)
