@@ -177,6 +177,12 @@ def _split_if_needed(name, x, y, x_test, y_test, class_names, source, seed=0) ->
     elif x_test.shape[0] != y_test.shape[0]:
         raise ConvlensError(f"{source}: {x_test.shape[0]} test images but {y_test.shape[0]} test labels")
     top = int(max(y.max(), y_test.max())) if len(y_test) else int(y.max())
+    unseen = sorted(set(y_test.tolist()) - set(y.tolist()))
+    if unseen:  # a class with no training image cannot be learnt: its test images are all wrong
+        raise ConvlensError(
+            f"{source}: test label {unseen[0]} has no training image ({len(unseen)} such label(s)); "
+            "every class in the test split needs training images"
+        )
     class_names = class_names or [str(i) for i in range(top + 1)]
     if len(class_names) < 2:
         raise ConvlensError(f"{source}: only one class; a classifier needs at least 2")
@@ -279,7 +285,14 @@ def read_npz(path: str | Path) -> Dataset:
     if "x_test" in arrays and "y_test" in arrays:
         x_test = _images_to_tensor(arrays["x_test"], f"{path}:x_test")
         y_test = _labels_to_tensor(arrays["y_test"], f"{path}:y_test")
-    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    names = None
+    if "class_names" in arrays:
+        if arrays["class_names"].ndim != 1:
+            raise ConvlensError(
+                f"{printable(path)}:class_names: expected a 1-D array of names, got shape "
+                f"{arrays['class_names'].shape}"
+            )
+        names = [str(n) for n in arrays["class_names"]]
     return _split_if_needed(path.stem, x, y, x_test, y_test, names, f"NPZ file {path}")
 
 

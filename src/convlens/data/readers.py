@@ -164,6 +164,21 @@ def _inside(path: Path, root: Path) -> Path:
     return path
 
 
+def _check_listable(root: Path) -> None:
+    """Refuse a data folder with a subfolder that cannot be listed: its images would silently
+    vanish (a class dropped, a model trained on fewer classes than the data has)."""
+
+    def refuse(error: OSError) -> None:
+        reason = error.strerror or type(error).__name__
+        raise ConvlensError(
+            f"{printable(error.filename or root)}: cannot be read ({reason}); fix its permissions or "
+            f"move it out of the data folder {printable(root)}"
+        )
+
+    for _, folders, _ in os.walk(root, onerror=refuse):
+        folders[:] = [name for name in folders if not name.startswith(".")]  # skipped as before
+
+
 def _class_folders(root: Path, data_root: Path | None = None) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [_inside(p, data_root or root) for p in folders]
@@ -232,6 +247,7 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
         raise ConvlensError(f"{where}: no such file or folder")
     if not root.is_dir():
         raise ConvlensError(f"{where}: expected a folder with one subfolder per class")
+    _check_listable(root)
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     class_root = root / "train" if has_splits else root
     class_names = [p.name for p in _class_folders(class_root, root) if image_files_in(p, root)]
@@ -251,6 +267,11 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
     if has_splits:
         test_arrays, test_labels, skipped_test = _read_split(root / "test", class_names, root, target)
         skipped += skipped_test
+        if not test_arrays:  # else the run would train to the end and fail measuring nothing
+            raise ConvlensError(
+                f"{printable(root / 'test')}: no readable image; put test images in test/CLASS/ "
+                "folders, or remove test/ to hold out a share of the training images"
+            )
     if skipped:
         log.warning(
             "%s: skipped %d file(s) that could not be decoded, e.g. %s", where, len(skipped), skipped[0]
