@@ -11,6 +11,7 @@ call, with autograd by hand), receptive fields with the pixels whose gradient is
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -418,3 +419,52 @@ def test_in_place_calls_keep_the_models_values_and_each_stages_own_output():
         torch.testing.assert_close(result["add"], torch.relu(rectified - 0.2) + rectified, atol=1e-6, rtol=0)
         torch.testing.assert_close(result.logits, net(images.clone()), atol=1e-5, rtol=0)
     assert stage_inputs(model)["sub"] == ("relu",)  # reads the changed tensor, not the convolution
+
+
+class Sigmoid(nn.Module):
+    """A toy kind for a function: what ``torch.sigmoid`` runs as in a traced model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+class Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+        self.fc = nn.Linear(2 * 10 * 10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.sigmoid(self.conv(x)), 1))
+
+
+def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
+    from convlens.inspect import elementwise, register_layer_kind, unregister_layer_kind
+
+    torch.manual_seed(0)
+    net = Gated().eval()
+    image = torch.rand(SHAPE)
+    plain = open_model(net, SHAPE)
+    assert type(dict(plain.stages())["sigmoid"]).__name__ == "FunctionCall"
+    with pytest.raises(ConvlensError, match=r"has no cell arithmetic"):
+        cell_arithmetic(plain, image, "sigmoid", 0, 0, 0)
+    register_layer_kind(
+        Sigmoid,
+        role="sigmoid",
+        arithmetic=elementwise("1 / (1 + exp(-x))", lambda module, x: 1 / (1 + math.exp(-x))),
+        calls={torch.sigmoid: lambda input: Sigmoid()},
+    )
+    try:
+        with pytest.raises(ConvlensError, match="calls: sigmoid already run as a module"):
+            register_layer_kind(nn.Tanh, role="tanh", calls={torch.sigmoid: lambda input: Sigmoid()})
+        model = open_model(net, SHAPE)
+        assert isinstance(dict(model.stages())["sigmoid"], Sigmoid)
+        assert {f.stage: f.role for f in layer_facts(model)}["sigmoid"] == "sigmoid"
+        with torch.no_grad():
+            expected = torch.sigmoid(net.conv(image.unsqueeze(0)))[0]
+        for channel, row, col in [(0, 0, 0), (1, 4, 7), (1, 9, 9)]:
+            cell = cell_arithmetic(model, image, "sigmoid", channel, row, col)
+            assert cell.total == pytest.approx(float(expected[channel, row, col]), abs=1e-6)
+    finally:
+        unregister_layer_kind(Sigmoid)
+    assert type(dict(open_model(net, SHAPE).stages())["sigmoid"]).__name__ == "FunctionCall"

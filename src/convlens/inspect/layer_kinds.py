@@ -55,6 +55,7 @@ from convlens.inspect.geometry import (
     whole_input,
 )
 from convlens.models._registry import Normalize
+from convlens.models.calls import CALLS, register_call, unregister_call
 from convlens.registry import Registry
 
 # how a kind advances the receptive-field walk; None: the rule for modules the table does not know
@@ -77,6 +78,7 @@ class LayerKind:
     grad_cam_target: bool = False
     hyperparameters: Callable[[nn.Module], dict] | None = None  # LayerFacts fields, e.g. kernel
     affine: bool = False  # an affine function of its input in eval mode (conv, linear, BatchNorm, ...)
+    calls: tuple = ()  # functions (or tensor-method names) a traced graph runs as this kind's module
 
     def describe(self) -> dict:
         """JSON-ready facts for ``convlens methods`` and ``GET /api/registry`` (``mixes_channels``
@@ -114,10 +116,14 @@ def register_layer_kind(
     affine: bool = False,
     name: str | None = None,
     help: str | None = None,
+    calls: dict[Callable | str, Callable[..., nn.Module | None]] | None = None,
 ) -> LayerKind:
     """Declare the kind of every module of class ``module_type`` (and of its subclasses that have
     no kind of their own). ``name`` defaults to the class name (give one when two classes share
-    it); ``mixes_channels`` may be a function of the module. Returns the kind."""
+    it); ``mixes_channels`` may be a function of the module. ``calls`` keys the kind by function
+    too: in a traced model (``convlens.models.traced``) a call of each function (or tensor
+    method, by name) becomes the module its builder returns from the call's arguments, e.g.
+    ``{torch.sigmoid: lambda input: Sigmoid()}``. Returns the kind."""
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise ConvlensError(
             f"module_type must be a torch.nn.Module subclass, got {module_type!r}", parameter="module_type"
@@ -142,6 +148,11 @@ def register_layer_kind(
     ):
         if not isinstance(value, bool) and not (name_ == "mixes_channels" and callable(value)):
             raise ConvlensError(f"{name_} must be true or false, got {value!r}", parameter=name_)
+    if calls is not None and not (isinstance(calls, dict) and all(callable(b) for b in calls.values())):
+        raise ConvlensError(f"calls must map functions to module builders, got {calls!r}", parameter="calls")
+    taken = [getattr(target, "__name__", target) for target in calls or () if target in CALLS]
+    if taken:
+        raise ConvlensError(f"calls: {', '.join(map(str, taken))} already run as a module", parameter="calls")
     if _registered(module_type) is not None:
         raise ConvlensError(
             f"module_type {module_type.__name__} already has a layer kind", parameter="module_type"
@@ -156,7 +167,10 @@ def register_layer_kind(
         grad_cam_target,
         hyperparameters,
         affine,
+        tuple(calls or ()),
     )
+    for target, build in (calls or {}).items():
+        register_call(target, build)
     summary = help or ((module_type.__doc__ or "").strip().splitlines() or [role])[0]
     LAYER_KINDS.register(name or module_type.__name__, kind, label=role, help=summary)
     return kind
@@ -166,6 +180,8 @@ def unregister_layer_kind(module_type: type[nn.Module]) -> None:
     """Forget ``module_type``'s kind (a test that registers a toy kind cleans up with this)."""
     for entry in LAYER_KINDS:
         if entry.function.module_type is module_type:
+            for target in entry.function.calls:
+                unregister_call(target)
             LAYER_KINDS.unregister(entry.name)
 
 
