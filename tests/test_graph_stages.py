@@ -468,3 +468,19 @@ def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
     finally:
         unregister_layer_kind(Sigmoid)
     assert type(dict(open_model(net, SHAPE).stages())["sigmoid"]).__name__ == "FunctionCall"
+
+
+def test_the_network_endpoints_stages_carry_their_inputs():
+    """The explorer's network JSON: each stage of a traced model lists the stages it reads."""
+    from types import SimpleNamespace
+
+    from convlens.server.network import _wiring
+
+    model = open_model(_trained(TinyResNet(), 1), SHAPE)
+    run = SimpleNamespace(model=model, fields=lambda: receptive_fields(model))
+    stages = {stage["name"]: stage for stage in _wiring(run)["stages"]}
+    assert stages["layer2.0.add"]["inputs"] == ["layer2.0.bn2", "layer2.0.downsample.1"]
+    assert stages["layer2.0.add"]["role"] == "add"
+    assert stages["conv1"]["inputs"] == ["input"] and stages["softmax"]["inputs"] is None
+    # windows only along one chain: the block's first convolution reads maxpool through 3x3 windows
+    assert tuple(stages["layer1.0.conv1"]["windows"]["maxpool"]["rows"][1]) == (0, 2)

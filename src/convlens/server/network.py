@@ -22,16 +22,21 @@ def _is_map(field) -> bool:
 
 
 def _wiring(run: LoadedRun) -> dict:
-    from convlens.inspect import SOFTMAX, find_stage, stage_traits
+    from convlens.errors import ConvlensError
+    from convlens.inspect import SOFTMAX, find_stage, stage_inputs, stage_traits
 
     fields = run.fields()
+    reads = stage_inputs(run.model) or {}  # a model traced to a graph names each stage's inputs
     stages = []
     for index, field in enumerate(fields):
         module = None if field.stage == SOFTMAX else find_stage(run.model, field.stage)
         windows = {}
         if _is_map(field):
             for earlier in filter(_is_map, fields[:index]):
-                rows, cols = field.windows_in(earlier)
+                try:
+                    rows, cols = field.windows_in(earlier)
+                except ConvlensError:  # in a graph, a stage on another branch: not read through one chain
+                    continue
                 windows[earlier.stage] = {"rows": rows, "cols": cols}
         traits = stage_traits(module, field.output_shape)
         stages.append(
@@ -46,6 +51,7 @@ def _wiring(run: LoadedRun) -> dict:
                 "whole_input": field.whole_image,
                 "unit_grid": list(field.unit_grid) if field.unit_grid else None,
                 "windows": windows,
+                "inputs": list(reads[field.stage]) if field.stage in reads else None,
             }
         )
     return {"stages": stages}
@@ -59,7 +65,8 @@ def network(run: LoadedRun = Depends(get_run)) -> JSONResponse:
     cell sees the whole input, how flatten's units map to the map before it (``unit_grid``: unit
     u is channel u // (h·w), cell divmod(u % (h·w), w)), and for a feature-map stage its
     ``windows`` in every earlier feature-map stage: ``rows[r]`` = [first, last] rows read by
-    output row r, ``cols[c]`` the same for columns."""
+    output row r, ``cols[c]`` the same for columns; ``inputs``: the stages it reads, for a model
+    traced to a graph (branches and merges; ``input`` is the image), null for a chain."""
     if "network" not in run.cache:
         with run.lock:
             run.cache["network"] = _wiring(run)
