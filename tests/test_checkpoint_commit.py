@@ -352,3 +352,27 @@ def test_os_error_texts():
         os_error_text(OSError(errno.ELOOP, "Too many levels of symbolic links", "/x"))
         == "/x: too many levels of symbolic links"
     )
+
+
+@pytest.mark.parametrize("name", ["best", "last"])
+def test_kill_inside_the_staged_tensor_write_leaves_nothing_after_resume(digits, tmp_path, monkeypatch, name):
+    """Killed while writing ``NAME.<sha16>.safetensors``: its temp file is cleared on resume."""
+    import tempfile
+
+    real_write, run = checkpoint.atomic_write, tmp_path / "run"
+
+    def killed_mid_write(path, data, durable=True):
+        if path.name.startswith(f"{name}.") and path.name.count(".") == 2:  # the staged tensors
+            fd, _ = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.write(fd, data[: len(data) // 2])
+            os.close(fd)
+            raise Killed(f"inside the write of {path.name}")
+        real_write(path, data, durable)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", killed_mid_write)
+    with pytest.raises(Killed):
+        fit(digits, TrainConfig(**CONFIG), run)
+    assert any(p.name.endswith(".tmp") for p in run.iterdir())
+    monkeypatch.setattr(checkpoint, "atomic_write", real_write)
+    fit(digits, TrainConfig(**CONFIG), run, resume=True)
+    assert _leftovers(run) == []

@@ -83,6 +83,10 @@ def tidy_checkpoint(path: str | Path) -> None:
         return
     for name in (json_path.name, stem.name + ".safetensors"):
         remove_stale_temp_files(folder, name)
+    staged_temp = re.compile(rf"\.{re.escape(stem.name)}\.[0-9a-f]{{16}}\.safetensors\..+\.tmp")
+    for stale in folder.glob(f".{stem.name}.*.tmp"):
+        if staged_temp.fullmatch(stale.name):
+            remove_quietly(stale)  # a content-named write killed before its rename
     committed = _committed_sha(json_path)
     for staged in _staged_files(folder, stem.name):
         remove_stale_temp_files(folder, staged.name)

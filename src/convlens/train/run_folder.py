@@ -22,10 +22,11 @@ log = logging.getLogger("convlens")
 def prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool, took_over: bool) -> bool:
     """Tidy what a killed training left and check the folder may be trained into; returns
     whether to resume (False when the run to resume died before its first epoch was saved)."""
+    interrupted = resume and _interrupted_before_first_save(run_dir, took_over)  # its traces, before tidying
     for name in ("model", "best", "last"):
         tidy_checkpoint(run_dir / name)  # what a killed training left half-saved
     remove_stale_temp_files(run_dir, "metrics.jsonl")
-    if resume and _interrupted_before_first_save(run_dir, took_over):
+    if interrupted:
         log.warning(
             "resume: %s was interrupted before its first epoch was saved; starting from epoch 1",
             run_dir,
