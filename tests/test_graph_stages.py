@@ -363,6 +363,16 @@ def test_a_model_that_cannot_be_traced_opens_through_hooks_and_says_what_is_not_
         torch.testing.assert_close(result["relu_1"], torch.relu(torch.relu(conv) - 0.1), atol=1e-5, rtol=0)
         torch.testing.assert_close(result.logits, net(images), atol=1e-5, rtol=0)
     assert all(not module._forward_hooks for module in net.modules())  # every hook removed
+    image = torch.rand(SHAPE)
+    for stage in ("relu", "relu_1"):  # two calls of one in-place ReLU module, each its own map
+        value = torch.relu(net.conv(image.unsqueeze(0))).detach().requires_grad_()
+        later = torch.relu(value - 0.1)
+        if stage == "relu_1":
+            value = later = later.detach().requires_grad_()
+        expected = _manual_grad_cam(value, net.fc(torch.flatten(later, 1))[0, 1])
+        torch.testing.assert_close(
+            grad_cam(model, image, target=1, stage=stage).raw, expected, atol=1e-5, rtol=0
+        )
     with pytest.raises(
         ConvlensError, match="receptive fields need the model's graph, and the model could not be traced"
     ):
@@ -446,8 +456,12 @@ def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
     image = torch.rand(SHAPE)
     plain = open_model(net, SHAPE)
     assert type(dict(plain.stages())["sigmoid"]).__name__ == "FunctionCall"
-    with pytest.raises(ConvlensError, match=r"has no cell arithmetic"):
+    with pytest.raises(ConvlensError, match=r"'sigmoid' \(sigmoid\) has no cell arithmetic"):
         cell_arithmetic(plain, image, "sigmoid", 0, 0, 0)
+    shown = activations(plain, image)  # its map is shown all the same
+    assert {s.name: s.kind for s in shown.stages}["sigmoid"] == "sigmoid"
+    with torch.no_grad():
+        torch.testing.assert_close(shown["sigmoid"], torch.sigmoid(net.conv(image.unsqueeze(0)))[0])
     register_layer_kind(
         Sigmoid,
         role="sigmoid",

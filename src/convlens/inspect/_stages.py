@@ -33,6 +33,12 @@ def stage_inputs(model: nn.Module) -> dict[str, tuple[str, ...]] | None:
     return inputs() if callable(inputs) else None
 
 
+def kind_name(module: nn.Module) -> str:
+    """What a face calls a stage's layer: its class (``Conv2d``), or for a call a traced model runs
+    as it is (``convlens.models.calls.FunctionCall``) the function's name (``sigmoid``, ``mul``)."""
+    return getattr(module, "kind_name", None) or type(module).__name__
+
+
 def stage_names(model: nn.Module, with_softmax: bool = True) -> list[str]:
     return [name for name, _ in model_stages(model)] + ([SOFTMAX] if with_softmax else [])
 

@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, model_stages, stage_inputs
+from convlens.inspect._stages import (
+    SOFTMAX,
+    as_batch,
+    eval_mode,
+    find_stage,
+    kind_name,
+    model_stages,
+    stage_inputs,
+)
 from convlens.inspect.cells import (
     BatchNormCell,
     Cell,
@@ -71,7 +79,7 @@ def cell_arithmetic(
     if explain is None:
         supported = [n for n, m in model_stages(model) if _arithmetic(m) is not None] + [SOFTMAX]
         raise ConvlensError(
-            f"stage {stage!r} ({type(module).__name__}) has no cell arithmetic; "
+            f"stage {stage!r} ({kind_name(module)}) has no cell arithmetic; "
             f"choose one of: {', '.join(supported)}"
         )
     with eval_mode(model), torch.no_grad(), StageRecorder(model, [stage], with_inputs=True) as recorder:

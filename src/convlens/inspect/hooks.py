@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, model_stages
+from convlens.inspect._stages import SOFTMAX, as_batch, eval_mode, find_stage, kind_name, model_stages
 
 
 @dataclass
@@ -127,7 +127,7 @@ def activations(model: nn.Module, image: torch.Tensor) -> Activations:
     stages = []
     for name, module in recorder.modules:
         output = recorder.outputs[name].cpu()
-        stages.append(StageActivation(name, type(module).__name__, output[0] if single else output))
+        stages.append(StageActivation(name, kind_name(module), output[0] if single else output))
     stages.append(StageActivation(SOFTMAX, "Softmax", probabilities[0] if single else probabilities))
     return Activations(
         input=batch[0] if single else batch,

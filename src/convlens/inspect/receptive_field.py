@@ -22,6 +22,7 @@ from convlens.inspect._stages import (
     eval_mode,
     find_stage,
     input_shape,
+    kind_name,
     model_device,
     model_stages,
     stage_inputs,
@@ -184,7 +185,7 @@ def _graph_fields(shape, stages, classes: int, reads: dict) -> list[ReceptiveFie
                 _step(module, geometry)
 
         walk = walks[name] = graph_fields.step(module, sources, after, advance)
-        field_ = _field(name, type(module).__name__, after, module, walk.geometry)
+        field_ = _field(name, kind_name(module), after, module, walk.geometry)
         grids[name] = before if len(before) == 3 else grids[(reads[name] or (INPUT,))[0]]
         if not walk.geometry.whole:
             field_.pixels = walk.pixels

@@ -94,6 +94,10 @@ class FunctionCall(nn.Module):
         self.function = function
         self.name = name
 
+    @property
+    def kind_name(self) -> str:
+        return self.name
+
     def forward(self, *args, **kwargs):
         return self.function(*args, **kwargs)
 
