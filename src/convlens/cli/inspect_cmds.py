@@ -211,10 +211,11 @@ def convolve(
     kernel: str = typer.Option(
         "edge",
         "--kernel",
-        help="edge, sobel-x, sobel-y, laplacian, blur, sharpen, identity, or a matrix like '1,0,-1;2,0,-2'.",
+        help="edge, sobel-x, sobel-y, laplacian, blur, sharpen, identity, or a matrix like '1,0,-1;2,0,-2' "
+        "(at most 7x7).",
     ),
     stride: int = typer.Option(1, "--stride", help="Step between kernel positions."),
-    padding: int = typer.Option(0, "--padding", help="Rings of zeros added around the image."),
+    padding: int = typer.Option(0, "--padding", help="Rings of zeros added around the image (0..7)."),
     at: str = typer.Option(
         None,
         "--at",

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from convlens.errors import ConvlensError
 from convlens.views.tables import percent
 
 out = Console(highlight=False)  # results
@@ -18,7 +19,15 @@ err = Console(stderr=True, highlight=False)  # progress and notes: keeps stdout 
 
 
 def print_json(value) -> None:
-    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+    """Print ``value`` as strict JSON: NaN and infinity (which ``json`` would write as bare
+    ``NaN``/``Infinity``, invalid for every other JSON reader) are an error, printed nowhere."""
+    try:
+        text = json.dumps(value, indent=2, allow_nan=False)
+    except ValueError:
+        raise ConvlensError(
+            "--json: the result holds NaN or infinite numbers, which JSON cannot carry"
+        ) from None
+    sys.stdout.write(text + "\n")
 
 
 class ProgressBar:

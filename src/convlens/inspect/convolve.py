@@ -26,6 +26,8 @@ KERNELS: dict[str, list[list[float]]] = {
     "sharpen": [[0, -1, 0], [-1, 5, -1], [0, -1, 0]],
     "identity": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
 }
+MAX_KERNEL = 7  # a kernel a person types in and reads cell by cell; the explorer's bound too
+MAX_PADDING = MAX_KERNEL  # rings past the kernel's side add only all-zero cells (and memory)
 
 
 @dataclass
@@ -95,9 +97,11 @@ def parse_kernel(kernel) -> torch.Tensor:
             f"kernel {kernel!r}: expected a 2-D numeric matrix with rows of equal length"
         ) from None
     if values.ndim != 2 or values.size == 0:
-        raise ConvlensError(f"kernel: expected a 2-D numeric matrix, got shape {values.shape}")
+        raise ConvlensError(
+            f"kernel: expected a 2-D numeric matrix, got shape {values.shape}", parameter="kernel"
+        )
     if not np.isfinite(values).all():
-        raise ConvlensError("kernel: values must be finite numbers")
+        raise ConvlensError("kernel: values must be finite numbers", parameter="kernel")
     return torch.from_numpy(values.copy())
 
 
@@ -137,18 +141,32 @@ def convolve(image, kernel="edge", stride: int = 1, padding: int = 0) -> Convolu
     """Slide ``kernel`` over a grayscale ``image`` (H, W) with ``stride`` and zero ``padding``."""
     grid, weights = _as_grid(image), parse_kernel(kernel)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ConvlensError(f"stride: expected a whole number >= 1, got {stride!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ConvlensError(f"padding: expected a whole number >= 0, got {padding!r}")
+        raise ConvlensError(f"stride: expected a whole number >= 1, got {stride!r}", parameter="stride")
+    if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= MAX_PADDING:
+        raise ConvlensError(
+            f"padding: expected a whole number 0..{MAX_PADDING}, got {padding!r}", parameter="padding"
+        )
+    if not bool(torch.isfinite(grid).all()):
+        raise ConvlensError("image: pixel values must be finite numbers", parameter="image")
     kh, kw = weights.shape
     padded = F.pad(grid, (padding,) * 4)  # (H + 2p, W + 2p), zeros around
     if kh > padded.shape[0] or kw > padded.shape[1]:
         raise ConvlensError(
             f"kernel {kh}x{kw} is larger than the {padded.shape[0]}x{padded.shape[1]} (padded) image"
         )
+    if max(kh, kw) > MAX_KERNEL:
+        raise ConvlensError(
+            f"kernel: at most {MAX_KERNEL}x{MAX_KERNEL} values, got {kh}x{kw}", parameter="kernel"
+        )
     patches = padded.unfold(0, kh, stride).unfold(1, kw, stride)  # (H_out, W_out, kH, kW)
     products = patches * weights  # (H_out, W_out, kH, kW): multiply ...
     output = products.sum(dim=(-2, -1))  # (H_out, W_out): ... then add up
+    if not bool(torch.isfinite(output).all()):  # finite inputs whose products pass float64's range
+        raise ConvlensError(
+            "image: the image and kernel values are too large: their products overflow (above "
+            f"{np.finfo(np.float64).max:.1e}); scale them down",
+            parameter="image",
+        )
     inside = F.pad(torch.ones_like(grid), (padding,) * 4)  # 1 on the image, 0 on the padding
     in_padding = inside.unfold(0, kh, stride).unfold(1, kw, stride) == 0  # (H_out, W_out, kH, kW)
     return Convolution(grid, weights, stride, padding, output, patches, products, in_padding)
