@@ -498,3 +498,19 @@ def test_the_network_endpoints_stages_carry_their_inputs():
     assert stages["conv1"]["inputs"] == ["input"] and stages["softmax"]["inputs"] is None
     # windows only along one chain: the block's first convolution reads maxpool through 3x3 windows
     assert tuple(stages["layer1.0.conv1"]["windows"]["maxpool"]["rows"][1]) == (0, 2)
+
+
+def test_a_model_seen_through_hooks_answers_threads_one_pass_at_a_time():
+    """The explorer's threads share a model; each pass patches the modules' forward and undoes it,
+    so two passes at once would undo each other's patch (an AttributeError) without the lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    net = DataDependent().eval()
+    model = open_model(net, SHAPE)
+    images = torch.rand(64, 1, *SHAPE)
+    with torch.no_grad(), ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(model, images))
+        for image, output in zip(images, outputs, strict=True):
+            torch.testing.assert_close(output, net(image), atol=1e-5, rtol=0)
+    assert all("forward" not in vars(module) for module in net.modules())  # every patch undone

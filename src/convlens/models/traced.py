@@ -19,6 +19,7 @@ that does not show.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ from torch.utils._pytree import tree_leaves
 from convlens.errors import ConvlensError
 from convlens.models._registry import Normalize
 from convlens.models.calls import StageCall, operation_name, plain_call, run_out_of_place, stage_call
+
+# a model seen through hooks patches its modules' forward for one pass: one pass at a time, as server
+# threads share the model (one lock for all, so a deep copy of a model needs no lock of its own)
+_HOOKED_FORWARD = threading.RLock()
 
 INPUT = "input"  # what the first stage reads: the image, pixels in [0, 1]
 
@@ -297,14 +302,15 @@ class TracedModel(nn.Module):
         """The model's own forward, each leaf module's k-th call sent to the stage module of that call."""
         counts: dict[int, int] = {}
         patched = []
-        try:
-            for module, module_twins in self._twins:
-                module.forward = _dispatcher(module, module_twins, counts)
-                patched.append(module)
-            return self.model(x)
-        finally:
-            for module in patched:
-                del module.forward
+        with _HOOKED_FORWARD:
+            try:
+                for module, module_twins in self._twins:
+                    module.forward = _dispatcher(module, module_twins, counts)
+                    patched.append(module)
+                return self.model(x)
+            finally:
+                for module in patched:
+                    del module.forward
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalize(pixels) if self.normalize is not None else pixels
