@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/train_stream_overhead.py
 	$(BIN)/python bench/playground_speed.py
+	$(BIN)/python bench/finetune.py
 	$(BIN)/python bench/gpu_speed.py
 
 lint: $(STAMP)

@@ -229,7 +229,7 @@ def train(
 
       convlens train --data mnist5k --out runs/mnist --resume
 
-      convlens train --data ./few-shoes --init runs/mnist --freeze-epochs 5 --out runs/shoes
+      convlens train --data ./few-shoes --init runs/mnist --freeze-epochs 10 --out runs/shoes
 
     Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """
