@@ -121,10 +121,10 @@ def _empty_dicom(tmp_path) -> Path:
         (["--stage", "conv1", "--at", "0,9,0"], "cell (0, 9, 0) is outside stage 'conv1'"),
         (["--stage", "conv1", "--at", "0,a,0"], "--at: expected C,ROW,COL"),
         (["--at", "0,0,0"], "--at needs --stage"),
-        (["--target", "10", "--out", "OUT"], "target class 10 is out of range; expected 0..9"),
+        (["--target", "10", "--out", "OUT"], "--target must be a class index 0..9 or a class name, got '10'"),
         (
             ["--target", "eleven", "--out", "OUT"],
-            "--target: 'eleven' is neither a class index nor a class name",
+            "--target must be a class index 0..9 or a class name, got 'eleven'",
         ),
     ],
 )

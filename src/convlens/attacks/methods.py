@@ -21,6 +21,7 @@ from torch import nn
 from convlens.errors import ConvlensError
 from convlens.registry import Registry
 
+MAX_STEPS = 1_000  # PGD steps: robustness benchmarks use at most this many; more never ends on a CPU
 # fgsm and pgd register at the end of this module; a new attack is one function and one line
 ATTACKS = Registry("attack", shared_inputs=("model", "images", "labels", "target", "batch_size", "progress"))
 
@@ -288,8 +289,10 @@ def pgd(
     eps = check_eps(eps)
     check_inputs(model, images, labels)
     _check_target(model, target)
-    if not isinstance(steps, int) or steps < 1:
-        raise ConvlensError(f"steps must be a positive integer, got {steps}", parameter="steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConvlensError(f"steps must be a positive integer, got {steps!r}", parameter="steps")
+    if steps > MAX_STEPS:
+        raise ConvlensError(f"steps must be at most {MAX_STEPS:,}, got {steps:,}", parameter="steps")
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
     if not (math.isfinite(step_size) and step_size >= 0):
         raise ConvlensError(

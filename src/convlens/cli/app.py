@@ -44,7 +44,7 @@ def _global_options(
         help="CPU threads for the commands that compute (also: environment variable CONVLENS_THREADS). "
         "Default: PyTorch's own, one per core: on an idle 2-core machine that measured fastest for "
         "training (1 thread took about 1.4x as long, 4 threads 3x or more); use 1 when other jobs "
-        "keep the cores busy. Put it before the command: convlens --threads 1 train ...",
+        "keep the cores busy. At most 4 per CPU core. Put it before the command: convlens --threads 1 train ...",
     ),
 ) -> None:
     # the help text is the Typer(help=...) above

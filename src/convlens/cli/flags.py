@@ -19,6 +19,7 @@ FLAGS = {
     "model_options": "--model-option",
     "num_classes": "--classes",
     "max_seconds": "--time-budget",
+    "lab_dir": "--lab",
 }
 # parameters that some message may mention by name (``resume=True``, ``epochs=5``)
 MENTIONED = (

@@ -36,20 +36,6 @@ def parse_ints(text: str, count: int, option: str, names: str) -> tuple[int, ...
     return values
 
 
-def parse_target(text: str | None, class_names: list[str]) -> int | None:
-    """A class index or a class name; range is checked where the model's outputs are known."""
-    if text is None:
-        return None
-    if text in class_names:
-        return class_names.index(text)
-    try:
-        return int(text)
-    except ValueError:
-        raise ConvlensError(
-            f"--target: {text!r} is neither a class index nor a class name ({', '.join(class_names)})"
-        ) from None
-
-
 def _method_help() -> str:
     """The attribution methods, from the registry (a registered plugin too)."""
     from convlens.inspect import ATTRIBUTIONS
@@ -111,7 +97,7 @@ def explain(
     pixels, shift = found.pixels, found.shift_json()  # (C, H, W)
     shift_warning(found.source, shift, invert)
     class_names = run.class_names
-    target_index = parse_target(target, class_names)
+    target_index = run.class_index(target)  # checked against the classes before any file is written
     if at is not None:
         if stage is None:
             raise ConvlensError("--at needs --stage: the stage whose cell to explain (e.g. --stage conv1)")

@@ -122,7 +122,7 @@ def attack(
     eps_sweep: str = typer.Option(
         None, "--eps-sweep", help="Comma-separated ε values: the robustness curve of FGSM and PGD."
     ),
-    steps: int = typer.Option(10, "--steps", help="PGD steps."),
+    steps: int = typer.Option(10, "--steps", help="PGD steps (1..1,000)."),
     target: str = typer.Option(
         None, "--target", help="Targeted attack: push every image towards this class."
     ),

@@ -272,6 +272,11 @@ def report_sections(
     from convlens.inspect.analyses import correct_sample
 
     check_eps(eps)
+    if lab_dir is not None and not Path(lab_dir).is_dir():  # asked for: its absence is no "no results"
+        raise ConvlensError(
+            f"lab_dir {lab_dir}: no such folder (expected a folder of `convlens lab` results)",
+            parameter="lab_dir",
+        )
     run = Run.open(run_dir)
     images, labels, spec = run.test_data(data)  # whole test split, seeded order
     probabilities = run.predict(images)  # (N, classes)
