@@ -112,6 +112,29 @@ def test_other_model_family_is_refused_naming_both(digits, digits5, tmp_path):
     assert not (tmp_path / "run").exists()  # the run folder the lock made is removed again
 
 
+def test_other_model_family_whose_tensors_line_up_is_accepted(digits, digits5, tmp_path):
+    from convlens.models import MODELS, register_model
+    from convlens.models.convnets import convnet
+
+    @register_model("convnet-twin")
+    def twin(in_shape, num_classes, mean, std):
+        """The default convnet under another name: the same layers and shapes."""
+        return convnet(in_shape, num_classes, mean, std)
+
+    try:
+        save_checkpoint(
+            tmp_path / "twin" / "model",
+            create_model("convnet-twin", digits.input_shape, 10),
+            {"class_names": digits.class_names},
+        )
+        result = fit(digits5, TrainConfig(epochs=1, init=str(tmp_path / "twin")), tmp_path / "run")
+    finally:
+        MODELS.unregister("convnet-twin")
+    assert result.init["source_model"] == "convnet-twin"
+    assert result.init["loaded"] == BACKBONE
+    assert [e["tensor"] for e in result.init["reinitialised"]] == ["body.fc.weight", "body.fc.bias"]
+
+
 def test_frozen_warm_up_then_everything_and_exact_resume(digits_run, digits5, tmp_path):
     config = dict(epochs=3, init=str(digits_run), freeze_epochs=2, seed=4)
     whole = fit(digits5, TrainConfig(**config), tmp_path / "whole")
