@@ -28,7 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shift",
         "inputs",
     ),
-    "Run": ("run", "export"),
+    "Run": ("run", "export", "imports"),
     "explanations": ("inspect", "attacks", "lab", "playground2d", "catalog"),
     "views": ("views",),
     "faces": ("cli", "report", "server", "__main__"),

@@ -47,6 +47,32 @@ class Run:
         return cls.from_checkpoint(json_path, model, meta)
 
     @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        run_dir: str | Path,
+        class_names: list[str] | str | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        data: str | Path | None = None,
+        overwrite: bool = False,
+    ) -> Run:
+        """Save a model object from a notebook or script as the run folder ``run_dir``; open it.
+
+        ``model``: a StagedModel from ``convlens.create_model`` or a module laid out as torchvision's
+        resnet18, resnet34 or mobilenet_v2 (any other class is refused, naming the routes that
+        exist). ``data`` gives the class names, input shape and mean/std; otherwise give
+        ``class_names`` and ``input_shape`` (C, H, W), with the ``mean``/``std`` the weights expect
+        in [0, 1] pixel units, or neither for a model that takes pixels as they are
+        (``convlens.imports``).
+        """
+        from convlens.imports import import_model
+
+        result = import_model(model, run_dir, class_names, input_shape, mean, std, data, overwrite)
+        return cls.open(result.checkpoint)
+
+    @classmethod
     def from_checkpoint(cls, json_path: Path, model: nn.Module, meta: dict) -> Run:
         def section(key: str, kind: type):
             value = meta.get(key)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from convlens.cli import core, export_cmd, inspect_cmds, lab_cmds, playground_cmd, serve_cmd  # noqa: F401  (registers the commands)
+from convlens.cli import (  # noqa: F401  (registers the commands)
+    core,
+    export_cmd,
+    import_cmd,
+    inspect_cmds,
+    lab_cmds,
+    playground_cmd,
+    serve_cmd,
+)
 from convlens.cli.app import app
 from convlens.errors import ConvlensError, printable
 
