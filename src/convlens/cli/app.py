@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
+from convlens.errors import ConvlensError
 from convlens.process import SIGINT_VARIABLE, THREADS_VARIABLE, set_threads, stop_on_sigint
 
-app = typer.Typer(
+try:  # Typer 0.23 and later carry their own copy of Click; earlier ones use Click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+
+class _OneLineUsageErrors(typer.Typer):
+    """A usage error (``--epochs 1e9``, an unreadable RUN_DIR, an unknown option) is one line and
+    exit code 2, like every other error, instead of Click's framed usage box; help stays help."""
+
+    def __call__(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False  # Click raises its errors here instead of drawing them
+        try:
+            code = super().__call__(*args, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:  # plain ``convlens``: the help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click_errors.UsageError as exc:
+            raise ConvlensError(exc.format_message().replace("\n", " ")) from None
+        except click_errors.ClickException as exc:  # e.g. a file option that cannot be opened
+            raise ConvlensError(exc.format_message().replace("\n", " ")) from None
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        if isinstance(code, int) and code != 0:  # typer.Exit(code), Ctrl-C as 130
+            sys.exit(code)
+        return code
+
+
+app = _OneLineUsageErrors(
     name="convlens",
     help="Train convolutional neural networks on real images and see how they see.\n\n"
     "Start with:  convlens demo   or   convlens train --data mnist5k --out runs/mnist",
