@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from torch import nn
 
 from convlens.inspect.geometry import Geometry
-from convlens.models.traced import INPUT
 
 Intervals = list[tuple[int, int]]  # per output row (or col): first and last input pixel it reads
 
@@ -95,6 +94,3 @@ def _union(sources: list[Walk]) -> tuple[Geometry, tuple[Intervals, Intervals]]:
     )
     geometry.flattened = any(walk.geometry.flattened for walk in sources)
     return geometry, pixels
-
-
-__all__ = ["INPUT", "Walk", "start", "step"]
