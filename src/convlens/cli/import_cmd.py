@@ -34,7 +34,7 @@ def import_command(
     ),
     run_dir: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
     data: str = typer.Option(
-        None, "--data", help="Data set (built-in name or path): class names, input shape and mean/std."
+        None, "--data", "-d", help="Data set (built-in name or path): class names, input shape and mean/std."
     ),
     class_names: str = typer.Option(None, "--class-names", help="Class names in output order: a,b,c."),
     input_shape: str = typer.Option(
