@@ -514,3 +514,25 @@ def test_a_model_seen_through_hooks_answers_threads_one_pass_at_a_time():
         for image, output in zip(images, outputs, strict=True):
             torch.testing.assert_close(output, net(image), atol=1e-5, rtol=0)
     assert all("forward" not in vars(module) for module in net.modules())  # every patch undone
+
+
+class TwoBranches(nn.Module):
+    """After the last convolution, a stage on the other branch comes first in topological order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 12 * 12, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        shifted = F.relu(x - 0.5)  # reads the image, not the convolution
+        return self.fc(torch.flatten(F.relu(features + shifted), 1))
+
+
+def test_grad_cams_default_stage_follows_the_last_convolutions_branch():
+    from convlens.inspect import grad_cam_stage
+
+    model = open_model(TwoBranches().eval(), SHAPE)
+    assert list(stage_inputs(model))[:4] == ["conv", "sub", "relu", "add"]
+    assert grad_cam_stage(model) == "relu_1"  # through the addition to its ReLU, past the other branch

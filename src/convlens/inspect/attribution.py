@@ -20,6 +20,7 @@ from convlens.inspect._stages import (
     find_stage,
     is_spatial_stage,
     model_stages,
+    stage_inputs,
 )
 from convlens.inspect.layer_kinds import layer_kind, rectifies
 from convlens.registry import Registry
@@ -79,7 +80,12 @@ def grad_cam_stage(model: nn.Module) -> str:
         raise ConvlensError("model has no convolution stage; Grad-CAM needs one (try saliency)")
     chosen = stages[last][0]
     rectified = rectifies(stages[last][1])  # a block ending in a ReLU
+    reads = stage_inputs(model)  # a graph: follow only the stages that read the last convolution's map
+    path = {chosen}
     for name, module in stages[last + 1 :]:
+        if reads is not None and not path.intersection(reads[name]):
+            continue  # another branch
+        path.add(name)
         kind = layer_kind(module)
         if kind is None or not kind.grad_cam_target:
             break  # flatten, global pooling, linear: no spatial map any more; unknown: may move cells
