@@ -277,10 +277,16 @@ def test_grad_cam_at_a_reused_module_looks_at_the_call_the_stage_names():
         )
 
 
-def _positive_copy(net: nn.Module) -> nn.Module:
+def _positive_copy(net: nn.Module, average_pools: bool = False) -> nn.Module:
     """Random positive weights: every unit's gradient reaches every pixel it reads (no ReLU is
-    off, nothing cancels), so the pixels with a nonzero gradient are exactly its receptive field."""
+    off, nothing cancels), so the pixels with a nonzero gradient are exactly its receptive field.
+    With ``average_pools`` a max pool becomes an average pool of the same window: next to a map's
+    zero padding, positive cells are smaller and would never win a max."""
     positive = copy.deepcopy(net)
+    for parent in list(positive.modules()):
+        for child_name, child in list(parent.named_children()):
+            if average_pools and isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
     torch.manual_seed(3)
     with torch.no_grad():
         for parameter in positive.parameters():
@@ -485,7 +491,8 @@ def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
 
 
 def test_the_network_endpoints_stages_carry_their_inputs():
-    """The explorer's network JSON: each stage of a traced model lists the stages it reads."""
+    """The explorer's network JSON: each stage of a traced model lists the stages it reads, and its
+    windows in the maps it reads through any branch."""
     from types import SimpleNamespace
 
     from convlens.server.network import _wiring
@@ -496,8 +503,11 @@ def test_the_network_endpoints_stages_carry_their_inputs():
     assert stages["layer2.0.add"]["inputs"] == ["layer2.0.bn2", "layer2.0.downsample.1"]
     assert stages["layer2.0.add"]["role"] == "add"
     assert stages["conv1"]["inputs"] == ["input"] and stages["softmax"]["inputs"] is None
-    # windows only along one chain: the block's first convolution reads maxpool through 3x3 windows
+    # windows through every branch: the block's first convolution reads maxpool through 3x3 windows,
+    # its addition reads the shortcut's map, and the shortcut never reads the main path
     assert tuple(stages["layer1.0.conv1"]["windows"]["maxpool"]["rows"][1]) == (0, 2)
+    assert "layer2.0.downsample.1" in stages["layer2.0.add"]["windows"]
+    assert "layer2.0.conv1" not in stages["layer2.0.downsample.1"]["windows"]
 
 
 def test_a_model_seen_through_hooks_answers_threads_one_pass_at_a_time():
@@ -536,3 +546,34 @@ def test_grad_cams_default_stage_follows_the_last_convolutions_branch():
     model = open_model(TwoBranches().eval(), SHAPE)
     assert list(stage_inputs(model))[:4] == ["conv", "sub", "relu", "add"]
     assert grad_cam_stage(model) == "relu_1"  # through the addition to its ReLU, past the other branch
+
+
+def test_windows_through_branches_are_the_cells_with_a_nonzero_gradient(case):
+    """For every pair of feature maps one reads from the other, the rows and columns of the
+    earlier map that an output position reads (any channel: a concatenation's channels read
+    different inputs): exactly where the position's gradient is not zero."""
+    from convlens.inspect import stage_windows
+
+    net, _, reference = case
+    positive = _positive_copy(net, average_pools=True)
+    windows = stage_windows(open_model(positive, SHAPE))
+    images = torch.rand(32, *SHAPE)
+    stages = reference(positive, images)
+    checked = 0
+    for name, earlier_windows in windows.items():
+        rows, cols = stages[name].shape[-2:]
+        for earlier, (row_windows, col_windows) in earlier_windows.items():
+            for row, col in {(0, 0), (rows - 1, cols - 1), (rows // 2, cols // 2)}:
+                (gradient,) = torch.autograd.grad(
+                    stages[name][:, :, row, col].sum(), stages[earlier], retain_graph=True
+                )
+                seen = gradient.abs().sum(dim=(0, 1)) > 0  # (h, w) of the earlier map
+                expected = torch.zeros_like(seen)
+                (top, bottom), (left, right) = row_windows[row], col_windows[col]
+                expected[top : bottom + 1, left : right + 1] = True
+                assert torch.equal(seen, expected), (name, earlier, row, col)
+                checked += 1
+    assert checked > 100
+    if isinstance(net, TinyResNet):  # the shortcut and the block's main path read each other nowhere
+        assert "layer2.0.conv1" not in windows["layer2.0.downsample.1"]
+        assert "layer2.0.downsample.1" in windows["layer2.0.relu_1"] and "maxpool" in windows["layer2.0.add"]

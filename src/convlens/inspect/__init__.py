@@ -56,7 +56,7 @@ from convlens.inspect.layer_kinds import (
     unregister_layer_kind,
 )
 from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, read_dicom
-from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields
+from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields, stage_windows
 
 __all__ = [
     "ATTRIBUTIONS",
@@ -117,6 +117,7 @@ __all__ = [
     "stage_inputs",
     "stage_names",
     "stage_traits",
+    "stage_windows",
     "top_activating_images",
     "unregister_layer_kind",
 ]

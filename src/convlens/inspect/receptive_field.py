@@ -169,6 +169,47 @@ def receptive_fields(model: nn.Module) -> list[ReceptiveField]:
     return fields
 
 
+def _advance(before: tuple[int, ...], after: tuple[int, ...]):
+    """The geometry step of a graph's stage that turns ``before`` into ``after``: as its kind says;
+    a call the table does not know that changes the map's size may move cells: every pixel."""
+
+    def advance(module: nn.Module, geometry: Geometry) -> None:
+        if layer_kind(module) is None and len(after) == 3 and tuple(after[1:]) != tuple(before[1:]):
+            geometry.whole = True
+        else:
+            _step(module, geometry)
+
+    return advance
+
+
+def stage_windows(model: nn.Module) -> dict[str, dict[str, tuple[list, list]]]:
+    """A traced model's ``windows_in`` through branches: for each feature-map stage, and each
+    earlier feature-map stage it reads (directly or through others), the first..last rows of that
+    map each of its output rows reads, and the same for columns: the union over the paths between."""
+    reads = stage_inputs(model)
+    if reads is None:
+        raise ConvlensError(
+            "model: windows through branches need a model traced to a graph", parameter="model"
+        )
+    _, stages, _ = stage_output_shapes(model, "windows")
+    windows: dict[str, dict[str, tuple[list, list]]] = {
+        name: {} for name, _, after in stages if len(after) == 3
+    }
+    for index, (earlier, _, shape) in enumerate(stages):
+        if len(shape) != 3:
+            continue
+        walks = {earlier: graph_fields.start(shape)}  # from this map's own cells, not the image's
+        for name, module, after in stages[index + 1 :]:
+            sources = [walks[read] for read in reads[name] if read in walks]
+            if not sources or len(after) != 3:
+                continue
+            walk = graph_fields.step(module, sources, after, _advance(sources[0].shape, after))
+            if not walk.geometry.whole:
+                walks[name] = walk
+                windows[name][earlier] = (list(walk.pixels[0]), list(walk.pixels[1]))
+    return windows
+
+
 def _graph_fields(shape, stages, classes: int, reads: dict) -> list[ReceptiveField]:
     """``receptive_fields`` of a traced model: each stage walks on from its inputs (``graph_fields``)."""
     walks = {INPUT: graph_fields.start(shape)}
@@ -177,14 +218,7 @@ def _graph_fields(shape, stages, classes: int, reads: dict) -> list[ReceptiveFie
     for name, module, after in stages:
         sources = [walks[read] for read in reads[name] or (INPUT,)]
         before = sources[0].shape
-
-        def advance(module: nn.Module, geometry: Geometry, before=before, after=after) -> None:
-            if layer_kind(module) is None and len(after) == 3 and tuple(after[1:]) != tuple(before[1:]):
-                geometry.whole = True  # a call the table does not know moved cells: assume every pixel
-            else:
-                _step(module, geometry)
-
-        walk = walks[name] = graph_fields.step(module, sources, after, advance)
+        walk = walks[name] = graph_fields.step(module, sources, after, _advance(before, after))
         field_ = _field(name, kind_name(module), after, module, walk.geometry)
         grids[name] = before if len(before) == 3 else grids[(reads[name] or (INPUT,))[0]]
         if not walk.geometry.whole:

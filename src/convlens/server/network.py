@@ -22,21 +22,21 @@ def _is_map(field) -> bool:
 
 
 def _wiring(run: LoadedRun) -> dict:
-    from convlens.errors import ConvlensError
-    from convlens.inspect import SOFTMAX, find_stage, stage_inputs, stage_traits
+    from convlens.inspect import SOFTMAX, find_stage, stage_inputs, stage_traits, stage_windows
 
     fields = run.fields()
     reads = stage_inputs(run.model) or {}  # a model traced to a graph names each stage's inputs
+    through_branches = stage_windows(run.model) if reads else {}
     stages = []
     for index, field in enumerate(fields):
         module = None if field.stage == SOFTMAX else find_stage(run.model, field.stage)
         windows = {}
-        if _is_map(field):
+        if _is_map(field) and reads:  # a graph: only the maps it reads, through every branch
+            for earlier, (rows, cols) in through_branches.get(field.stage, {}).items():
+                windows[earlier] = {"rows": rows, "cols": cols}
+        elif _is_map(field):
             for earlier in filter(_is_map, fields[:index]):
-                try:
-                    rows, cols = field.windows_in(earlier)
-                except ConvlensError:  # in a graph, a stage on another branch: not read through one chain
-                    continue
+                rows, cols = field.windows_in(earlier)
                 windows[earlier.stage] = {"rows": rows, "cols": cols}
         traits = stage_traits(module, field.output_shape)
         stages.append(
