@@ -3,7 +3,9 @@
 Each stage maps its output cell ``i`` to input pixels ``start + i * jump .. + size - 1``
 (per axis). A layer with kernel k, stride s, padding p and dilation d turns (size, jump,
 start) into (size + d(k-1) jump, jump s, start - p jump). Residual blocks follow their main
-path (their shortcut sees a subset of it); global pooling and linear layers see everything.
+path (their shortcut sees a subset of it); in a model traced to a graph every branch is walked
+and a merge sees the union of its inputs' windows (``graph_fields``); global pooling and linear
+layers see everything.
 Flatten only reorders: each of its units is one cell of the map before it and sees what that
 cell sees (``unit_grid`` maps a unit to its cell).
 """
