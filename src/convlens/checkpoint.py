@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from convlens.checkpoint_schema import FORMAT  # one definition, beside the schema that checks it
-from convlens.errors import ConvlensError, printable, refuse_pickle
+from convlens.errors import ConvlensError, printable, refuse_pickle, shown
 from convlens.storage import atomic_write, fsync_dir, remove_quietly, remove_stale_temp_files
 
 
@@ -116,6 +116,17 @@ def save_checkpoint(
     """
     from safetensors.torch import save as save_tensors
 
+    names = metadata.get("class_names") if isinstance(metadata, dict) else None
+    classes = getattr(model, "num_classes", None)
+    if (
+        not isinstance(names, list | tuple)
+        or not all(isinstance(name, str) for name in names)
+        or (classes is not None and len(names) != classes)
+    ):  # else the checkpoint is written and cannot be loaded
+        raise ConvlensError(
+            f"metadata must hold class_names, a list of {classes or 'K'} strings (one per output)",
+            parameter="metadata",
+        )
     stem = Path(path).with_suffix("")
     folder, json_path = stem.parent, stem.with_suffix(".json")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -173,6 +184,11 @@ def _run_checkpoint(folder: Path) -> Path:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """RUN_DIR, RUN_DIR/NAME.json or RUN_DIR/NAME.safetensors → the JSON path; refuses pickles."""
+    if not isinstance(path, str | os.PathLike) or not str(path):
+        raise ConvlensError(
+            f"path must be a run folder or a checkpoint's .json, got {shown(path)}",
+            parameter="path",
+        )
     path = Path(path)
     refuse_pickle(path, "convlens checkpoints are NAME.safetensors + NAME.json")
     if path.is_dir():

@@ -14,6 +14,8 @@ class ConvlensError(ValueError):
     """
 
     def __init__(self, message: str, parameter: str | None = None) -> None:
+        if "\n" in str(message):  # a value's multi-line repr (a tensor): the message stays one line
+            message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
         super().__init__(message)
         self.parameter = parameter
 
@@ -51,3 +53,13 @@ def printable(value) -> str:
         ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
         for ch in text
     )
+
+
+def shown(value) -> str:
+    """A wrong argument as one short line for a message: a tensor or array by its shape and
+    type (never its numbers), anything else by its escaped, truncated ``repr``."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"a {type(value).__name__} of shape {tuple(shape)} and type {dtype}"
+    text = printable(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."

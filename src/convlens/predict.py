@@ -8,12 +8,57 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, shown
+
+
+def check_images(model: nn.Module, images, parameter: str = "images") -> torch.Tensor:
+    """``images`` as the model takes them: a float tensor (N, C, H, W) of its input size.
+
+    Refused, naming ``parameter``: anything but a tensor (a NumPy array: ``torch.from_numpy``),
+    another rank or size, and integer pixels, which would be read as 255 times too bright (uint8
+    0..255: ``convlens.data.to_float`` makes them pixels in [0, 1]). Other float types are
+    converted to float32, the weights' type.
+    """
+    expected = tuple(getattr(model, "in_shape", ()))
+    wanted = (
+        f"N x {'x'.join(map(str, expected))} (N images of the model's C x H x W)"
+        if expected
+        else "N x C x H x W"
+    )
+    if not isinstance(images, torch.Tensor):
+        raise ConvlensError(
+            f"{parameter} must be a torch.Tensor of {wanted}, got {type(images).__name__}",
+            parameter=parameter,
+        )
+    if images.ndim != 4 or (expected and tuple(images.shape[1:]) != expected):
+        raise ConvlensError(
+            f"{parameter} must be {wanted}, got shape {tuple(images.shape)}", parameter=parameter
+        )
+    if not images.is_floating_point():
+        raise ConvlensError(
+            f"{parameter} must be float pixels in [0, 1], got {images.dtype} (8-bit images: "
+            "convlens.data.to_float divides by 255)",
+            parameter=parameter,
+        )
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        raise ConvlensError(f"{parameter} must be finite pixels, got NaN or infinity", parameter=parameter)
+    return images if images.dtype == torch.float32 else images.float()
+
+
+def check_count(value, parameter: str, low: int = 1) -> int:
+    """A whole number ``>= low`` (a batch size, a k), named by ``parameter`` when it is not."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConvlensError(
+            f"{parameter} must be a whole number >= {low}, got {shown(value)}", parameter=parameter
+        )
+    return value
 
 
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
     """Softmax probabilities (N, classes) for float images (N, C, H, W) in [0, 1]."""
+    images = check_images(model, images)
+    batch_size = check_count(batch_size, "batch_size")
     model.eval()
     device = next(model.parameters()).device
     outputs = []
@@ -25,7 +70,17 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, batch_size: in
 
 def top_predictions(probabilities: torch.Tensor, class_names: list[str], k: int = 3) -> list[list[dict]]:
     """The k most probable classes per image: [[{"class", "index", "probability"}, ...], ...]."""
-    k = max(1, min(k, probabilities.shape[1]))
+    if not isinstance(probabilities, torch.Tensor) or probabilities.ndim != 2:
+        raise ConvlensError(
+            "probabilities must be a tensor (N, classes), as predict_probabilities returns",
+            parameter="probabilities",
+        )
+    if not isinstance(class_names, list | tuple) or len(class_names) != probabilities.shape[1]:
+        raise ConvlensError(
+            f"class_names must be a list of {probabilities.shape[1]} names, one per column of probabilities",
+            parameter="class_names",
+        )
+    k = max(1, min(check_count(k, "k"), probabilities.shape[1]))
     values, indices = probabilities.topk(k, dim=1)
     return [
         [
@@ -78,6 +133,12 @@ def predict_files(
     each row as ``"shift"`` (a dict, or None).
     """
     from convlens.inputs import read_input
+
+    if isinstance(paths, str | Path):  # one path, not its characters
+        paths = [paths]
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str | Path) for p in paths):
+        raise ConvlensError("paths must be a path or a list of paths", parameter="paths")
+    top_k = check_count(top_k, "top_k")
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConvlensError(f"top_k must be at least 1, got {top_k}", parameter="top_k")

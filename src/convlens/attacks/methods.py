@@ -145,23 +145,57 @@ def check_eps(eps: float, parameter: str = "eps") -> float:
     return float(eps)
 
 
-def check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Reject images the model does not take, or that are not pixels in [0, 1]."""
-    expected = tuple(getattr(model, "in_shape", images.shape[1:]))
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+def check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Reject images the model does not take, or that are not pixels in [0, 1], and labels that
+    are not one class index of the model per image."""
+    from convlens.predict import check_images
+
+    expected = tuple(getattr(model, "in_shape", ()))
+    if (
+        isinstance(images, torch.Tensor)
+        and images.ndim == 4
+        and expected
+        and tuple(images.shape[1:]) != expected
+    ):
         shape = "x".join(map(str, images.shape[1:]))
-        raise ConvlensError(f"images are {shape}, the model takes {'x'.join(map(str, expected))} (C x H x W)")
+        raise ConvlensError(
+            f"images are {shape}, the model takes {'x'.join(map(str, expected))} (C x H x W)",
+            parameter="images",
+        )
+    images = check_images(model, images)  # float32, as the weights
+    classes = getattr(model, "num_classes", None)
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.ndim != 1
+        or labels.dtype in (torch.bool,)
+        or labels.is_floating_point()
+        or labels.is_complex()
+    ):
+        raise ConvlensError("labels must be a 1-D tensor of class indices (int64)", parameter="labels")
     if images.shape[0] != labels.shape[0]:
-        raise ConvlensError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        raise ConvlensError(f"{images.shape[0]} images but {labels.shape[0]} labels", parameter="labels")
+    if labels.numel() and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
+        raise ConvlensError(
+            f"labels must be class indices 0..{(classes or 1) - 1}, got {int(labels.min())}..{int(labels.max())}",
+            parameter="labels",
+        )
     if not images.is_floating_point() or (
         images.numel() and (float(images.min()) < 0 or float(images.max()) > 1)
     ):
-        raise ConvlensError("images must be float pixels in [0, 1] (use convlens.data.to_float)")
+        raise ConvlensError(
+            "images must be float pixels in [0, 1] (use convlens.data.to_float)", parameter="images"
+        )
+    return images
 
 
 def _check_target(model: nn.Module, target: int | None) -> None:
     classes = getattr(model, "num_classes", None)
-    if target is not None and (target < 0 or (classes is not None and target >= classes)):
+    if target is not None and (
+        isinstance(target, bool)
+        or not isinstance(target, int)
+        or target < 0
+        or (classes is not None and target >= classes)
+    ):
         raise ConvlensError(
             f"target must be a class index 0..{(classes or 1) - 1}, got {target}", parameter="target"
         )
@@ -257,7 +291,7 @@ def fgsm(
     from captum.robust import FGSM
 
     eps = check_eps(eps)
-    check_inputs(model, images, labels)
+    images = check_inputs(model, images, labels)
     _check_target(model, target)
 
     def perturb(working, clean, classes, targeted):
@@ -287,7 +321,7 @@ def pgd(
     from captum.robust import PGD
 
     eps = check_eps(eps)
-    check_inputs(model, images, labels)
+    images = check_inputs(model, images, labels)
     _check_target(model, target)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConvlensError(f"steps must be a positive integer, got {steps!r}", parameter="steps")

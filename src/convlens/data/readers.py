@@ -20,7 +20,7 @@ import torch
 
 from convlens.data.bundle import Dataset
 from convlens.data.transforms import check_data_size, resize_images, stratified_split
-from convlens.errors import ConvlensError, printable
+from convlens.errors import ConvlensError, printable, shown
 
 log = logging.getLogger("convlens")
 
@@ -144,6 +144,18 @@ def array_to_input(array: np.ndarray, input_shape: tuple[int, int, int]) -> torc
 
 def load_image(path: str | Path, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """Read one image file as the model's input: float32 (C, H, W) in [0, 1]."""
+    if (
+        not isinstance(input_shape, tuple | list)
+        or len(input_shape) != 3
+        or input_shape[0] not in (1, 3)
+        or not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in input_shape)
+    ):
+        raise ConvlensError(
+            f"input_shape must be (C, H, W) with C = 1 or 3 and positive sides, got {shown(input_shape)}",
+            parameter="input_shape",
+        )
+    if not isinstance(path, str | os.PathLike):
+        raise ConvlensError(f"path must be an image file's path, got {type(path).__name__}", parameter="path")
     return array_to_input(decode_image(Path(path), tuple(input_shape[1:])), input_shape)
 
 

@@ -127,7 +127,13 @@ def _parse_matrix_text(text: str) -> list:
 
 
 def _as_grid(image) -> torch.Tensor:
-    grid = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    try:
+        grid = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    except (TypeError, ValueError):  # None, text, ragged rows
+        raise ConvlensError(
+            f"image: expected a 2-D grayscale grid (H, W) of numbers, got {type(image).__name__}",
+            parameter="image",
+        ) from None
     if grid.ndim == 3 and grid.shape[0] == 1:
         grid = grid[0]
     if grid.ndim != 2:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from convlens.data.bundle import MAX_CLASSES
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, shown
 from convlens.registry import Registry
 
 # name → constructor; ``extras["limits"]`` holds each numeric option's inclusive range
@@ -195,6 +197,19 @@ def _check_size(
     )
 
 
+def _normalization_values(key: str, values, channels: int) -> tuple:
+    """``mean`` or ``std`` as a tuple (0.5 per channel when None); a tensor or array must be 1-D."""
+    if values is None:
+        return (0.5,) * channels
+    if isinstance(values, np.ndarray | torch.Tensor) and values.ndim == 1:
+        values = values.tolist()
+    if not isinstance(values, list | tuple):
+        raise ConvlensError(
+            f"{key} must be a list of {channels} number(s), got {shown(values)}", parameter=key
+        )
+    return tuple(float(v) if isinstance(v, np.generic) else v for v in values)
+
+
 def create_model(
     name: str,
     in_shape: Sequence[int],
@@ -205,7 +220,12 @@ def create_model(
 ) -> StagedModel:
     """Build a registered model for inputs of ``in_shape`` (C, H, W) and ``num_classes`` outputs."""
     _check_name(name)
-    in_shape = tuple(int(s) for s in in_shape)
+    sides = in_shape if isinstance(in_shape, list | tuple | torch.Size | np.ndarray) else None
+    if sides is None or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in sides):
+        raise ConvlensError(
+            f"in_shape must be (C, H, W): three whole numbers, got {shown(in_shape)}", parameter="in_shape"
+        )
+    in_shape = tuple(int(s) for s in sides)
     if len(in_shape) != 3 or in_shape[0] < 1 or min(in_shape) < 1:
         raise ConvlensError(f"input shape must be C x H x W with positive sides, got {in_shape}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -215,10 +235,22 @@ def create_model(
             f"num_classes must be at most {MAX_CLASSES:,}, got {num_classes:,}", parameter="num_classes"
         )
     channels = in_shape[0]
-    mean = tuple(mean) if mean is not None else (0.5,) * channels
-    std = tuple(std) if std is not None else (0.5,) * channels
+    mean = _normalization_values("mean", mean, channels)
+    std = _normalization_values("std", std, channels)
     if len(mean) != channels or len(std) != channels:
         raise ConvlensError(f"normalization needs {channels} mean/std values, got {len(mean)}/{len(std)}")
+    for key, values in (("mean", mean), ("std", std)):  # a zero std divides every pixel by 0: NaN
+        if not all(
+            isinstance(v, numbers.Real)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (key == "mean" or v > 0)
+            for v in values
+        ):
+            raise ConvlensError(
+                f"{key} must be {channels} finite {'positive ' if key == 'std' else ''}number(s), got {list(values)!r}",
+                parameter=key,
+            )
     check_model_options(name, options)
 
     def build() -> StagedModel:

@@ -77,6 +77,16 @@ class TrainConfig:
         check_model_options(self.model, self.model_options)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if self.eval_batch_size is None:
+            raise ConvlensError(
+                "eval_batch_size must be a positive integer, got None", parameter="eval_batch_size"
+            )
+        for name, bounds, low_ok in (("momentum", "[0, 1)", True), ("pct_start", "(0, 1)", False)):
+            value = getattr(self, name)  # SGD's and OneCycleLR's ranges
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not (0 < value < 1 or (low_ok and value == 0)):
+                raise ConvlensError(f"{name} must be a number in {bounds}, got {value!r}", parameter=name)
         if self.lr is not None and not (
             isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0
         ):
