@@ -41,9 +41,16 @@ class _BodyTooLarge(Exception):
 def _host_name(value: str) -> str:
     """The host name of a ``Host`` or origin ``host[:port]``, lower case, IPv6 without brackets."""
     value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+    if value.startswith("["):  # only "[ADDRESS]" or "[ADDRESS]:PORT"; "[::1]evil" names no host here
+        end = value.find("]")
+        rest = value[end + 1 :] if end != -1 else ""
+        if end == -1 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return value
+        return value[1:end]
+    if value.count(":") == 1:
+        name, port = value.rsplit(":", 1)
+        return name if port.isdigit() else value
+    return value
 
 
 def _is_ip(name: str) -> bool:
