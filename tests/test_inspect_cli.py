@@ -206,7 +206,25 @@ def test_features_bad_input(run_cli, digits_run, tmp_path):
     _one_line_error(code, err, "unknown stage 'pool9'")
 
 
-@pytest.mark.parametrize("name", list_models())  # every registered family
+DEEP = 12  # convolutions past which drawing everything (a PNG per stage and per convolution) takes ~20 s
+
+
+def _convolutions(name: str) -> int:
+    from torch import nn
+
+    from convlens.models import create_model
+
+    return sum(isinstance(m, nn.Conv2d) for m in create_model(name, (1, 12, 12), 3).modules())
+
+
+FAMILIES = [
+    pytest.param(name, marks=pytest.mark.slow) if _convolutions(name) > DEEP else name
+    for name in list_models()
+]  # every registered family; the deep ones draw everything only in the slow run
+DEEP_FAMILIES = [name for name in list_models() if _convolutions(name) > DEEP]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_explain_every_model_family(run_cli, tmp_path, name):
     """Untrained checkpoints are enough: the pictures depend on the stages, not on the weights."""
     from convlens.checkpoint import save_checkpoint
@@ -224,6 +242,25 @@ def test_explain_every_model_family(run_cli, tmp_path, name):
         assert "gradcam.png" in names and any(n.startswith("filters-") for n in names)
     if name == "resnet8":
         assert {"filters-block2.conv1.png", "filters-block2.shortcut.0.png", "stage-block3.png"} <= names
+
+
+@pytest.mark.parametrize("name", DEEP_FAMILIES)
+def test_explain_one_stage_of_every_deep_family(run_cli, tmp_path, name):
+    """A deep family in the default run: one stage (the last convolution's), its filters and Grad-CAM."""
+    from convlens.checkpoint import save_checkpoint
+    from convlens.inspect import last_conv_stage
+    from convlens.models import create_model
+
+    model = create_model(name, (1, 12, 12), 3)
+    save_checkpoint(tmp_path / "run" / "model", model, {"class_names": ["a", "b", "c"]})
+    stage = last_conv_stage(model)
+    code, out, err = run_cli(
+        "explain", tmp_path / "run", "smiley", "--stage", stage, "--out", tmp_path / "x", "--json"
+    )
+    assert code == 0, err
+    names = {Path(f).name for f in json.loads(out)["files"]}
+    assert {"input.png", "probabilities.png", "gradcam.png", f"stage-{stage}.png"} <= names
+    assert any(n.startswith("filters-") for n in names)
 
 
 def test_features_labels_a_dead_channel(run_cli, digits_run, tmp_path, monkeypatch):
