@@ -8,6 +8,7 @@ runs it with uvicorn. Its routes are the core API (``api``) plus those of every 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from convlens.server.views import PLUGIN_URL, STATIC_DIR, STATIC_URL
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # one upload plus the other form fields
 MAX_JSON_BYTES = 1024 * 1024  # the playground's largest grid (64 x 64 numbers) is ~100 KB
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+BODY_TIMEOUT_S = 60.0  # a whole body must arrive in this time: 5 MB at 1 Mbit/s takes 40 s
 # The page loads nothing from elsewhere: a browser enforcing this proves "no CDN, works offline".
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
@@ -72,6 +74,8 @@ class _Guard:
       allowed one: 403;
     - the body is counted as it arrives, chunked or not: past the limit the answer is 413, and
       no more of it is read (a declared ``Content-Length`` over it is refused before any is read);
+    - a body not whole within BODY_TIMEOUT_S (one byte a second holds a worker forever) is 408;
+      a client that goes away mid-body is no error of ours and is not logged as one;
     - an unexpected exception becomes a 500 answer here, so the connection stays usable;
     - every response gets the page's security headers and ``Server-Timing: app;dur=MS``.
     """
@@ -116,13 +120,24 @@ class _Guard:
                 return await _plain(413, _too_large(int(length), limit))(scope, receive, send)
 
         started = time.perf_counter()
+        deadline = time.monotonic() + BODY_TIMEOUT_S
         received = 0
-        too_large = False
-        response_started = False
+        too_large = timed_out = gone = False
+        body_done = response_started = False
 
         async def counting_receive():
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, too_large, timed_out, gone, body_done
+            if body_done:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+            except asyncio.TimeoutError:
+                timed_out = True
+                raise _BodyTooLarge from None  # ends the app's read the same way
+            if message["type"] == "http.disconnect":
+                gone = True
+            elif not message.get("more_body", False):
+                body_done = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -132,8 +147,8 @@ class _Guard:
 
         async def send_with_headers(message) -> None:
             nonlocal response_started
-            if too_large and not response_started:
-                return  # the 413 below replaces whatever the app answers to a cut-off body
+            if (too_large or timed_out or gone) and not response_started:
+                return  # the 413 / 408 below replaces whatever the app answers to a cut-off body
             if message["type"] == "http.response.start":
                 response_started = True
                 milliseconds = 1000 * (time.perf_counter() - started)  # request in → response out
@@ -150,13 +165,22 @@ class _Guard:
         except Exception as exc:
             if response_started:
                 raise
-            if not too_large:  # a bug, not a bad request: log it with its traceback, keep serving
+            if gone:  # the client left mid-body: nobody to answer, nothing wrong here
+                return None
+            if not (
+                too_large or timed_out
+            ):  # a bug, not a bad request: log it with its traceback, keep serving
                 log.error("internal error on %s %s: %r", scope["method"], scope["path"], exc, exc_info=exc)
                 detail = f"internal error: {exc.__class__.__name__}"
                 return await _plain(500, detail, close=False)(scope, receive, send)
-        if too_large and not response_started:
+        if (too_large or timed_out) and not response_started and not gone:
             # the rest of the body stays unread: close the connection after this answer
-            await _plain(413, _too_large(None, limit), close=True)(scope, receive, send)
+            status, detail = (
+                (408, f"request body did not arrive within {BODY_TIMEOUT_S:g} s")
+                if timed_out
+                else (413, _too_large(None, limit))
+            )
+            await _plain(status, detail, close=True)(scope, receive, send)
 
 
 def _too_large(size: int | None, limit: int) -> str:
