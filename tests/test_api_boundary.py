@@ -165,6 +165,10 @@ def test_misread_arguments_are_refused_or_taken_as_meant(run, digits_run, tmp_pa
         with pytest.raises(ConvlensError) as caught:
             convlens.TrainConfig(**bad).check()
         assert caught.value.parameter == next(iter(bad))
+    for bad in ({"lr": math.nan}, {"steps": "8"}):
+        with pytest.raises(ConvlensError) as caught:
+            convlens.feature_visualization(run.model, "conv1", **bad)
+        assert caught.value.parameter == next(iter(bad))
     Image.new("L", (8, 8), 200).save(tmp_path / "digit.png")
     rows = run.predict_files(str(tmp_path / "digit.png"))  # a str is one path, not its characters
     assert [row["file"] for row in rows] == [str(tmp_path / "digit.png")]

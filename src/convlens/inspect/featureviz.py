@@ -14,6 +14,7 @@ ReLUs pass a "redirected" gradient for an image whose ordinary ReLU gradient is 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -192,8 +193,10 @@ def feature_visualization(
     optimization step.
     """
     chosen = _check_channels(model, stage, channels)
-    if steps < 1:
-        raise ConvlensError(f"steps: expected at least 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConvlensError(f"steps: expected a whole number >= 1, got {steps!r}", parameter="steps")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not (math.isfinite(lr) and lr > 0):
+        raise ConvlensError(f"lr: expected a finite number > 0, got {lr!r}", parameter="lr")
     c, height, width = input_shape(model)
     device = model_device(model)
     if _is_affine_stage(model, stage):
