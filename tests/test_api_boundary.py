@@ -80,6 +80,10 @@ def _cases(run, tmp_path_factory):
             {"image": torch.rand(6, 6), "kernel": "edge", "stride": 1, "padding": 0},
         ),
         "Run.open": (convlens.Run.open, {"path": run.folder}),
+        "cell_arithmetic": (
+            lambda **kw: convlens.cell_arithmetic(model, **kw),
+            {"image": images[0], "stage": "conv1", "channel": 0, "row": 1, "col": 1},
+        ),
         "TrainConfig.check": (
             lambda **kw: convlens.TrainConfig(**kw).check(),
             {"epochs": 1, "lr": 0.1, "momentum": 0.9, "pct_start": 0.25, "eval_batch_size": 100},
@@ -103,6 +107,7 @@ CASE_NAMES = [
     "pgd",
     "convolve",
     "Run.open",
+    "cell_arithmetic",
     "TrainConfig.check",
 ]
 
@@ -165,6 +170,8 @@ def test_misread_arguments_are_refused_or_taken_as_meant(run, digits_run, tmp_pa
         with pytest.raises(ConvlensError) as caught:
             convlens.TrainConfig(**bad).check()
         assert caught.value.parameter == next(iter(bad))
+    with pytest.raises(ConvlensError, match="channel must be a whole number") as caught:
+        convlens.cell_arithmetic(run.model, torch.rand(1, 8, 8), "conv1", channel="0")
     for bad in ({"lr": math.nan}, {"steps": "8"}):
         with pytest.raises(ConvlensError) as caught:
             convlens.feature_visualization(run.model, "conv1", **bad)

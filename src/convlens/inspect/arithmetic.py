@@ -66,6 +66,11 @@ def cell_arithmetic(
     model: nn.Module, image: torch.Tensor, stage: str, channel: int = 0, row: int = 0, col: int = 0
 ) -> Cell:
     """The arithmetic behind output cell (channel, row, col) of ``stage`` for one image."""
+    for name, value in (("channel", channel), ("row", row), ("col", col)):
+        if isinstance(value, bool) or not isinstance(value, int):  # "0" would compare as text
+            raise ConvlensError(f"{name} must be a whole number, got {value!r}", parameter=name)
+    if not isinstance(stage, str):
+        raise ConvlensError(f"stage must be a stage name, got {type(stage).__name__}", parameter="stage")
     batch, _ = as_batch(model, image)
     if batch.shape[0] != 1:
         raise ConvlensError(f"image: cell arithmetic explains one image, got a batch of {batch.shape[0]}")

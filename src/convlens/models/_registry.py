@@ -99,8 +99,10 @@ def model_options(name: str) -> dict:
 
 def _check_name(name: str) -> None:
     # exact names only: a model name is written into checkpoints and must read back the same
-    if name not in MODELS.names():
-        raise ConvlensError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    if not isinstance(name, str) or name not in MODELS.names():
+        raise ConvlensError(
+            f"unknown model {shown(name)}; choose one of: {', '.join(list_models())}", parameter="name"
+        )
 
 
 def _limits(name: str) -> dict[str, tuple[float, float]]:
