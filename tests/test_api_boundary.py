@@ -80,6 +80,10 @@ def _cases(run, tmp_path_factory):
             {"image": torch.rand(6, 6), "kernel": "edge", "stride": 1, "padding": 0},
         ),
         "Run.open": (convlens.Run.open, {"path": run.folder}),
+        "evaluate": (
+            lambda **kw: convlens.evaluate(model, **kw),
+            {"images": images, "labels": labels, "batch_size": 2},
+        ),
         "cell_arithmetic": (
             lambda **kw: convlens.cell_arithmetic(model, **kw),
             {"image": images[0], "stage": "conv1", "channel": 0, "row": 1, "col": 1},
@@ -107,6 +111,7 @@ CASE_NAMES = [
     "pgd",
     "convolve",
     "Run.open",
+    "evaluate",
     "cell_arithmetic",
     "TrainConfig.check",
 ]

@@ -222,7 +222,8 @@ def create_model(
 ) -> StagedModel:
     """Build a registered model for inputs of ``in_shape`` (C, H, W) and ``num_classes`` outputs."""
     _check_name(name)
-    sides = in_shape if isinstance(in_shape, list | tuple | torch.Size | np.ndarray) else None
+    one_d = isinstance(in_shape, np.ndarray) and in_shape.ndim == 1
+    sides = in_shape if isinstance(in_shape, list | tuple | torch.Size) or one_d else None
     if sides is None or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in sides):
         raise ConvlensError(
             f"in_shape must be (C, H, W): three whole numbers, got {shown(in_shape)}", parameter="in_shape"

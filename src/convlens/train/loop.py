@@ -12,6 +12,7 @@ from torch import nn
 
 from convlens.data import to_float
 from convlens.data.transforms import augment
+from convlens.errors import ConvlensError, shown
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.recipe import TrainConfig
 
@@ -105,12 +106,49 @@ def train_one_epoch(
     }
 
 
+def _check_split(model: nn.Module, images, labels) -> None:
+    """A split as ``evaluate`` reads it: images (N, C, H, W) of the model's input, uint8 or
+    float, and one class index of the model per image."""
+    expected = tuple(getattr(model, "in_shape", ()))
+    if (
+        not isinstance(images, torch.Tensor)
+        or images.ndim != 4
+        or (expected and tuple(images.shape[1:]) != expected)
+        or not (images.is_floating_point() or images.dtype == torch.uint8)
+    ):
+        raise ConvlensError(
+            f"images must be a uint8 or float tensor N x {'x'.join(map(str, expected)) or 'C x H x W'}, got "
+            f"{shown(images)}",
+            parameter="images",
+        )
+    classes = getattr(model, "num_classes", None)
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.ndim != 1
+        or labels.shape[0] != images.shape[0]
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+        or (labels.numel() and (int(labels.min()) < 0 or (classes and int(labels.max()) >= classes)))
+    ):
+        raise ConvlensError(
+            f"labels must be {images.shape[0]} class indices 0..{(classes or 1) - 1} (an int tensor, one per "
+            f"image), got {shown(labels)}",
+            parameter="labels",
+        )
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> dict:
     """Accuracy, mean loss and every prediction on a held-out split (model put in eval mode).
 
     The keys name no split (``accuracy``, ``loss``, ``predictions``): the same function scores the
-    validation and the test split, and the caller says which it asked for."""
+    validation and the test split, and the caller says which it asked for. ``images`` may be
+    uint8 (0..255, as data sets hold them) or float pixels in [0, 1]."""
+    _check_split(model, images, labels)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConvlensError(
+            f"batch_size must be a whole number >= 1, got {batch_size!r}", parameter="batch_size"
+        )
     model.eval()
     device = next(model.parameters()).device
     predictions, total_loss = [], torch.zeros((), device=device)  # summed on the device: one sync
