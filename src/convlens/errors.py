@@ -14,8 +14,8 @@ class ConvlensError(ValueError):
     """
 
     def __init__(self, message: str, parameter: str | None = None) -> None:
-        if "\n" in str(message):  # a value's multi-line repr (a tensor): the message stays one line
-            message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        if not str(message).isprintable():  # a newline in a name or a tensor's repr: still one line
+            message = printable(message)
         super().__init__(message)
         self.parameter = parameter
 
