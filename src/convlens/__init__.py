@@ -52,6 +52,7 @@ _EXPORTS = {
     "top_predictions": "convlens.predict",
     # the inside view
     "activations": "convlens.inspect",
+    "open_model": "convlens.inspect",
     "cell_arithmetic": "convlens.inspect",
     "receptive_fields": "convlens.inspect",
     "conv_filters": "convlens.inspect",
