@@ -8,6 +8,7 @@ the ASGI level, so the clock and the disconnect are the test's.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 
 import pytest
@@ -43,7 +44,10 @@ def _call(app, messages) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    asyncio.run(asyncio.wait_for(app(dict(SCOPE), receive, send), timeout=20))
+    # a thread of its own: once a browser test has run, Playwright's sync API leaves an event loop
+    # running in the test thread, where asyncio.run refuses to start another
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, asyncio.wait_for(app(dict(SCOPE), receive, send), timeout=20)).result()
     return sent
 
 
