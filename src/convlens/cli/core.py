@@ -115,8 +115,7 @@ def models(
 
 @app.command()
 def methods(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List what can be chosen by name: attribution methods, attacks, lab experiments, models, data sets
-    and data formats; and the layer kinds convlens can look inside.
+    """List every registry: attribution methods, attacks, lab experiments, models, data sets, formats, layer kinds.
 
     Each comes from its registry, so anything registered (by a plugin or a script) shows up here.
     """
