@@ -8,7 +8,13 @@ import sys
 import typer
 
 from convlens.errors import ConvlensError
-from convlens.process import SIGINT_VARIABLE, THREADS_VARIABLE, set_threads, stop_on_sigint
+from convlens.process import (
+    SIGINT_VARIABLE,
+    THREADS_PER_CORE,
+    THREADS_VARIABLE,
+    set_threads,
+    stop_on_sigint,
+)
 
 try:  # Typer 0.23 and later carry their own copy of Click; earlier ones use Click itself
     from typer._click import exceptions as click_errors
@@ -27,9 +33,7 @@ class _OneLineUsageErrors(typer.Typer):
         except click_errors.NoArgsIsHelpError as exc:  # plain ``convlens``: the help, as before
             exc.show()
             sys.exit(exc.exit_code)
-        except click_errors.UsageError as exc:
-            raise ConvlensError(exc.format_message().replace("\n", " ")) from None
-        except click_errors.ClickException as exc:  # e.g. a file option that cannot be opened
+        except click_errors.ClickException as exc:  # a usage error, a file option that cannot be opened
             raise ConvlensError(exc.format_message().replace("\n", " ")) from None
         except typer.Abort:
             raise KeyboardInterrupt from None
@@ -74,7 +78,8 @@ def _global_options(
         help="CPU threads for the commands that compute (also: environment variable CONVLENS_THREADS). "
         "Default: PyTorch's own, one per core: on an idle 2-core machine that measured fastest for "
         "training (1 thread took about 1.4x as long, 4 threads 3x or more); use 1 when other jobs "
-        "keep the cores busy. At most 4 per CPU core. Put it before the command: convlens --threads 1 train ...",
+        f"keep the cores busy. At most {THREADS_PER_CORE} per CPU core. Put it before the command: "
+        "convlens --threads 1 train ...",
     ),
 ) -> None:
     # the help text is the Typer(help=...) above
