@@ -217,11 +217,10 @@ def _convolutions(name: str) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in create_model(name, (1, 12, 12), 3).modules())
 
 
-FAMILIES = [
-    pytest.param(name, marks=pytest.mark.slow) if _convolutions(name) > DEEP else name
-    for name in list_models()
-]  # every registered family; the deep ones draw everything only in the slow run
 DEEP_FAMILIES = [name for name in list_models() if _convolutions(name) > DEEP]
+FAMILIES = [
+    pytest.param(name, marks=pytest.mark.slow) if name in DEEP_FAMILIES else name for name in list_models()
+]  # every registered family; the deep ones draw everything only in the slow run
 
 
 @pytest.mark.parametrize("name", FAMILIES)
