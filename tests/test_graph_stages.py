@@ -437,11 +437,11 @@ def test_in_place_calls_keep_the_models_values_and_each_stages_own_output():
     assert stage_inputs(model)["sub"] == ("relu",)  # reads the changed tensor, not the convolution
 
 
-class Sigmoid(nn.Module):
-    """A toy kind for a function: what ``torch.sigmoid`` runs as in a traced model."""
+class Erf(nn.Module):
+    """A toy kind for a function: what ``torch.erf`` runs as in a traced model."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x)
+        return torch.erf(x)
 
 
 class Gated(nn.Module):
@@ -451,7 +451,7 @@ class Gated(nn.Module):
         self.fc = nn.Linear(2 * 10 * 10, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(torch.sigmoid(self.conv(x)), 1))
+        return self.fc(torch.flatten(torch.erf(self.conv(x)), 1))
 
 
 def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
@@ -461,33 +461,33 @@ def test_a_kind_keyed_by_function_reaches_a_traced_models_stage():
     net = Gated().eval()
     image = torch.rand(SHAPE)
     plain = open_model(net, SHAPE)
-    assert type(dict(plain.stages())["sigmoid"]).__name__ == "FunctionCall"
-    with pytest.raises(ConvlensError, match=r"'sigmoid' \(sigmoid\) has no cell arithmetic"):
-        cell_arithmetic(plain, image, "sigmoid", 0, 0, 0)
+    assert type(dict(plain.stages())["erf"]).__name__ == "FunctionCall"
+    with pytest.raises(ConvlensError, match=r"'erf' \(erf\) has no cell arithmetic"):
+        cell_arithmetic(plain, image, "erf", 0, 0, 0)
     shown = activations(plain, image)  # its map is shown all the same
-    assert {s.name: s.kind for s in shown.stages}["sigmoid"] == "sigmoid"
+    assert {s.name: s.kind for s in shown.stages}["erf"] == "erf"
     with torch.no_grad():
-        torch.testing.assert_close(shown["sigmoid"], torch.sigmoid(net.conv(image.unsqueeze(0)))[0])
+        torch.testing.assert_close(shown["erf"], torch.erf(net.conv(image.unsqueeze(0)))[0])
     register_layer_kind(
-        Sigmoid,
-        role="sigmoid",
-        arithmetic=elementwise("1 / (1 + exp(-x))", lambda module, x: 1 / (1 + math.exp(-x))),
-        calls={torch.sigmoid: lambda input: Sigmoid()},
+        Erf,
+        role="erf",
+        arithmetic=elementwise("erf(x)", lambda module, x: math.erf(x)),
+        calls={torch.erf: lambda input: Erf()},
     )
     try:
-        with pytest.raises(ConvlensError, match="calls: sigmoid already run as a module"):
-            register_layer_kind(nn.Tanh, role="tanh", calls={torch.sigmoid: lambda input: Sigmoid()})
+        with pytest.raises(ConvlensError, match="calls: erf already run as a module"):
+            register_layer_kind(nn.Tanh, role="tanh", calls={torch.erf: lambda input: Erf()})
         model = open_model(net, SHAPE)
-        assert isinstance(dict(model.stages())["sigmoid"], Sigmoid)
-        assert {f.stage: f.role for f in layer_facts(model)}["sigmoid"] == "sigmoid"
+        assert isinstance(dict(model.stages())["erf"], Erf)
+        assert {f.stage: f.role for f in layer_facts(model)}["erf"] == "erf"
         with torch.no_grad():
-            expected = torch.sigmoid(net.conv(image.unsqueeze(0)))[0]
+            expected = torch.erf(net.conv(image.unsqueeze(0)))[0]
         for channel, row, col in [(0, 0, 0), (1, 4, 7), (1, 9, 9)]:
-            cell = cell_arithmetic(model, image, "sigmoid", channel, row, col)
+            cell = cell_arithmetic(model, image, "erf", channel, row, col)
             assert cell.total == pytest.approx(float(expected[channel, row, col]), abs=1e-6)
     finally:
-        unregister_layer_kind(Sigmoid)
-    assert type(dict(open_model(net, SHAPE).stages())["sigmoid"]).__name__ == "FunctionCall"
+        unregister_layer_kind(Erf)
+    assert type(dict(open_model(net, SHAPE).stages())["erf"]).__name__ == "FunctionCall"
 
 
 def test_the_network_endpoints_stages_carry_their_inputs():

@@ -65,7 +65,7 @@ def test_a_state_dict_file_becomes_a_run_with_the_same_probabilities(tmp_path, s
     )  # fmt: skip
     assert result.loaded == 122
     run = Run.open(tmp_path / "run")
-    assert (run.model_name, run.input_shape, run.class_names) == ("resnet18", (3, 32, 32), NAMES)
+    assert (run.model_name, run.input_shape, run.class_names) == ("graph", (3, 32, 32), NAMES)
     assert run.normalization == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "source": "given"}
     pixels = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(
@@ -180,19 +180,40 @@ def test_from_model_takes_a_module_with_torchvisions_layout(tmp_path, state):
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     )
-    assert run.model_name == "resnet18" and run.metadata["imported"]["class"] == "TorchvisionResNet"
+    assert run.model_name == "graph" and run.metadata["imported"]["class"] == "TorchvisionResNet"
+    assert run.metadata["imported"]["arch"] == "resnet18"
     pixels = torch.rand(3, 3, 32, 32)
     torch.testing.assert_close(
         run.predict(pixels), _reference_probabilities(state, pixels), atol=1e-5, rtol=0
     )
 
 
-def test_from_model_refuses_other_modules_naming_the_routes(tmp_path):
-    with pytest.raises(ConvlensError, match="cannot open a Sequential yet; the routes that exist") as caught:
+class _Gated(nn.Module):
+    """A classifier with a function convlens does not model (x * sigmoid(x) written out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc((y * torch.sigmoid(y)).flatten(1))
+
+
+def test_from_model_refuses_what_it_cannot_save_naming_the_stages(tmp_path):
+    with pytest.raises(
+        ConvlensError, match=r"cannot be saved as a graph: mul \(mul: not a layer convlens can save\)\. Open"
+    ) as caught:
+        Run.from_model(_Gated(), tmp_path / "run", class_names="a,b", input_shape=(3, 8, 8))
+    assert "convlens.open_model" in str(caught.value) and caught.value.parameter == "model"
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(
+        ConvlensError, match=r"output of shape \(4, 6, 6\) per image; convlens opens classifiers"
+    ):
         Run.from_model(
             nn.Sequential(nn.Conv2d(3, 4, 3)), tmp_path / "run", class_names="a,b", input_shape=(3, 8, 8)
         )
-    assert "graph tracing" in str(caught.value) and caught.value.parameter == "model"
     assert not (tmp_path / "run").exists()
 
 
@@ -265,15 +286,15 @@ def test_an_imported_resnet18_works_with_every_command(run_cli, tmp_path, state)
     images, labels, _ = Run.open(run).test_data()  # (6, 3, 16, 16): the folder's test split
     predicted = _reference_probabilities(state, images, mean, std).argmax(dim=1)
     assert json.loads(out)["test_accuracy"] == pytest.approx(float((predicted == labels).float().mean()))
-    code, out, err = run_cli("explain", run, image, "--stage", "layer4.1", "--out", tmp_path / "x", "--json")
+    code, out, err = run_cli(
+        "explain", run, image, "--stage", "layer4.1.relu_1", "--out", tmp_path / "x", "--json"
+    )
     assert code == 0, err
     explained = json.loads(out)
-    assert explained["grad_cam"]["stage"] == "layer4.1"  # a block with torchvision's name
+    assert explained["grad_cam"]["stage"] == "layer4.1.relu_1"  # the block's second ReLU call
     files = {Path(f).name for f in explained["files"]}
     assert {
-        "stage-layer4.1.png",
-        "filters-layer4.1.conv1.png",
-        "filters-layer4.1.conv2.png",
+        "stage-layer4.1.relu_1.png",
         "gradcam.png",
     } <= files
     code, out, err = run_cli("attack", run, "--eps", "0.05", "--json")

@@ -16,6 +16,7 @@ committed atomically (``convlens.checkpoint.save_checkpoint``), so a refused imp
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError, printable
+from convlens.imports.graph_route import build_graph, graph_of_module
 from convlens.imports.preprocessing import (
     UNIT_INTERVAL,
     Preprocessing,
@@ -38,8 +40,10 @@ __all__ = [
     "UNIT_INTERVAL",
     "ImportResult",
     "Preprocessing",
+    "build_graph",
     "check_class_names",
     "check_input_shape",
+    "graph_of_module",
     "import_model",
     "import_weights",
     "preprocessing",
@@ -73,17 +77,6 @@ class ImportResult:
 
 
 # --------------------------------------------------------------------------------- the model
-
-
-def _routes(model: nn.Module) -> str:
-    from convlens.models.torchvision_layout import TORCHVISION_FAMILIES
-
-    return (
-        f"model: convlens cannot open a {type(model).__name__} yet; the routes that exist are a StagedModel "
-        "from convlens.create_model, a module laid out as torchvision's "
-        f"{', '.join(sorted(TORCHVISION_FAMILIES))} (its state_dict keys decide), or its weights as a "
-        "state_dict with that architecture; modules of any other class need graph tracing, not built yet"
-    )
 
 
 def torchvision_arch(state: Mapping[str, torch.Tensor]) -> str | None:
@@ -142,14 +135,18 @@ def build_torchvision(
 
     check_arch(arch)
     _check_head(arch, state, len(class_names), prep.input_shape[0])  # named as classes and channels
-    model = create_model(arch, prep.input_shape, len(class_names), prep.mean, prep.std)
+    model = create_model(arch, prep.input_shape, len(class_names), *prep.model_normalization())
     try:
-        report = load_torchvision_weights(model, state)
+        load_torchvision_weights(model, state)
     except ConvlensError as exc:
         found = torchvision_arch(state)
         hint = f"; the keys are {found}'s (choose with arch)" if found and found != arch else ""
         raise ConvlensError(f"{source}: {str(exc).removeprefix('state_dict ')}{hint}") from None
-    return model, len(report.loaded)
+    # the family's modules under torchvision's names, traced: every convolution, addition and
+    # activation a stage of its own, the weights keeping their keys
+    body = nn.Sequential(OrderedDict((n, m) for n, m in model.body.named_children() if n != "normalize"))
+    built, loaded, _ = graph_of_module(body, prep, class_names, source)
+    return built, loaded
 
 
 def _normalize_keys(model: nn.Module) -> set[str]:
@@ -171,14 +168,16 @@ def rebuild_staged(model: nn.Module, prep: Preprocessing, class_names):
     arguments = dict(model.arguments)
     if arguments.get("name") is None:
         raise ConvlensError(
-            _routes(model) + " (this StagedModel was not built by create_model)", parameter="model"
+            "model: this StagedModel was not built by convlens.create_model, so its family is not known; "
+            "build it with create_model, or pass a plain nn.Module (it is traced to a graph)",
+            parameter="model",
         )
     if len(class_names) != model.num_classes:
         raise ConvlensError(
             f"class_names: {len(class_names)} given, the model has {model.num_classes} outputs",
             parameter="class_names",
         )
-    shape, mean, std = prep.input_shape, prep.mean, prep.std
+    shape, (mean, std) = prep.input_shape, prep.model_normalization()
     rebuilt = create_model(
         arguments["name"], shape, model.num_classes, mean, std, **arguments.get("options", {})
     )
@@ -297,11 +296,13 @@ def import_model(
         built, loaded = rebuild_staged(model, prep, names)
         arch = built.arguments["name"]
     else:
-        arch = torchvision_arch(model.state_dict())
-        if arch is None:
-            raise ConvlensError(_routes(model), parameter="model")
         prep, names, facts = resolve_preprocessing(class_names, input_shape, mean, std, data)
-        built, loaded = build_torchvision(arch, model.state_dict(), prep, names, type(model).__name__)
+        arch = torchvision_arch(model.state_dict())
+        if arch is not None:  # a torchvision model: its family checks the head and stem by name
+            built, loaded = build_torchvision(arch, model.state_dict(), prep, names, type(model).__name__)
+        else:
+            built, loaded, _ = graph_of_module(model, prep, names, type(model).__name__)
+            arch = "graph"
     imported = {
         "route": "model object",
         "arch": arch,

@@ -29,6 +29,14 @@ class Preprocessing:
     def to_json(self) -> dict:
         return {"mean": _list(self.mean), "std": _list(self.std), "source": self.source}
 
+    def model_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The mean/std the model's normalize stage is built with: the identity (0 and 1) for the
+        [0, 1] convention, never a model's default."""
+        channels = self.input_shape[0]
+        if self.mean is None:
+            return (0.0,) * channels, (1.0,) * channels
+        return self.mean, self.std
+
 
 def _list(values):
     return None if values is None else [float(v) for v in values]

@@ -5,6 +5,7 @@
 
 from convlens.models import (  # noqa: F401  (registers the families)
     convnets,
+    graph_model,
     resnet,
     torchvision_mobilenet,
     torchvision_resnet,

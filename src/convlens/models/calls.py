@@ -12,6 +12,7 @@ not know keeps its function in a ``FunctionCall`` (its maps are shown, its arith
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import operator
 from collections.abc import Callable
@@ -103,6 +104,18 @@ class FunctionCall(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+def twin_module(module: nn.Module, inplace: bool | None = None) -> nn.Module:
+    """A second module object for another call of ``module``: the same class, weights and
+    buffers (shared, not copied), with hooks of its own."""
+    twin = copy.copy(module)
+    for attribute, value in vars(module).items():
+        if "hooks" in attribute and isinstance(value, dict):
+            setattr(twin, attribute, type(value)())
+    if inplace is not None:
+        twin.inplace = inplace
+    return twin
 
 
 @dataclass(frozen=True)
@@ -250,7 +263,43 @@ def _dropout(input, p=0.5, training=True, inplace=False):
     return nn.Dropout(p)  # follows the traced model's train/eval mode, as a module does
 
 
+def _activation(module_type: type[nn.Module]) -> CallBuilder:
+    """A builder for an activation function whose module takes no arguments but ``inplace``."""
+
+    def build(input, inplace=False):
+        return module_type()
+
+    return build
+
+
+def _leaky_relu(input, negative_slope=0.01, inplace=False):
+    return nn.LeakyReLU(negative_slope)
+
+
+def _hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    return nn.ReLU6() if (min_val, max_val) == (0.0, 6.0) else nn.Hardtanh(min_val, max_val)
+
+
+def _gelu(input, approximate="none"):
+    return nn.GELU(approximate)
+
+
+def _softmax(input, dim=None, _stacklevel=3, dtype=None):
+    return nn.Softmax(dim) if dtype is None and dim is not None else None
+
+
 for _targets, _build in (
+    ((torch.sigmoid, F.sigmoid, "sigmoid"), _activation(nn.Sigmoid)),
+    ((torch.tanh, F.tanh, "tanh"), _activation(nn.Tanh)),
+    ((F.relu6,), _activation(nn.ReLU6)),
+    ((F.silu,), _activation(nn.SiLU)),
+    ((F.hardswish,), _activation(nn.Hardswish)),
+    ((F.hardsigmoid,), _activation(nn.Hardsigmoid)),
+    ((F.mish,), _activation(nn.Mish)),
+    ((F.leaky_relu,), _leaky_relu),
+    ((F.hardtanh,), _hardtanh),
+    ((F.gelu,), _gelu),
+    ((torch.softmax, F.softmax, "softmax"), _softmax),
     ((F.relu, torch.relu, "relu", F.relu_, torch.relu_, "relu_"), _relu),
     ((torch.flatten, "flatten"), _flatten),
     ((operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"), _add),

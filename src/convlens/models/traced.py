@@ -18,7 +18,6 @@ that does not show.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,14 @@ from torch.utils._pytree import tree_leaves
 
 from convlens.errors import ConvlensError
 from convlens.models._registry import Normalize
-from convlens.models.calls import StageCall, operation_name, plain_call, run_out_of_place, stage_call
+from convlens.models.calls import (
+    StageCall,
+    operation_name,
+    plain_call,
+    run_out_of_place,
+    stage_call,
+    twin_module,
+)
 
 # a model seen through hooks patches its modules' forward for one pass: one pass at a time, as server
 # threads share the model (one lock for all, so a deep copy of a model needs no lock of its own)
@@ -46,6 +52,8 @@ class Stage:
     module: nn.Module
     inputs: tuple[str, ...] | None
     operation: str  # what the model calls: a module path, or a function or method name
+    # the tensors the stage module is called with, in order (None: not only earlier stages' outputs)
+    reads: tuple[str, ...] | None = None
 
 
 class _StageTracer(fx.Tracer):
@@ -71,18 +79,6 @@ class _StageTracer(fx.Tracer):
         node = super().create_node(*args, **kwargs)
         self.scopes[node.name] = self.module_path_now
         return node
-
-
-def _twin(module: nn.Module, inplace: bool | None = None) -> nn.Module:
-    """A second module object for another call of ``module``: the same class, weights and
-    buffers (shared, not copied), with hooks of its own."""
-    twin = copy.copy(module)
-    for attribute, value in vars(module).items():
-        if "hooks" in attribute and isinstance(value, dict):
-            setattr(twin, attribute, type(value)())
-    if inplace is not None:
-        twin.inplace = inplace
-    return twin
 
 
 class TracedModel(nn.Module):
@@ -113,6 +109,7 @@ class TracedModel(nn.Module):
         self.normalize = Normalize(mean, std) if mean is not None else None
         self.leaf_types = (Normalize, *leaf_types)
         self.notes: tuple[str, ...] = ()
+        self.output_stage: str | None = None  # the stage whose output the model returns (traced only)
         self._graph: fx.Graph | None = None
         self._calls: dict[str, StageCall] = {}  # by node name: a deep copy keeps the keys
         self._stages: list[Stage] = []
@@ -186,7 +183,7 @@ class TracedModel(nn.Module):
                 seen_before = id(module) in seen
                 seen.add(id(module))
                 if node in out_of_place or seen_before:
-                    module = _twin(module, inplace=False if node in out_of_place else None)
+                    module = twin_module(module, inplace=False if node in out_of_place else None)
                 self._calls[node.name] = StageCall(module, tensors_only=False)
         values = self._probe_values(graph)
         names = self._name_stages(graph, values, tracer.scopes)
@@ -200,7 +197,25 @@ class TracedModel(nn.Module):
                 if name is not None and name not in inputs:
                     inputs.append(name)
             operation = node.target if node.op == "call_module" else operation_name(node)
-            self._stages.append(Stage(names[node], self._calls[node.name].module, tuple(inputs), operation))
+            reads = self._reads(node, names, source)
+            self._stages.append(
+                Stage(names[node], self._calls[node.name].module, tuple(inputs), operation, reads)
+            )
+        returned = next(node for node in graph.nodes if node.op == "output").args[0]
+        self.output_stage = names.get(returned) if isinstance(returned, fx.Node) else None
+
+    def _reads(self, node: fx.Node, names: dict[fx.Node, str], source: str) -> tuple[str, ...] | None:
+        """The stages whose outputs a stage module is called with, in order; None when it is also
+        called with anything else (a size, a keyword, a function's own arguments)."""
+        call = self._calls[node.name]
+        if call.tensors_only:
+            arguments = [v for v in tree_leaves((node.args, node.kwargs)) if isinstance(v, fx.Node)]
+        elif node.op == "call_module" and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args):
+            arguments = list(node.args)
+        else:
+            return None
+        reads = [source if read.op == "placeholder" else names.get(read) for read in arguments]
+        return None if None in reads or not reads else tuple(reads)
 
     def _probe_values(self, graph: fx.Graph) -> dict[fx.Node, object]:
         """Run the graph once on a random image, choosing each function call's stage module on the way."""
@@ -286,7 +301,7 @@ class TracedModel(nn.Module):
         for path, module in calls:
             module_twins = twins.setdefault(id(module), (module, []))[1]
             name = path if not module_twins else f"{path}_{len(module_twins)}"
-            module_twins.append(_twin(module))
+            module_twins.append(twin_module(module))
             self._stages.append(Stage(name, module_twins[-1], None, path))
         self._twins = list(twins.values())
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
