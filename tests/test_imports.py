@@ -367,4 +367,4 @@ def test_import_of_a_file_that_is_not_weights(run_cli, tmp_path):
     )  # fmt: skip
     assert code == 2 and "notes.pt: not a PyTorch state_dict" in err and err.count("\n") == 1
     code, _, err = run_cli("import", tmp_path / "notes.pt", "--arch", "resnet18", "--out", tmp_path / "run")
-    assert code == 2 and "--data, or both --class-names and --input-shape, are needed" in err
+    assert code == 2 and "--data or --class-names is needed" in err

@@ -1,21 +1,30 @@
 """A model the user brings, saved as a run folder that every command opens.
 
-Two routes are built: a **state_dict or safetensors file plus an architecture** with
-torchvision's layout (``resnet18``, ``resnet34``, ``mobilenet_v2``: a torchvision checkpoint
-loads key for key, ``convlens.models.torchvision_layout``), and a **model object in memory**
-(``Run.from_model``): a ``StagedModel`` from ``create_model`` or a module with one of those
-torchvision layouts. Either way the run records the preprocessing, so every face keeps
-speaking in pixels in [0, 1]: the input shape, and the mean/std the weights expect (or none, when
-the model takes pixels as they are). A module of any other class is refused with the routes
-that exist: convlens cannot show its stages without a registered family.
+Every route ends in the same place: a run whose model is either one of convlens's own
+families or the ``graph`` model, a data-only description of the user's stages (allow-listed
+layers, JSON) with safetensors weights under the user's own key names
+(``convlens.models.graph_spec``). Opening the run later reads data only: no class code is
+imported and nothing is unpickled. The routes (``import_file`` picks one from the file):
 
-Files are read without unpickling anything but tensors: safetensors, or ``torch.load`` with
-``weights_only=True``. Every check runs before the run folder is touched, and the checkpoint is
-committed atomically (``convlens.checkpoint.save_checkpoint``), so a refused import writes nothing.
+- a **state_dict or safetensors file plus an architecture** with torchvision's layout
+  (``resnet18``, ``resnet34``, ``mobilenet_v2``: a torchvision checkpoint loads key for key);
+- a **model object in memory** (``Run.from_model``): a ``StagedModel`` from ``create_model``
+  keeps its family; any other module is traced (``convlens.imports.graph_route``);
+- the user's **Python factory** ``FILE.py:FUNCTION``, run only with ``trust_code=True``
+  (``convlens.imports.user_code``), then traced as a module;
+- a **torch.export program** (``.pt2``, ``convlens.imports.exported``) and an **ONNX file**
+  (``convlens.imports.onnx_graph``), converted from their graphs without running any code.
+
+The run records the preprocessing, so every face keeps speaking in pixels in [0, 1]: the input
+shape, and the mean/std the weights expect (or none, when the model takes pixels as they are).
+A rebuilt graph is checked to give the original's outputs before anything is written. Every check
+runs before the run folder is touched, and the checkpoint is committed atomically
+(``convlens.checkpoint.save_checkpoint``), so a refused import writes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +43,7 @@ from convlens.imports.preprocessing import (
     preprocessing,
     resolve_preprocessing,
 )
+from convlens.imports.routes import import_file, route_of
 from convlens.imports.weights_file import read_weights
 
 __all__ = [
@@ -44,10 +54,12 @@ __all__ = [
     "check_class_names",
     "check_input_shape",
     "graph_of_module",
+    "import_file",
     "import_model",
     "import_weights",
     "preprocessing",
     "read_weights",
+    "route_of",
     "torchvision_arch",
 ]
 
@@ -62,6 +74,12 @@ class ImportResult:
     class_names: list[str]
     loaded: int  # tensors copied from the weights
     sources: dict = field(default_factory=dict)  # {"weights": path} or {"model": class name}
+
+    @property
+    def stages(self) -> int:
+        """How many stages a graph run's model has (0 for one of convlens's families)."""
+        meta = json.loads(self.checkpoint.read_text(encoding="utf-8"))
+        return len(meta["model"].get("options", {}).get("graph", {}).get("stages", []))
 
     def to_json(self) -> dict:
         return {
@@ -277,8 +295,10 @@ def import_model(
     std: Sequence[float] | None = None,
     data: str | Path | None = None,
     overwrite: bool = False,
+    provenance: Mapping | None = None,
 ) -> ImportResult:
-    """``Run.from_model``: a model object in memory, as a run folder (see the module docstring)."""
+    """``Run.from_model``: a model object in memory, as a run folder (see the module docstring).
+    ``provenance`` is recorded with the import (a factory's file and digest)."""
     from convlens.models import StagedModel
 
     if not isinstance(model, nn.Module):
@@ -308,6 +328,7 @@ def import_model(
         "arch": arch,
         "class": type(model).__name__,
         "loaded_tensors": loaded,
+        **dict(provenance or {}),
     }
     json_path = write_run(run_dir, built, prep, names, facts, imported, overwrite)
     return ImportResult(json_path, arch, prep, names, loaded, {"model": type(model).__name__})
