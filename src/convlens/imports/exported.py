@@ -1,0 +1,505 @@
+"""A ``torch.export`` program (``.pt2``) as a run folder: its ATen graph mapped to known layers.
+
+``torch.export`` writes a model as a graph of ATen operations plus its weights, so convlens can
+open a model whose class it has never seen without running the class's code. Each operation is
+mapped to a layer of ``convlens.models.graph_spec.LAYER_TYPES`` (``aten.conv2d`` → ``Conv2d``,
+``aten.add_`` → ``Add``); the stages are named as a module traced in memory names them (module
+path, ``_1`` for a second call, ``SCOPE.OPNAME`` for a function), read from each node's
+``nn_module_stack``, so every face shows the same names whichever route brought the model. The
+rebuilt graph model is checked against the program on a random image before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+import os
+import pickle
+import threading
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convlens.errors import ConvlensError, printable
+from convlens.models.graph_spec import GRAPH_FORMAT, INPUT, LAYER_TYPES, build_layer, check_graph
+
+_LOAD_LOCK = threading.Lock()  # the patches below are process-wide: one load at a time
+aten = torch.ops.aten
+
+
+class _Refused(Exception):
+    """A payload that needs unpickling; not a RuntimeError, which ``torch.export.load`` swallows."""
+
+
+class _NoPickle:
+    """Stands in for the ``pickle`` module inside torch's pt2 reader: loads refuse, the rest is pickle's."""
+
+    def __getattr__(self, name):
+        return getattr(pickle, name)
+
+    def loads(self, *args, **kwargs):
+        raise _Refused("a Python object in it needs unpickling")
+
+    load = loads
+
+
+@contextlib.contextmanager
+def _tensors_only():
+    """While held, torch's readers load tensors only: ``torch.load`` runs with ``weights_only=True``
+    (the pt2 reader asks for ``False``, and its legacy path falls back to it), and torchbind or
+    plain pickles refuse."""
+    from torch.export.pt2_archive import _package
+
+    real_load = torch.load
+
+    def load_weights_only(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except Exception as exc:  # weights_only refuses any object but tensors and containers
+            raise _Refused(
+                str(exc).strip().splitlines()[0][:160] if str(exc) else type(exc).__name__
+            ) from None
+
+    def refuse(*args, **kwargs):
+        raise _Refused("a TorchScript object in it needs unpickling")
+
+    patches = (
+        (torch, "load", load_weights_only),
+        (torch._C, "_pickle_load_obj", refuse),
+        (_package, "pickle", _NoPickle()),
+    )
+    with _LOAD_LOCK:
+        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+        try:
+            for owner, name, value in patches:
+                setattr(owner, name, value)
+            yield
+        finally:
+            for owner, name, value in saved:
+                setattr(owner, name, value)
+
+
+def read_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
+    """The program ``torch.export.save`` wrote to ``path``, read without unpickling anything.
+
+    Why: torch's own reader unpickles weights it stored as pickles (``weights_only=False``) and
+    custom objects, and unpickling can run any code the file's author chose. Under
+    ``_tensors_only`` such a file is refused by name instead; a plain program (tensors and JSON)
+    reads as usual."""
+    shown = printable(path)
+    path = Path(path)
+    if not path.is_file():
+        raise ConvlensError(f"program {shown}: no such file", parameter="program")
+    if not zipfile.is_zipfile(path):
+        raise ConvlensError(
+            f"program {shown}: not a torch.export program (a .pt2 file is a zip archive)", parameter="program"
+        )
+    with open(path, "rb") as file, _tensors_only():
+        try:
+            return torch.export.load(file)
+        except _Refused as exc:
+            raise ConvlensError(
+                f"program {shown}: refusing to unpickle it ({exc}): unpickling can run arbitrary code; "
+                "save the program with plain tensors (torch.export.save)",
+                parameter="program",
+            ) from None
+        except KeyError:
+            raise ConvlensError(
+                f"program {shown}: the .pt2 holds no program named 'model'", parameter="program"
+            ) from None
+        except Exception as exc:  # torch's reader: a zip that is no pt2, a version it does not read
+            reason = printable(str(exc)).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise ConvlensError(
+                f"program {shown}: not a torch.export program torch can read ({reason})", parameter="program"
+            ) from None
+
+
+# ------------------------------------------------------------------------ ATen ops → layers
+
+
+def _bound(node) -> dict:
+    """The call's arguments by their schema names, defaults filled in."""
+    values = {}
+    for index, argument in enumerate(node.target._schema.arguments):
+        if index < len(node.args):
+            values[argument.name] = node.args[index]
+        elif argument.name in node.kwargs:
+            values[argument.name] = node.kwargs[argument.name]
+        elif argument.has_default_value():
+            values[argument.name] = argument.default_value
+    return values
+
+
+def _shape(node) -> tuple:
+    """A node's shape: ints, and names for the symbolic sizes (the batch of a dynamic export)."""
+    value = node.meta.get("val") if hasattr(node, "meta") else None
+    return (
+        tuple(d if isinstance(d, int) else str(d) for d in value.shape)
+        if isinstance(value, torch.Tensor)
+        else ()
+    )
+
+
+def _plain_list(value):
+    return [int(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _layer(kind: str, **spec):
+    """A builder of ``kind`` whose arguments are the call's (by schema name) or computed from them."""
+    return lambda b: (kind, {k: v(b) if callable(v) else _plain_list(b[v]) for k, v in spec.items()})
+
+
+def _dim(argument: str, index: int):
+    return lambda b: _shape(b[argument])[index]
+
+
+def _given(argument: str):
+    return lambda b: b[argument] is not None
+
+
+def _conv(b, transposed=False):
+    weight, groups = _shape(b["weight"]), b["groups"]
+    if len(weight) != 4:
+        return None
+    args = {k: _plain_list(b[k]) for k in ("stride", "padding", "dilation", "groups")}
+    args |= {"kernel_size": list(weight[2:]), "bias": b["bias"] is not None}
+    if transposed or b.get("transposed"):  # weight (in, out / groups, kH, kW)
+        args |= {"in_channels": weight[0], "out_channels": weight[1] * groups}
+        return "ConvTranspose2d", args | {"output_padding": _plain_list(b["output_padding"])}
+    return "Conv2d", args | {"in_channels": weight[1] * groups, "out_channels": weight[0]}
+
+
+def _batch_norm(b):
+    if b.get("training"):
+        raise ConvlensError("program: its batch norm runs in training mode; export it after model.eval()")
+    kind = {4: "BatchNorm2d", 3: "BatchNorm1d", 2: "BatchNorm1d"}.get(len(_shape(b["input"])))
+    args = {"num_features": _dim("input", 1)(b), "eps": b["eps"], "momentum": b["momentum"]}
+    args |= {"affine": b["weight"] is not None, "track_running_stats": b["running_mean"] is not None}
+    return kind and (kind, args)
+
+
+def _stride(b):  # [] means the kernel's size
+    return _plain_list(b["stride"]) or _plain_list(b["kernel_size"])
+
+
+def _add(b):
+    other = b["other"]
+    if b.get("alpha", 1) != 1:
+        return None
+    if isinstance(other, torch.fx.Node):
+        return "Add", {}
+    return (
+        isinstance(other, int | float) and not isinstance(other, bool) and ("Add", {"constant": float(other)})
+    )
+
+
+def _flatten_by_shape(b, node):
+    """A view or reshape that merges neighbouring dimensions, as ``Flatten(start, end)``: decided
+    from the shapes, so a static batch size (``view(2, -1)``) still keeps the batch."""
+    source, result = _shape(b["self"]), _shape(node)
+    merged = len(source) - len(result)
+    if not source or merged < 0 or (merged == 0 and source != result):
+        return None
+    for start in [*range(1, len(result)), 0]:  # keeping the batch first
+        end, part = start + merged, source[start : start + merged + 1]
+        if (
+            source[:start] == result[:start]
+            and source[end + 1 :] == result[start + 1 :]
+            and all(isinstance(d, int) for d in part)
+            and math.prod(part) == result[start]
+        ):
+            return "Flatten", {"start_dim": start, "end_dim": end}
+    return None
+
+
+def _mean(b, node):
+    """``x.mean((2, 3))``: a global average pool (and a flatten, where the dims are dropped)."""
+    rank = len(_shape(b["self"]))
+    if rank != 4 or {d % rank for d in b["dim"] or []} != {2, 3} or b.get("dtype") is not None:
+        return None
+    return ("AdaptiveAvgPool2d", {"output_size": 1}) if b["keepdim"] else "mean"
+
+
+def _hardtanh(b):
+    if (b["min_val"], b["max_val"]) == (0.0, 6.0):
+        return "ReLU6", {}
+    return "Hardtanh", {"min_val": b["min_val"], "max_val": b["max_val"]}
+
+
+_ALIGN = {"align_corners": "align_corners"}
+# op name (in-place twins share it) → builder of (layer type, arguments) from the bound arguments;
+# a builder that takes the node too decides from shapes. None or False: not this call after all.
+# fmt: off
+_OPS = {
+    "conv2d": _conv,
+    "convolution": _conv,
+    "conv_transpose2d": lambda b: _conv(b, transposed=True),
+    "linear": _layer("Linear", in_features=_dim("weight", 1), out_features=_dim("weight", 0), bias=_given("bias")),
+    "batch_norm": _batch_norm,
+    "_native_batch_norm_legit_no_training": _batch_norm,
+    "group_norm": _layer("GroupNorm", num_groups="num_groups", num_channels=_dim("input", 1), eps="eps", affine=_given("weight")),
+    "layer_norm": _layer("LayerNorm", normalized_shape="normalized_shape", eps="eps", elementwise_affine=_given("weight"), bias=_given("bias")),
+    "prelu": _layer("PReLU", num_parameters=lambda b: math.prod(_shape(b["weight"]))),
+    "relu": _layer("ReLU"),
+    "relu6": _layer("ReLU6"),
+    "hardtanh": _hardtanh,
+    "sigmoid": _layer("Sigmoid"),
+    "tanh": _layer("Tanh"),
+    "silu": _layer("SiLU"),
+    "mish": _layer("Mish"),
+    "hardswish": _layer("Hardswish"),
+    "hardsigmoid": _layer("Hardsigmoid"),
+    "gelu": _layer("GELU", approximate="approximate"),
+    "leaky_relu": _layer("LeakyReLU", negative_slope="negative_slope"),
+    "elu": lambda b: b["scale"] == 1 and b["input_scale"] == 1 and ("ELU", {"alpha": b["alpha"]}),
+    "softplus": _layer("Softplus", beta="beta", threshold="threshold"),
+    "softmax": _layer("Softmax", dim="dim"),
+    "_softmax": _layer("Softmax", dim="dim"),
+    "log_softmax": _layer("LogSoftmax", dim="dim"),
+    "_log_softmax": _layer("LogSoftmax", dim="dim"),
+    "add": _add,
+    "cat": _layer("Concat", dim="dim"),
+    "max_pool2d": _layer("MaxPool2d", kernel_size="kernel_size", stride=_stride, padding="padding", dilation="dilation", ceil_mode="ceil_mode"),
+    "avg_pool2d": _layer("AvgPool2d", kernel_size="kernel_size", stride=_stride, padding="padding", ceil_mode="ceil_mode", count_include_pad="count_include_pad", divisor_override="divisor_override"),
+    "adaptive_avg_pool2d": _layer("AdaptiveAvgPool2d", output_size="output_size"),
+    "_adaptive_avg_pool2d": _layer("AdaptiveAvgPool2d", output_size="output_size"),
+    "adaptive_max_pool2d": _layer("AdaptiveMaxPool2d", output_size="output_size"),
+    "mean": _mean,
+    "flatten": _layer("Flatten", start_dim="start_dim", end_dim="end_dim"),
+    "view": _flatten_by_shape,
+    "reshape": _flatten_by_shape,
+    "_unsafe_view": _flatten_by_shape,
+    "squeeze": _flatten_by_shape,
+    "dropout": lambda b: not b["train"] and ("Dropout", {"p": b["p"]}),
+    "feature_dropout": lambda b: not b["train"] and ("Dropout2d", {"p": b["p"]}),
+    "upsample_nearest2d": _layer("Upsample", size="output_size", scale_factor="scale_factors", mode=lambda b: "nearest"),
+    "upsample_bilinear2d": _layer("Upsample", size="output_size", scale_factor="scale_factors", mode=lambda b: "bilinear", **_ALIGN),
+    "constant_pad_nd": lambda b: b["value"] == 0 and len(b["pad"]) == 4 and _layer("ZeroPad2d", padding="pad")(b),
+    "pixel_shuffle": _layer("PixelShuffle", upscale_factor="upscale_factor"),
+}
+# fmt: on
+_OPS["max_pool2d_with_indices"] = _OPS["max_pool2d"]
+_TAKES_NODE = {_flatten_by_shape, _mean}
+# the same tensor (a copy or a view of it), or no tensor at all: no stage of their own
+_PASS_THROUGH = {"clone", "alias", "detach", "contiguous", "lift_fresh_copy", "_assert_tensor_metadata", "_assert_scalar", "_assert_async", "sym_constrain_range_for_size", "sym_size", "sym_stride", "sym_numel"}  # fmt: skip
+_TENSOR_ARGUMENTS = ("input", "self", "tensors", "other")  # what a stage reads; the rest is state
+
+
+def _op_name(node) -> str:
+    """``aten.relu_.default`` → ``relu``: in-place ops run out of place under their plain name."""
+    name = getattr(node.target, "_opname", None) or getattr(node.target, "__name__", str(node.target))
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
+def _call_of(node) -> tuple[str, str, bool]:
+    """(call key, module path, whether that module is a layer of LAYER_TYPES) of the innermost
+    module the node ran in; the key tells two calls of one module apart (``relu@1``)."""
+    stack = [(key, value) for key, value in (node.meta.get("nn_module_stack") or {}).items() if "_empty_nn_module" not in key]  # fmt: skip
+    if not stack:
+        return "", "", False
+    key, (path, type_name) = stack[-1]
+    layer = type_name.startswith("torch.nn.") and type_name.rsplit(".", 1)[-1] in LAYER_TYPES and bool(path)
+    return key, path, layer
+
+
+def graph_from_program(program: torch.export.ExportedProgram) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """The graph description, weights (under the program's own key names) and facts
+    (``input_shape`` C,H,W or None where symbolic, ``static_batch`` or None) of ``program``."""
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    signature = program.graph_signature
+    tensors = {**program.constants, **program.state_dict}
+    keys = {spec.arg.name: spec.target for spec in signature.input_specs if spec.kind != InputKind.USER_INPUT}
+    users = [spec.arg.name for spec in signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    nodes = list(program.graph_module.graph.nodes)
+    placeholders = {node.name: node for node in nodes if node.op == "placeholder"}
+    if len(users) != 1 or len(_shape(placeholders[users[0]])) != 4:
+        raise ConvlensError(
+            "program: it must take one image batch (N, C, H, W) as its only input", parameter="program"
+        )
+    image = placeholders[users[0]]
+    batch, *chw = _shape(image)
+    facts = {"input_shape": tuple(chw) if all(isinstance(d, int) for d in chw) else None}
+    facts["static_batch"] = batch if isinstance(batch, int) else None
+    value_of = {image: INPUT}  # node → the stage that holds its value now (in-place ops move it)
+    modules, state, stages, refused, used = {}, {}, [], [], {INPUT, "normalize"}
+    called_layers: set[str] = set()
+
+    def unique(base: str) -> str:
+        name, count = base, 0
+        while name in used:
+            count += 1
+            name = f"{base}_{count}"
+        used.add(name)
+        return name
+
+    for node in nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is operator.getitem:  # of a tuple-returning op: its first item is the map
+            if node.args[1] == 0 and node.args[0] in value_of:
+                value_of[node] = value_of[node.args[0]]
+            elif node.users:
+                refused.append(f"item {node.args[1]} of {node.args[0].name}")
+            continue
+        op = _op_name(node)
+        if op in _PASS_THROUGH or not isinstance(node.meta.get("val"), torch.Tensor | tuple | list):
+            if node.args and node.args[0] in value_of:
+                value_of[node] = value_of[node.args[0]]
+            continue
+        build = _OPS.get(op)
+        bound = _bound(node) if build and hasattr(node.target, "_schema") else {}
+        layer = (build(bound, node) if build in _TAKES_NODE else build(bound)) if bound else None
+        reads = [v for name in _TENSOR_ARGUMENTS for v in (lambda a: a if isinstance(a, list) else [a])(bound.get(name)) if isinstance(v, torch.fx.Node)]  # fmt: skip
+        if not layer or not all(read in value_of for read in reads):
+            refused.append(f"{node.target} at {node.name}")
+            continue
+        key, path, is_layer = _call_of(node)
+        if is_layer and key not in called_layers:
+            called_layers.add(key)
+            base = path
+        else:
+            base = f"{path}.{op}" if path else op
+        reads = [value_of[read] for read in reads]
+        if layer == "mean":  # x.mean((2, 3)): the average pool, then the flatten that drops H, W
+            pooled = unique(f"{base}_pooled")
+            stages.append(
+                {"name": pooled, "type": "AdaptiveAvgPool2d", "args": {"output_size": 1}, "reads": reads}
+            )
+            layer, reads = ("Flatten", {"start_dim": 1}), [pooled]
+        kind, args = layer
+        name = unique(base)
+        weights = {
+            n: keys[v.name] for n, v in bound.items() if isinstance(v, torch.fx.Node) and v.name in keys
+        }
+        if weights:
+            stages.append({"name": name, "module": _stateful(kind, args, weights, tensors, modules, state), "reads": reads})  # fmt: skip
+        else:
+            stages.append({"name": name, "type": kind, "args": args, "reads": reads})
+        value_of[node] = name
+        if node.target._schema.is_mutable and node.args[0] in value_of:  # later readers see the change
+            value_of[node.args[0]] = name
+    if refused:
+        more = f", and {len(refused) - 4} more" if len(refused) > 4 else ""
+        raise ConvlensError(
+            f"program: these operations have no convlens layer: {'; '.join(refused[:4])}{more}. A graph "
+            f"can hold these layers: {', '.join(LAYER_TYPES)}",
+            parameter="program",
+        )
+    outputs = [spec.arg.name for spec in signature.output_specs if spec.kind == OutputKind.USER_OUTPUT]
+    results = {getattr(n, "name", None): n for n in nodes[-1].args[0]}
+    output = results.get(outputs[0]) if len(outputs) == 1 else None
+    if output is None or value_of.get(output) in (None, INPUT):
+        raise ConvlensError("program: it must return one tensor (the class scores)", parameter="program")
+    graph = {"format": GRAPH_FORMAT, "modules": modules, "stages": stages, "output": value_of[output]}
+    return check_graph(graph), state, facts
+
+
+def _stateful(kind: str, args: dict, weights: dict, tensors: dict, modules: dict, state: dict) -> str:
+    """The module path of a layer with weights (its weight's key less ``.weight``), entered in
+    ``modules`` and its tensors in ``state`` under the program's key names."""
+    first = weights.get("weight") or weights.get("running_mean") or next(iter(weights.values()))
+    path = first.rpartition(".")[0]
+    layer = build_layer(kind, args, f"program layer {path}")
+    own = {f"{path}.{key}": key for key in layer.state_dict()}
+    if not path or not set(weights.values()) <= set(own):
+        raise ConvlensError(
+            f"program: {kind} reads {', '.join(sorted(weights.values()))}, which are not one layer's weights",
+            parameter="program",
+        )
+    entry = {"type": kind, "args": args}
+    if modules.setdefault(path, entry) != entry:
+        raise ConvlensError(
+            f"program: the layer {path} is called with different arguments", parameter="program"
+        )
+    for key, short in own.items():
+        if key in tensors:
+            state[key] = tensors[key].detach().clone()
+        elif short == "num_batches_tracked":  # a program may leave out a buffer no op reads
+            state[key] = torch.zeros((), dtype=torch.long)
+        else:
+            raise ConvlensError(f"program: its weights have no {key}", parameter="program")
+    return path
+
+
+# ------------------------------------------------------------------------------ the import
+
+
+class _ProgramOnPixels(nn.Module):
+    """The program's module, run in chunks of its static batch size (the last padded), and kept
+    out of ``children`` because an exported module refuses ``train()``/``eval()``."""
+
+    def __init__(self, program: torch.export.ExportedProgram, batch: int | None) -> None:
+        super().__init__()
+        object.__setattr__(self, "program_module", program.module())
+        self.batch = batch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            return self.program_module(images)
+        outputs = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start : start + self.batch]  # (≤ batch, C, H, W)
+            padding = chunk.new_zeros(self.batch - len(chunk), *chunk.shape[1:])
+            outputs.append(self.program_module(torch.cat([chunk, padding]))[: len(chunk)])
+        return torch.cat(outputs)
+
+
+def import_program(
+    program: torch.export.ExportedProgram | str | os.PathLike,
+    run_dir: str | Path,
+    class_names: Sequence[str] | str | None = None,
+    input_shape: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    data: str | Path | None = None,
+    overwrite: bool = False,
+):
+    """``convlens import`` of a ``torch.export`` program (in memory or a ``.pt2`` file) as a run
+    folder of the ``graph`` model, checked to reproduce the program; returns an ``ImportResult``."""
+    from convlens.imports import ImportResult, write_run
+    from convlens.imports.graph_route import build_graph
+    from convlens.imports.preprocessing import resolve_preprocessing
+    from convlens.models import Normalize
+    from convlens.models.graph_capture import check_reproduces
+
+    if isinstance(program, str | os.PathLike):
+        source, label, program = Path(program).name, printable(program), read_program(program)
+    elif isinstance(program, torch.export.ExportedProgram):
+        source = label = "in memory"
+    else:
+        raise ConvlensError(
+            f"program must be a torch.export ExportedProgram or a .pt2 file, got {type(program).__name__}",
+            parameter="program",
+        )
+    graph, state, facts = graph_from_program(program)
+    own_shape = facts["input_shape"]
+    shape = own_shape if input_shape is None and data is None else input_shape
+    if shape is None and data is None:
+        raise ConvlensError(
+            "input_shape is needed (C,H,W): the program's sizes are not fixed", parameter="input_shape"
+        )
+    prep, names, data_facts = resolve_preprocessing(class_names, shape, mean, std, data)
+    model, loaded = build_graph(graph, state, prep, names, f"program {label}")
+    original = nn.Sequential(
+        Normalize(*prep.model_normalization()), _ProgramOnPixels(program, facts["static_batch"])
+    )
+    try:
+        check_reproduces(original, model, prep.input_shape, "saved graph")
+    except ConvlensError:
+        raise
+    except Exception as exc:  # the program's own guards: a size it was not exported for
+        reason = printable(str(exc)).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ConvlensError(
+            f"input_shape {list(prep.input_shape)}: the program does not take it ({reason}); it was exported "
+            f"for {list(own_shape) if own_shape else 'other sizes'}",
+            parameter="input_shape",
+        ) from None
+    imported = {"route": "torch.export", "arch": "graph", "program": source, "loaded_tensors": loaded}
+    json_path = write_run(run_dir, model, prep, names, data_facts, imported, overwrite)
+    return ImportResult(json_path, "graph", prep, names, loaded, {"program": label})
