@@ -34,7 +34,9 @@ export class KernelAnimation {
     const order = wiring.stages.map((stage) => stage.name);
     const at = order.indexOf(cell.stage);
     const facts = wiring.stages[at];
-    const previous = wiring.stages[at - 1];
+    // the map it reads: its one input in a graph (a merge slides no window), else the stage before
+    const previous = facts?.inputs ? wiring.stages.find((s) => facts.inputs.length === 1 && s.name === facts.inputs[0])
+      : wiring.stages[at - 1];
     const window = previous && facts?.windows[previous.name];
     if (!window) return;
     const output = body.stages.find((stage) => stage.name === cell.stage);

@@ -1,6 +1,7 @@
 // Model card: stages table, training curves, test accuracy, per-class scores, confusion matrix.
 // Everything comes from the checkpoint's metadata and the inspect module, via GET /api/runs/ID.
 
+import { getJSON } from "./api.js";
 import { SPLIT_COLOURS, lineChart } from "./chart.js";
 import { el, fmt, percent } from "./draw.js";
 import { stageExplanation } from "./explain-text.js";
@@ -46,6 +47,29 @@ export class ModelCard {
     if (metrics.confusion) parts.push(this.confusion(metrics.confusion, card.class_names, card.confusion_limits));
     if (metrics.per_class) parts.push(this.perClass(metrics.per_class));
     this.box.replaceChildren(...parts);
+    this.addReads(state.run.id, card);
+  }
+
+  // A model traced to a graph (branches, merges): a "reads" column naming each stage's inputs,
+  // from GET /network (the card itself does not carry them). A chain gets no column.
+  async addReads(runId, card) {
+    this.loading = runId;
+    let wiring;
+    try {
+      wiring = await getJSON(`/api/runs/${encodeURIComponent(runId)}/network`);
+    } catch {
+      return; // the column is extra: the network view says why it cannot load
+    }
+    const table = this.box.querySelector("#card-stages");
+    if (this.loading !== runId || !table || !wiring.stages.some((s) => s.inputs)) return;
+    const inputs = new Map(wiring.stages.map((s) => [s.name, s.inputs]));
+    const rows = table.querySelectorAll("tr");
+    rows[0].append(el("th", { text: "reads" }));
+    card.stages.forEach((stage, i) => {
+      const reads = inputs.get(stage.name);
+      rows[i + 1]?.append(el("td", { class: "stage-reads", text: reads ? reads.join(", ") : "",
+        "data-reads": reads ? reads.join(" ") : "" }));
+    });
   }
 
   // Which epoch is the model, on which images that was decided, and what training found wrong.

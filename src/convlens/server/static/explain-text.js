@@ -62,6 +62,11 @@ const STAGE_TEXT = {
   softmax: (layer, card) => `softmax turns the ${card.class_names.length} scores into probabilities: ` +
     "e^score divided by the sum of every class's e^score. They are positive and add up to 1; the highest score wins, " +
     "and a lead of 1 in score means about 2.7 times the probability.",
+  add: (layer) => `${layer.stage} adds its inputs cell by cell: each output value is the sum of the values at the same ` +
+    `channel, row and column of every input (${SHAPE(layer.output_shape)}, no parameters). In a residual block one input ` +
+    "skips the block's layers, so the block only has to learn what to change.",
+  concat: (layer) => `${layer.stage} stacks its inputs' channels one after another into ${PLURAL(layer.output_shape[0], "channel")} ` +
+    `(${sizeOf(layer.output_shape)} each). Nothing is computed and nothing is learned: each value is copied from one input.`,
   block: (layer) => `${layer.stage} is a block of several layers with ${COUNT(layer.parameters)} parameters: ` +
     `${SHAPE(layer.input_shape)} in, ${SHAPE(layer.output_shape)} out. Click a cell to see the arithmetic of its output.`,
   other: (layer) => `${layer.stage}: ${SHAPE(layer.input_shape)} in, ${SHAPE(layer.output_shape)} out, no parameters.`,

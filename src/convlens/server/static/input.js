@@ -144,9 +144,15 @@ export class InputPanel {
   }
 
   // Fills the strip; resolves to the images shown (none when the server could not send them).
-  async loadTestImages(runId) {
+  // `hasData`: the run names its data set; an imported model without one has no test images, so
+  // the strip says so instead of asking (a 400 the console would log as an error).
+  async loadTestImages(runId, hasData = true) {
     this.strip.replaceChildren();
     let images = [];
+    if (!hasData) {
+      message(this.strip, "this run names no data set, so there are no test images: draw or upload an image");
+      return images;
+    }
     try {
       const body = await getJSON(`/api/runs/${encodeURIComponent(runId)}/test-images?count=30&spread=true`);
       for (const item of body.images) {

@@ -87,11 +87,12 @@ async function selectRun(runId) {
   state.card = await getJSON(`/api/runs/${encodeURIComponent(runId)}`);
   const facts = document.getElementById("run-facts");
   const accuracy = state.run.test_accuracy === null ? "" : `, test accuracy ${percent(state.run.test_accuracy)}`;
-  facts.textContent = `${state.run.model} on ${state.run.dataset} (${state.run.input_shape.join("×")}, ` +
+  const on = state.run.dataset ? ` on ${state.run.dataset}` : ""; // an imported model may name none
+  facts.textContent = `${state.run.model}${on} (${state.run.input_shape.join("×")}, ` +
     `${state.card.parameters.toLocaleString()} parameters${accuracy})`;
   for (const view of Object.values(views)) view.runChanged?.(state);
   explainViews(state.card, state.registry);
-  const testImages = await inputPanel.loadTestImages(runId);
+  const testImages = await inputPanel.loadTestImages(runId, Boolean(state.run.dataset));
   // the first screen shows a test image and its prediction, not an empty canvas
   if (!state.input && testImages.length) inputPanel.pickTest(testImages[0]);
   // a test index of the previous run means nothing here: send the canvas, which shows that image
@@ -104,7 +105,7 @@ async function refreshRuns() {
   state.runs = await getJSON("/api/runs");
   const select = document.getElementById("run-select");
   select.replaceChildren(...state.runs.map((run) => new Option(
-    `${run.id} (${run.model}, ${run.dataset}${run.test_accuracy === null ? "" : ", " + fmt(100 * run.test_accuracy, 1) + " %"})`,
+    `${run.id} (${[run.model, run.dataset].filter(Boolean).join(", ")}${run.test_accuracy === null ? "" : ", " + fmt(100 * run.test_accuracy, 1) + " %"})`,
     run.id)));
   if (state.run) select.value = state.run.id;
 }

@@ -76,7 +76,9 @@ function outlineWindows(box, svg, wiring, cell, chosen) {
     const mixes = between.some((s) => s.mixes_channels);
     const channels = mixes ? [...box.querySelectorAll(`.stage[data-stage="${earlier}"] canvas.fmap`)]
       : [mapCanvas(box, earlier, cell.channel)].filter(Boolean);
-    const kind = from === at - 1 ? "window" : "field";
+    // the window in what it reads directly: its inputs in a graph, the stage before in a chain
+    const direct = stage.inputs ? stage.inputs.includes(earlier) : from === at - 1;
+    const kind = direct ? "window" : "field";
     for (const canvas of channels) {
       const rect = cellRect(box, canvas, window.rows[cell.row], window.cols[cell.col], kind,
         { "data-stage": earlier, "data-channel": canvas.dataset.channel });
@@ -95,7 +97,9 @@ export function drawLinks(box, svg, wiring, cell) {
   const at = wiring.stages.findIndex((stage) => stage.name === cell.stage);
   if (at < 0) return;
   const stage = wiring.stages[at];
-  const previous = wiring.stages[at - 1];
+  // what the stage reads: its one input in a graph (a merge has no single one), else the stage before
+  const previous = stage.inputs ? wiring.stages.find((s) => stage.inputs.length === 1 && s.name === stage.inputs[0])
+    : wiring.stages[at - 1];
   if (stage.shape.length === 3) {
     const canvas = mapCanvas(box, cell.stage, cell.channel);
     if (!canvas) return; // a hidden channel: nothing on screen to link

@@ -9,6 +9,7 @@ import { colourFor, colourLegend, el, message, paintPlane, percent, probabilityB
 import { showArithmetic } from "./arithmetic.js";
 import { stageExplanation } from "./explain-text.js";
 import { drawLinks } from "./network-links.js";
+import { BranchLanes, branchEdges, inputsByStage, readsText } from "./network-branches.js";
 import { KernelAnimation } from "./animate.js";
 
 const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
@@ -48,6 +49,7 @@ export class Overview {
   // the receptive-field box on the input belongs to a cell of this view: shown with it only
   shown() {
     this.inputPanel.showOutline(true);
+    this.lanes?.place(this.network); // laid out while hidden, the heads had no positions
   }
 
   hidden() {
@@ -57,6 +59,7 @@ export class Overview {
   runChanged() {
     this.selected = null;
     this.wiring = null;
+    this.lanes = null;
     this.body = null;
     this.panel.replaceChildren();
     this.animation.clear();
@@ -102,15 +105,25 @@ export class Overview {
     const stages = this.body.stages.filter((stage) => stage.name !== "softmax");
     const most = Math.max(...stages.map((stage) => (stage.shape.length === 3 ? stage.shape[0] : 1)));
     const rows = this.allRows ? most : Math.min(FIRST_ROWS, most);
+    // a graph's branches and merges get a lane row above the heads; a chain has none (headRow 1)
+    this.inputs = inputsByStage(this.wiring);
+    const names = stages.map((stage) => stage.name);
+    const edges = branchEdges(names, this.inputs);
+    const lanes = edges.length ? new BranchLanes(edges) : null;
+    this.lanes = lanes;
+    this.headRow = lanes ? 2 : 1;
     this.network.style.gridTemplateColumns = `auto repeat(${stages.length}, auto)`;
     const labels = [...Array(rows).keys()].map((channel) =>
-      el("div", { class: "channel-label", style: `grid-column: 1; grid-row: ${channel + 2}`, text: `ch ${channel}` }));
-    const columns = stages.map((stage, i) => this.column(stage, i + 2, rows));
-    this.network.replaceChildren(el("div", { class: "channel-label corner", style: "grid-column: 1; grid-row: 1" }),
+      el("div", { class: "channel-label", style: `grid-column: 1; grid-row: ${channel + this.headRow + 1}`, text: `ch ${channel}` }));
+    const columns = stages.map((stage, i) => this.column(stage, i + 2, rows, names[i - 1]));
+    this.network.replaceChildren(...(lanes ? [lanes.box] : []),
+      el("div", { class: "channel-label corner", style: `grid-column: 1; grid-row: ${this.headRow}` }),
       ...labels, ...columns, this.links);
     this.network.dataset.rows = rows;
-    const head = this.network.querySelector(".stage-head").offsetHeight;
+    this.network.style.setProperty("--lanes-height", lanes ? `${lanes.height}px` : "0px");
+    const head = this.network.querySelector(".stage-head").offsetHeight + (lanes ? lanes.height : 0);
     for (const cell of this.network.querySelectorAll(".flat-cell")) cell.style.top = `${head}px`;
+    lanes?.place(this.network);
     this.network.scrollTop = top;
     this.countHidden(stages, rows, most);
     this.mark();
@@ -127,10 +140,18 @@ export class Overview {
     this.showAll.textContent = this.allRows ? `show the first ${FIRST_ROWS} channels` : `show all ${most} channels`;
   }
 
-  stageHead(stage, gridColumn, rows) {
-    const head = el("div", { class: "stage-head", style: `grid-column: ${gridColumn}; grid-row: 1`,
-      title: stageExplanation(stage, this.state.card) },
+  stageHead(stage, gridColumn, rows, previous) {
+    // what a graph's stage reads, in words too: the edges are not the only carrier
+    const reads = readsText(stage.name, previous, this.inputs);
+    const explained = stageExplanation(stage, this.state.card);
+    const head = el("div", { class: reads ? "stage-head reads-branch" : "stage-head",
+      style: `grid-column: ${gridColumn}; grid-row: ${this.headRow}`,
+      title: reads ? `${explained} It ${reads}.`.trim() : explained },
       el("strong", { text: stage.name }), el("br"), el("span", { text: `${stage.kind} ${stage.shape.join("×")}` }));
+    if (reads) {
+      head.dataset.reads = this.inputs.get(stage.name).join(" ");
+      head.append(el("span", { class: "stage-reads", text: reads }));
+    }
     if (stage.shape.length === 3) {
       const total = stage.shape[0];
       const shown = Math.min(rows, total);
@@ -147,9 +168,9 @@ export class Overview {
     return colourLegend(this.limitsOf(stage, channel), perChannel ? `ch ${channel}` : "");
   }
 
-  column(stage, gridColumn, rows) {
+  column(stage, gridColumn, rows, previous) {
     const values = unpack(stage.output);
-    const head = this.stageHead(stage, gridColumn, rows);
+    const head = this.stageHead(stage, gridColumn, rows, previous);
     const column = el("div", { class: "stage", "data-stage": stage.name }, head);
     if (stage.shape.length === 3) {
       const [channels, height, width] = stage.shape;
@@ -170,7 +191,7 @@ export class Overview {
         if (stage.channel_limits) {
           canvas.addEventListener("mouseenter", () => head.querySelector(".colour-bar").replaceWith(this.legend(stage, c)));
         }
-        column.append(el("div", { class: "map-cell", style: `grid-column: ${gridColumn}; grid-row: ${c + 2}` }, canvas));
+        column.append(el("div", { class: "map-cell", style: `grid-column: ${gridColumn}; grid-row: ${c + this.headRow + 1}` }, canvas));
       }
     } else {
       column.append(this.flatCell(stage, values, gridColumn, rows));
@@ -196,7 +217,7 @@ export class Overview {
       const c = Math.floor(((e.clientX - box.left) / box.width) * perRow);
       this.select({ stage: stage.name, channel: Math.min(units - 1, r * perRow + c), row: 0, col: 0 });
     });
-    return el("div", { class: "map-cell flat-cell", style: `grid-column: ${gridColumn}; grid-row: 2 / span ${rows}` }, canvas);
+    return el("div", { class: "map-cell flat-cell", style: `grid-column: ${gridColumn}; grid-row: ${this.headRow + 1} / span ${rows}` }, canvas);
   }
 
   // Marks the selected cell's map and redraws the lines to the cells it reads.
@@ -213,6 +234,7 @@ export class Overview {
   }
 
   relink() {
+    this.lanes?.place(this.network);
     drawLinks(this.network, this.links, this.wiring, this.selected);
   }
 
