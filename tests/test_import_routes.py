@@ -165,3 +165,42 @@ def test_flags_of_another_route_are_refused(run_cli, tmp_path, factory):
         )
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
     assert not (tmp_path / "run").exists()
+
+
+class _Small(nn.Module):
+    """An imported 8x8 grayscale classifier of three classes, with a residual addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x))
+        y = torch.relu(self.conv2(y) + y)
+        return self.fc(torch.flatten(nn.functional.max_pool2d(y, 2), 1))
+
+
+def test_an_imported_model_fine_tunes_as_itself_with_a_new_head(tmp_path, digits):
+    from convlens.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    source = _Small().eval()
+    Run.from_model(source, tmp_path / "imported", class_names="a,b,c", input_shape=(1, 8, 8))
+    result = fit(
+        digits, TrainConfig(model="graph", init=str(tmp_path / "imported"), epochs=1), tmp_path / "tuned"
+    )
+    init = Run.open(tmp_path / "tuned").metadata["init"]
+    assert {"body.conv1.weight", "body.conv1.bias", "body.conv2.weight", "body.conv2.bias"} == set(
+        init["loaded"]
+    )
+    assert {entry["tensor"] for entry in init["reinitialised"]} == {"body.fc.weight", "body.fc.bias"}
+    assert result is not None
+    tuned = Run.open(tmp_path / "tuned")
+    assert tuned.model_name == "graph" and tuned.model.num_classes == 10
+    assert [name for name, _ in tuned.model.stages()] == [
+        name for name, _ in Run.open(tmp_path / "imported").model.stages()
+    ]
+    with pytest.raises(ConvlensError, match="graph takes its layers from init=RUN"):
+        TrainConfig(model="graph", epochs=1).check()

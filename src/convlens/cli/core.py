@@ -24,7 +24,7 @@ from convlens.cli.render import (
 from convlens.errors import ConvlensError
 
 JSON_HELP = "Print one JSON object to stdout instead of tables."
-INIT_HELP = "Start from trained weights: a run folder (or its NAME.json) or a .safetensors file. Tensors whose name and shape fit are loaded, the classifier head is re-initialised when the classes differ, the new data's normalization is kept; stderr lists what was loaded, re-initialised and skipped."
+INIT_HELP = "Start from trained weights: a run folder (or its NAME.json) or a .safetensors file. Tensors whose name and shape fit are loaded, the classifier head is re-initialised when the classes differ, the new data's normalization is kept; stderr lists what was loaded, re-initialised and skipped. With --model graph, an imported run trains on as itself."
 FREEZE_HELP = "With --init: train only the head (the re-initialised layers and the last linear layer) for this many epochs, then everything."
 
 
@@ -229,6 +229,8 @@ def train(
       convlens train --data mnist5k --out runs/mnist --resume
 
       convlens train --data ./few-shoes --init runs/mnist --freeze-epochs 10 --out runs/shoes
+
+      convlens train --data ./xrays --model graph --init runs/imported --freeze-epochs 3 --out runs/tuned
 
     Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """

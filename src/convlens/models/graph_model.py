@@ -122,6 +122,23 @@ class GraphModel(nn.Module):
         return values[self.output]
 
 
+def with_classes(graph: dict, num_classes: int) -> dict:
+    """``graph`` with its classifier giving ``num_classes`` scores: the output stage's Linear layer
+    (through a last Flatten or Dropout) gets that many outputs. Fine-tuning on other classes
+    then starts from every other layer's weights; a graph whose head is not a Linear is unchanged."""
+    check_graph(graph)
+    stages = {stage["name"]: stage for stage in graph["stages"]}
+    stage = stages[graph["output"]]
+    while stage.get("type") in ("Dropout", "Identity") and stage["reads"][0] in stages:
+        stage = stages[stage["reads"][0]]
+    path = stage.get("module")
+    layer = graph["modules"].get(path) if path is not None else None
+    if layer is None or layer["type"] != "Linear" or layer["args"].get("out_features") == num_classes:
+        return graph
+    modules = {**graph["modules"], path: {**layer, "args": {**layer["args"], "out_features": num_classes}}}
+    return {**graph, "modules": modules}
+
+
 @register_model("graph")
 def graph(in_shape, num_classes, mean, std, graph=None) -> GraphModel:
     """A model imported from its graph (convlens import, Run.from_model): any CNN of known layers."""
@@ -132,6 +149,6 @@ def graph(in_shape, num_classes, mean, std, graph=None) -> GraphModel:
             parameter="model_options",
         )
     try:
-        return GraphModel(graph, in_shape, num_classes, mean, std)
+        return GraphModel(with_classes(graph, num_classes), in_shape, num_classes, mean, std)
     except ConvlensError as exc:
         raise ConvlensError(f"model_options: {exc}", parameter="model_options") from None

@@ -82,6 +82,28 @@ def _checkpoint_json(path: Path) -> dict:
         raise _fail(str(exc)) from None
 
 
+def graph_of_init(path) -> dict:
+    """The layers of the imported model ``path`` names (a graph run): what ``model="graph"``
+    trains, so a model brought with ``convlens import`` is fine-tuned as itself."""
+    where = Path(path) if path is not None else None
+    meta = None
+    if where is not None and where.is_dir():
+        where = next((where / name for name in CHECKPOINT_NAMES if (where / name).is_file()), where)
+    if (
+        where is not None
+        and where.suffix in (".json", ".safetensors")
+        and where.with_suffix(".json").is_file()
+    ):
+        meta = _checkpoint_json(where.with_suffix(".json"))
+    if meta is None or meta["model"].get("name") != "graph":
+        raise ConvlensError(
+            "model: graph takes its layers from init=RUN, a run made by convlens import (or "
+            "Run.from_model) from a model you brought",
+            parameter="model",
+        )
+    return meta["model"]["options"]["graph"]
+
+
 def _safetensors_keys(path: Path) -> list[str]:
     from safetensors import SafetensorError, safe_open
 

@@ -161,6 +161,11 @@ class TrainConfig:
                 "freeze_epochs needs init=RUN_OR_WEIGHTS: a random backbone is not worth freezing",
                 parameter="freeze_epochs",
             )
+        if self.model == "graph" and "graph" not in self.model_options:
+            from convlens.train.init_weights import graph_of_init
+
+            # an imported model trains on as itself: its layers come from the run it starts from
+            self.model_options = {**self.model_options, "graph": graph_of_init(self.init)}
 
 
 def _positive_int(name: str, value) -> None:
