@@ -81,7 +81,9 @@ def test_datasets_and_models_json(run_cli):
     code, out, _ = run_cli("models", "--input", "1x8x8", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and set(rows) == set(MODELS.names())
-    assert all(row["parameters"] > 0 and row["flops"] > 0 for row in rows.values())
+    built = [row for name, row in rows.items() if name != "graph"]  # graph: an imported model's layers
+    assert all(row["parameters"] > 0 and row["flops"] > 0 for row in built)
+    assert "made by convlens import" in rows["graph"]["error"]
 
 
 def test_train_json_then_eval_and_predict(run_cli, tmp_path, digits):
