@@ -47,6 +47,12 @@ class _NoPickle:
     load = loads
 
 
+def _reason(exc: Exception) -> str:
+    """The line of torch's refusal that names what it would have unpickled (``GLOBAL posix.system``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return printable(next((line for line in lines if "GLOBAL" in line), lines[0]))[:160]
+
+
 @contextlib.contextmanager
 def _tensors_only():
     """While held, torch's readers load tensors only: ``torch.load`` runs with ``weights_only=True``
@@ -61,9 +67,7 @@ def _tensors_only():
         try:
             return real_load(f, *args, **kwargs)
         except Exception as exc:  # weights_only refuses any object but tensors and containers
-            raise _Refused(
-                str(exc).strip().splitlines()[0][:160] if str(exc) else type(exc).__name__
-            ) from None
+            raise _Refused(_reason(exc)) from None
 
     def refuse(*args, **kwargs):
         raise _Refused("a TorchScript object in it needs unpickling")
