@@ -152,9 +152,8 @@ def graph_from_onnx(model, input_shape: Sequence[int] | None = None) -> tuple[di
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     image, output = image_input(model)[0].name, model.graph.output[0].name
-    converter = Converter(
-        model.graph, initializer_arrays(model.graph), _shapes(model, input_shape), image, opset
-    )
+    shapes = _shapes(model, input_shape)
+    converter = Converter(model.graph, initializer_arrays(model.graph), shapes, image, opset)
     graph = check_graph(converter.run(output))
     facts = {
         "opset": int(opset),
@@ -162,6 +161,8 @@ def graph_from_onnx(model, input_shape: Sequence[int] | None = None) -> tuple[di
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "input": image,
         "output": output,
+        "output_dims": shapes.get(output),  # (batch, scores) for a classifier; None: unknown
+        "tensors": converter.tensors(),  # stage name → the ONNX tensor it computes
     }
     return graph, converter.state, facts
 
@@ -235,6 +236,12 @@ def import_onnx(
                 path, f"input_shape {list(prep.input_shape)}: the file fixes {axis} at {fixed}", "input_shape"
             )
     graph, state, onnx_facts = graph_from_onnx(model, prep.input_shape)
+    scores = (onnx_facts["output_dims"] or [None])[-1]
+    if scores is not None and scores != len(names):
+        raise ConvlensError(
+            f"class_names: {len(names)} given, but the model gives {scores} scores per image (one per class)",
+            parameter="class_names",
+        )
     built, loaded = build_graph(graph, state, prep, names, f"onnx file {printable(path)}")
     checked = check_against_onnxruntime(path, built, prep, dims[0])
     imported = {

@@ -314,8 +314,8 @@ def matmul(c: Converter, node, a: dict, index: int) -> None:
         ):
             bias, sources = np.ravel(value), [node.input[1], other[0]]
             c.absorbed.add(list(c.graph.node).index(follower))
-            result = _linear(c, node, x, weight, bias, sources)
-            c.values[follower.output[0]] = result
+            c.values[follower.output[0]] = _linear(c, node, x, weight, bias, sources)
+            del c.values[node.output[0]]  # the stage is the sum with the bias, not the product
             return
     _linear(c, node, x, weight, bias, sources)
 

@@ -19,6 +19,7 @@ a layer with weights is named by its weight's key (``layer1.0.conv1.weight`` →
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 
@@ -62,21 +63,34 @@ def _sanitize(name: str) -> str:
     return ".".join(part for part in parts if part)
 
 
-def _scope(node_name: str) -> str | None:
-    """The module path in a torch exporter's node name (``/layer1/layer1.0/conv1/Conv`` →
-    ``layer1.0.conv1``; a child's scope repeats its parent's, ``layer1`` then ``layer1.0``).
-    None when the name is not one of those."""
-    if not node_name.startswith("/"):
+def _scope(node) -> tuple[str, str] | None:
+    """(module path, call name) from what torch's exporters record of a node; None: nothing.
+
+    The TorchScript exporter names nodes by scope (``/layer1/layer1.0/conv1/Conv``: a child's
+    segment repeats its parent's path, ``layer1`` then ``layer1.0``), the call by the operator;
+    the ``torch.export`` one keeps ``pkg.torch.onnx.name_scopes`` (``['', 'layer1', 'layer1.0',
+    'add']``: full module paths, then the call as torch named it, ``add``, ``relu_2``)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes" and len(prop.value) < 10_000:
+            try:
+                scopes = ast.literal_eval(prop.value)  # literals only: a list of names
+            except (ValueError, SyntaxError):
+                break
+            if isinstance(scopes, list) and len(scopes) >= 2 and all(isinstance(x, str) for x in scopes):
+                call = _REPEAT.fullmatch(scopes[-1])
+                return _sanitize(scopes[-2]), _sanitize(call.group(1) if call else scopes[-1])
+            break
+    if not node.name.startswith("/"):
         return None
     path: list[str] = []
-    for segment in node_name.strip("/").split("/")[:-1]:
+    for segment in node.name.strip("/").split("/")[:-1]:
         if path and segment.startswith(path[-1] + "."):
             path[-1] = segment
         elif path and segment.startswith(".".join(path) + "."):
             path = [segment]
         else:
             path.append(segment)
-    return _sanitize(".".join(path))
+    return _sanitize(".".join(path)), _ALIASES.get(node.op_type, node.op_type.lower())
 
 
 def _attributes(node) -> dict:
@@ -106,25 +120,21 @@ class Converter:
         for node in graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
-        scopes = [_scope(n.name) for n in graph.node]
-        self.inner = {
-            s for s in scopes if s is not None
-        }  # scopes that hold other scopes are modules' insides
-        self.inner = {s for s in self.inner if any(t.startswith(s + ".") for t in self.inner)} | {""}
+        # a scope holding other scopes is a module's inside: its own nodes are function calls
+        paths = {scope[0] for scope in map(_scope, graph.node) if scope is not None}
+        self.inner = {p for p in paths if any(t.startswith(p + ".") for t in paths)} | {""}
 
     # ------------------------------------------------------------------------------ naming
 
     def stage_name(self, node) -> str:
         """A name for a stage without weights, from the node's name (module docstring)."""
-        scope = _scope(node.name)
-        op = _ALIASES.get(node.op_type, node.op_type.lower())
+        scope = _scope(node)
         if scope is None:
-            base = _sanitize(node.name) or op
-        elif scope in self.inner:  # a function called inside a module (or the model itself)
-            base = f"{scope}.{op}" if scope else op
-        else:  # a module's own call
-            base = scope
-        return base
+            return _sanitize(node.name) or _ALIASES.get(node.op_type, node.op_type.lower())
+        path, call = scope
+        if path in self.inner:  # a function called inside a module (or the model itself)
+            return f"{path}.{call}" if path else call
+        return path  # a module's own call
 
     def unique(self, base: str) -> str:
         repeat = _REPEAT.fullmatch(base)
@@ -141,7 +151,8 @@ class Converter:
         """Where a layer's weights go: its weight's key when that is a module path, else the node's name."""
         stem = weight_name.removesuffix(".weight")
         base = stem if weight_name.endswith(".weight") and valid_path(stem) else None
-        base = base or _scope(node.name) or _sanitize(node.name) or node.op_type.lower()
+        scope = _scope(node)
+        base = base or (scope and scope[0]) or _sanitize(node.name) or node.op_type.lower()
         path, number = base, 0
         while not self._free(path):
             number += 1
@@ -238,6 +249,15 @@ class Converter:
             "stages": self.stages,
             "output": result.stage,
         }
+
+    def tensors(self) -> dict[str, str]:
+        """Each stage's ONNX tensor (the first name its value has; a padding stage inserted
+        before a convolution has none)."""
+        found: dict[str, str] = {}
+        for name, value in self.values.items():
+            if isinstance(value, Tensor) and value.stage != INPUT:
+                found.setdefault(value.stage, name)
+        return found
 
 
 def initializer_arrays(graph) -> dict[str, np.ndarray]:
