@@ -236,3 +236,41 @@ def test_while_reading_torch_load_takes_tensors_only_and_is_restored_after(tmp_p
 def test_a_program_argument_of_another_type_is_refused():
     with pytest.raises(ConvlensError, match="program must be a torch.export ExportedProgram"):
         import_program(nn.Linear(2, 2), "unused")
+
+
+class _Zoo(nn.Module):
+    """One of each other layer the table maps, each checked by the import's own reproduction check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 0, 1, 0))
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.gn = nn.GroupNorm(2, 8)
+        self.prelu = nn.PReLU(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding="same", groups=8, bias=False)
+        self.act = nn.Sequential(nn.ELU(), nn.Softplus(), nn.LeakyReLU(0.2), nn.GELU("tanh"), nn.SiLU(), nn.Hardswish(), nn.Hardsigmoid(), nn.Mish(), nn.Sigmoid(), nn.Tanh())  # fmt: skip
+        self.up = nn.Upsample(scale_factor=2)
+        self.deconv = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.shuffle = nn.PixelShuffle(2)
+        self.avg = nn.AvgPool2d(2, ceil_mode=True)
+        self.ln = nn.LayerNorm([1, 14, 14])
+        self.drop = nn.Dropout2d(0.2)
+        self.fc = nn.Linear(196, 3)
+
+    def forward(self, x):
+        x = self.act(self.dw(self.prelu(self.gn(self.conv(self.pad(x))))))
+        x = F.max_pool2d(self.deconv(self.up(x)), 2, return_indices=True)[0]
+        x = F.hardtanh(self.drop(self.ln(self.avg(self.shuffle(x)))), -2.0, 2.0)
+        return F.log_softmax(self.fc(x.reshape(x.shape[0], -1)) + 1.5, dim=1)
+
+
+def test_the_other_layers_map_and_reproduce_the_program(tmp_path):
+    program = torch.export.export(
+        _Zoo().eval(), (torch.rand(2, *SHAPE),), dynamic_shapes=({0: torch.export.Dim("n")},)
+    )
+    result = import_program(program, tmp_path / "run", class_names="a,b,c")  # refused unless it reproduces
+    graph = json.loads(result.checkpoint.read_text())["model"]["options"]["graph"]
+    kinds = {s["name"]: s.get("type") or graph["modules"][s["module"]]["type"] for s in graph["stages"]}
+    assert kinds["pad"] == "ZeroPad2d" and kinds["deconv"] == "ConvTranspose2d" and kinds["act.3"] == "GELU"
+    assert kinds["max_pool2d_with_indices"] == "MaxPool2d" and kinds["reshape"] == "Flatten"
+    assert kinds["hardtanh"] == "Hardtanh" and kinds["add"] == "Add" and kinds["log_softmax"] == "LogSoftmax"

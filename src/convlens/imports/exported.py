@@ -28,7 +28,6 @@ from convlens.errors import ConvlensError, printable
 from convlens.models.graph_spec import GRAPH_FORMAT, INPUT, LAYER_TYPES, build_layer, check_graph
 
 _LOAD_LOCK = threading.Lock()  # the patches below are process-wide: one load at a time
-aten = torch.ops.aten
 
 
 class _Refused(Exception):
@@ -284,6 +283,7 @@ _OPS = {
     "upsample_nearest2d": _layer("Upsample", size="output_size", scale_factor="scale_factors", mode=lambda b: "nearest"),
     "upsample_bilinear2d": _layer("Upsample", size="output_size", scale_factor="scale_factors", mode=lambda b: "bilinear", **_ALIGN),
     "constant_pad_nd": lambda b: b["value"] == 0 and len(b["pad"]) == 4 and _layer("ZeroPad2d", padding="pad")(b),
+    "pad": lambda b: b["mode"] == "constant" and not b["value"] and len(b["pad"]) == 4 and _layer("ZeroPad2d", padding="pad")(b),
     "pixel_shuffle": _layer("PixelShuffle", upscale_factor="upscale_factor"),
 }
 # fmt: on
@@ -317,118 +317,144 @@ def graph_from_program(program: torch.export.ExportedProgram) -> tuple[dict, dic
     from torch.export.graph_signature import InputKind, OutputKind
 
     signature = program.graph_signature
-    tensors = {**program.constants, **program.state_dict}
-    keys = {spec.arg.name: spec.target for spec in signature.input_specs if spec.kind != InputKind.USER_INPUT}
     users = [spec.arg.name for spec in signature.input_specs if spec.kind == InputKind.USER_INPUT]
     nodes = list(program.graph_module.graph.nodes)
-    placeholders = {node.name: node for node in nodes if node.op == "placeholder"}
-    if len(users) != 1 or len(_shape(placeholders[users[0]])) != 4:
+    image = next((node for node in nodes if node.op == "placeholder" and node.name in users), None)
+    if len(users) != 1 or len(_shape(image)) != 4:
         raise ConvlensError(
-            "program: it must take one image batch (N, C, H, W) as its only input", parameter="program"
+            "program: it must take one batch of images (N, C, H, W) as its input", parameter="program"
         )
-    image = placeholders[users[0]]
     batch, *chw = _shape(image)
     facts = {"input_shape": tuple(chw) if all(isinstance(d, int) for d in chw) else None}
     facts["static_batch"] = batch if isinstance(batch, int) else None
-    value_of = {image: INPUT}  # node → the stage that holds its value now (in-place ops move it)
-    modules, state, stages, refused, used = {}, {}, [], [], {INPUT, "normalize"}
-    called_layers: set[str] = set()
-
-    def unique(base: str) -> str:
-        name, count = base, 0
-        while name in used:
-            count += 1
-            name = f"{base}_{count}"
-        used.add(name)
-        return name
-
+    keys = {spec.arg.name: spec.target for spec in signature.input_specs if spec.kind != InputKind.USER_INPUT}
+    walk = _Walk(keys, {**program.constants, **program.state_dict}, image)
     for node in nodes:
-        if node.op != "call_function":
-            continue
-        if node.target is operator.getitem:  # of a tuple-returning op: its first item is the map
-            if node.args[1] == 0 and node.args[0] in value_of:
-                value_of[node] = value_of[node.args[0]]
-            elif node.users:
-                refused.append(f"item {node.args[1]} of {node.args[0].name}")
-            continue
-        op = _op_name(node)
-        if op in _PASS_THROUGH or not isinstance(node.meta.get("val"), torch.Tensor | tuple | list):
-            if node.args and node.args[0] in value_of:
-                value_of[node] = value_of[node.args[0]]
-            continue
-        build = _OPS.get(op)
-        bound = _bound(node) if build and hasattr(node.target, "_schema") else {}
-        layer = (build(bound, node) if build in _TAKES_NODE else build(bound)) if bound else None
-        reads = [v for name in _TENSOR_ARGUMENTS for v in (lambda a: a if isinstance(a, list) else [a])(bound.get(name)) if isinstance(v, torch.fx.Node)]  # fmt: skip
-        if not layer or not all(read in value_of for read in reads):
-            refused.append(f"{node.target} at {node.name}")
-            continue
-        key, path, is_layer = _call_of(node)
-        if is_layer and key not in called_layers:
-            called_layers.add(key)
-            base = path
-        else:
-            base = f"{path}.{op}" if path else op
-        reads = [value_of[read] for read in reads]
-        if layer == "mean":  # x.mean((2, 3)): the average pool, then the flatten that drops H, W
-            pooled = unique(f"{base}_pooled")
-            stages.append(
-                {"name": pooled, "type": "AdaptiveAvgPool2d", "args": {"output_size": 1}, "reads": reads}
-            )
-            layer, reads = ("Flatten", {"start_dim": 1}), [pooled]
-        kind, args = layer
-        name = unique(base)
-        weights = {
-            n: keys[v.name] for n, v in bound.items() if isinstance(v, torch.fx.Node) and v.name in keys
-        }
-        if weights:
-            stages.append({"name": name, "module": _stateful(kind, args, weights, tensors, modules, state), "reads": reads})  # fmt: skip
-        else:
-            stages.append({"name": name, "type": kind, "args": args, "reads": reads})
-        value_of[node] = name
-        if node.target._schema.is_mutable and node.args[0] in value_of:  # later readers see the change
-            value_of[node.args[0]] = name
-    if refused:
-        more = f", and {len(refused) - 4} more" if len(refused) > 4 else ""
+        if node.op == "call_function":
+            walk.add(node)
+    if walk.refused:
+        more = f", and {len(walk.refused) - 4} more" if len(walk.refused) > 4 else ""
         raise ConvlensError(
-            f"program: these operations have no convlens layer: {'; '.join(refused[:4])}{more}. A graph "
+            f"program: these operations have no convlens layer: {'; '.join(walk.refused[:4])}{more}. A graph "
             f"can hold these layers: {', '.join(LAYER_TYPES)}",
             parameter="program",
         )
     outputs = [spec.arg.name for spec in signature.output_specs if spec.kind == OutputKind.USER_OUTPUT]
-    results = {getattr(n, "name", None): n for n in nodes[-1].args[0]}
-    output = results.get(outputs[0]) if len(outputs) == 1 else None
-    if output is None or value_of.get(output) in (None, INPUT):
+    results = {getattr(node, "name", None): node for node in nodes[-1].args[0]}  # the output node's
+    output = walk.value_of.get(results.get(outputs[0])) if len(outputs) == 1 else None
+    if output in (None, INPUT):
         raise ConvlensError("program: it must return one tensor (the class scores)", parameter="program")
-    graph = {"format": GRAPH_FORMAT, "modules": modules, "stages": stages, "output": value_of[output]}
-    return check_graph(graph), state, facts
+    graph = {"format": GRAPH_FORMAT, "modules": walk.modules, "stages": walk.stages, "output": output}
+    return check_graph(graph), walk.state, facts
 
 
-def _stateful(kind: str, args: dict, weights: dict, tensors: dict, modules: dict, state: dict) -> str:
-    """The module path of a layer with weights (its weight's key less ``.weight``), entered in
-    ``modules`` and its tensors in ``state`` under the program's key names."""
-    first = weights.get("weight") or weights.get("running_mean") or next(iter(weights.values()))
-    path = first.rpartition(".")[0]
-    layer = build_layer(kind, args, f"program layer {path}")
-    own = {f"{path}.{key}": key for key in layer.state_dict()}
-    if not path or not set(weights.values()) <= set(own):
-        raise ConvlensError(
-            f"program: {kind} reads {', '.join(sorted(weights.values()))}, which are not one layer's weights",
-            parameter="program",
-        )
-    entry = {"type": kind, "args": args}
-    if modules.setdefault(path, entry) != entry:
-        raise ConvlensError(
-            f"program: the layer {path} is called with different arguments", parameter="program"
-        )
-    for key, short in own.items():
-        if key in tensors:
-            state[key] = tensors[key].detach().clone()
-        elif short == "num_batches_tracked":  # a program may leave out a buffer no op reads
-            state[key] = torch.zeros((), dtype=torch.long)
+class _Walk:
+    """The program's nodes, in order, turned into stages: names, layers, weights, refusals."""
+
+    def __init__(self, keys: dict[str, str], tensors: dict[str, torch.Tensor], image) -> None:
+        self.keys, self.tensors = keys, tensors  # placeholder → weight key; weight key → tensor
+        self.value_of = {image: INPUT}  # node → the stage that holds its value now (in-place ops move it)
+        self.modules, self.state, self.stages, self.refused = {}, {}, [], []
+        self.used, self.called = {INPUT, "normalize"}, set()  # stage names; module calls named
+        self.broken = set()  # nodes that are or read a refused op
+
+    def refuse(self, node, what: str) -> None:
+        self.refused.append(what)
+        self.broken.add(node)
+
+    def unique(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2``, ... as the traced route names a name's next use."""
+        name, count = base, 0
+        while name in self.used:
+            count += 1
+            name = f"{base}_{count}"
+        self.used.add(name)
+        return name
+
+    def add(self, node) -> None:
+        value_of = self.value_of
+        if any(read in self.broken for read in node.all_input_nodes):  # after a refused op: not listed
+            self.broken.add(node)
+            return
+        if node.target is operator.getitem:  # of a tuple-returning op: its first item is the map
+            if node.args[1] == 0 and node.args[0] in value_of:
+                value_of[node] = value_of[node.args[0]]
+            elif node.users:
+                self.refuse(node, f"item {node.args[1]} of {node.args[0].name}")
+            return
+        op = _op_name(node)
+        if op in _PASS_THROUGH or not isinstance(node.meta.get("val"), torch.Tensor | tuple | list):
+            if node.args and node.args[0] in value_of:
+                value_of[node] = value_of[node.args[0]]
+            return
+        bound, layer = _layer_of(node, op)
+        reads = [
+            v for name in _TENSOR_ARGUMENTS for v in _listed(bound.get(name)) if isinstance(v, torch.fx.Node)
+        ]
+        if not layer or not all(read in value_of for read in reads):
+            self.refuse(node, f"{node.target} at {node.name}")
+            return
+        key, path, is_layer = _call_of(node)
+        base = path if is_layer and key not in self.called else f"{path}.{op}" if path else op
+        self.called.add(key)
+        reads = [value_of[read] for read in reads]
+        if layer == "mean":  # x.mean((2, 3)): the average pool, then the flatten that drops H, W
+            pooled = self.unique(f"{base}_pooled")
+            self.stages.append({"name": pooled, "type": "AdaptiveAvgPool2d", "args": {"output_size": 1}, "reads": reads})  # fmt: skip
+            layer, reads = ("Flatten", {"start_dim": 1}), [pooled]
+        (kind, args), name = layer, self.unique(base)
+        weights = {n: self.keys[v.name] for n, v in bound.items() if getattr(v, "name", None) in self.keys}
+        if weights:
+            self.stages.append({"name": name, "module": self.stateful(kind, args, weights), "reads": reads})
         else:
-            raise ConvlensError(f"program: its weights have no {key}", parameter="program")
-    return path
+            self.stages.append({"name": name, "type": kind, "args": args, "reads": reads})
+        value_of[node] = name
+        if node.target._schema.is_mutable and node.args[0] in value_of:  # later readers see the change
+            value_of[node.args[0]] = name
+
+    def stateful(self, kind: str, args: dict, weights: dict[str, str]) -> str:
+        """The module path of a layer with weights (its weight's key less ``.weight``), entered in
+        ``modules`` and its tensors in ``state`` under the program's key names."""
+        first = weights.get("weight") or weights.get("running_mean") or next(iter(weights.values()))
+        path = first.rpartition(".")[0]
+        with torch.device("meta"):  # the key names only: allocates nothing
+            own = {
+                f"{path}.{key}": key for key in build_layer(kind, args, f"program layer {path}").state_dict()
+            }
+        if not path or not set(weights.values()) <= set(own):
+            raise ConvlensError(
+                f"program: {kind} reads {', '.join(sorted(weights.values()))}, which are not one layer's weights",
+                parameter="program",
+            )
+        entry = {"type": kind, "args": args}
+        if self.modules.setdefault(path, entry) != entry:
+            raise ConvlensError(
+                f"program: the layer {path} is called with different arguments", parameter="program"
+            )
+        for key, short in own.items():
+            if key in self.tensors:
+                self.state[key] = self.tensors[key].detach().clone()
+            elif short == "num_batches_tracked":  # a program may leave out a buffer no op reads
+                self.state[key] = torch.zeros((), dtype=torch.long)
+            else:
+                raise ConvlensError(f"program: its weights have no {key}", parameter="program")
+        return path
+
+
+def _listed(value) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _layer_of(node, op: str):
+    """(bound arguments, (layer type, arguments) or "mean" or None) of a call."""
+    build = _OPS.get(op)
+    if build is None or not hasattr(node.target, "_schema"):
+        return {}, None
+    bound = _bound(node)
+    try:
+        return bound, build(bound, node) if build in _TAKES_NODE else build(bound)
+    except (KeyError, IndexError, TypeError, ZeroDivisionError):  # an overload with other arguments
+        return bound, None
 
 
 # ------------------------------------------------------------------------------ the import
