@@ -147,7 +147,7 @@ def graph_from_onnx(model, input_shape: Sequence[int] | None = None) -> tuple[di
     missing = _unsupported(model)
     if missing:
         raise ConvlensError(
-            f"onnx: operators convlens has no layer for: {', '.join(printable(m) for m in missing[:6])}"
+            f"operators convlens has no layer for: {', '.join(printable(m) for m in missing[:6])}"
             f"{' ...' if len(missing) > 6 else ''} (it maps {', '.join(sorted(LAYERS))})"
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -177,8 +177,10 @@ def check_against_onnxruntime(path, model: torch.nn.Module, prep, batch: int | N
         return None
     mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in prep.model_normalization())
     pixels = torch.rand(batch or 2, *prep.input_shape, generator=torch.Generator().manual_seed(0))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's to read
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: ((pixels - mean) / std).numpy().astype(np.float32)}
         expected = np.asarray(session.run(None, feed)[0], dtype=np.float64)
     except Exception as exc:
@@ -235,7 +237,10 @@ def import_onnx(
             _refuse(
                 path, f"input_shape {list(prep.input_shape)}: the file fixes {axis} at {fixed}", "input_shape"
             )
-    graph, state, onnx_facts = graph_from_onnx(model, prep.input_shape)
+    try:
+        graph, state, onnx_facts = graph_from_onnx(model, prep.input_shape)
+    except ConvlensError as exc:
+        _refuse(path, str(exc))
     scores = (onnx_facts["output_dims"] or [None])[-1]
     if scores is not None and scores != len(names):
         raise ConvlensError(

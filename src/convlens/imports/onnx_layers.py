@@ -261,9 +261,13 @@ def concat(c: Converter, node, a: dict, index: int) -> None:
 
 
 def flatten(c: Converter, node, a: dict, index: int) -> None:
-    if int(a.get("axis", 1)) != 1:
+    x = c.tensor(node, 0)
+    axis = int(a.get("axis", 1))
+    if axis < 0 and x.shape is not None:
+        axis += len(x.shape)
+    if axis != 1:
         _refuse(node, "only flattening from axis 1 (keeping the batch) is mapped")
-    c.emit(node, "Flatten", {"start_dim": 1, "end_dim": -1}, [c.tensor(node, 0)])
+    c.emit(node, "Flatten", {"start_dim": 1, "end_dim": -1}, [x])
 
 
 def _linear(c: Converter, node, x: Tensor, weight: np.ndarray, bias, sources) -> Tensor:
@@ -356,6 +360,9 @@ def pass_through(c: Converter, node, a: dict, index: int) -> None:
         and any(c.consumers.get(o) for o in node.output[1:] if o)
     ):
         _refuse(node, "its second output (a dropout mask) is not mapped")
+    training = node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]
+    if training and bool(np.ravel(c.constant(node, 2))[0]):  # random, not a pass-through
+        _refuse(node, "dropout in training mode is random; export the model in eval mode")
     c.values[node.output[0]] = c.tensor(node, 0)
 
 

@@ -20,7 +20,6 @@ a layer with weights is named by its weight's key (``layer1.0.conv1.weight`` →
 from __future__ import annotations
 
 import ast
-import math
 import re
 
 import numpy as np
@@ -63,6 +62,11 @@ def _sanitize(name: str) -> str:
     return ".".join(part for part in parts if part)
 
 
+def _short(path: str) -> str:
+    """A name short enough for a graph (``graph_spec.MAX_NAME_CHARS``), still a dotted path."""
+    return path if len(path) <= 200 else path[:200].rstrip(".")
+
+
 def _scope(node) -> tuple[str, str] | None:
     """(module path, call name) from what torch's exporters record of a node; None: nothing.
 
@@ -99,10 +103,6 @@ def _attributes(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _ints(values) -> list[int]:
-    return [int(v) for v in values]
-
-
 class Converter:
     """One pass over an ONNX graph (topologically sorted, as ONNX requires) building the stages."""
 
@@ -122,7 +122,7 @@ class Converter:
                 self.consumers.setdefault(name, []).append(node)
         # a scope holding other scopes is a module's inside: its own nodes are function calls
         paths = {scope[0] for scope in map(_scope, graph.node) if scope is not None}
-        self.inner = {p for p in paths if any(t.startswith(p + ".") for t in paths)} | {""}
+        self.inner = {""} | {".".join(p.split(".")[:n]) for p in paths for n in range(1, p.count(".") + 1)}
 
     # ------------------------------------------------------------------------------ naming
 
@@ -140,6 +140,7 @@ class Converter:
         repeat = _REPEAT.fullmatch(base)
         if repeat and repeat.group(1) in self.names:  # torch numbers a module's second call itself
             base = repeat.group(1)
+        base = _short(base)
         name, number = base, 0
         while name in self.names:
             number += 1
@@ -153,10 +154,11 @@ class Converter:
         base = stem if weight_name.endswith(".weight") and valid_path(stem) else None
         scope = _scope(node)
         base = base or (scope and scope[0]) or _sanitize(node.name) or node.op_type.lower()
+        base = _short(base)
         path, number = base, 0
         while not self._free(path):
             number += 1
-            path = f"{base.replace('.', '_') if number > 1 else base}_{number}"
+            path = f"{base}_{number}"
         return path
 
     def _free(self, path: str) -> bool:
@@ -263,10 +265,6 @@ class Converter:
 def initializer_arrays(graph) -> dict[str, np.ndarray]:
     """Every initializer as a numpy array (protobuf data: nothing unpickled)."""
     return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)
 
 
 # ------------------------------------------------------------------- constants and shapes
