@@ -13,7 +13,7 @@ import { el } from "./draw.js";
 const SVG = "http://www.w3.org/2000/svg";
 const LANE = 10; // pixels between lanes
 const MARGIN = 8; // pixels under the lowest lane, where the edges turn down into the heads
-const SPREAD = 5; // pixels between the ends of edges that leave or enter one column
+const SPREAD = 7; // pixels between the ends of edges that leave or enter one column
 
 function shape(tag, attrs, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -107,10 +107,8 @@ export class BranchLanes {
         edge[out ? "x1" : "x2"] = x(out ? edge.from : edge.to) + offset;
       });
     }
-    this.svg.setAttribute("width", this.box.clientWidth);
-    this.svg.setAttribute("height", this.height);
-    const marker = shape("marker", { id: "branch-arrow", viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 6,
-      markerHeight: 6, orient: "auto" }, shape("path", { d: "M0,0 L6,3 L0,6 z" }));
+    const marker = shape("marker", { id: "branch-arrow", viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 4,
+      markerHeight: 4, orient: "auto" }, shape("path", { d: "M0,0 L6,3 L0,6 z" }));
     const paths = this.edges.map((edge) => this.path(edge));
     this.svg.replaceChildren(shape("defs", {}, marker), ...paths);
   }
