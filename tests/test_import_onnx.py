@@ -286,3 +286,70 @@ def test_without_onnxruntime_the_check_is_skipped_and_recorded(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     import_onnx(path, tmp_path / "run", class_names=NAMES)
     assert Run.open(tmp_path / "run").metadata["imported"]["checked_against"] is None
+
+
+def test_more_operators_and_a_shared_convolution(tmp_path):
+    rng = np.random.default_rng(1)
+    w = {
+        "k.weight": rng.normal(size=(3, 3, 3, 3)),
+        "k.bias": rng.normal(size=3),
+        "slope": np.full((3, 1, 1), 0.25),
+        "pads": np.array([0, 0, 1, 0, 0, 0, 0, 1]),
+        "axes": np.array([2, 3]),
+        "scale": rng.uniform(0.5, 1.5, size=6),
+        "shift": rng.normal(size=6),
+        "mean": rng.normal(size=6),
+        "var": rng.uniform(0.5, 2, size=6),
+        "fc.weight": rng.normal(size=(3, 6)),
+    }
+    w["pads"], w["axes"] = w["pads"].astype(np.int64), w["axes"].astype(np.int64)
+    nodes = [
+        helper.make_node("Conv", ["x", "k.weight", "k.bias"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["a", "slope"], ["b"]),
+        helper.make_node(
+            "Conv", ["b", "k.weight", "k.bias"], ["c"], pads=[1, 1, 1, 1]
+        ),  # the same layer again
+        helper.make_node("HardSigmoid", ["c"], ["d"], alpha=1 / 6),
+        helper.make_node("Pad", ["d", "pads"], ["e"]),
+        helper.make_node("MaxPool", ["e"], ["f"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"),
+        helper.make_node("Concat", ["f", "f"], ["g"], axis=1),
+        helper.make_node("ReduceMean", ["g", "axes"], ["h"], keepdims=0),
+        helper.make_node("BatchNormalization", ["h", "scale", "shift", "mean", "var"], ["i"], epsilon=1e-3),
+        helper.make_node("Gemm", ["i", "fc.weight"], ["j"], transB=1),
+        helper.make_node("Softmax", ["j"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [
+            numpy_helper.from_array(np.asarray(v, dtype=v.dtype if v.dtype == np.int64 else np.float32), k)
+            for k, v in w.items()
+        ],
+    )
+    path = tmp_path / "more.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    import_onnx(path, tmp_path / "run", class_names=NAMES)
+    model = Run.open(tmp_path / "run").model
+    operations = [stage.operation for stage in model.graph_stages()]
+    assert operations.count("k") == 2  # one layer, called twice: its weights are stored once
+    assert {"Hardsigmoid", "ZeroPad2d", "MaxPool2d", "Concat", "Flatten", "Softmax"} <= set(operations)
+    layers = {type(m).__name__ for m in model.body.modules()}
+    assert {"Conv2d", "PReLU", "BatchNorm1d", "Linear"} <= layers
+    pixels = torch.rand(2, 3, 9, 9)
+    (expected,) = _onnxruntime(path, pixels).values()
+    with torch.no_grad():
+        _close(model(pixels), expected, "softmax output")
+
+
+def test_a_hard_sigmoid_torch_has_no_layer_for_is_refused(tmp_path):
+    nodes = [
+        helper.make_node("HardSigmoid", ["x"], ["h"]),
+        helper.make_node("GlobalAveragePool", ["h"], ["y"]),
+    ]
+    path = tmp_path / "hs.onnx"
+    onnx.save(_node_model(nodes, {}), str(path))
+    with pytest.raises(ConvlensError, match=r"HardSigmoid node .*alpha 0.2 and beta 0.5 differ from torch's"):
+        import_onnx(path, tmp_path / "run", class_names=NAMES)
+    assert not (tmp_path / "run").exists()

@@ -54,7 +54,13 @@ def input_dims(model) -> list[int | None]:
 
 
 def read_onnx(path: str | Path):
-    """The ONNX model in ``path``, checked (``onnx.checker``) and refused as the module docstring says."""
+    """The ONNX model in ``path``, checked with ``onnx.checker``; a ``ConvlensError`` naming the
+    file otherwise. Parsed as protobuf, so nothing in the file runs. Refused: a missing file or
+    bytes that are not an ONNX model; external-data tensors (onnx would open the files the model
+    names, beside or outside the one the user gave); more than one input besides the
+    initializers, or more than one output (convlens feeds one image and reads one row of scores);
+    an input that is not float32 or not (N, C, H, W). Channels and sizes left open are refused
+    by ``import_onnx`` only when no ``input_shape`` fixes them."""
     import onnx
 
     if not Path(path).is_file():
