@@ -104,7 +104,9 @@ def batch_norm(c: Converter, node, a: dict, index: int) -> None:
     args = {
         "num_features": int(scale.size),
         "eps": float(a.get("epsilon", 1e-5)),
-        "momentum": 1.0 - float(a.get("momentum", 0.9)),  # ONNX weighs the old value, torch the new
+        "momentum": round(
+            1.0 - float(a.get("momentum", 0.9)), 12
+        ),  # ONNX weighs the old value, torch the new
     }
     weights = {
         "weight": scale,
