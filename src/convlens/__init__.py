@@ -31,6 +31,7 @@ _EXPORTS = {
     "load_checkpoint": "convlens.checkpoint",
     "Run": "convlens.run",
     "predict_files": "convlens.predict",
+    "import_file": "convlens.imports",
     # extension points: one registry each (see docs/architecture.md)
     "MODELS": "convlens.models",
     "DATASETS": "convlens.data",

@@ -34,6 +34,7 @@ MENTIONED = (
     "lr",
     "batch_size",
     "init",
+    "trust_code",
 )
 
 

@@ -116,7 +116,7 @@ def import_command(
             overwrite=overwrite,
         )
     except ConvlensError as exc:
-        if exc.parameter == "model":  # the positional argument, not a --model flag
+        if exc.parameter in ("model", "program"):  # the positional argument, not a --model flag
             raise ConvlensError(exc.with_name("MODEL")) from None
         raise
     if as_json:

@@ -59,7 +59,8 @@ def import_file(
     ``arch`` is for a weights file; ``weights`` (a state_dict loaded into the module) and
     ``trust_code`` are for a factory. The preprocessing (``class_names``, ``input_shape``,
     ``mean``/``std``, or ``data``) is the same for every route."""
-    from convlens.imports import import_model, import_weights, read_weights
+    from convlens.imports.core import import_model, import_weights
+    from convlens.imports.weights_file import read_weights
 
     route = route_of(model, arch)
     preprocessing = {

@@ -54,7 +54,7 @@ def build_from_factory(reference: str, trust_code: bool = False) -> tuple[nn.Mod
     if trust_code is not True:
         raise ConvlensError(
             f"model {printable(reference)}: building it runs the Python code in {printable(path.name)}; "
-            "pass --trust-code (Python: trust_code=True) if you trust that file",
+            "pass trust_code=True if you trust that file",
             parameter="trust_code",
         )
     if not path.is_file():
