@@ -78,11 +78,13 @@ const MERGES = {
     const names = cell.offsets.map((_, i) => cell.input_stages?.[i] ?? `input ${i + 1}`);
     const from = names[cell.source];
     const [channel, ...place] = cell.source_index;
-    const last = (cell.offsets[cell.source + 1] ?? null) === null ? "…" : cell.offsets[cell.source + 1] - 1;
+    const [start, next] = [cell.offsets[cell.source], cell.offsets[cell.source + 1]];
+    const span = next === undefined ? `from ${start} on` : `${start}–${next - 1}`; // the last input's end is the stage's
     const where = place.length ? `channel ${channel}, row ${place[0]}, col ${place[1]}` : `unit ${channel}`;
+    const listed = names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names.at(-1)}` : names[0];
     return [
-      { text: `${cell.stage} stacks ${names.join(", ")} one after another along the channels; nothing is computed. ` +
-        `Channels ${cell.offsets[cell.source]}–${last} come from ${from}, so this cell is ${from}'s ${where}` },
+      { text: `${cell.stage} stacks ${listed} one after another along the ${place.length ? "channels" : "units"}; ` +
+        `nothing is computed. ${place.length ? "Channels" : "Units"} ${span} come from ${from}, so this cell is ${from}'s ${where}` },
       { table: { caption: "where each input starts", columns: ["input stage", "first channel"],
         rows: names.map((name, i) => [name, String(cell.offsets[i])]), chosen: cell.source }, id: "arith-merge" },
       { equation: `${from}, ${where} =`, value: cell.total, total: true },

@@ -41,7 +41,18 @@ export class LayersView {
     this.stage.replaceChildren(...stages.map((s) => new Option(
       `${s.name} (${s.kind}, ${s.shape.length === 3 ? `${s.shape[0]} channels` : `${s.shape[0]} values`})`, s.name)));
     this.loaded = null;
+    this.inputs = null; // a graph's stage → the stages it reads (GET /network), fetched when needed
     if (!this.filters.closest("section").hidden) this.show();
+  }
+
+  // The stage a stage without filters is shown next to: its first input in a graph (a merge
+  // names the others in its note), the stage before it in a chain.
+  async before(base, stages, at) {
+    this.inputs ??= await getJSON(`${base}/network`).then((wiring) =>
+      new Map(wiring.stages.filter((s) => s.inputs).map((s) => [s.name, s.inputs]))).catch(() => new Map());
+    const reads = this.inputs.get(stages[at].name);
+    const first = reads && stages.find((s) => s.name === reads[0]);
+    return { previous: first ?? stages[at - 1], others: reads?.slice(1) ?? [] };
   }
 
   shown(state) {
@@ -70,7 +81,8 @@ export class LayersView {
         const body = await getJSON(`${base}/filters?stage=${encodeURIComponent(stage)}`);
         if (current()) this.drawFilters(body);
       } else {
-        await this.drawOperation(base, stages[at], stages[at - 1], current);
+        const { previous, others } = await this.before(base, stages, at);
+        await this.drawOperation(base, stages[at], previous, current, others);
       }
     } catch (error) {
       if (current()) message(this.filters, error.message, "error");
@@ -118,7 +130,7 @@ export class LayersView {
 
   // What a stage without kernels does (in words, explain-text.js), and the maps it receives next to
   // the maps it makes, for the page's current input.
-  async drawOperation(base, stage, previous, current) {
+  async drawOperation(base, stage, previous, current, others = []) {
     const input = this.state.input;
     this.operationInput = input;
     const text = el("p", { class: "operation-text", id: "operation-text", text: stageExplanation(stage, this.state.card) });
@@ -150,7 +162,7 @@ export class LayersView {
     this.filters.replaceChildren(
       text,
       el("p", { class: "note", text: `${before.name} (left) → ${after.name} (right), for the current input (${body.source}); ` +
-        `the first ${channels} channels` }),
+        `the first ${channels} channels${others.length ? `; ${after.name} also reads ${others.join(" and ")}` : ""}` }),
       el("div", {}, ...(sameColours ? [colourLegend(after.limits, `${before.name} and ${after.name}`)]
         : [colourLegend(before.limits, before.name), " ", colourLegend(after.limits, after.name)])),
       readout, el("div", { class: "operation-pairs" }, ...pairs), ...flat);
