@@ -312,7 +312,8 @@ def import_program(
 ):
     """``convlens import`` of a ``torch.export`` program (in memory or a ``.pt2`` file) as a run
     folder of the ``graph`` model, checked to reproduce the program; returns an ``ImportResult``."""
-    from convlens.imports import ImportResult, build_graph, write_run
+    from convlens.imports.core import ImportResult, write_run
+    from convlens.imports.graph_route import build_graph
     from convlens.imports.preprocessing import resolve_preprocessing
     from convlens.models import Normalize
     from convlens.models.graph_capture import check_reproduces

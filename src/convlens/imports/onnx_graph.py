@@ -160,7 +160,7 @@ def graph_from_onnx(model, input_shape: Sequence[int] | None = None) -> tuple[di
     image, output = image_input(model)[0].name, model.graph.output[0].name
     shapes = _shapes(model, input_shape)
     converter = Converter(model.graph, initializer_arrays(model.graph), shapes, image, opset)
-    graph = check_graph(converter.run(output))
+    graph = check_graph(converter.run(output, LAYERS))
     facts = {
         "opset": int(opset),
         "nodes": len(model.graph.node),
@@ -222,7 +222,7 @@ def import_onnx(
 ):
     """An ONNX file as a run folder (the module docstring): an ``ImportResult``. ``input_shape``
     defaults to the file's fixed C, H, W; nothing is written when any check fails."""
-    from convlens.imports import ImportResult, write_run
+    from convlens.imports.core import ImportResult, write_run
     from convlens.imports.graph_route import build_graph
     from convlens.imports.preprocessing import resolve_preprocessing
 

@@ -230,16 +230,16 @@ class Converter:
 
     # ------------------------------------------------------------------------------ the pass
 
-    def run(self, output_name: str) -> dict:
-        from convlens.imports.onnx_layers import LAYERS
-
+    def run(self, output_name: str, layers: dict) -> dict:
+        """Build the stages; ``layers`` maps an operator type to its builder (``onnx_layers.LAYERS``,
+        passed in: the builders use this class, so this module cannot import them)."""
         for index, node in enumerate(self.graph.node):
             if index in self.absorbed:
                 continue
             if node.op_type == "Shape" and isinstance(self.values.get(node.input[0]), Tensor):
                 self.values[node.output[0]] = shape_of(self.values[node.input[0]], _attributes(node))
             elif not self.fold(node):
-                LAYERS[node.op_type](self, node, _attributes(node), index)
+                layers[node.op_type](self, node, _attributes(node), index)
         result = self.values.get(output_name)
         if not isinstance(result, Tensor) or result.stage == INPUT:
             raise ConvlensError(
