@@ -30,7 +30,8 @@ class FlattenHead(TinyResNet):
 
 
 @pytest.fixture(scope="module")
-def explorer(tmp_path_factory):
+def explorer(tmp_path_factory, digits_run):
+    """The imported ResNet first, and the digits convnet (a chain) to switch to."""
     from convlens import ConvlensError, Run
     from convlens.server.background import BackgroundServer
 
@@ -42,7 +43,7 @@ def explorer(tmp_path_factory):
         if "view" not in str(error):
             raise
         Run.from_model(trained(FlattenHead(), 1), folder, **options)
-    with BackgroundServer([folder]) as url:
+    with BackgroundServer([folder, digits_run]) as url:
         yield url
 
 
@@ -149,3 +150,17 @@ def test_an_imported_resnet_shows_its_graph_and_explains_it(page, tmp_path):
     page.click('#tabs button[data-tab="attack"]')
     page.wait_for_selector("#attack-verdict[data-prediction]", timeout=30_000)
     assert page.locator("#attack-images canvas").count() >= 2
+
+
+def test_a_chain_gets_no_lanes_and_no_reads(page, digits_run):
+    """A convlens-built model reads stage by stage: its network looks as it always did."""
+    assert page.locator("#branch-lanes").count() == 1
+    page.select_option("#run-select", digits_run.name)
+    page.wait_for_selector('#network .stage[data-stage="conv2"] canvas.fmap')
+    assert page.locator("#branch-lanes, .stage-reads, .stage-head.reads-branch").count() == 0
+    heads = page.locator("#network .stage-head").evaluate_all("heads => heads.map((h) => h.style.gridRow)")
+    assert set(heads) == {"1"}
+    page.click('#tabs button[data-tab="card"]')
+    page.wait_for_selector("#card-stages")
+    page.wait_for_timeout(300)  # the reads column would come from GET /network
+    assert page.locator("#card-stages td.stage-reads").count() == 0
