@@ -197,19 +197,25 @@ class TracedModel(nn.Module):
                 if name is not None and name not in inputs:
                     inputs.append(name)
             operation = node.target if node.op == "call_module" else operation_name(node)
-            reads = self._reads(node, names, source)
+            reads = self._reads(node, names, source, values)
             self._stages.append(
                 Stage(names[node], self._calls[node.name].module, tuple(inputs), operation, reads)
             )
         returned = next(node for node in graph.nodes if node.op == "output").args[0]
         self.output_stage = names.get(returned) if isinstance(returned, fx.Node) else None
 
-    def _reads(self, node: fx.Node, names: dict[fx.Node, str], source: str) -> tuple[str, ...] | None:
+    def _reads(
+        self, node: fx.Node, names: dict[fx.Node, str], source: str, values: dict
+    ) -> tuple[str, ...] | None:
         """The stages whose outputs a stage module is called with, in order; None when it is also
-        called with anything else (a size, a keyword, a function's own arguments)."""
+        called with anything else (a keyword, a function's own arguments). A module from ``CALLS``
+        takes the call's tensors only, so a size read from the graph (``x.size(0)``) is no input."""
         call = self._calls[node.name]
         if call.tensors_only:
-            arguments = [v for v in tree_leaves((node.args, node.kwargs)) if isinstance(v, fx.Node)]
+            leaves = tree_leaves((node.args, node.kwargs))
+            arguments = [
+                v for v in leaves if isinstance(v, fx.Node) and isinstance(values.get(v), torch.Tensor)
+            ]
         elif node.op == "call_module" and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args):
             arguments = list(node.args)
         else:
