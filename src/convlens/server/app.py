@@ -15,9 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from convlens.errors import ConvlensError
 from convlens.server.runs import RunNotFound, RunStore
@@ -219,6 +222,19 @@ def _plain_errors(exc: RequestValidationError) -> list[dict]:
     ]
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. A path with two routes (``GET`` and ``POST
+    /api/train``) would otherwise answer a PUT or OPTIONS with ``Allow: GET`` alone: Starlette
+    takes the first route whose path matches. Each method is tried against the app's routes
+    (included routers match as a whole, so their routes are not listed one by one)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RunNotFound)
     async def run_not_found(request: Request, exc: RunNotFound) -> JSONResponse:
@@ -232,6 +248,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_input(request: Request, exc: ConvlensError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:  # Starlette names the first route's methods only
+            headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
@@ -243,6 +266,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         # A bug, not a bad request: log it with its traceback and keep serving.
         log.error("internal error on %s %s: %r", request.method, request.url.path, exc, exc_info=exc)
         return JSONResponse({"detail": f"internal error: {exc.__class__.__name__}"}, status_code=500)
+
+
+def _state_what_fastapi_cannot(app: FastAPI) -> None:
+    """``/openapi.json`` with the rules no parameter declaration can carry (``deps``)."""
+    from convlens.server.deps import state_image_forms
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            state_image_forms(FastAPI.openapi(app))  # FastAPI.openapi keeps what it made
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(
@@ -277,6 +312,7 @@ def create_app(
         redoc_url=None,
     )
     install_api_docs(app)
+    _state_what_fastapi_cannot(app)
     app.state.runs = RunStore(run_dirs, runs_dir)
     app.state.trainings = Trainings(app.state.runs, max_trainings)
     app.router.on_shutdown.append(app.state.trainings.shut_down)  # no child outlives the server

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import File, Form, Path, Request, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, Strict
 
 from convlens.server.runs import LoadedRun, RunStore
 from convlens.server.uploads import MAX_UPLOAD_BYTES, ModelInput, model_input
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 3.0 as the integer 3, and so does a whole-number field here."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Numbers in JSON bodies as the schema says them: ``true`` or ``"3"`` is no number (pydantic's lax
+# mode would take them as 1.0 and 3), an integer is a float too, and 3.0 is a whole number.
+Number = Annotated[float, Strict()]
+WholeNumber = Annotated[int, BeforeValidator(_integral), Strict()]
 
 
 class ErrorDetail(BaseModel):
@@ -48,6 +60,14 @@ MAX_TEST_INDEX = 100_000_000  # a sanity bound; the run's own count is checked w
 RUN_ID = Path(description="run id from GET /api/runs (the run folder's name)")
 
 
+def state_image_forms(schema: dict) -> None:
+    """Add to the OpenAPI ``schema`` what FastAPI cannot say of an image form: exactly one of
+    ``image`` and ``test_index`` (``model_input`` refuses neither or both with a 400)."""
+    for body in schema.get("components", {}).get("schemas", {}).values():
+        if {"image", "test_index"} <= set(body.get("properties", {})):
+            body["oneOf"] = [{"required": ["image"]}, {"required": ["test_index"]}]
+
+
 def get_store(request: Request) -> RunStore:
     return request.app.state.runs
 
@@ -66,14 +86,17 @@ class ImageRequest:
 def image_request(
     request: Request,
     run_id: str = RUN_ID,
-    image: UploadFile | None = File(
+    image: UploadFile = File(  # not "| None": a form cannot send null, and the schema must not offer it
         None,
         description="an image file (PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM; at most 5 MB), e.g. the "
         "drawing canvas; converted to the model's input by the same pipeline as `convlens predict` "
         "(Run.input: aspect-ratio check, resize, shift check)",
     ),
-    test_index: int | None = Form(
-        None, ge=0, le=MAX_TEST_INDEX, description="or: the index of one of the run's test images"
+    test_index: int = Form(
+        None,
+        ge=0,
+        le=MAX_TEST_INDEX,
+        description="or: the index of one of the run's test images (below its count, GET .../test-images)",
     ),
     invert: bool = Form(False, description="use 1 − pixels: a dark-on-light image for a light-on-dark model"),
 ) -> ImageRequest:

@@ -6,6 +6,8 @@ returns its result as JSON; nothing is computed here that the core does not comp
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import JSONResponse
 
@@ -24,7 +26,12 @@ MAX_INDEX = 1_000_000  # no model has this many channels, rows or classes: the e
 @router.post("/runs/{run_id}/arithmetic", summary="The arithmetic of one feature-map cell")
 def arithmetic(
     request: ImageRequest = Depends(image_request),
-    stage: str = Form(..., description="stage name, e.g. conv1, relu1, pool1, fc, softmax"),
+    stage: str = Form(
+        ...,
+        description="one of the run's stage names (GET /api/runs/{run_id}), e.g. conv1, relu1, pool1, fc, "
+        "softmax",
+        json_schema_extra={"minLength": 1},
+    ),
     channel: int = Form(
         0, ge=0, le=MAX_INDEX, description="output channel (or unit / class for flat stages)"
     ),
@@ -69,6 +76,28 @@ def _attribution_json(result) -> dict:
     }
 
 
+def _registered(registry: str) -> list[str]:
+    if registry == "ATTACKS":
+        from convlens.attacks import ATTACKS as entries
+    else:
+        from convlens.inspect import ATTRIBUTIONS as entries
+    return list(entries.names())
+
+
+def _names(registry: str):
+    """The schema's enum of a registry's names, read when the schema is made (after plugins
+    registered theirs), not at import; the endpoint's own 400 lists them too."""
+    return lambda schema: schema.update(enum=_registered(registry))
+
+
+def _method_lists(schema: dict) -> None:
+    """``methods``: each field one name or several joined by commas (spaces and empty parts
+    are skipped, as the endpoint does)."""
+    name = "|".join(re.escape(n) for n in _registered("ATTRIBUTIONS"))
+    part = rf"\s*({name})?\s*"
+    schema["items"] = {"type": "string", "pattern": f"^{part}(,{part})*$"}
+
+
 TARGET = "class to explain [default: the predicted class]"
 STAGE = "Grad-CAM only: the stage [default: last rectified]"
 
@@ -76,9 +105,13 @@ STAGE = "Grad-CAM only: the stage [default: last rectified]"
 @router.post("/runs/{run_id}/attribution", summary="Where the model looks: one attribution method")
 def attribution(
     request: ImageRequest = Depends(image_request),
-    method: str = Form("grad-cam", description="a registered attribution method (GET /api/registry)"),
-    target: int | None = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
-    stage: str | None = Form(None, description=STAGE),
+    method: str = Form(
+        "grad-cam",
+        description="a registered attribution method (GET /api/registry)",
+        json_schema_extra=_names("ATTRIBUTIONS"),
+    ),
+    target: int = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
+    stage: str = Form(None, description=STAGE),
 ) -> JSONResponse:
     """A heat map (H, W) in [0, 1] over the input: which pixels raise the target class's score."""
     from convlens.inspect import ATTRIBUTIONS
@@ -96,13 +129,14 @@ def attribution(
 @router.post("/runs/{run_id}/attributions", summary="Where the model looks: several methods, one image")
 def attributions(
     request: ImageRequest = Depends(image_request),
-    methods: list[str] | None = Form(
+    methods: list[str] = Form(
         None,
         description="registered attribution methods (GET /api/registry), one field each or comma-separated "
         "[default: every one]",
+        json_schema_extra=_method_lists,
     ),
-    target: int | None = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
-    stage: str | None = Form(None, description=STAGE),
+    target: int = Form(None, ge=0, le=MAX_INDEX, description=TARGET),
+    stage: str = Form(None, description=STAGE),
 ) -> JSONResponse:
     """The maps of several methods for one upload, the input sent back once: ``attributions``
     maps each method to its map (as ``/attribution`` answers) or to ``{"error"}`` when that
@@ -129,12 +163,14 @@ def attributions(
 @router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")
 def attack_endpoint(
     request: ImageRequest = Depends(image_request),
-    method: str = Form("fgsm", description="a registered attack (GET /api/registry)"),
+    method: str = Form(
+        "fgsm", description="a registered attack (GET /api/registry)", json_schema_extra=_names("ATTACKS")
+    ),
     eps: float = Form(
         0.1, ge=0, le=1, allow_inf_nan=False, description="L-infinity budget in pixel units, 0..1"
     ),
     steps: int = Form(10, ge=1, le=MAX_PGD_STEPS, description="PGD steps"),
-    target: int | None = Form(
+    target: int = Form(
         None, ge=0, le=MAX_INDEX, description="class to push towards [default: away from the label]"
     ),
 ) -> JSONResponse:

@@ -17,6 +17,7 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 FEATURE_STEPS = 128  # enough for a recognisable pattern on 28-pixel inputs in about a second
 MAX_CHANNELS = 64  # one request optimizes at most this many channels at once
 TOP_K = 9
+STAGE_NAME = {"minLength": 1}  # which names: the run's own, so no schema can list them (a 400 does)
 
 
 def _cached(run: LoadedRun, key: tuple, compute, slow: bool = False):
@@ -44,7 +45,11 @@ def _spatial_stage(run: LoadedRun, stage: str) -> None:
 @router.get("/runs/{run_id}/filters", summary="The kernels of a stage's convolution(s)")
 def filters(
     run: LoadedRun = Depends(get_run),
-    stage: str = Query(..., description="a stage that is or contains a convolution, e.g. conv1"),
+    stage: str = Query(
+        ...,
+        json_schema_extra=STAGE_NAME,
+        description="one of the run's stages (GET /api/runs/{run_id}): a stage that is or contains a convolution, e.g. conv1",
+    ),
 ) -> JSONResponse:
     """Every kernel as (C_out, C_in/groups, kH, kW), with the bias and geometry."""
     from convlens.inspect import conv_filters
@@ -72,7 +77,11 @@ def filters(
 @router.get("/runs/{run_id}/features", summary="Feature visualization: an image per channel")
 def features(
     run: LoadedRun = Depends(get_run),
-    stage: str = Query(..., description="a stage with channels, e.g. conv2 or relu2"),
+    stage: str = Query(
+        ...,
+        json_schema_extra=STAGE_NAME,
+        description="one of the run's stages (GET /api/runs/{run_id}): a stage with channels, e.g. conv2 or relu2",
+    ),
 ) -> JSONResponse:
     """For each channel of ``stage`` (up to 64), an input optimized to excite it most
     (activation maximization), and the mean activation it reaches."""
@@ -100,7 +109,11 @@ def features(
 @router.get("/runs/{run_id}/top-images", summary="The test images that excite one channel most")
 def top_images(
     run: LoadedRun = Depends(get_run),
-    stage: str = Query(..., description="a stage with channels"),
+    stage: str = Query(
+        ...,
+        json_schema_extra=STAGE_NAME,
+        description="one of the run's stages (GET /api/runs/{run_id}): a stage with channels",
+    ),
     channel: int = Query(..., ge=0, le=1_000_000, description="the channel"),
 ) -> JSONResponse:
     """The 9 test images with the highest mean activation of the channel, strongest first."""

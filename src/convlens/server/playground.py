@@ -10,18 +10,42 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from convlens.errors import ConvlensError
-from convlens.server.deps import ERRORS, POST_ERRORS
+from convlens.server.deps import ERRORS, POST_ERRORS, Number, WholeNumber
 
 router = APIRouter(prefix="/api/playground", responses=ERRORS)
 MAX_GRID = 64  # the page draws every cell; larger grids are a photo editor's job
 MAX_KERNEL = 7
 
 
+def _grid(most: int) -> dict:
+    """A matrix of 1..most rows of 1..most numbers, in JSON Schema's words. For the schema only:
+    ``convolve_endpoint`` checks it (and what no schema can say: equal rows) with a one-line 400."""
+    row = {"type": "array", "minItems": 1, "maxItems": most, "items": {"type": "number"}}
+    return {"minItems": 1, "maxItems": most, "items": row}
+
+
+def _kernel_schema(schema: dict) -> None:
+    """The kernel is a matrix or a preset's name (the server also reads matrix text such as
+    '1,0,-1; 2,0,-2', as the CLI does; the schema names the presets only)."""
+    from convlens.inspect import KERNELS
+
+    schema["anyOf"] = [{"type": "array", **_grid(MAX_KERNEL)}, {"type": "string", "enum": list(KERNELS)}]
+
+
 class ConvolveRequest(BaseModel):
-    image: list[list[float]] = Field(description="grayscale grid (H, W), e.g. 0 = white paper, 1 = ink")
-    kernel: list[list[float]] | str = Field("edge", description="a (kH, kW) matrix or a preset name")
-    stride: int = Field(1, ge=1, le=MAX_GRID, description="cells the kernel moves per step")
-    padding: int = Field(0, ge=0, le=MAX_KERNEL, description="rings of zeros added around the image")
+    image: list[list[Number]] = Field(
+        description=f"grayscale grid (H, W) of at most {MAX_GRID}x{MAX_GRID} finite numbers, rows of equal "
+        "length, e.g. 0 = white paper, 1 = ink",
+        json_schema_extra=_grid(MAX_GRID),
+    )
+    kernel: list[list[Number]] | str = Field(
+        "edge",
+        description=f"a (kH, kW) matrix of at most {MAX_KERNEL}x{MAX_KERNEL} numbers, or a preset name "
+        "(GET /api/playground); no larger than the padded image",
+        json_schema_extra=_kernel_schema,
+    )
+    stride: WholeNumber = Field(1, ge=1, le=MAX_GRID, description="cells the kernel moves per step")
+    padding: WholeNumber = Field(0, ge=0, le=MAX_KERNEL, description="rings of zeros added around the image")
 
 
 class ConvolveCellJSON(BaseModel):
@@ -54,9 +78,22 @@ def presets() -> dict:
     return {"kernels": KERNELS, "pictures": ["smiley", "digits:0", "digits:3", *PHOTOS, XRAY]}
 
 
+def _picture_names() -> dict:
+    """The names ``picture`` reads, for the schema: the fixed ones, and digits:N for each of the
+    1,797 scikit-learn digits (checked again by ``load_picture``: 400 naming the range)."""
+    from convlens.inspect.pictures import PHOTOS, XRAY
+
+    number = "([0-9]|[1-9][0-9]|[1-9][0-9][0-9]|1[0-6][0-9][0-9]|17[0-8][0-9]|179[0-6])"
+    return {"anyOf": [{"enum": ["smiley", "digits", *PHOTOS, XRAY]}, {"pattern": f"^digits:{number}$"}]}
+
+
 @router.get("/picture", summary="A sample picture as a grayscale grid")
 def picture(
-    name: str = Query("smiley", description="smiley, digits:N, a scikit-image photo name, or xray"),
+    name: str = Query(
+        "smiley",
+        description="smiley, digits, digits:N (N in 0..1796), a scikit-image photo name, or xray",
+        json_schema_extra=_picture_names(),
+    ),
     size: int | None = Query(None, ge=3, le=MAX_GRID, description="resize to size × size [default: as is]"),
 ) -> dict:
     """A built-in picture (never a file path: the server reads no files on request) in [0, 1]."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 import torch
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -35,13 +35,13 @@ from convlens.playground2d import (
     Trainer,
     check_config,
 )
-from convlens.playground2d.config import REGULARIZATIONS
+from convlens.playground2d.config import MAX_BATCH, MAX_LR, MAX_SEED, REGULARIZATIONS
 from convlens.playground2d.data import MAX_NOISE
 from convlens.playground2d.features import feature_maps
 from convlens.playground2d.trainer import NEURON_GRID
-from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail
+from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail, Number, WholeNumber
 from convlens.server.encode import floats, packed
-from convlens.server.streams import TooManyTrainings, page_id, sse
+from convlens.server.streams import PAGE_HELP, PAGE_SCHEMA, TooManyTrainings, page_id, sse
 
 router = APIRouter(prefix="/api/playground2d", responses=ERRORS)
 
@@ -59,28 +59,70 @@ _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convlens-playgro
                              initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
 
 
-class StartRequest(BaseModel):
-    """A network and its data; any value out of range is a 400 naming it."""
+def _rule(**schema) -> dict:
+    """JSON Schema keywords for the OpenAPI schema only: pydantic would answer a 422 of its own
+    words, while ``check_config`` answers a 400 that names the value and its range."""
+    return schema
 
-    page: str = Field(description="the page's own random id (8-64 letters, digits, - or _)")
-    dataset: str = Field(DEFAULTS.dataset, description=", ".join(DATASETS))
-    noise: float = Field(DEFAULTS.noise, description=f"percent, 0 to {MAX_NOISE:g}")
-    train_percent: float = Field(
-        DEFAULTS.train_percent, description="share of the points to train on, 10 to 90"
+
+class StartRequest(BaseModel):
+    """A network and its data; any value out of range is a 400 naming it. The bounds below are
+    ``check_config``'s, stated in the schema (``_rule``) and enforced there, with its messages."""
+
+    page: str = Field(description=PAGE_HELP, json_schema_extra=PAGE_SCHEMA)
+    dataset: str = Field(
+        DEFAULTS.dataset, description=", ".join(DATASETS), json_schema_extra=_rule(enum=list(DATASETS))
     )
-    seed: int = Field(
-        DEFAULTS.seed, description="the points, their split, the initial weights, the batch order"
+    noise: Number = Field(
+        DEFAULTS.noise,
+        description=f"percent, 0 to {MAX_NOISE:g}",
+        json_schema_extra=_rule(minimum=0, maximum=MAX_NOISE),
     )
-    features: list[str] = Field(list(DEFAULTS.features), description=", ".join(FEATURES))
-    hidden: list[int] = Field(
+    train_percent: Number = Field(
+        DEFAULTS.train_percent,
+        description="share of the points to train on, 10 to 90",
+        json_schema_extra=_rule(minimum=10, maximum=90),
+    )
+    seed: WholeNumber = Field(
+        DEFAULTS.seed,
+        description="the points, their split, the initial weights, the batch order",
+        json_schema_extra=_rule(minimum=0, maximum=MAX_SEED),
+    )
+    features: list[str] = Field(
+        list(DEFAULTS.features),
+        description=", ".join(FEATURES),
+        json_schema_extra=_rule(minItems=1, items={"type": "string", "enum": list(FEATURES)}),
+    )
+    hidden: list[WholeNumber] = Field(
         list(DEFAULTS.hidden),
         description=f"neurons per hidden layer: 0 to {MAX_LAYERS} layers of 1 to {MAX_NEURONS}",
+        json_schema_extra=_rule(
+            maxItems=MAX_LAYERS, items={"type": "integer", "minimum": 1, "maximum": MAX_NEURONS}
+        ),
     )
-    activation: str = Field(DEFAULTS.activation, description=", ".join(ACTIVATIONS))
-    lr: float = Field(DEFAULTS.lr, description="Adam's learning rate, above 0")
-    regularization: str = Field(DEFAULTS.regularization, description=", ".join(REGULARIZATIONS))
-    regularization_rate: float = Field(DEFAULTS.regularization_rate, description="0 to 10")
-    batch_size: int = Field(DEFAULTS.batch_size, description="points per step, 1 to 100")
+    activation: str = Field(
+        DEFAULTS.activation,
+        description=", ".join(ACTIVATIONS),
+        json_schema_extra=_rule(enum=list(ACTIVATIONS)),
+    )
+    lr: Number = Field(
+        DEFAULTS.lr,
+        description=f"Adam's learning rate, above 0, at most {MAX_LR:g}",
+        json_schema_extra=_rule(exclusiveMinimum=0, maximum=MAX_LR),
+    )
+    regularization: str = Field(
+        DEFAULTS.regularization,
+        description=", ".join(REGULARIZATIONS),
+        json_schema_extra=_rule(enum=list(REGULARIZATIONS)),
+    )
+    regularization_rate: Number = Field(
+        DEFAULTS.regularization_rate, description="0 to 10", json_schema_extra=_rule(minimum=0, maximum=10)
+    )
+    batch_size: WholeNumber = Field(
+        DEFAULTS.batch_size,
+        description=f"points per step, 1 to {MAX_BATCH}",
+        json_schema_extra=_rule(minimum=1, maximum=MAX_BATCH),
+    )
 
     def config(self) -> PlaygroundConfig:
         values = self.model_dump(exclude={"page"})
@@ -237,8 +279,11 @@ async def start(request: Request, body: StartRequest) -> dict:
     return await _on_worker(_start_json, trainer)
 
 
-@router.post("/{page}/step", responses=POST_ERRORS, summary="Train one epoch and answer the snapshot")
-async def step(request: Request, page: str) -> dict:
+PAGE = Path(description=PAGE_HELP, json_schema_extra=PAGE_SCHEMA)  # checked by page_id: a 400
+
+
+@router.post("/{page:page}/step", responses=POST_ERRORS, summary="Train one epoch and answer the snapshot")
+async def step(request: Request, page: str = PAGE) -> dict:
     session = sessions_of(request).get(page_id(page))
 
     def one_epoch() -> dict:
@@ -248,8 +293,10 @@ async def step(request: Request, page: str) -> dict:
     return await _on_worker(one_epoch)
 
 
-@router.delete("/{page}", responses=POST_ERRORS, summary="Forget this page's network (the page went away)")
-def forget(request: Request, page: str) -> dict:
+@router.delete(
+    "/{page:page}", responses=POST_ERRORS, summary="Forget this page's network (the page went away)"
+)
+def forget(request: Request, page: str = PAGE) -> dict:
     sessions_of(request).remove(page_id(page))
     return {"page": page, "removed": True}
 
@@ -260,7 +307,7 @@ def _train_slice(trainer: Trainer) -> str:
 
 
 @router.get(
-    "/{page}/stream",
+    "/{page:page}/stream",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -273,7 +320,7 @@ def _train_slice(trainer: Trainer) -> str:
 )
 async def stream(
     request: Request,
-    page: str,
+    page: str = PAGE,
     updates: int | None = Query(
         None, ge=1, le=1_000_000, description="stop after this many updates [default: no limit]"
     ),

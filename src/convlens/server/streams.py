@@ -7,11 +7,32 @@ import json
 import re
 
 from fastapi import HTTPException
+from starlette.convertors import Convertor, register_url_convertor
 
 from convlens.errors import ConvlensError
 
 # static/api.js makes PAGE_ID a random UUID (36 characters) or 24 random letters and digits
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# the same rule in the OpenAPI schema (stated there, enforced by ``page_id`` with its one-line 400)
+PAGE_SCHEMA = {"pattern": f"^{PAGE_ID.pattern}$", "minLength": 8, "maxLength": 64}
+PAGE_HELP = "the page's own random id: 8 to 64 letters, digits, - or _"
+
+
+class _PageConvertor(Convertor):
+    """``{page:page}`` in a route's path matches page ids only: ``/api/playground2d/start`` is
+    then no page's URL, so ``DELETE`` there is a 405 (``Allow: POST``), not a 400 about a page,
+    and a path that names no page is a 404 like any unknown URL."""
+
+    regex = PAGE_ID.pattern
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("page", _PageConvertor())
 
 
 class TooManyTrainings(HTTPException):

@@ -11,18 +11,18 @@ import asyncio
 import dataclasses
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from pathlib import Path as FilePath
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from convlens.errors import ConvlensError
-from convlens.server.deps import ERRORS, POST_ERRORS, RUN_ID, ErrorDetail, get_store
+from convlens.server.deps import ERRORS, POST_ERRORS, RUN_ID, ErrorDetail, WholeNumber, get_store
 from convlens.server.encode import packed
 from convlens.server.runs import RunStore
-from convlens.server.streams import page_id, sse
+from convlens.server.streams import PAGE_SCHEMA, page_id, sse
 from convlens.server.training import Training, Trainings
 from convlens.train.follow import EpochEvent, Follower, Restart, training_alive
 from convlens.train.jobs import MAX_EPOCHS, TrainJob
@@ -30,7 +30,44 @@ from convlens.train.jobs import MAX_EPOCHS, TrainJob
 router = APIRouter(prefix="/api/train", responses=ERRORS)
 
 POLL_S = 0.25  # how often a stream looks at the folder: a new epoch shows within a quarter second
+MAX_PAGE_SEED = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 KEEP_ALIVE_S = 15.0  # an SSE comment line this often, so proxies keep an idle stream open
+
+
+def _data_names(schema: dict) -> None:
+    """The data sets a page may train on: built-in and available here (``TrainJob.check`` with
+    ``paths=False``), read when the schema is made."""
+    from convlens.data import list_datasets
+
+    schema["enum"] = [row["name"] for row in list_datasets() if row["available"]]
+
+
+def _model_names(schema: dict) -> None:
+    from convlens.models import list_models
+
+    schema["enum"] = list(list_models())
+
+
+# Fields whose valid values are names: stated in the schema, checked (400) by ``TrainJob.check``
+_CHOICES = {"data": _data_names, "model": _model_names}
+
+
+def _json_type(hint):
+    """A whole-number field takes 3.0 as 3 (JSON Schema's integers), never true or "3"."""
+    if hint is int:
+        return WholeNumber
+    if hint == int | None:
+        return WholeNumber | None
+    return hint
+
+
+def _bounds(spec: dataclasses.Field) -> dict:
+    """The field's bounds; the seed's below 2**53, the largest whole number a page's JavaScript
+    holds exactly (``start`` refuses larger ones; ``TrainJob`` itself takes up to 2**63 - 1)."""
+    bounds = dict(spec.metadata["bounds"])
+    if spec.name == "seed":
+        bounds["maximum"] = min(bounds["maximum"], MAX_PAGE_SEED)
+    return bounds
 
 
 def _train_body() -> type[BaseModel]:
@@ -40,11 +77,11 @@ def _train_body() -> type[BaseModel]:
     hints = typing.get_type_hints(TrainJob)
     fields: dict = {
         spec.name: (
-            hints[spec.name],
+            _json_type(hints[spec.name]),
             Field(
                 ... if spec.default is dataclasses.MISSING else spec.default,
                 description=spec.metadata["help"],
-                json_schema_extra=dict(spec.metadata["bounds"]) or None,
+                json_schema_extra=_CHOICES.get(spec.name) or _bounds(spec) or None,
             ),
         )
         for spec in dataclasses.fields(TrainJob)
@@ -52,7 +89,7 @@ def _train_body() -> type[BaseModel]:
     fields["page"] = (
         str | None,
         Field(None, description="the asking page's id (8 to 64 letters, digits, - or _): its next "
-              "training replaces this one"),
+              "training replaces this one", json_schema_extra=PAGE_SCHEMA),
     )  # fmt: skip
     example = {"data": "digits", "model": "convnet", "epochs": 4}
     config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [example]})
@@ -114,6 +151,10 @@ async def start(request: Request, body: TrainBody) -> JSONResponse:  # type: ign
     """A training job (``convlens.train.jobs``) into ``RUNS_DIR/<id>``; a page's second training
     stops its first (which stays resumable). A bad value is a 400 naming its field."""
     page = page_id(body.page) if body.page is not None else None
+    if isinstance(body.seed, int) and body.seed > MAX_PAGE_SEED:
+        raise ConvlensError(
+            f"seed must be a whole number 0..{MAX_PAGE_SEED}, got {body.seed}", parameter="seed"
+        )
     job = TrainJob(**body.model_dump(exclude={"page"}))
     training = await run_in_threadpool(trainings_of(request).start, job, page)
     return JSONResponse(
@@ -212,7 +253,16 @@ def snapshot_index(request: Request, run_id: str = RUN_ID) -> dict:
 
 
 @router.get("/{run_id}/snapshots/{epoch}", summary="The kernels and probe feature maps after one epoch")
-def snapshot(request: Request, epoch: int, run_id: str = RUN_ID) -> dict:
+def snapshot(
+    request: Request,
+    epoch: int = Path(
+        ...,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="an epoch with a snapshot (0: the initialization; GET .../snapshots)",
+    ),
+    run_id: str = RUN_ID,
+) -> dict:
     """``kernels`` (C_out, C_in, kH, kW) of the first convolution and its ``feature_maps``
     (C_out, H, W) of the probe image, as saved at the end of ``epoch``, each with the colour
     limits the page draws it with (``kernel_limits``, ``feature_map_limits``: signed, around 0)."""
@@ -233,11 +283,11 @@ def snapshot(request: Request, epoch: int, run_id: str = RUN_ID) -> dict:
     }
 
 
-def _snapshots_folder(request: Request, run_id: str) -> Path:
+def _snapshots_folder(request: Request, run_id: str) -> FilePath:
     return get_store(request).folder(run_id)
 
 
-def _or_404(read, folder: Path):
+def _or_404(read, folder: FilePath):
     try:
         return read(folder)
     except ConvlensError as exc:
