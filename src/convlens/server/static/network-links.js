@@ -110,6 +110,10 @@ export function drawLinks(box, svg, wiring, cell) {
     return;
   }
   const strip = box.querySelector(`.stage[data-stage="${cell.stage}"] canvas.fmap`);
+  if (!strip) { // softmax: its bars sit beside the network, not in it; every logit feeds each bar
+    if (previous) outlineWhole(box, svg, previous, null);
+    return;
+  }
   const [row, col] = [Math.floor(cell.channel / strip.width), cell.channel % strip.width];
   const chosen = cellRect(box, strip, [row, row], [col, col], "chosen", { "data-stage": cell.stage });
   svg.append(chosen);
@@ -122,11 +126,17 @@ export function drawLinks(box, svg, wiring, cell) {
     svg.append(copied, line(chosen, copied));
     outlineWindows(box, svg, wiring, source, null);
   } else if (previous) { // a linear layer reads every value of the stage before
-    const whole = box.querySelectorAll(`.stage[data-stage="${previous.name}"] canvas.fmap`);
-    for (const canvas of whole) {
-      const rect = cellRect(box, canvas, [0, canvas.height - 1], [0, canvas.width - 1], "window",
-        { "data-stage": previous.name, "data-channel": canvas.dataset.channel ?? "" });
-      svg.append(rect, line(chosen, rect));
-    }
+    outlineWhole(box, svg, previous, chosen);
+  }
+}
+
+// Every map of `previous` outlined as read whole, each joined to `chosen` (when it is on screen).
+function outlineWhole(box, svg, previous, chosen) {
+  const whole = box.querySelectorAll(`.stage[data-stage="${previous.name}"] canvas.fmap`);
+  for (const canvas of whole) {
+    const rect = cellRect(box, canvas, [0, canvas.height - 1], [0, canvas.width - 1], "window",
+      { "data-stage": previous.name, "data-channel": canvas.dataset.channel ?? "" });
+    svg.append(rect);
+    if (chosen) svg.append(line(chosen, rect));
   }
 }

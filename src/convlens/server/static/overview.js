@@ -82,8 +82,10 @@ export class Overview {
     probabilityBars(this.probabilities, body.probabilities, state.card.class_names);
     this.probabilities.querySelectorAll(".bar-row").forEach((row, index) => {
       row.title = "click: how softmax turns the logits into this probability";
+      row.dataset.index = index;
       row.addEventListener("click", () => this.select({ stage: "softmax", channel: index, row: 0, col: 0 }));
     });
+    this.markBar();
     const best = body.top[0];
     this.prediction.replaceChildren(
       el("span", { class: "predicted-class", text: best.class }),
@@ -230,7 +232,16 @@ export class Overview {
         (maps.length === 1 && maps[0].classList.contains("flat") ? maps[0] : null);
       chosen?.classList.add("selected");
     }
+    this.markBar();
     this.relink();
+  }
+
+  // A softmax cell is a probability bar (beside the network, not in it): that bar is marked.
+  markBar() {
+    const cell = this.selected;
+    for (const row of this.probabilities.querySelectorAll(".bar-row")) {
+      row.classList.toggle("selected", cell?.stage === "softmax" && row.dataset.index === String(cell.channel));
+    }
   }
 
   relink() {
