@@ -20,8 +20,9 @@ from convlens.data.builtins import (
     register_dataset,
 )
 from convlens.data.bundle import Dataset, channel_stats, to_float
+from convlens.data.cache import read_image_folder
 from convlens.data.formats import DATA_FORMATS, formats_listing, read_path, register_format
-from convlens.data.readers import load_image, read_image_folder
+from convlens.data.readers import load_image
 from convlens.data.transforms import parse_image_size, random_affine, resize_images
 from convlens.errors import ConvlensError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from convlens.errors import ConvlensError
@@ -34,6 +35,9 @@ class Dataset:
     source: str = ""
     augmentation: str = ""  # the augmentation that keeps this data's labels (see transforms.AUGMENTATIONS)
     spec: str = ""  # what load_dataset was given (a built-in name or a path), to load it again later
+    # (tensors, digest) once known: a cached folder brings its fingerprint, so a second run never
+    # reads every pixel to hash it; trusted only while the bundle still holds those same tensors
+    _known_fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -71,13 +75,26 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
     def fingerprint(self) -> str:
-        """A short hash of the pixels and labels, stored in checkpoints to tell data sets apart."""
+        """A short hash of the pixels and labels, stored in checkpoints to tell data sets apart.
+
+        Hashed a few MiB at a time (the same digest as hashing everything at once), so a large
+        data set is never copied whole to be hashed."""
+        known = self._known_fingerprint
+        if known is not None and all(a is b for a, b in zip(known[0], self._tensors(), strict=True)):
+            return known[1]
         digest = hashlib.sha256()
-        for tensor in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+        for tensor in self._tensors():
             digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.contiguous().numpy().tobytes())
+            hash_rows(digest, tensor)
         return digest.hexdigest()[:16]
+
+    def remember_fingerprint(self, fingerprint: str) -> None:
+        """Record the fingerprint of the tensors held now (computed while they were written)."""
+        self._known_fingerprint = (self._tensors(), fingerprint)
 
     def summary(self) -> dict:
         """Plain facts for listings and JSON."""
@@ -99,9 +116,62 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
+HASH_BYTES = 8 * 2**20  # bytes hashed (and counted) at a time: bounded memory for any data set
+
+
+def _row_chunk(tensor: torch.Tensor) -> int:
+    """Rows per chunk of ``tensor`` so one chunk holds about HASH_BYTES."""
+    row = max(1, tensor[:1].numel() * tensor.element_size())
+    return max(1, HASH_BYTES // row)
+
+
+def hash_rows(digest, tensor: torch.Tensor) -> None:
+    """Feed ``tensor``'s bytes (C order) to ``digest`` a chunk of rows at a time."""
+    if tensor.ndim == 0:
+        digest.update(tensor.contiguous().numpy().tobytes())
+        return
+    step = _row_chunk(tensor)
+    for start in range(0, tensor.shape[0], step):
+        digest.update(tensor[start : start + step].contiguous().numpy().tobytes())
+
+
+class PixelCounts:
+    """Per-channel counts of each uint8 value, added up chunk by chunk: the exact integers that
+    give a data set's mean and std without ever holding it as floats."""
+
+    def __init__(self, channels: int):
+        self.counts = np.zeros((channels, 256), dtype=np.int64)
+
+    def add(self, images: torch.Tensor) -> None:
+        """Count a (N, C, H, W) uint8 chunk."""
+        array = images.numpy() if isinstance(images, torch.Tensor) else images
+        for channel in range(self.counts.shape[0]):
+            self.counts[channel] += np.bincount(array[:, channel].reshape(-1), minlength=256)
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and std in [0, 1] units, as ``channel_stats`` computes them from float pixels.
+
+        Each value is weighted as the float32 pixel ``to_float`` makes of it, so the rounded
+        figures agree with summing those floats (the normalization a checkpoint stores)."""
+        values = (torch.arange(256, dtype=torch.float32) / 255.0).double().numpy()  # to_float's pixels
+        count = self.counts.sum(axis=1).astype(np.float64)  # per channel
+        mean = (self.counts * values).sum(axis=1) / count
+        mean_sq = (self.counts * values**2).sum(axis=1) / count
+        std = np.sqrt(np.maximum(mean_sq - mean**2, 1e-12))
+        return tuple(round(float(m), 6) for m in mean), tuple(round(max(float(s), 1e-3), 6) for s in std)
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units, computed in chunks so 60k images stay cheap."""
+    """Per-channel mean and std in [0, 1] units, computed in chunks so 60k images stay cheap.
+
+    uint8 images are counted (``PixelCounts``): a few MiB at a time, whatever the data set's size."""
     channels = images.shape[1]
+    if images.dtype == torch.uint8:
+        counts = PixelCounts(channels)
+        step = _row_chunk(images)
+        for start in range(0, images.shape[0], step):
+            counts.add(images[start : start + step].contiguous())
+        return counts.stats()
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
     count = 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from convlens.data.arrays import apply_image_size, is_idx_folder, read_idx_folder, read_npz
 from convlens.data.bundle import Dataset
-from convlens.data.readers import read_image_folder
+from convlens.data.cache import read_image_folder
 from convlens.errors import ConvlensError, refuse_pickle
 from convlens.registry import Entry, Registry
 

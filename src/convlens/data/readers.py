@@ -13,6 +13,7 @@ import os
 import stat
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -209,50 +210,33 @@ def image_files_in(folder: Path, data_root: Path | None = None) -> list[Path]:
     )
 
 
-def _read_split(
-    root: Path, class_names: list[str], data_root: Path, target: tuple[int, int]
-) -> tuple[list[np.ndarray], list[int], list[str]]:
-    arrays, labels, skipped = [], [], []
+@dataclass
+class FolderListing:
+    """What an image folder holds, before any pixel is decoded: the files in reading order
+    (the training files class by class, then the test files) with their labels."""
+
+    root: Path
+    class_names: list[str]
+    has_splits: bool
+    files: list[Path]
+    labels: list[int]
+    test_start: int  # files[test_start:] are the test/ files (len(files) without test/)
+
+
+def _split_files(root: Path, class_names: list[str], data_root: Path) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
     for label, name in enumerate(class_names):
         folder = _inside(root / name, data_root)
         if not folder.is_dir():
             continue
-        for file in image_files_in(folder, data_root):
-            try:
-                arrays.append(decode_image(file, target))
-                labels.append(label)
-            except NonFinitePixelsError:
-                raise
-            except ConvlensError as exc:
-                skipped.append(str(exc))
-    return arrays, labels, skipped
+        found = image_files_in(folder, data_root)
+        files += found
+        labels += [label] * len(found)
+    return files, labels
 
 
-def _choose_size(arrays: list[np.ndarray], root: Path) -> tuple[int, int]:
-    sizes = Counter(a.shape[:2] for a in arrays)
-    (height, width), _ = sizes.most_common(1)[0]
-    if height > MAX_DEFAULT_SIDE or width > MAX_DEFAULT_SIDE:
-        log.warning(
-            "%s: images are %dx%d; resizing to 64x64 (choose with image_size)", printable(root), height, width
-        )
-        return 64, 64
-    if len(sizes) > 1:
-        log.warning(
-            "%s: images have %d different sizes; resizing all to %dx%d (choose with image_size)",
-            printable(root),
-            len(sizes),
-            height,
-            width,
-        )
-    return int(height), int(width)
-
-
-def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = None, seed: int = 0) -> Dataset:
-    """One subfolder per class (optionally under ``train/`` and ``test/``); PNG/JPEG/BMP/GIF/TIFF.
-
-    Undecodable files are skipped with one warning and a count, because one bad file in a
-    folder of thousands should not stop training; a class left with no image is an error.
-    """
+def list_image_folder(root: str | Path) -> FolderListing:
+    """The class folders and image files of ``root``, checked (see ``read_image_folder``)."""
     root = Path(root)
     where = printable(root)
     if not root.exists():
@@ -272,59 +256,120 @@ def read_image_folder(root: str | Path, image_size: tuple[int, int] | None = Non
             f"{where}: only one class ({printable(repr(class_names[0]))}); a classifier needs at least 2 class "
             "subfolders"
         )
-
-    # decode large JPEGs at a reduced scale, never below the size they are resized to
-    target = image_size or (MAX_DEFAULT_SIDE + 1, MAX_DEFAULT_SIDE + 1)
-    train_arrays, train_labels, skipped = _read_split(class_root, class_names, root, target)
+    files, labels = _split_files(class_root, class_names, root)
+    test_start = len(files)
     if has_splits:
-        test_arrays, test_labels, skipped_test = _read_split(root / "test", class_names, root, target)
-        skipped += skipped_test
-        if not test_arrays:  # else the run would train to the end and fail measuring nothing
-            raise ConvlensError(
-                f"{printable(root / 'test')}: no readable image; put test images in test/CLASS/ "
-                "folders, or remove test/ to hold out a share of the training images"
-            )
+        test_files, test_labels = _split_files(root / "test", class_names, root)
+        files, labels = files + test_files, labels + test_labels
+    return FolderListing(root, class_names, has_splits, files, labels, test_start)
+
+
+def decode_target(image_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The size large JPEGs are decoded at (reduced scale), never below the size they are resized to."""
+    return image_size or (MAX_DEFAULT_SIDE + 1, MAX_DEFAULT_SIDE + 1)
+
+
+def check_decoded(listing: FolderListing, kept: list[int], skipped: list[str]) -> None:
+    """After decoding: warn once about skipped files; refuse a split or class left with no image.
+
+    ``kept`` are the positions in ``listing.files`` that decoded."""
+    root, where = listing.root, printable(listing.root)
+    if listing.has_splits and not any(i >= listing.test_start for i in kept):
+        # else the run would train to the end and fail measuring nothing
+        raise ConvlensError(
+            f"{printable(root / 'test')}: no readable image; put test images in test/CLASS/ "
+            "folders, or remove test/ to hold out a share of the training images"
+        )
     if skipped:
         log.warning(
             "%s: skipped %d file(s) that could not be decoded, e.g. %s", where, len(skipped), skipped[0]
         )
-    missing = sorted(set(class_names) - {class_names[i] for i in train_labels})
+    found = {listing.labels[i] for i in kept if i < listing.test_start}
+    missing = [name for label, name in enumerate(listing.class_names) if label not in found]
     if missing:
         raise ConvlensError(f"{where}: class {printable(repr(missing[0]))} has no readable image")
 
-    all_arrays = train_arrays + (test_arrays if has_splits else [])
-    size = image_size or _choose_size(all_arrays, root)
-    channels = 1 if all(is_grayscale(a) for a in all_arrays) else 3
-    if image_size is not None:
-        check_data_size(len(all_arrays), channels, size, 1)
 
-    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
-        if not arrays:
-            return torch.zeros((0, channels, *size), dtype=torch.uint8)
-        return torch.stack([image_to_tensor(a, channels, size) for a in arrays])
+def choose_size(shapes: list[tuple[int, int]], root: Path, quiet: bool = False) -> tuple[int, int]:
+    """The most common decoded size; 64x64 when that is over MAX_DEFAULT_SIDE (warned unless ``quiet``)."""
+    sizes = Counter(shapes)
+    (height, width), _ = sizes.most_common(1)[0]
+    if height > MAX_DEFAULT_SIDE or width > MAX_DEFAULT_SIDE:
+        if not quiet:
+            log.warning(
+                "%s: images are %dx%d; resizing to 64x64 (choose with image_size)",
+                printable(root),
+                height,
+                width,
+            )
+        return 64, 64
+    if len(sizes) > 1 and not quiet:
+        log.warning(
+            "%s: images have %d different sizes; resizing all to %dx%d (choose with image_size)",
+            printable(root),
+            len(sizes),
+            height,
+            width,
+        )
+    return int(height), int(width)
 
-    if has_splits:
-        train_x, train_y = stack(train_arrays), torch.tensor(train_labels, dtype=torch.int64)
-        test_x, test_y = stack(test_arrays), torch.tensor(test_labels, dtype=torch.int64)
-    else:
-        images, labels = stack(train_arrays), np.asarray(train_labels, dtype=np.int64)
-        try:
-            train_idx, test_idx = stratified_split(labels, DEFAULT_TEST_FRACTION, seed)
-        except ConvlensError as exc:
-            raise ConvlensError(f"{where}: {exc}") from None
-        train_x, train_y = images[train_idx], torch.from_numpy(labels[train_idx])
-        test_x, test_y = images[test_idx], torch.from_numpy(labels[test_idx])
+
+def split_description(listing: FolderListing) -> str:
     split = (
         "train/ and test/ subfolders"
-        if has_splits
+        if listing.has_splits
         else f"stratified {int(DEFAULT_TEST_FRACTION * 100)} % test split"
     )
+    return f"image folder {listing.root} ({split})"
+
+
+def read_folder_in_memory(
+    listing: FolderListing, image_size: tuple[int, int] | None, seed: int = 0
+) -> Dataset:
+    """Decode every file of ``listing`` into one uint8 tensor (small folders; ``data.cache`` for large)."""
+    root, where = listing.root, printable(listing.root)
+    target = decode_target(image_size)
+    arrays, kept, skipped = [], [], []
+    for position, file in enumerate(listing.files):
+        try:
+            arrays.append(decode_image(file, target))
+            kept.append(position)
+        except NonFinitePixelsError:
+            raise
+        except ConvlensError as exc:
+            skipped.append(str(exc))
+    check_decoded(listing, kept, skipped)
+    size = image_size or choose_size([a.shape[:2] for a in arrays], root)
+    channels = 1 if all(is_grayscale(a) for a in arrays) else 3
+    if image_size is not None:
+        check_data_size(len(arrays), channels, size, 1)
+    labels = np.asarray([listing.labels[i] for i in kept], dtype=np.int64)
+    images = (
+        torch.stack([image_to_tensor(a, channels, size) for a in arrays])
+        if arrays
+        else torch.zeros((0, channels, *size), dtype=torch.uint8)
+    )
+    try:
+        train_idx, test_idx = folder_rows(listing, kept, labels, seed)
+    except ConvlensError as exc:
+        raise ConvlensError(f"{where}: {exc}") from None
     return Dataset(
         name=root.name,
-        train_images=train_x,
-        train_labels=train_y,
-        test_images=test_x,
-        test_labels=test_y,
-        class_names=class_names,
-        source=f"image folder {root} ({split})",
+        train_images=images[train_idx],
+        train_labels=torch.from_numpy(labels[train_idx]),
+        test_images=images[test_idx],
+        test_labels=torch.from_numpy(labels[test_idx]),
+        class_names=listing.class_names,
+        source=split_description(listing),
     )
+
+
+def folder_rows(
+    listing: FolderListing, kept: list[int], labels: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which decoded images (rows, in reading order) are training and which test images:
+    test/ files are the test split; otherwise a fixed stratified split of every image."""
+    if listing.has_splits:
+        is_test = np.asarray([i >= listing.test_start for i in kept], dtype=bool)
+        return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    return stratified_split(labels, DEFAULT_TEST_FRACTION, seed)

@@ -24,11 +24,12 @@ from convlens.checkpoint import (
     split_optimizer_state,
 )
 from convlens.data import Dataset
+from convlens.data.rows import take
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
 from convlens.runlock import RunLock
 from convlens.train.cpu_memory import keep_freed_memory
-from convlens.train.diagnostics import diagnose
+from convlens.train.diagnostics import SAMPLE, diagnose
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
 from convlens.train.init_weights import WarmUp, init_model
@@ -266,7 +267,7 @@ class _Training:
             log.info("%s; stopped after epoch %d of %d", progress.stopped, epoch - 1, config.epochs)
         return test
 
-    def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    def _evaluate(self, images, labels: torch.Tensor) -> dict:
         """``evaluate`` on this process's share of a held-out split, combined over every process."""
         share = self.world.share
         part = evaluate(self.model, images[share], labels[share], self.config.eval_batch_size)
@@ -335,7 +336,7 @@ class _Training:
         )
         findings = diagnose(
             self.model,
-            held_out,
+            take(held_out, slice(0, SAMPLE)),  # a sample, read from the cache when it is there
             name,
             history,
             self.guard.events,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.data import to_float
+from convlens.data.rows import Rows, take
 from convlens.data.transforms import augment
 from convlens.errors import ConvlensError, shown
 from convlens.train.distributed import SINGLE_PROCESS, World
@@ -47,7 +48,7 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def train_one_epoch(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Rows,
     labels: torch.Tensor,
     optimizer,
     scheduler,
@@ -59,7 +60,9 @@ def train_one_epoch(
     """One pass over the shuffled training tensor; returns loss, accuracy and the seconds it took.
 
     With several processes (``train.distributed``) each trains on its shard of every batch and
-    the returned numbers are those of all of them together.
+    the returned numbers are those of all of them together. Each batch is read on its own
+    (``data.rows.take``: from memory, or from the folder cache on disk) and made float there:
+    memory holds one batch of floats, whatever the data set's size.
     """
     model.train()
     device = next(model.parameters()).device
@@ -73,7 +76,7 @@ def train_one_epoch(
     start = time.perf_counter()
     for step, first in enumerate(range(0, order.shape[0], batch_size)):
         index = order[first : first + batch_size]
-        batch = _to_device(images[index], device)  # (B, C, H, W) float in [0, 1]
+        batch = _to_device(take(images, index), device)  # (B, C, H, W) float in [0, 1]
         target = labels[index].to(device)
         batch = augment(batch, generator, config.augment).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
@@ -111,10 +114,10 @@ def _check_split(model: nn.Module, images, labels) -> None:
     float, and one class index of the model per image."""
     expected = tuple(getattr(model, "in_shape", ()))
     if (
-        not isinstance(images, torch.Tensor)
+        not isinstance(images, torch.Tensor | Rows)
         or images.ndim != 4
         or (expected and tuple(images.shape[1:]) != expected)
-        or not (images.is_floating_point() or images.dtype == torch.uint8)
+        or not (images.dtype.is_floating_point or images.dtype == torch.uint8)
     ):
         raise ConvlensError(
             f"images must be a uint8 or float tensor N x {'x'.join(map(str, expected)) or 'C x H x W'}, got "
@@ -138,12 +141,15 @@ def _check_split(model: nn.Module, images, labels) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> dict:
+def evaluate(
+    model: nn.Module, images: torch.Tensor | Rows, labels: torch.Tensor, batch_size: int = 100
+) -> dict:
     """Accuracy, mean loss and every prediction on a held-out split (model put in eval mode).
 
     The keys name no split (``accuracy``, ``loss``, ``predictions``): the same function scores the
     validation and the test split, and the caller says which it asked for. ``images`` may be
-    uint8 (0..255, as data sets hold them) or float pixels in [0, 1]."""
+    uint8 (0..255, as data sets hold them) or float pixels in [0, 1], in memory or read from
+    the folder cache a batch at a time."""
     _check_split(model, images, labels)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConvlensError(
@@ -153,7 +159,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     device = next(model.parameters()).device
     predictions, total_loss = [], torch.zeros((), device=device)  # summed on the device: one sync
     for first in range(0, images.shape[0], batch_size):
-        batch = _to_device(images[first : first + batch_size], device)
+        batch = _to_device(take(images, slice(first, first + batch_size)), device)
         logits = model(batch)
         target = labels[first : first + batch_size].to(device)
         total_loss += F.cross_entropy(logits, target, reduction="sum")

@@ -6,6 +6,10 @@ is stratified with a fixed seed (0), so every run on the same data (and ``--resu
 the same images. Size rule: ``validation_fraction`` of the training images (10 %), at least one
 per class and at most 5,000; no split when a class has fewer than 5 training images (then the
 training loss stands in, and the run says so).
+
+A data set read from the folder cache (``data.rows``) is split by index (``Rows``): the
+training and validation images stay in the file and are read a batch at a time, so holding
+out a split copies nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from convlens.data import Dataset
+from convlens.data.rows import Rows, is_mapped
 from convlens.data.transforms import stratified_split
 
 MAX_VALIDATION = 5_000
@@ -27,9 +32,9 @@ SEED = 0
 class Split:
     """The images the optimizer trains on, and the validation images held out from them."""
 
-    train_images: torch.Tensor  # (N, C, H, W)
+    train_images: torch.Tensor | Rows  # (N, C, H, W)
     train_labels: torch.Tensor  # (N,)
-    val_images: torch.Tensor | None  # (V, C, H, W), None: no validation split
+    val_images: torch.Tensor | Rows | None  # (V, C, H, W), None: no validation split
     val_labels: torch.Tensor | None
 
     @property
@@ -69,6 +74,14 @@ def validation_split(dataset: Dataset, fraction: float) -> Split:
     size = min(max(round(fraction * len(labels)), len(present)), MAX_VALIDATION)
     train_index, val_index = stratified_split(labels, size / len(labels), SEED)
     train_index, val_index = torch.from_numpy(train_index), torch.from_numpy(val_index)
+    if is_mapped(dataset.train_images):  # read from a file: select, never copy
+        images = dataset.train_images
+        return Split(
+            Rows(images, train_index),
+            dataset.train_labels[train_index],
+            Rows(images, val_index),
+            dataset.train_labels[val_index],
+        )
     return Split(
         dataset.train_images[train_index],
         dataset.train_labels[train_index],
