@@ -57,3 +57,64 @@ def test_a_softmax_bar_shows_logits_exp_and_probability(open_page, explorer, dig
     assert total == pytest.approx(float(bar.get_attribute("data-probability")), abs=1e-6) == probability
     # softmax reads every logit: the fc column is outlined whole
     assert page.locator('svg.network-links rect.window[data-stage="fc"]').count() == 1
+
+
+def first_thumb(page) -> int:
+    return int(page.locator("#test-strip canvas.thumb").first.get_attribute("data-index"))
+
+
+def test_a_newly_chosen_run_opens_on_its_own_test_image(open_page, digits_run, photo_run):
+    """Defect 2: the previous run's image was sent to the new run (a digit shrunk into a photo model)."""
+    page = open_page(height=1000)
+    pick_test_image(page, 5)
+    page.select_option("#run-select", photo_run.name)
+    page.wait_for_selector('#network .stage[data-stage="bn2"] canvas.fmap')
+    index = first_thumb(page)
+    page.wait_for_selector(f'#network[data-source="test image {index}"]')
+    assert page.locator("#test-strip canvas.thumb.current").get_attribute("data-index") == str(index)
+    seen = page.locator("#seen-canvas")
+    page.wait_for_selector(f'#seen-canvas[data-source="test image {index}"]')
+    assert (seen.get_attribute("width"), seen.get_attribute("height")) == ("16", "16")
+    page.select_option("#run-select", digits_run.name)
+    page.wait_for_selector('#run-facts:has-text("on digits")')
+    index = first_thumb(page)
+    page.wait_for_selector(
+        f'#network[data-source="test image {index}"] .stage[data-stage="conv2"] canvas.fmap'
+    )
+    page.wait_for_selector(f'#seen-canvas[data-source="test image {index}"][width="8"]')
+
+
+def test_a_rejected_upload_leaves_nothing_of_the_previous_image(open_page, tmp_path):
+    """Defect 10: the previous prediction, bars, badge and 'what the model sees' stayed beside the error."""
+    page = open_page(height=1000, ignore=lambda text: "status of 415" in text)
+    pick_test_image(page, 3)
+    page.locator("#invert-input").check()  # far from the training images: the badge shows
+    page.wait_for_selector("#shift-badge.inverted", state="visible")
+    page.locator('.stage[data-stage="conv2"] canvas.fmap[data-channel="1"]').click()
+    page.wait_for_selector("#arith-total")
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"these are notes, not a picture")
+    page.set_input_files("#upload-input", str(bad))
+    page.wait_for_selector("#network .error")
+    assert "upload 'notes.png'" in page.locator("#network").inner_text()
+    page.screenshot(path=tmp_path / "rejected.png", full_page=True)
+    assert page.locator("#prediction").inner_text() == ""
+    assert page.locator("#prediction").get_attribute("data-probability") is None
+    assert page.locator("#probabilities .bar-row").count() == 0
+    assert page.locator("#arithmetic").inner_text() == ""
+    assert page.locator("#network").get_attribute("data-source") is None
+    assert page.locator("#shift-badge").is_hidden()
+    assert page.locator("#seen-canvas").get_attribute("data-source") == ""
+    for canvas in ("#seen-canvas", "#draw-canvas"):  # blank: no pixel of the previous image
+        lit = page.locator(canvas).evaluate(
+            "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 < 3 && v > 0)"
+        )
+        assert not lit, canvas
+    assert page.locator("#test-strip canvas.thumb.current").count() == 0
+    page.click('#tabs button[data-tab="attack"]')
+    page.wait_for_selector("#attack-verdict .error")
+    assert page.locator("#attack-before .bar-row, #attack-images canvas").count() == 0
+    # the next image that works brings everything back
+    page.click('#tabs button[data-tab="overview"]')
+    pick_test_image(page, 2)
+    assert page.locator("#probabilities .bar-row").count() == 10

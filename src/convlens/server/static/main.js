@@ -93,11 +93,13 @@ async function selectRun(runId) {
   for (const view of Object.values(views)) view.runChanged?.(state);
   explainViews(state.card, state.registry);
   const testImages = await inputPanel.loadTestImages(runId, Boolean(state.run.dataset));
-  // the first screen shows a test image and its prediction, not an empty canvas
-  if (!state.input && testImages.length) inputPanel.pickTest(testImages[0]);
-  // a test index of the previous run means nothing here: send the canvas, which shows that image
-  else if (state.input?.kind === "test" || !state.input) inputPanel.sendCanvas();
-  else inputChanged(state.input);
+  // a run opens on one of its own test images: the previous run's image (a photo for a digit
+  // model, a digit shrunk to another model's size) would only show how the model fails on it
+  if (testImages.length) inputPanel.pickTest(testImages[0]);
+  // no test images (an imported model naming no data set): the user's own drawing or upload is
+  // meant for any model and is kept; another run's test image is not: a blank canvas instead
+  else if (state.input?.kind === "blob") inputChanged(state.input);
+  else inputPanel.clear(true);
 }
 
 // The run menu, from GET /api/runs; the run shown stays selected.
