@@ -1,11 +1,25 @@
 // Talking to the explorer's JSON API. Every number the page shows comes from here.
 
-export class ApiError extends Error {}
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
 
 async function answer(response) {
   const body = await response.json().catch(() => ({ detail: response.statusText }));
-  if (!response.ok) throw new ApiError(body.detail || `HTTP ${response.status}`);
+  if (!response.ok) throw new ApiError(body.detail || `HTTP ${response.status}`, response.status);
   return body;
+}
+
+// Whether an image endpoint's error is about the input itself (convlens.server.uploads): not a
+// picture convlens reads (415), too large (413), or a 400 naming the upload or the test index.
+// Such an input has no prediction at all; any other error is about the request (a cell, a method).
+function rejectsInput(error, input) {
+  if (error.status === 413 || error.status === 415) return true;
+  if (error.status !== 400) return false;
+  return input.kind === "test" ? error.message.startsWith("test_index") : error.message.startsWith("upload ");
 }
 
 export async function getJSON(url) {
@@ -31,7 +45,16 @@ export async function postImage(url, input, fields = {}) {
   for (const [key, value] of Object.entries(fields)) {
     if (value !== null && value !== undefined && value !== "") form.append(key, String(value));
   }
-  const body = await answer(await fetch(url, { method: "POST", body: form }));
+  let body;
+  try {
+    body = await answer(await fetch(url, { method: "POST", body: form }));
+  } catch (error) {
+    // the input panel forgets what it showed of the previous image ("input-rejected" on document)
+    if (error instanceof ApiError && rejectsInput(error, input)) {
+      document.dispatchEvent(new CustomEvent("input-rejected", { detail: { request: input, message: error.message } }));
+    }
+    throw error;
+  }
   if ("shift" in body) document.dispatchEvent(new CustomEvent("input-checked", { detail: { ...body, request: input } }));
   return body;
 }

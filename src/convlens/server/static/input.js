@@ -36,6 +36,7 @@ export class InputPanel {
       if (this.input) this.changed({ ...this.input });
     });
     document.addEventListener("input-checked", (e) => this.checked(e.detail));
+    document.addEventListener("input-rejected", (e) => this.rejected(e.detail));
   }
 
   // every new input carries the invert toggle's state; its thumbnail (if any) is marked
@@ -52,6 +53,20 @@ export class InputPanel {
     if (answer.request !== this.input) return;
     if (answer.input) this.paintSeen(answer.input, answer.source);
     this.showShift(answer.shift, answer.inverted);
+  }
+
+  // The server refused the current input (api.js rejectsInput): nothing of the previous image
+  // stays on the panel, neither on the canvas, nor as what the model sees, nor as its badge.
+  rejected(answer) {
+    if (answer.request !== this.input) return;
+    if (this.input.kind === "blob") {
+      this.ctx.fillStyle = "black";
+      this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    }
+    this.seen.getContext("2d").clearRect(0, 0, this.seen.width, this.seen.height);
+    this.seen.dataset.source = "";
+    this.outline(null);
+    this.showShift(null, false);
   }
 
   // The server's check of the input against the training images (convlens.shift): a badge when far.
@@ -125,6 +140,7 @@ export class InputPanel {
     if (!file) return;
     const url = URL.createObjectURL(file);
     const picture = new Image();
+    picture.onerror = () => URL.revokeObjectURL(url); // not for the browser: the server may read it (DICOM)
     picture.onload = () => {
       this.ctx.fillStyle = "black";
       this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);

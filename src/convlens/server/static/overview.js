@@ -66,7 +66,19 @@ export class Overview {
     this.network.replaceChildren();
   }
 
+  // Nothing of the previous input stays beside the error: not its prediction, bars, arithmetic or
+  // links. The selected cell is kept: the next input that works explains it again.
   fail(error) {
+    this.body = null;
+    this.prediction.replaceChildren();
+    delete this.prediction.dataset.class;
+    delete this.prediction.dataset.probability;
+    this.probabilities.replaceChildren();
+    this.panel.replaceChildren();
+    this.animation.clear();
+    delete this.network.dataset.source;
+    this.count.textContent = "";
+    delete this.count.dataset.hidden;
     message(this.network, error.message, "error");
   }
 
