@@ -118,3 +118,34 @@ def test_a_rejected_upload_leaves_nothing_of_the_previous_image(open_page, tmp_p
     page.click('#tabs button[data-tab="overview"]')
     pick_test_image(page, 2)
     assert page.locator("#probabilities .bar-row").count() == 10
+
+
+def test_a_targeted_attack_says_how_far_the_target_got(open_page, explorer, digits_run, tmp_path):
+    """Defect 9: the verdict spoke of the predicted class only, never of the class aimed at."""
+    page = open_page(height=1000)
+    index = pick_test_image(page, 3)
+    page.click('#tabs button[data-tab="attack"]')
+    page.wait_for_selector("#attack-verdict[data-prediction]")
+    assert page.locator("#attack-target-verdict, .bar-row.target").count() == 0  # untargeted: no target
+    predicted = page.locator("#attack-before .bar-row.top").get_attribute("data-class")
+    target = "3" if predicted != "3" else "5"
+    page.select_option("#attack-target", target)
+    page.locator("#attack-eps").fill("0.3")
+    page.wait_for_selector("#attack-target-verdict")
+    page.wait_for_selector('#attack-verdict:has-text("ε = 0.30")')
+    page.screenshot(path=tmp_path / "targeted.png", full_page=True)
+    expected = post(explorer, f"runs/{digits_run.name}/attack", test_index=index, method="fgsm", eps=0.3,
+                    target=int(target))  # fmt: skip
+    before, after = (expected[key]["probabilities"][int(target)] for key in ("clean", "attacked"))
+    said = page.locator("#attack-target-verdict")
+    reached = expected["attacked"]["top"][0]["index"] == int(target)
+    assert said.inner_text() == (
+        f"; target {target}: {100 * before:.1f} % → {100 * after:.1f} %"
+        + (" — reached" if reached else " — not reached")
+    )
+    for bars in ("#attack-before", "#attack-after"):
+        marked = page.locator(f"{bars} .bar-row.target")
+        assert marked.count() == 1 and marked.get_attribute("data-class") == target
+    assert float(page.locator("#attack-after .bar-row.target").get_attribute("data-probability")) == (
+        pytest.approx(after, abs=1e-6)
+    )

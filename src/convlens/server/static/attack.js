@@ -83,11 +83,30 @@ export class AttackView {
     probabilityBars(this.after, body.attacked.probabilities, names, body.clean.probabilities);
     const was = body.clean.top[0];
     const now = body.attacked.top[0];
-    this.verdict.textContent = `${body.summary.method.toUpperCase()} ε = ${eps.toFixed(2)}: ` +
+    this.verdict.replaceChildren(`${body.summary.method.toUpperCase()} ε = ${eps.toFixed(2)}: ` +
       `${was.class} (${percent(was.probability)}) → ${now.class} (${percent(now.probability)})` +
-      (was.index !== now.index ? " — fooled" : " — not fooled");
+      (was.index !== now.index ? " — fooled" : " — not fooled"));
     this.verdict.dataset.prediction = now.class;
+    this.showTarget(body, names);
     this.images.dataset.source = body.source; // which input this attack belongs to
+  }
+
+  // A targeted attack pushes one class up: its probability before → after, and its bars marked,
+  // so the verdict says whether the attack got where it was aimed, not only whether it fooled.
+  showTarget(body, names) {
+    const target = body.summary.target;
+    if (target === null || target === undefined) return;
+    const [before, after] = [body.clean.probabilities[target], body.attacked.probabilities[target]];
+    const reached = body.attacked.top[0].index === target;
+    this.verdict.append(el("span", { id: "attack-target-verdict", class: reached ? "reached" : "",
+      "data-before": before, "data-after": after,
+      text: `; target ${names[target]}: ${percent(before)} → ${percent(after)}` +
+        (reached ? " — reached" : " — not reached") }));
+    for (const bars of [this.before, this.after]) {
+      const row = bars.querySelectorAll(".bar-row")[target];
+      row.classList.add("target");
+      row.title = `${row.title ? `${row.title}; ` : ""}the attack's target`;
+    }
   }
 }
 
