@@ -127,7 +127,7 @@ def test_an_imported_resnet_shows_its_graph_and_explains_it(page, tmp_path):
     assert (
         page.locator("#arithmetic h3").inner_text().startswith("layer2.0.add (add): channel 2, row 1, col 1")
     )
-    rows = page.locator("#arith-merge tr").all()[1:]
+    rows = page.locator("#arithmetic table:has(caption:text(\"the values added\")) tr").all()[1:]
     assert [r.locator("td").first.inner_text() for r in rows] == ["layer2.0.bn2", "layer2.0.downsample.1"]
     shown = [float(r.locator("td").nth(1).inner_text()) for r in rows]
     total = page.locator("#arith-total")

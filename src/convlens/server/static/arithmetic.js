@@ -58,49 +58,8 @@ function stepNodes(step) {
   return step.grids ? [el("div", { class: "channel-step" }, ...nodes)] : nodes;
 }
 
-// Merges (convlens.inspect.merges) while convlens.views.arithmetic has no drawing of their own and
-// sends its table of a cell's bare numbers: the page lays the cell's own values out with the input
-// stages named ("a + b = total"); every number is the server's, the total too.
-const MERGES = {
-  AddCell: (cell) => {
-    const names = cell.values.map((_, i) => cell.input_stages?.[i] ?? `input ${i + 1}`);
-    const rows = cell.values.map((value, i) => [names[i], value]);
-    if (cell.constant) rows.push(["constant", cell.constant]);
-    return [
-      { text: `${cell.stage} adds ${names.join(" and ")} cell by cell: channel ${cell.channel}, row ${cell.row}, ` +
-        `col ${cell.col} of each, summed${cell.constant ? `, plus ${fmt(cell.constant, 4)}` : ""}` },
-      { table: { caption: "the values added", columns: ["input stage", "value"], rows, chosen: null }, id: "arith-merge" },
-      { equation: `${rows.map((row) => row[0]).join(" + ")} = ${rows.map((row) => operand(row[1], 4)).join(" + ")} =`,
-        value: cell.total, total: true },
-    ];
-  },
-  ConcatCell: (cell) => {
-    const names = cell.offsets.map((_, i) => cell.input_stages?.[i] ?? `input ${i + 1}`);
-    const from = names[cell.source];
-    const [channel, ...place] = cell.source_index;
-    const [start, next] = [cell.offsets[cell.source], cell.offsets[cell.source + 1]];
-    const span = next === undefined ? `from ${start} on` : `${start}–${next - 1}`; // the last input's end is the stage's
-    const where = place.length ? `channel ${channel}, row ${place[0]}, col ${place[1]}` : `unit ${channel}`;
-    const listed = names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names.at(-1)}` : names[0];
-    return [
-      { text: `${cell.stage} stacks ${listed} one after another along the ${place.length ? "channels" : "units"}; ` +
-        `nothing is computed. ${place.length ? "Channels" : "Units"} ${span} come from ${from}, so this cell is ${from}'s ${where}` },
-      { table: { caption: "where each input starts", columns: ["input stage", "first channel"],
-        rows: names.map((name, i) => [name, String(cell.offsets[i])]), chosen: cell.source }, id: "arith-merge" },
-      { equation: `${from}, ${where} =`, value: cell.total, total: true },
-    ];
-  },
-};
-
-function mergeSteps(body) {
-  const merge = MERGES[body.cell?.type];
-  const generic = body.steps.some((step) => step.table?.caption?.startsWith("the numbers of this"));
-  if (!merge || !generic) return body.steps;
-  return [body.steps[0], ...merge(body.cell), body.steps.at(-1)]; // keep the title and the agreement
-}
-
 export function showArithmetic(panel, body) {
-  const parts = mergeSteps(body).flatMap(stepNodes);
+  const parts = body.steps.flatMap(stepNodes);
   const box = body.receptive_field;
   parts.push(el("p", { class: "note", text: box.whole_image ? "receptive field: the whole input"
     : `receptive field: input rows ${box.top}–${box.bottom}, cols ${box.left}–${box.right} (outlined on the input)` }));
