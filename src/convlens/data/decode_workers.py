@@ -56,7 +56,12 @@ def _init_worker() -> None:
 def _mapper(workers: int):
     """An ``imap_unordered``-like function over ``workers`` processes (this one when 1)."""
     if workers <= 1:
-        yield map
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a worker runs: one image is too small to share out
+        try:
+            yield map
+        finally:
+            torch.set_num_threads(threads)
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")

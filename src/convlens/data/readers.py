@@ -202,12 +202,26 @@ def image_files_in(folder: Path, data_root: Path | None = None) -> list[Path]:
 
     With ``data_root`` a file that links outside it is refused (a training folder must hold its
     own data); without, links are followed (``predict`` classifies whatever the user names).
+    Only a path with a link on it (the file, a folder below ``folder``, or ``folder`` itself
+    outside ``data_root``) is resolved: a folder of 100,000 plain files is listed in a second.
     """
-    return sorted(
-        _inside(p, data_root) if data_root is not None else p
+    found = [
+        p
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    ]
+    if data_root is not None:
+        plain = {folder: folder.resolve().is_relative_to(data_root.resolve())}
+
+        def without_links(directory: Path) -> bool:
+            if directory not in plain:
+                plain[directory] = not directory.is_symlink() and without_links(directory.parent)
+            return plain[directory]
+
+        for p in found:  # in rglob's order: the same first refusal as checking each file
+            if p.is_symlink() or not without_links(p.parent):
+                _inside(p, data_root)
+    return sorted(found)
 
 
 @dataclass
@@ -246,7 +260,8 @@ def list_image_folder(root: str | Path) -> FolderListing:
     _check_listable(root)
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     class_root = root / "train" if has_splits else root
-    class_names = [p.name for p in _class_folders(class_root, root) if image_files_in(p, root)]
+    listed = {p.name: image_files_in(p, root) for p in _class_folders(class_root, root)}
+    class_names = [name for name, found in listed.items() if found]
     if not class_names:
         raise ConvlensError(
             f"{where}: no images found; expected one subfolder per class holding PNG/JPEG/BMP/GIF/TIFF files"
@@ -256,7 +271,8 @@ def list_image_folder(root: str | Path) -> FolderListing:
             f"{where}: only one class ({printable(repr(class_names[0]))}); a classifier needs at least 2 class "
             "subfolders"
         )
-    files, labels = _split_files(class_root, class_names, root)
+    files = [file for name in class_names for file in listed[name]]
+    labels = [label for label, name in enumerate(class_names) for _ in listed[name]]
     test_start = len(files)
     if has_splits:
         test_files, test_labels = _split_files(root / "test", class_names, root)
