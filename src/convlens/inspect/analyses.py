@@ -80,6 +80,25 @@ def misclassified(
     )
 
 
+def _grad_cam_target(model: nn.Module, stage: str) -> bool:
+    """Whether Grad-CAM may look at ``stage``: one that is or holds a convolution, or whose output is
+    a feature map of a kind that allows it (``layer_kinds.stage_traits``): a graph's ReLU, addition
+    or pooling is a stage of its own, with no convolution inside."""
+    from convlens.inspect._stages import eval_mode, input_shape, model_device
+    from convlens.inspect.hooks import StageRecorder
+    from convlens.inspect.layer_kinds import stage_traits
+
+    module = find_stage(model, stage)
+    if is_spatial_stage(module):
+        return True
+    shape = input_shape(model)
+    if shape is None:
+        return False
+    with eval_mode(model), torch.no_grad(), StageRecorder(model, [stage]) as recorder:
+        model(torch.zeros(1, *shape, device=model_device(model)))
+    return stage_traits(module, tuple(recorder.outputs[stage][0].shape)).grad_cam_target
+
+
 def explanation_attribution(
     model: nn.Module,
     image: torch.Tensor,
@@ -96,7 +115,7 @@ def explanation_attribution(
     target is the same error with or without convolutions.
     """
     entry = ATTRIBUTIONS.get(method)
-    cam_stage = stage if stage is not None and is_spatial_stage(find_stage(model, stage)) else None
+    cam_stage = stage if stage is not None and _grad_cam_target(model, stage) else None
     if entry.name != "grad-cam" or any(is_spatial_stage(module) for _, module in model_stages(model)):
         return entry.call(model, image, target=target, stage=cam_stage)
     if target is not None:
