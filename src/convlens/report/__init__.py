@@ -49,12 +49,23 @@ def _aligned(table: dict) -> dict:
     return {**table, "numeric": numeric_columns(table.get("rows", []))}
 
 
+def _model_label(run: Run) -> str:
+    """The model's name; for a model brought in (``convlens import``, ``Run.from_model``), what it
+    was: a graph run's registered name alone ("graph") says nothing of the model."""
+    imported = run.metadata.get("imported")
+    if not isinstance(imported, dict):
+        return run.model_name
+    arch, source = imported.get("arch"), imported.get("weights") or imported.get("class")
+    name = str(arch) if arch and arch != "graph" else str(imported.get("class") or run.model_name)
+    return f"{name} (imported from {source})" if source and source != name else f"{name} (imported)"
+
+
 def _overview(run: Run) -> Section:
     from convlens.models import count_parameters
 
     metrics = run.metrics
     facts = [
-        ["model", run.model_name],
+        ["model", _model_label(run)],
         ["parameters", f"{count_parameters(run.model):,}"],
         ["input", "×".join(map(str, run.input_shape))],
         ["classes", ", ".join(run.class_names)],
@@ -176,8 +187,21 @@ def _feature_maps(run: Run, image, label: int) -> Section:
         text=f"A test image of class {run.class_names[label]} (predicted "
         f"{run.class_names[predicted]}, {100 * float(inside.probabilities[predicted]):.1f} %); "
         "the first 8 channels of every spatial stage.",
+        tables=_stage_tables(run),
         images=[_image(plots.feature_maps(spatial, limit=8, image=image), "feature maps")],
     )
+
+
+def _stage_tables(run: Run) -> list[dict]:
+    """Every stage by name, in order, with what it reads where the model is a graph (branches)."""
+    from convlens.inspect import receptive_fields, stage_inputs
+    from convlens.views.tables import stage_table
+
+    try:
+        fields = receptive_fields(run.model)
+    except ConvlensError:  # a model seen through hooks: no graph to walk
+        return []
+    return [_table(stage_table(fields, "every stage, in order", reads=stage_inputs(run.model)))]
 
 
 def _attributions(run: Run, image, label: int) -> Section:
@@ -348,6 +372,6 @@ def build_report(
     run, sections = report_sections(run_dir, data, eps, lab_dir, progress)
     out_path = Path(out_file) if out_file is not None else run.folder / "report.html"
     _check_out_file(out_path)
-    title = f"{run.model_name} on {run.dataset.get('name', 'its data')}"
+    title = f"{_model_label(run)} on {run.dataset.get('name', 'its data')}"
     atomic_write(out_path, render_report(title, sections).encode("utf-8"))
     return out_path

@@ -45,23 +45,26 @@ def _receptive_field(field) -> str:
     return "whole image" if field.whole_image else f"{field.size[0]}x{field.size[1]}"
 
 
-def stage_table(fields: list, title: str = "stages") -> Table:
-    """Every stage's output shape, parameters, receptive field and jump (``inspect.receptive_fields``)."""
-    return Table(
-        title,
-        ["stage", "kind", "output", "parameters", "receptive field (px)", "jump (px)"],
+def stage_table(fields: list, title: str = "stages", reads: dict | None = None) -> Table:
+    """Every stage's output shape, parameters, receptive field and jump (``inspect.receptive_fields``);
+    with ``reads`` (``inspect.stage_inputs`` of a graph) also the stages each one reads."""
+    columns = ["stage", "kind", "output", "parameters", "receptive field (px)", "jump (px)"]
+    rows = [
         [
-            [
-                f.stage,
-                f.kind,
-                "x".join(map(str, f.output_shape)),
-                f"{f.parameters:,}",
-                _receptive_field(f),
-                "-" if f.whole_image else "x".join(map(str, f.jump)),
-            ]
-            for f in fields
-        ],
-    )
+            f.stage,
+            f.kind,
+            "x".join(map(str, f.output_shape)),
+            f"{f.parameters:,}",
+            _receptive_field(f),
+            "-" if f.whole_image else "x".join(map(str, f.jump)),
+        ]
+        for f in fields
+    ]
+    if reads is not None:
+        columns.append("reads")
+        for row in rows:
+            row.append(", ".join(reads.get(row[0], ())) or "-")
+    return Table(title, columns, rows)
 
 
 def stage_rows(fields: list) -> list[dict]:
