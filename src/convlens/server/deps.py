@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import File, Form, Path, Request, UploadFile
+from fastapi import Depends, File, Form, Path, Request, UploadFile
 from pydantic import BaseModel, BeforeValidator, Strict
 
+from convlens.errors import ConvlensError
 from convlens.server.runs import LoadedRun, RunStore
 from convlens.server.uploads import MAX_UPLOAD_BYTES, ModelInput, model_input
 
@@ -62,10 +63,19 @@ RUN_ID = Path(description="run id from GET /api/runs (the run folder's name)")
 
 def state_image_forms(schema: dict) -> None:
     """Add to the OpenAPI ``schema`` what FastAPI cannot say of an image form: exactly one of
-    ``image`` and ``test_index`` (``model_input`` refuses neither or both with a 400)."""
-    for body in schema.get("components", {}).get("schemas", {}).values():
+    ``image`` and ``test_index`` (``model_input`` refuses neither or both with a 400), so the
+    form itself is required (FastAPI marks a body of optional fields optional)."""
+    forms = set()
+    for name, body in schema.get("components", {}).get("schemas", {}).items():
         if {"image", "test_index"} <= set(body.get("properties", {})):
             body["oneOf"] = [{"required": ["image"]}, {"required": ["test_index"]}]
+            forms.add(f"#/components/schemas/{name}")
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            contents = (body or {}).get("content", {}).values()
+            if any(content.get("schema", {}).get("$ref") in forms for content in contents):
+                body["required"] = True
 
 
 def get_store(request: Request) -> RunStore:
@@ -75,6 +85,36 @@ def get_store(request: Request) -> RunStore:
 def get_run(request: Request, run_id: str = RUN_ID) -> LoadedRun:
     """The run named in the URL; an unknown id is a 404 naming the loaded ones."""
     return get_store(request).get(run_id)
+
+
+def _form_boolean(value: object) -> object:
+    """A form's ``true`` or ``false`` (what the page sends); pydantic would also read 1, "on" or
+    "yes", which the schema's boolean does not allow."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
+FormBoolean = Annotated[bool, BeforeValidator(_form_boolean)]
+
+
+# The image forms' fields that are numbers or booleans (deps, explain): text fields may be empty
+NUMBER_FIELDS = frozenset({"test_index", "invert", "channel", "row", "col", "target", "eps", "steps"})
+
+
+async def no_empty_fields(request: Request) -> None:
+    """Refuse a number or boolean form field sent empty. FastAPI reads ``name=`` as the field left
+    out (its default), so ``invert=`` or ``eps=`` would be taken although the schema's boolean or
+    number is no "" (a text field, e.g. ``stage=``, may be empty: its default). The page leaves
+    out what it does not set. The form is parsed once: FastAPI keeps it."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return
+    for name, value in (await request.form()).multi_items():
+        if name in NUMBER_FIELDS and isinstance(value, str) and value == "":
+            raise ConvlensError(f"{name}: sent empty; leave it out to use its default", parameter=name)
 
 
 @dataclass
@@ -98,7 +138,10 @@ def image_request(
         le=MAX_TEST_INDEX,
         description="or: the index of one of the run's test images (below its count, GET .../test-images)",
     ),
-    invert: bool = Form(False, description="use 1 − pixels: a dark-on-light image for a light-on-dark model"),
+    invert: FormBoolean = Form(
+        False, description="use 1 − pixels: a dark-on-light image for a light-on-dark model (true or false)"
+    ),
+    _: None = Depends(no_empty_fields),
 ) -> ImageRequest:
     """The run and its input image, from a multipart form with ``image`` or ``test_index`` (and ``invert``)."""
     run = get_run(request, run_id)
