@@ -39,9 +39,12 @@ export function niceTicks(low, high, most, whole = false) {
 // be null. The legend sits above the plot, so it never covers a line; `kept` marks the epoch that is
 // the model, `cursor` the epoch a slider shows; `lastEpoch` stretches the axis to a planned schedule
 // (a live training's curve then grows across a fixed axis).
+// `width`: drawn at that many CSS pixels (its text at its real size) instead of scaled from 420.
 export function lineChart(title, epochs, series,
-  { min = null, max = null, asPercent = false, kept = null, cursor = null, lastEpoch = null } = {}) {
-  const width = 420, height = 240, left = 48, right = 14, top = 52, bottom = 32;
+  { min = null, max = null, asPercent = false, kept = null, cursor = null, lastEpoch = null, width = null } = {}) {
+  const fixed = width !== null;
+  width = fixed ? Math.max(240, Math.round(width)) : 420;
+  const height = 240, left = 48, right = 14, top = 52, bottom = 32;
   const all = series.flatMap((s) => s.values).filter((v) => Number.isFinite(v));
   const low = min ?? (all.length ? Math.min(...all) : 0);
   const high = max ?? (all.length ? Math.max(...all) : 1);
@@ -49,14 +52,17 @@ export function lineChart(title, epochs, series,
   const last = Math.max(lastEpoch ?? 0, epochs.length ? epochs[epochs.length - 1] : 1);
   const x = (epoch) => left + (last > first ? ((epoch - first) / (last - first)) * (width - left - right) : 0);
   const y = (v) => top + (1 - (v - low) / (high - low || 1)) * (height - top - bottom);
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title });
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title,
+    ...(fixed ? { style: `width: ${width}px; height: ${height}px` } : {}) });
   chart.append(svg("text", { x: left, y: 16, class: "chart-title" }, title));
   for (const tick of niceTicks(low, high, MAX_VALUE_LABELS)) {
     chart.append(svg("line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), class: "grid" }));
     chart.append(svg("text", { x: left - 6, y: y(tick) + 4, class: "tick value-tick", "text-anchor": "end" },
       asPercent ? `${Number((100 * tick).toPrecision(6))}%` : String(tick)));
   }
-  for (const epoch of niceTicks(first, last, MAX_EPOCH_LABELS, true)) {
+  // at most one epoch label per 36 pixels: a narrow chart gets fewer, never overlapping ones
+  const epochLabels = Math.max(2, Math.min(MAX_EPOCH_LABELS, Math.floor((width - left - right) / 36)));
+  for (const epoch of niceTicks(first, last, epochLabels, true)) {
     chart.append(svg("text", { x: x(epoch), y: height - 14, class: "tick epoch-tick", "text-anchor": "middle" }, String(epoch)));
   }
   chart.append(svg("text", { x: width - right, y: height - 2, class: "tick", "text-anchor": "end" }, "epoch"));

@@ -126,6 +126,12 @@ const VIEW_TEXT = {
     return `Pick a stage to see what it learned: its kernels (one row per filter${convs.length ? `; ${convs[0].name} has ${convs[0].layer.filters}` : ""}), ` +
       "an image made to excite each channel as much as possible, and the test images that excite one channel most. Early stages respond to edges and strokes; later ones to larger parts.";
   },
+  // the same for every run: the Train tab explains itself before any run exists too
+  train: () => "Training shows the network every training image once per epoch and nudges each weight to make its answers less wrong. " +
+      "The curves follow the loss (how wrong, lower is better) and the accuracy on the training images, on validation images " +
+      "(held out; they choose which epoch is kept as the model, marked “kept” on the charts) and on test images (only reported). " +
+      "The epoch slider steps through the saved epochs: the first layer's kernels and what they make of one probe image, " +
+      "from the random start (epoch 0) on.",
   card: (card) => {
     const epochs = card.metrics?.epochs ?? card.history?.length ?? 0;
     return `What this ${card.model.name} is and how it was trained: ${COUNT(card.parameters)} parameters, ${PLURAL(epochs, "epoch")} on ${card.dataset?.name ?? "its data"}. ` +

@@ -6,6 +6,7 @@
 import { PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
 import { SPLIT_COLOURS, lineChart } from "./chart.js";
 import { colourLegend, diverging, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
+import { viewExplanation } from "./explain-text.js";
 
 const POLL_MS = 3000; // how often the list of trainings and runs is refreshed
 const MAX_INPUT_CHANNELS = 3; // kernels drawn per output channel (RGB at most)
@@ -21,6 +22,12 @@ function curveChart(title, rows, planned, what, options) {
     key: `${split}_${what}`, name, colour, dashed, values: rows.map((r) => r[`${split}_${what}`] ?? null),
   }));
   return lineChart(title, rows.map((r) => r.epoch), series, { ...options, lastEpoch: planned || null });
+}
+
+// The epoch that is the model: marked in metrics.jsonl once training ended (`selected`), which a
+// finished run's events replay; a training watched live learns it from its run card at the end.
+function keptEpoch(watching) {
+  return watching.rows.find((row) => row.selected)?.epoch ?? watching.kept?.epoch ?? null;
 }
 
 export class TrainView {
@@ -45,6 +52,8 @@ export class TrainView {
     this.stopButton.addEventListener("click", () => this.stop());
     this.watchSelect.addEventListener("change", () => this.watch(this.watchSelect.value));
     this.slider.addEventListener("input", () => this.showEpoch(Number(this.slider.value), true));
+    // what the tab shows, before any run is loaded too (explainViews updates it per run)
+    this.form.before(el("p", { class: "view-explanation", id: "explain-train", text: viewExplanation("train", null) }));
   }
 
   // The options and the trainings under way; called at start and then every POLL_MS.
@@ -191,22 +200,48 @@ export class TrainView {
         failed: `${done.id} failed: ${done.message}`,
       }[done.status] ?? done.status;
     }
-    if (done.run) document.dispatchEvent(new CustomEvent("runs-changed"));
+    if (done.run) {
+      document.dispatchEvent(new CustomEvent("runs-changed"));
+      this.loadKept(watching, done.run);
+    }
     if (!watching.index) this.newSnapshot(watching, null); // a run without per-epoch events
+  }
+
+  // Which epoch the finished run kept and why (its card: metrics.selected_epoch and selection).
+  async loadKept(watching, runId) {
+    try {
+      const metrics = (await getJSON(`/api/runs/${encodeURIComponent(runId)}`)).metrics ?? {};
+      if (metrics.selected_epoch) watching.kept = { epoch: metrics.selected_epoch, why: metrics.selection ?? "" };
+    } catch {
+      return; // the curves stand without the mark; the run menu says why the run cannot load
+    }
+    if (this.watching === watching) this.drawCurves();
   }
 
   drawCurves() {
     const { rows, planned } = this.watching;
     const cursor = Number(this.slider.value) || null;
+    const kept = keptEpoch(this.watching);
+    // drawn at the width there is, so a phone shows the charts' text at its real size
+    const room = this.curves.clientWidth;
+    const width = room > 0 && room < 420 ? room : null;
     this.curves.dataset.epochs = String(rows.length);
     this.curves.replaceChildren(
-      curveChart("loss per epoch", rows, planned, "loss", { min: 0, cursor }),
-      curveChart("accuracy per epoch", rows, planned, "accuracy", { min: 0, max: 1, asPercent: true, cursor }),
+      curveChart("loss per epoch", rows, planned, "loss", { min: 0, cursor, kept, width }),
+      curveChart("accuracy per epoch", rows, planned, "accuracy", { min: 0, max: 1, asPercent: true, cursor, kept, width }),
     );
     const last = rows[rows.length - 1];
     if (last) {
-      this.curves.append(el("p", { class: "note", text: `epoch ${last.epoch}${planned ? ` of ${planned}` : ""}: ` +
-        `train loss ${fmt(last.train_loss, 3)}, test accuracy ${percent(last.test_accuracy)}` }));
+      this.curves.append(el("p", { class: "note", id: "train-last", text: `epoch ${last.epoch}${planned ? ` of ${planned}` : ""}` +
+        `${this.watching.done ? " (the last)" : ""}: train loss ${fmt(last.train_loss, 3)}, test accuracy ${percent(last.test_accuracy)}` }));
+    }
+    const model = rows.find((row) => row.epoch === kept);
+    if (model) { // the model is the kept epoch, not the last one: its numbers are the run's
+      const why = this.watching.kept?.epoch === kept ? this.watching.kept.why : "";
+      const validation = Number.isFinite(model.val_accuracy) ? `, validation ${percent(model.val_accuracy)}` : "";
+      this.curves.append(el("p", { id: "train-kept", "data-epoch": kept },
+        el("strong", { text: `the model is epoch ${kept}: test accuracy ${percent(model.test_accuracy)}${validation}` }),
+        why ? el("span", { class: "note", text: ` (${why})` }) : null));
     }
   }
 
