@@ -24,19 +24,21 @@ import torch
 from torch import nn
 
 from any_models import MODELS, SHAPE, trained
-from convlens.errors import ConvlensError
 from convlens.imports import import_weights
-from convlens.inspect import activations, cell_arithmetic, grad_cam, receptive_fields, stage_inputs
+from convlens.inspect import (
+    activations,
+    cell_arithmetic,
+    grad_cam,
+    grad_cam_stage,
+    receptive_fields,
+    stage_inputs,
+)
+from convlens.inspect.analyses import explanation_attribution
 from convlens.models import create_model
 from convlens.run import Run
 
 RESNET18_SHAPE = (3, 32, 32)
 RESNET18 = "resnet18-import"
-NOT_SAVED = {  # a model the in-memory view opens but a run folder cannot hold yet (see the reason)
-    "resnet": "TinyResNet's head x.view(x.size(0), -1): convlens.models.traced._reads counts the "
-    "x.size(0) node among the flatten's inputs, so graph_capture refuses the stage as 'called with "
-    "more than earlier stages' outputs'",
-}
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Saved:
     stages: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the original's stage outputs
     last_spatial: str  # the last spatial stage, and the original module Captum looks at there
     last_module: nn.Module
+    default: str  # Grad-CAM's default stage: the last convolution's, up to its ReLU
     calls: dict[str, tuple[str, int]]  # stages of a reused module → (its path, which call)
 
 
@@ -127,7 +130,13 @@ def save(case: str, folder, positive: bool = False) -> Saved:
         reads = stage_inputs(run.model)
         calls = {"layer4.1.relu": ("layer4.1.relu", 0), "layer4.1.relu_1": ("layer4.1.relu", 1)}
         return Saved(
-            net, run, lambda x: hooked_stages(net, x, reads), "layer4.1.relu_1", net.layer4[1].relu, calls
+            net,
+            run,
+            lambda x: hooked_stages(net, x, reads),
+            "layer4.1.relu_1",
+            net.layer4[1].relu,
+            "layer4.1.relu_1",
+            calls,
         )
     build, reference = MODELS[case]
     net = build()
@@ -139,15 +148,11 @@ def save(case: str, folder, positive: bool = False) -> Saved:
     last = "pool" if handwritten else "layer2.0.relu_1"
     module = net.pool if handwritten else net.layer2[0].relu  # the relu's last call
     calls = {"relu": ("relu", 0), "relu_2": ("relu", 1)} if handwritten else {}
-    return Saved(net, run, partial(reference, net), last, module, calls)
+    default = "branch" if handwritten else last  # no ReLU after the branch's convolution
+    return Saved(net, run, partial(reference, net), last, module, default, calls)
 
 
-CASES = [
-    pytest.param(name, marks=pytest.mark.xfail(raises=ConvlensError, strict=True, reason=NOT_SAVED[name]))
-    if name in NOT_SAVED
-    else name
-    for name in [*MODELS, RESNET18]
-]
+CASES = [*MODELS, RESNET18]
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -278,6 +283,7 @@ def test_grad_cam_at_the_last_spatial_stage_equals_captum(saved):
     ours = grad_cam(saved.run.model, image, target=1, stage=saved.last_spatial)
     theirs = LayerGradCam(saved.net, saved.last_module).attribute(image.unsqueeze(0), target=1)[0, 0]
     torch.testing.assert_close(ours.raw, theirs.detach(), atol=1e-5, rtol=0)
+    assert grad_cam_stage(saved.run.model) == saved.default
     for stage, (path, call) in saved.calls.items():  # each call of a reused module: its own map
         expected = grad_cam_by_hand(saved.net, image, 2, path, call)
         torch.testing.assert_close(
@@ -307,3 +313,18 @@ def test_receptive_fields_are_the_pixels_with_a_nonzero_gradient(case, tmp_path)
             expected = torch.zeros_like(seen)
             expected[top : bottom + 1, left : right + 1] = True
             assert torch.equal(seen, expected), (name, row, col, (top, bottom, left, right))
+
+
+def test_explain_looks_at_the_stage_it_is_given(saved):
+    """A graph's ReLU, addition or pooling holds no convolution but has a map: Grad-CAM looks
+    there when asked (``convlens explain --stage``), as at the model's default stage; a flat
+    stage gets the default."""
+    image = torch.rand(saved.run.input_shape)
+    names = [name for name, _ in saved.run.model.stages()]
+    merges = [n for n in names if n.endswith(("add", "relu_1"))]
+    for stage in [*merges[:2], *merges[-2:], saved.last_spatial]:
+        explained = explanation_attribution(saved.run.model, image, target=0, stage=stage)
+        assert explained.stage == stage
+        torch.testing.assert_close(explained.raw, grad_cam(saved.run.model, image, 0, stage).raw)
+    for flat in ("fc", "avgpool" if "avgpool" in names else "gap"):  # a vector; a global pooling
+        assert explanation_attribution(saved.run.model, image, stage=flat).stage == saved.default
