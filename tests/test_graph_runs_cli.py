@@ -81,6 +81,8 @@ def test_predict_and_explain_name_the_graphs_stages(run_cli, imported, tmp_path)
 
         expected = activations(run.model, run.input(image).pixels)["layer1.0.add"][1, 2, 3]
     assert cell["total"] == pytest.approx(float(expected), abs=1e-5)
+    code, out, err = run_cli("explain", run_dir, image, "--stage", "layer1.0.add", "--at", "1,2,3")
+    assert code == 0 and "layer1.0.bn2" in out and "maxpool" in out, err  # the inputs, named
 
 
 def test_attack_and_eval_run_on_the_imported_data(run_cli, imported):
