@@ -33,11 +33,6 @@ def test_classification_summary_wants_one_prediction_per_label():
     assert confusion == [[1, 0], [1, 0]] and per_class[0]["recall"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluate lives in convlens/train/loop.py, whose fix (refuse 0 images with a ConvlensError "
-    "naming 'images') is another file's; remove this mark once it is in",
-)
 def test_evaluate_on_no_images_names_the_parameter(digits_model):
     from convlens.train import evaluate
 

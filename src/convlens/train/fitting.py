@@ -33,7 +33,7 @@ from convlens.train.diagnostics import SAMPLE, diagnose
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.guard import DivergenceGuard, out_of_memory, weights_finite
 from convlens.train.init_weights import WarmUp, init_model
-from convlens.train.loop import TrainingObserver, _Silent, evaluate, train_one_epoch
+from convlens.train.loop import TrainingObserver, _Silent, evaluate_share, train_one_epoch
 from convlens.train.progress import Progress, epoch_metrics
 from convlens.train.recipe import TrainConfig, resolve_defaults, resolve_device, warmup_fraction
 from convlens.train.result import TrainResult, dataset_facts
@@ -270,7 +270,7 @@ class _Training:
     def _evaluate(self, images, labels: torch.Tensor) -> dict:
         """``evaluate`` on this process's share of a held-out split, combined over every process."""
         share = self.world.share
-        part = evaluate(self.model, images[share], labels[share], self.config.eval_batch_size)
+        part = evaluate_share(self.model, images[share], labels[share], self.config.eval_batch_size)
         return self.world.combine_evaluations(part, labels)
 
     def _judge(self, progress: Progress, row: dict) -> None:

@@ -151,6 +151,16 @@ def evaluate(
     uint8 (0..255, as data sets hold them) or float pixels in [0, 1], in memory or read from
     the folder cache a batch at a time."""
     _check_split(model, images, labels)
+    if images.shape[0] == 0:  # no images have no accuracy: 0.0 would read as a model always wrong
+        raise ConvlensError("images: no images to evaluate (the split is empty)", parameter="images")
+    return evaluate_share(model, images, labels, batch_size)
+
+
+def evaluate_share(
+    model: nn.Module, images: torch.Tensor | Rows, labels: torch.Tensor, batch_size: int = 100
+) -> dict:
+    """``evaluate`` on one process's share of a split, which may be empty when a split is smaller
+    than the number of processes (its counts then add nothing when the shares are combined)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConvlensError(
             f"batch_size must be a whole number >= 1, got {batch_size!r}", parameter="batch_size"
