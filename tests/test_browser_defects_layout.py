@@ -6,6 +6,7 @@ bars, map counts, class names of the logits) neither collide nor leave the scree
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -95,3 +96,75 @@ def test_the_train_tab_explains_itself_and_fits_a_phone(open_page, tmp_path):
         "ts => ts.map((t) => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)"
     )
     assert min(sizes) >= 10, sizes  # as big as the page's own small text
+
+
+def boxes(locator) -> list[dict]:
+    return locator.evaluate_all("nodes => nodes.map((n) => n.getBoundingClientRect().toJSON())")
+
+
+@pytest.mark.parametrize("run", ["digits", "photo"])
+def test_the_network_views_labels_neither_collide_nor_leave_the_screen(
+    open_page, digits_run, photo_run, run, tmp_path
+):
+    """Defect 15: colour-bar values ran into each other or were cut ("≤-0.6250 0.625", "≥2."), a
+    one-channel stage said "1 maps", at 1280 px the fc column was off-screen, and the logits had
+    no class names."""
+    page = open_page(width=1280, height=800)
+    if run == "photo":
+        page.select_option("#run-select", photo_run.name)
+        page.wait_for_selector('#network .stage[data-stage="bn2"] canvas.fmap')
+    page.wait_for_selector('#network .stage[data-stage="fc"] canvas.fmap')
+    page.screenshot(path=tmp_path / f"network-{run}-1280.png")
+    for scale in ("channel", "stage"):  # every channel's own range, then the stage's
+        page.select_option("#colour-scale", scale)
+        page.locator('#network .stage[data-stage="conv2"] canvas.fmap[data-channel="3"]').hover()
+        for bar in page.locator("#network .stage-head .colour-bar").all():
+            outer = bar.bounding_box()
+            ticks = boxes(bar.locator(".colour-bar-tick"))
+            for left, right in itertools.pairwise(ticks):
+                assert right["left"] - left["right"] >= 2, (scale, ticks)  # apart, in order
+            for tick in ticks:
+                assert outer["x"] - 0.5 <= tick["left"] and tick["right"] <= outer["x"] + outer["width"] + 0.5
+            assert bar.locator(".colour-bar-tick").evaluate_all(
+                "ts => ts.every((t) => t.scrollWidth <= t.clientWidth)"
+            )
+    # the values the issue saw on mnist5k, in a stage head of this page: apart and whole too
+    seen = page.locator('#network .stage[data-stage="conv1"] .stage-head').evaluate(
+        """async (head) => {
+             const { colourLegend } = await import("/static/draw.js");
+             const bar = colourLegend({ low: -0.625, high: 0.625, signed: true, low_clipped: true, high_clipped: false });
+             head.append(bar);
+             const ticks = [...bar.querySelectorAll(".colour-bar-tick")].map((t) => t.getBoundingClientRect());
+             const outer = bar.getBoundingClientRect();
+             bar.remove();
+             return { gaps: ticks.slice(1).map((t, i) => t.left - ticks[i].right),
+                      inside: ticks.every((t) => t.left >= outer.left - 0.5 && t.right <= outer.right + 0.5) };
+           }"""
+    )
+    assert min(seen["gaps"]) >= 2 and seen["inside"], seen
+    counts = {
+        head.get_attribute("data-total"): head.inner_text()
+        for head in page.locator("#network .stage-count").all()
+    }
+    assert all(text == f"{total} map" + ("" if total == "1" else "s") for total, text in counts.items()
+               if " of " not in text), counts  # fmt: skip
+    names = page.locator("#run-select").evaluate("s => s.selectedOptions[0].value")
+    card = page.request.get(page.url.split("#")[0] + f"api/runs/{names}").json()
+    # the logits carry their class names, each beside its own unit
+    labels = page.locator('#network .stage[data-stage="fc"] .unit-label')
+    assert labels.all_inner_texts() == card["class_names"]
+    strip = page.locator('#network .stage[data-stage="fc"] canvas.fmap').bounding_box()
+    unit = strip["height"] / len(card["class_names"])
+    for i, box in enumerate(boxes(labels)):
+        middle = box["top"] + box["height"] / 2
+        assert strip["y"] + i * unit <= middle <= strip["y"] + (i + 1) * unit, (i, box, strip)
+    if run == "digits":  # a convnet's stages fit beside the probabilities at 1280 px
+        network = page.locator("#network")
+        assert network.evaluate("n => n.scrollWidth <= n.clientWidth")
+        visible = network.evaluate("n => n.getBoundingClientRect().left + n.clientWidth")
+        for part in ('.stage[data-stage="fc"] .stage-head', '.stage[data-stage="fc"] .flat-cell'):
+            assert page.locator(f"#network {part}").bounding_box()["x"] + 1 < visible
+            box = page.locator(f"#network {part}").bounding_box()
+            assert box["x"] + box["width"] <= min(visible, 1280) + 0.5, (part, box, visible)
+        assert page.locator(".probabilities-column").bounding_box()["x"] + 150 <= 1280
+        assert counts["1"] == "1 map"  # normalize: one grey channel

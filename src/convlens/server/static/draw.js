@@ -103,8 +103,11 @@ export function inkOn([r, g, b]) {
   return 0.299 * r + 0.587 * g + 0.114 * b > 128 ? "black" : "white";
 }
 
+// 3 significant digits, in at most about 7 characters: tiny and huge values in e-notation
 function short(value) {
-  return String(Number(value.toPrecision(3)));
+  const rounded = Number(value.toPrecision(3));
+  const size = Math.abs(rounded);
+  return size !== 0 && (size < 0.001 || size >= 1e5) ? rounded.toExponential(1) : String(rounded);
 }
 
 // A colour bar with its values: the gradient, the value at each end (and 0 in the middle of a

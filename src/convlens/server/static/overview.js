@@ -14,6 +14,7 @@ import { KernelAnimation } from "./animate.js";
 
 const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
 const FIRST_ROWS = 10; // channels shown until "show all" (CNN Explainer shows 10 per layer)
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 export class Overview {
   constructor({ inputPanel }) {
@@ -148,7 +149,7 @@ export class Overview {
     const maps = hidden.reduce((sum, stage) => sum + stage.shape[0] - rows, 0);
     this.count.dataset.hidden = maps;
     this.count.textContent = maps
-      ? `showing channels 0–${rows - 1}: ${maps} maps hidden (${hidden.map((s) => `${s.name} ${rows} of ${s.shape[0]}`).join(", ")})`
+      ? `showing channels 0–${rows - 1}: ${plural(maps, "map")} hidden (${hidden.map((s) => `${s.name} ${rows} of ${s.shape[0]}`).join(", ")})`
       : `all channels shown (${most} rows, one per channel index; scroll them together)`;
     this.showAll.hidden = most <= FIRST_ROWS;
     this.showAll.textContent = this.allRows ? `show the first ${FIRST_ROWS} channels` : `show all ${most} channels`;
@@ -170,7 +171,7 @@ export class Overview {
       const total = stage.shape[0];
       const shown = Math.min(rows, total);
       head.append(el("span", { class: shown < total ? "stage-count hidden-maps" : "stage-count",
-        "data-shown": shown, "data-total": total, text: shown < total ? `${shown} of ${total} maps` : `${total} maps` }));
+        "data-shown": shown, "data-total": total, text: shown < total ? `${shown} of ${total} maps` : plural(total, "map") }));
     }
     head.append(this.legend(stage, 0));
     return head;
@@ -231,7 +232,19 @@ export class Overview {
       const c = Math.floor(((e.clientX - box.left) / box.width) * perRow);
       this.select({ stage: stage.name, channel: Math.min(units - 1, r * perRow + c), row: 0, col: 0 });
     });
-    return el("div", { class: "map-cell flat-cell", style: `grid-column: ${gridColumn}; grid-row: ${this.headRow + 1} / span ${rows}` }, canvas);
+    return el("div", { class: "map-cell flat-cell", style: `grid-column: ${gridColumn}; grid-row: ${this.headRow + 1} / span ${rows}` },
+      canvas, perRow === 1 ? this.unitLabels(stage, zoom) : null);
+  }
+
+  // The logits (the last stage before softmax, one unit per class) carry their class names, one
+  // beside each unit: which score is whose is the point of that column. Other stages: none.
+  unitLabels(stage, zoom) {
+    const names = this.state.card.class_names;
+    const last = this.body.stages.filter((s) => s.name !== "softmax").at(-1);
+    if (stage !== last || stage.shape[0] !== names.length) return null;
+    return el("div", { class: "unit-labels" }, ...names.map((name, i) => el("span", { class: "unit-label",
+      "data-unit": i, title: `${stage.name} unit ${i}: the score (logit) of class ${name}`, text: name,
+      style: `height: ${zoom}px; line-height: ${zoom}px` })));
   }
 
   // Marks the selected cell's map and redraws the lines to the cells it reads.
