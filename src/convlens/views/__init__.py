@@ -4,5 +4,3 @@
 one colour convention, ``arithmetic`` a cell's arithmetic into renderer-neutral steps. The
 CLI prints them with Rich, the report lays them out as HTML, the server sends them as JSON.
 """
-
-from convlens.views import merge_steps  # noqa: F401 — registers the steps of additions and concatenations

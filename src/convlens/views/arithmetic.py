@@ -46,6 +46,7 @@ from convlens.inspect import (
     SoftmaxCell,
     as_dict,
 )
+from convlens.inspect.merges import AddCell, ConcatCell
 
 MAX_CHANNELS_SHOWN = 8  # a conv over 64 input channels: 8 in full, every channel's sum in one row
 MAX_SUM_TERMS = 16  # terms written out in the total's equation
@@ -367,4 +368,48 @@ def _softmax(cell: SoftmaxCell, class_names, max_channels) -> Steps:
             "value": cell.total,
             "total": True,
         },
+    ]
+
+
+# ----- merges: a residual addition and a concatenation, explained by the inputs they read
+
+
+def _names(stages: list[str], count: int) -> list[str]:
+    return [stages[i] if i < len(stages) else f"input {i + 1}" for i in range(count)]
+
+
+@register(AddCell)
+def _add(cell: AddCell, class_names, max_channels) -> Steps:
+    names = _names(cell.input_stages, len(cell.values))
+    rows = [[name, value] for name, value in zip(names, cell.values, strict=True)]
+    if cell.constant:
+        rows.append(["constant", cell.constant])
+    return [
+        {"text": f"{cell.kind}: the values of {' and '.join(names)} at this channel, row and column, summed"},
+        {
+            "table": {
+                "caption": "the values added",
+                "columns": ["input stage", "value"],
+                "rows": rows,
+                "chosen": None,
+            }
+        },
+        {
+            "equation": f"{' + '.join(row[0] for row in rows)} = {' + '.join(operand(row[1]) for row in rows)} =",
+            "value": cell.total,
+            "total": True,
+        },
+    ]
+
+
+@register(ConcatCell)
+def _concat(cell: ConcatCell, class_names, max_channels) -> Steps:
+    names = _names(cell.input_stages, len(cell.offsets))
+    where = ", ".join(str(i) for i in cell.source_index)
+    starts = ", ".join(f"{name} from {offset}" for name, offset in zip(names, cell.offsets, strict=True))
+    return [
+        {
+            "text": f"{cell.kind}: the inputs stacked along one axis ({starts}); this cell is copied, unchanged"
+        },
+        {"equation": f"{names[cell.source]}[{where}] =", "value": cell.total, "total": True},
     ]
