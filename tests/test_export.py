@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.models import Normalize, StagedModel, create_model, list_models, register_model
+from convlens.models import Normalize, StagedModel, create_model, list_families, register_model
 from convlens.run import Run
 
 onnx = pytest.importorskip("onnx")
@@ -127,7 +127,7 @@ def test_colour_model_round_trip_on_photos(tmp_path):
     assert (onnx_logits(result.path, swapped) - torch_logits(run, images)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_every_registered_family_exports(tmp_path, name):
     run = Run.open(save_untrained_run(tmp_path, name, (3, 16, 16), ["a", "b", "c"]))
     result = export_onnx(run, tmp_path / f"{name}.onnx")

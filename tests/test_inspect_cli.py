@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convlens.models import list_models
+from convlens.models import list_families
 from test_convolve import SMILEY_EDGES  # the hand-computed edge map
 
 
@@ -217,9 +217,9 @@ def _convolutions(name: str) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in create_model(name, (1, 12, 12), 3).modules())
 
 
-DEEP_FAMILIES = [name for name in list_models() if _convolutions(name) > DEEP]
+DEEP_FAMILIES = [name for name in list_families() if _convolutions(name) > DEEP]
 FAMILIES = [
-    pytest.param(name, marks=pytest.mark.slow) if name in DEEP_FAMILIES else name for name in list_models()
+    pytest.param(name, marks=pytest.mark.slow) if name in DEEP_FAMILIES else name for name in list_families()
 ]  # every registered family; the deep ones draw everything only in the slow run
 
 

@@ -8,14 +8,14 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.inspect import activations, conv_filters, stage_names
-from convlens.models import create_model, list_models
+from convlens.models import create_model, list_families
 
 
 def _hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_activations_match_running_the_stages_by_hand(name):
     torch.manual_seed(0)
     model = create_model(name, (1, 16, 16), 4).eval()

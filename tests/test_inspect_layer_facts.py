@@ -8,10 +8,10 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.inspect import SOFTMAX, layer_facts
-from convlens.models import count_parameters, create_model, list_models
+from convlens.models import count_parameters, create_model, list_families
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_facts_agree_with_a_forward_pass_and_the_modules(name):
     model = create_model(name, (1, 12, 12), 5).eval()
     facts = layer_facts(model)

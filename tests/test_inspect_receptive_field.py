@@ -10,7 +10,7 @@ from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.inspect import receptive_field, receptive_fields
-from convlens.models import create_model, list_models
+from convlens.models import create_model, list_families
 from convlens.models._registry import Normalize, StagedModel
 
 
@@ -70,7 +70,7 @@ def test_linear_stacks_match_the_gradient_exactly(layers, size, seed):
             assert box == expected
 
 
-@pytest.mark.parametrize("name", list_models())  # every registered family
+@pytest.mark.parametrize("name", list_families())  # every registered family
 def test_registered_models_match_the_gradient(name):
     torch.manual_seed(0)
     model = create_model(name, (1, 16, 16), 3).eval()

@@ -12,18 +12,18 @@ from convlens.models import (
     count_parameters,
     create_model,
     flops_per_image,
-    list_models,
+    list_families,
 )
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
 
 def test_registry_has_the_required_families():
-    assert {"tinyvgg", "lenet5", "convnet", "resnet8", "mlp"} <= set(list_models())
+    assert {"tinyvgg", "lenet5", "convnet", "resnet8", "mlp"} <= set(list_families())
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_forward_backward(name, shape):
     model = create_model(name, shape, 10)
     images = torch.rand(4, *shape, requires_grad=True)
@@ -35,7 +35,7 @@ def test_forward_backward(name, shape):
         assert parameter.grad is not None
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_stages_cover_every_parameter_and_start_with_normalize(name):
     model = create_model(name, (1, 28, 28), 10)
     stages = model.stages()
@@ -55,7 +55,7 @@ def test_stages_cover_every_parameter_and_start_with_normalize(name):
     assert torch.allclose(x, model(images))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_families())
 def test_every_model_says_what_it_is_and_bounds_only_its_own_options(name):
     """The listings (`convlens models`, `convlens methods`, the Train tab) read this entry."""
     from convlens.models import MODELS, describe_model, model_options

@@ -65,16 +65,20 @@ class StagedModel(nn.Module):
         return list(self.body.named_children())
 
 
-def register_model(name: str, limits: dict[str, tuple[float, float]] | None = None) -> Callable:
+def register_model(
+    name: str, limits: dict[str, tuple[float, float]] | None = None, by_name: bool = True
+) -> Callable:
     """Decorator: register ``fn(in_shape, num_classes, mean, std, **options) -> StagedModel`` as ``name``.
 
     ``limits`` gives the inclusive range of numeric options (``{"width": (1, 1024)}``); every
     option's type is its default's (an int option takes ints, a bool option true or false).
     A thin wrapper over ``MODELS.register``: the CLI, the server and the catalog read ``MODELS``.
+    ``by_name=False`` marks a model that needs more than a name to build (the ``graph`` of an
+    imported model): it opens from checkpoints, but is not a family to train from scratch.
     """
 
     def decorate(fn: Callable[..., StagedModel]) -> Callable[..., StagedModel]:
-        return MODELS.register(name, fn, limits=dict(limits or {}))
+        return MODELS.register(name, fn, limits=dict(limits or {}), by_name=by_name)
 
     return decorate
 
@@ -82,6 +86,11 @@ def register_model(name: str, limits: dict[str, tuple[float, float]] | None = No
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return sorted(MODELS.names())
+
+
+def list_families() -> list[str]:
+    """The models ``create_model`` builds from a name alone, sorted: what a face offers to train."""
+    return sorted(name for name in MODELS.names() if MODELS.get(name).extras.get("by_name", True))
 
 
 def describe_model(name: str) -> str:

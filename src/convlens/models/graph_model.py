@@ -139,7 +139,7 @@ def with_classes(graph: dict, num_classes: int) -> dict:
     return {**graph, "modules": modules}
 
 
-@register_model("graph")
+@register_model("graph", by_name=False)
 def graph(in_shape, num_classes, mean, std, graph=None) -> GraphModel:
     """A model imported from its graph (convlens import, Run.from_model): any CNN of known layers."""
     if graph is None:

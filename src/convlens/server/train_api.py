@@ -43,9 +43,9 @@ def _data_names(schema: dict) -> None:
 
 
 def _model_names(schema: dict) -> None:
-    from convlens.models import list_models
+    from convlens.models import list_families
 
-    schema["enum"] = list(list_models())
+    schema["enum"] = list(list_families())
 
 
 # Fields whose valid values are names: stated in the schema, checked (400) by ``TrainJob.check``
@@ -118,7 +118,7 @@ def overview(request: Request) -> dict:
     """Built-in data sets and models to choose from, the limits, the loaded runs' ids, and every
     training under way in the served folders (started here or with ``convlens train``)."""
     from convlens.data import list_datasets
-    from convlens.models import list_models
+    from convlens.models import list_families
 
     trainings, store = trainings_of(request), get_store(request)
     under_way = {t.run_id: t.summary() for t in trainings.trainings.values() if t.running}
@@ -128,7 +128,7 @@ def overview(request: Request) -> dict:
     return {
         "runs_dir": str(store.runs_dir) if store.runs_dir is not None else None,
         "datasets": [row for row in list_datasets() if row["available"]],
-        "models": list_models(),
+        "models": list_families(),
         "max_epochs": MAX_EPOCHS,
         "at_once": trainings.at_once,
         "runs": list(store.runs),

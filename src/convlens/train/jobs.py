@@ -79,12 +79,12 @@ class TrainJob:
     def check(self, paths: bool = True) -> None:
         """Raise a ConvlensError naming the first bad field. ``paths=False`` accepts built-in
         data set names only (a server must not let a client name a folder)."""
-        from convlens.models import list_models
+        from convlens.models import list_families
 
         _check_data(self.data, paths)
-        if not isinstance(self.model, str) or self.model not in list_models():
+        if not isinstance(self.model, str) or self.model not in list_families():
             raise ConvlensError(
-                f"model: unknown model {self.model!r}; choose one of: {', '.join(list_models())}",
+                f"model: unknown model {self.model!r}; choose one of: {', '.join(list_families())}",
                 parameter="model",
             )
         hints = typing.get_type_hints(TrainJob)
