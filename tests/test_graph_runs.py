@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from any_models import MODELS, SHAPE, trained
-from convlens.imports import import_weights
+from convlens.imports import import_file, import_weights
 from convlens.inspect import (
     activations,
     cell_arithmetic,
@@ -138,26 +138,45 @@ def save(case: str, folder, positive: bool = False) -> Saved:
             "layer4.1.relu_1",
             calls,
         )
-    build, reference = MODELS[case]
+    model, _, route = case.partition(" via ")
+    build, reference = MODELS[model]
     net = build()
     if positive:
         net = _positive(net)
-    run = Run.from_model(net, folder / "run", class_names="a,b,c", input_shape=SHAPE)
+    if route == ".pt2":  # the same network as a torch.export program
+        torch.export.save(torch.export.export(net, (torch.rand(2, *SHAPE),)), folder / "net.pt2")
+        import_file(folder / "net.pt2", folder / "run", class_names="a,b,c")
+    elif route == "onnx":  # ... and as an ONNX file (BatchNorm kept, not folded into the convolutions)
+        torch.onnx.export(
+            net, (torch.rand(2, *SHAPE),), folder / "net.onnx", dynamo=False, do_constant_folding=False,
+            input_names=["image"], dynamic_axes={"image": {0: "batch"}},
+        )  # fmt: skip
+        import_file(folder / "net.onnx", folder / "run", class_names="a,b,c")
+    else:
+        Run.from_model(net, folder / "run", class_names="a,b,c", input_shape=SHAPE)
     run = Run.open(folder / "run")
-    handwritten = case == "handwritten"
+    handwritten = model == "handwritten"
     last = "pool" if handwritten else "layer2.0.relu_1"
     module = net.pool if handwritten else net.layer2[0].relu  # the relu's last call
     calls = {"relu": ("relu", 0), "relu_2": ("relu", 1)} if handwritten else {}
     default = "branch" if handwritten else last  # no ReLU after the branch's convolution
-    return Saved(net, run, partial(reference, net), last, module, default, calls)
+    stages = partial(reference, net)
+    if route == "onnx":  # an ONNX Reshape does not say whether the model wrote view() or reshape()
+        stages = partial(_renamed, stages, {"view": "reshape"})
+    return Saved(net, run, stages, last, module, default, calls)
 
 
-CASES = [*MODELS, RESNET18]
+def _renamed(stages: Callable, names: dict[str, str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {names.get(name, name): value for name, value in stages(x).items()}
+
+
+# every model saved with Run.from_model, and the same models through the .pt2 and ONNX routes
+CASES = [*MODELS, RESNET18, *(f"{model} via {route}" for model in MODELS for route in (".pt2", "onnx"))]
 
 
 @pytest.fixture(scope="module", params=CASES)
 def saved(request, tmp_path_factory) -> Saved:
-    return save(request.param, tmp_path_factory.mktemp(request.param))
+    return save(request.param, tmp_path_factory.mktemp(request.param.replace(" ", "-")))
 
 
 def _positive(net: nn.Module, average_pools: bool = False) -> nn.Module:
