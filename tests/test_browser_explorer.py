@@ -178,8 +178,9 @@ def test_switch_runs(page, tmp_path):
     page.wait_for_selector('#run-facts:has-text("tinyvgg")')
     page.wait_for_selector('#network .stage[data-stage="conv4"]')  # Tiny VGG's stages, not the convnet's
     assert page.locator('#network .stage[data-stage="conv2"] canvas.fmap').count() == 10
-    # the picked test image is carried over as the drawing canvas shows it
-    assert page.locator("#network").get_attribute("data-source") == "upload 'drawing.png'"
+    # a run opens on one of its own test images, not the previous run's (issue 23, defect 2)
+    first = page.locator("#test-strip canvas.thumb").first.get_attribute("data-index")
+    assert page.locator("#network").get_attribute("data-source") == f"test image {first}"
     assert index >= 0
     page.click('#tabs button[data-tab="card"]')
     page.wait_for_selector('#card h3:has-text("tinyvgg")')
