@@ -237,3 +237,16 @@ def test_cache_folder_setting_disk_full_and_auto(tmp_path, own_cache, monkeypatc
     load_dataset(tmp_path / "other")  # a build tidies away the entry of a folder that is gone
     entries = [p for p in (tmp_path / "elsewhere" / "folders").iterdir() if p.is_dir()]
     assert sorted(p.name.split("-")[0] for p in entries) == ["other", "photos"]
+
+
+def test_evaluating_a_share_keeps_no_graph(tmp_path):
+    """Evaluation holds one batch: no autograd graph may link the batches of a split."""
+    from convlens.models import create_model
+    from convlens.train.loop import evaluate_share
+
+    model = create_model("convnet", (1, 8, 8), 3, (0.5,), (0.25,))
+    grad_on = []
+    model.register_forward_hook(lambda module, inputs, output: grad_on.append(torch.is_grad_enabled()))
+    images, labels = torch.randint(0, 255, (10, 1, 8, 8), dtype=torch.uint8), torch.arange(10) % 3
+    result = evaluate_share(model, images, labels, batch_size=4)
+    assert grad_on == [False, False, False] and not result["predictions"].requires_grad

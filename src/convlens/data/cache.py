@@ -96,10 +96,12 @@ def _entry_name(root: Path, image_size: tuple[int, int] | None) -> str:
 
 def _file_list(listing: FolderListing) -> list[list]:
     """[relative path, size, mtime in ns] of every image file, in reading order."""
+    base = str(listing.root)  # every file was listed under it: its name is a prefix ("." none)
+    prefix = 0 if base == "." else len(base) + (not base.endswith(os.sep))
     rows = []
     for file in listing.files:
-        status = file.stat()
-        rows.append([file.relative_to(listing.root).as_posix(), status.st_size, status.st_mtime_ns])
+        status = os.stat(file)
+        rows.append([str(file)[prefix:].replace(os.sep, "/"), status.st_size, status.st_mtime_ns])
     return rows
 
 
