@@ -250,3 +250,20 @@ def test_evaluating_a_share_keeps_no_graph(tmp_path):
     images, labels = torch.randint(0, 255, (10, 1, 8, 8), dtype=torch.uint8), torch.arange(10) % 3
     result = evaluate_share(model, images, labels, batch_size=4)
     assert grad_on == [False, False, False] and not result["predictions"].requires_grad
+
+
+def test_the_validation_split_is_remembered_and_checked(own_cache):
+    from convlens.data.transforms import stratified_split
+    from convlens.train.validation import remembered_split
+
+    labels = np.random.default_rng(0).integers(0, 4, 400)
+    expected = stratified_split(labels, 0.1, 0)
+    first = remembered_split(labels, 0.1)
+    (stored,) = (own_cache / "splits").iterdir()
+    second = remembered_split(labels, 0.1)
+    np.savez(stored, train=np.arange(350), held_out=np.arange(350, 400))  # a split, but not of this size
+    for train, held in (first, second, remembered_split(labels, 0.1)):
+        assert np.array_equal(train, expected[0]) and np.array_equal(held, expected[1])
+    assert len(remembered_split(labels, 0.2)[1]) == 80  # another fraction: its own entry
+    stored.write_bytes(b"garbage")
+    assert np.array_equal(remembered_split(labels, 0.1)[1], expected[1])

@@ -10,16 +10,23 @@ training loss stands in, and the run says so).
 A data set read from the folder cache (``data.rows``) is split by index (``Rows``): the
 training and validation images stay in the file and are read a batch at a time, so holding
 out a split copies nothing.
+
+The split's indices are remembered on disk (``cache_dir()/splits/``, keyed by the labels, the
+fraction and scikit-learn's version): computing them imports scikit-learn, about a second of a
+run's start, which a second run of the same data then skips.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import io
 
 import numpy as np
 import torch
 
-from convlens.data import Dataset
+from convlens.data import Dataset, cache_dir
 from convlens.data.rows import Rows, is_mapped
 from convlens.data.transforms import stratified_split
 
@@ -72,7 +79,7 @@ def validation_split(dataset: Dataset, fraction: float) -> Split:
     if fraction <= 0 or len(present) == 0 or present.min() < MIN_PER_CLASS:
         return Split(dataset.train_images, dataset.train_labels, None, None)
     size = min(max(round(fraction * len(labels)), len(present)), MAX_VALIDATION)
-    train_index, val_index = stratified_split(labels, size / len(labels), SEED)
+    train_index, val_index = remembered_split(labels, size / len(labels))
     train_index, val_index = torch.from_numpy(train_index), torch.from_numpy(val_index)
     if is_mapped(dataset.train_images):  # read from a file: select, never copy
         images = dataset.train_images
@@ -88,3 +95,50 @@ def validation_split(dataset: Dataset, fraction: float) -> Split:
         dataset.train_images[val_index],
         dataset.train_labels[val_index],
     )
+
+
+def remembered_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``stratified_split(labels, fraction, SEED)``, read from disk when an earlier run stored it.
+
+    A stored split is used only if it is a split of exactly these images of the size asked for
+    (sorted, disjoint, covering every index); anything else is computed again. Storing is best
+    effort: a cache folder that cannot be written costs only the time."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        sklearn = version("scikit-learn")
+    except PackageNotFoundError:
+        sklearn = "?"
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    key = hashlib.sha256(labels.tobytes() + f"|{fraction!r}|{SEED}|{sklearn}".encode()).hexdigest()[:24]
+    path = cache_dir() / "splits" / f"{key}.npz"
+    counts = np.bincount(labels)
+    expected = max(round(len(labels) * fraction), int((counts > 0).sum()))  # as stratified_split sizes it
+    with contextlib.suppress(OSError, ValueError, KeyError, EOFError):
+        with np.load(path, allow_pickle=False) as stored:
+            train, held = stored["train"], stored["held_out"]
+        if _is_split(train, held, len(labels), expected):
+            return train.astype(np.int64), held.astype(np.int64)
+    train, held = stratified_split(labels, fraction, SEED)
+    with contextlib.suppress(OSError):
+        from convlens.storage import atomic_write
+
+        buffer = io.BytesIO()
+        np.savez(buffer, train=train, held_out=held)
+        atomic_write(path, buffer.getvalue(), durable=False)
+    return train, held
+
+
+def _is_split(train: np.ndarray, held: np.ndarray, count: int, held_size: int) -> bool:
+    if train.ndim != 1 or held.ndim != 1 or len(held) != held_size or len(train) + len(held) != count:
+        return False
+    if not np.issubdtype(train.dtype, np.integer) or not np.issubdtype(held.dtype, np.integer):
+        return False
+    together = np.zeros(count, dtype=np.int64)
+    if (len(train) and (train.min() < 0 or train.max() >= count)) or (
+        len(held) and (held.min() < 0 or held.max() >= count)
+    ):
+        return False
+    np.add.at(together, train, 1)
+    np.add.at(together, held, 1)
+    return bool((together == 1).all() and (np.diff(train) > 0).all() and (np.diff(held) > 0).all())
