@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.playground2d.config import PlaygroundConfig, check_config
+from convlens.playground2d.config import MAX_SEED, PlaygroundConfig, _whole, check_config
 from convlens.playground2d.data import PlanePoints, make_points
 from convlens.playground2d.features import feature_matrix
 from convlens.playground2d.network import build_network, layer_outputs, linear_layers, plane_grid
@@ -59,21 +59,28 @@ class Snapshot:
 
 
 class Trainer:
-    """One playground network on one data set; ``train_epoch`` steps it, ``snapshot`` shows it."""
+    """One playground network on one data set; ``train_epoch`` steps it, ``snapshot`` shows it.
 
-    def __init__(self, config: PlaygroundConfig) -> None:
+    ``init_seed`` draws the initial weights and the batch order (default: ``config.seed``, so a
+    headless run is reproducible from its config); the points always come from ``config.seed``.
+    The page's reset passes a fresh one: new weights on the same data, as the TF Playground."""
+
+    def __init__(self, config: PlaygroundConfig, init_seed: int | None = None) -> None:
         self.config = check_config(config)
+        self.init_seed = (
+            self.config.seed if init_seed is None else _whole(init_seed, "init_seed", 0, MAX_SEED)
+        )
         self.points: PlanePoints = make_points(
             self.config.dataset, self.config.noise, self.config.train_percent, self.config.seed
         )
         self.train_inputs = feature_matrix(self.points.train_points, self.config.features)  # (N_train, F)
         self.test_inputs = feature_matrix(self.points.test_points, self.config.features)  # (N_test, F)
         self.network = build_network(
-            len(self.config.features), self.config.hidden, self.config.activation, self.config.seed
+            len(self.config.features), self.config.hidden, self.config.activation, self.init_seed
         )
         # fused: one kernel for all parameters, ~1.5x faster per step on these tiny tensors
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr, fused=True)
-        self.batch_order = torch.Generator().manual_seed(self.config.seed)
+        self.batch_order = torch.Generator().manual_seed(self.init_seed)
         self.loss = nn.BCEWithLogitsLoss()
         self.epoch = 0
         self.seconds = 0.0  # time spent in train_epoch, excluding snapshots

@@ -123,9 +123,15 @@ class StartRequest(BaseModel):
         description=f"points per step, 1 to {MAX_BATCH}",
         json_schema_extra=_rule(minimum=1, maximum=MAX_BATCH),
     )
+    init_seed: WholeNumber | None = Field(
+        None,
+        description="the initial weights and the batch order [default: seed]; the page's reset "
+        "sends a new one: new weights, the same points",
+        json_schema_extra=_rule(minimum=0, maximum=MAX_SEED),
+    )
 
     def config(self) -> PlaygroundConfig:
-        values = self.model_dump(exclude={"page"})
+        values = self.model_dump(exclude={"page", "init_seed"})
         return check_config(
             PlaygroundConfig(**{**values, "features": tuple(self.features), "hidden": tuple(self.hidden)})
         )
@@ -239,6 +245,7 @@ def _start_json(trainer: Trainer) -> dict:
 
     return {
         "config": trainer.config.to_json(),
+        "init_seed": trainer.init_seed,
         "plane": PLANE,
         "feature_maps": packed(features),  # all, chosen or not
         "feature_limits": [map_limits(plane) for plane in features],
@@ -274,7 +281,7 @@ async def start(request: Request, body: StartRequest) -> dict:
     and the epoch-0 snapshot. The page's running stream, if any, ends."""
     page = page_id(body.page)
     config = body.config()  # a bad value: 400 naming it
-    trainer = await _on_worker(Trainer, config)
+    trainer = await _on_worker(Trainer, config, body.init_seed)  # a bad init_seed: 400 naming it
     sessions_of(request).put(page, trainer)
     return await _on_worker(_start_json, trainer)
 
@@ -282,9 +289,35 @@ async def start(request: Request, body: StartRequest) -> dict:
 PAGE = Path(description=PAGE_HELP, json_schema_extra=PAGE_SCHEMA)  # checked by page_id: a 400
 
 
+def _paused(request: Request, page: str) -> _Session:
+    """``page``'s session with its stream stopped. Async callers only: the stream checks
+    ``owns`` and queues its next slice on the worker with no await between, so once this
+    returns no slice can be queued after the caller's work: the worker's queue is in order."""
+    sessions = sessions_of(request)
+    session = sessions.get(page_id(page))
+    with sessions.lock:
+        session.stream = 0
+    return session
+
+
+@router.post(
+    "/{page:page}/pause", responses=POST_ERRORS, summary="Stop training and answer the network as it is"
+)
+async def pause(request: Request, page: str = PAGE) -> dict:
+    """The stream stops; the answer is the snapshot after the last slice it trained (a page that
+    only stopped reading would show the last snapshot it read, while the server trained on)."""
+    session = _paused(request, page)
+
+    def now() -> dict:
+        return snapshot_json(session.trainer.snapshot(), session.trainer.config.activation)
+
+    return await _on_worker(now)
+
+
 @router.post("/{page:page}/step", responses=POST_ERRORS, summary="Train one epoch and answer the snapshot")
 async def step(request: Request, page: str = PAGE) -> dict:
-    session = sessions_of(request).get(page_id(page))
+    """Pauses a running stream first, so the answer is exactly one epoch after the pause."""
+    session = _paused(request, page)
 
     def one_epoch() -> dict:
         session.trainer.train_epoch()

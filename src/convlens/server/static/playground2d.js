@@ -4,12 +4,18 @@
 
 import { ApiError, PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
 import { colourFor, diverging, el, fmt, percent } from "./draw.js";
+import { drawLossChart, explainData } from "./playground2d-chart.js";
 
 const LEARNING_RATES = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const REGULARIZATION_RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const API = "/api/playground2d";
 const CLASS_COLOURS = ["#2166ac", "#b2182b"]; // class 0, class 1: the ends of the diverging map
 const MAX_CHART_POINTS = 600;
+// Weights on an absolute scale (as the TF Playground): a line's colour saturates at |w| = 1 and
+// its width grows up to |w| = 2; zero is a hairline of the neutral white. A scale relative to the
+// largest weight would draw a dead network (every weight near 0) as boldly as a live one.
+const WEIGHT_COLOUR_FULL = 1;
+const WEIGHT_WIDTH_FULL = 2;
 
 function paint(canvas, values, size, colour) {
   canvas.width = size;
@@ -40,9 +46,16 @@ export class LearningPlayground {
     this.lines = []; // per weight matrix, per [out][in], the SVG line
     this.lastSnapshot = null;
     this.ready = null;
-    document.getElementById("pg2-play").addEventListener("click", () => (this.playing ? this.pause() : this.play()));
+    this.initSeed = null; // the initial weights' seed: kept while settings change, new on reset
+    this.answers = 0; // pause and step answers: only the latest one asked for is drawn
+    document.getElementById("pg2-play").addEventListener("click", () => (this.playing ? this.stop() : this.play()));
     document.getElementById("pg2-step").addEventListener("click", () => this.step());
-    document.getElementById("pg2-reset").addEventListener("click", () => this.restart());
+    const reset = document.getElementById("pg2-reset");
+    reset.title = "new initial weights on the same points";
+    reset.addEventListener("click", () => {
+      this.initSeed = Math.floor(Math.random() * 2 ** 31);
+      this.restart();
+    });
     document.getElementById("pg2-regenerate").addEventListener("click", () => {
       this.settings.seed = Math.floor(Math.random() * 100000);
       document.getElementById("pg2-seed").value = this.settings.seed;
@@ -50,7 +63,7 @@ export class LearningPlayground {
     });
     document.getElementById("pg2-show-test").addEventListener("change", () => this.drawBoundary());
     // a hidden tab trains for nobody: pause it (main.js only toggles `hidden`)
-    new MutationObserver(() => { if (this.section.hidden) this.pause(); })
+    new MutationObserver(() => { if (this.section.hidden) this.stop(); })
       .observe(this.section, { attributes: true, attributeFilter: ["hidden"] });
     window.addEventListener("pagehide", () => {
       fetch(`${API}/${this.page}`, { method: "DELETE", keepalive: true }).catch(() => {});
@@ -119,7 +132,7 @@ export class LearningPlayground {
     const wasPlaying = this.playing;
     this.pause();
     try {
-      this.start = await postJSON(`${API}/start`, { page: this.page, ...this.settings });
+      this.start = await postJSON(`${API}/start`, { page: this.page, ...this.settings, init_seed: this.initSeed });
     } catch (error) {
       // refused (a 400 names the value): the network before the change stays, and so does playing
       this.settings = { ...(this.start?.config ?? this.options.defaults) };
@@ -129,11 +142,13 @@ export class LearningPlayground {
     }
     this.message("");
     this.settings = { ...this.start.config };
+    this.initSeed = this.start.init_seed;
     this.history = [];
     for (const button of document.querySelectorAll("#pg2-datasets button")) {
       button.classList.toggle("active", button.dataset.dataset === this.settings.dataset);
     }
     this.buildNetwork();
+    this.explainData();
     this.show(this.start.snapshot);
     if (wasPlaying) this.play();
   }
@@ -242,34 +257,24 @@ export class LearningPlayground {
     this.drawBoundary();
   }
 
-  // Line width and colour: the weight's size and sign, against the largest weight now.
+  // Line colour and width: the weight's sign and size on the absolute scale above.
   drawWeights(snapshot) {
-    const biggest = Math.max(1e-6, ...snapshot.weights.flat(2).map(Math.abs));
     snapshot.weights.forEach((matrix, layer) => matrix.forEach((row, out) => row.forEach((weight, inp) => {
       const line = this.lines[layer]?.[out]?.[inp];
       if (!line) return;
-      line.setAttribute("stroke", `rgb(${diverging(weight, biggest).join(",")})`);
-      line.setAttribute("stroke-width", (0.5 + (4 * Math.abs(weight)) / biggest).toFixed(2));
+      const size = Math.min(1, Math.abs(weight) / WEIGHT_WIDTH_FULL);
+      line.setAttribute("stroke", `rgb(${diverging(Math.max(-1, Math.min(1, weight)), WEIGHT_COLOUR_FULL).join(",")})`);
+      line.setAttribute("stroke-width", (0.25 + 4 * size).toFixed(2));
       line.dataset.weight = weight;
     })));
   }
 
+  explainData() {
+    explainData(this.section.querySelector(".pg2-explain p"), this.settings.dataset);
+  }
+
   drawChart() {
-    const svg = document.getElementById("pg2-loss-chart");
-    if (!this.history.length) return svg.replaceChildren();
-    const top = Math.max(1e-6, ...this.history.flatMap((h) => [h.train, h.test]));
-    const first = this.history[0].epoch;
-    const span = Math.max(1, this.history[this.history.length - 1].epoch - first);
-    const points = (key) => this.history.map((h) => `${(300 * (h.epoch - first)) / span},${70 - (68 * h[key]) / top}`).join(" ");
-    const line = (key, cls) => {
-      const node = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-      node.setAttribute("points", points(key));
-      node.setAttribute("class", cls);
-      return node;
-    };
-    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-    title.textContent = `loss per epoch: test (dark), training (light); top = ${fmt(top, 3)}`;
-    svg.replaceChildren(title, line("train", "pg2-train-line"), line("test", "pg2-test-line"));
+    drawLossChart(document.getElementById("pg2-loss-chart"), this.history);
   }
 
   // The output's P(class 1) over the plane, smoothed to the canvas, with the points on top.
@@ -311,14 +316,28 @@ export class LearningPlayground {
     const bar = el("canvas", { class: "legend-bar" });
     paint(bar, Array.from({ length: 64 * 64 }, (_, i) => (i % 64) / 63), 64, probabilityColour); // left 0, right 1
     legend.append(el("div", { class: "colour-legend", title: "P(class 1): 0 = class 0 (blue), 0.5 undecided (white), 1 = class 1 (red)" },
-      el("span", { class: "legend-value", text: "0" }), bar, el("span", { class: "legend-value", text: "1" }),
+      el("span", { class: "legend-value pg2-legend-low", text: "0" }), bar,
+      el("span", { class: "legend-value pg2-legend-high", text: "1" }),
       el("span", { class: "legend-label", text: "P(class 1)" })));
   }
 
+  // The server pauses a running stream before it steps: the answer is one epoch after the pause.
   async step() {
     this.pause();
+    await this.ask("step");
+  }
+
+  // Pause, then draw the network as the server has it: a slice it trained after the last
+  // snapshot this page read counts, so the next step adds exactly one epoch to what is shown.
+  async stop() {
+    if (this.pause()) await this.ask("pause");
+  }
+
+  async ask(action) {
+    const number = ++this.answers;
     try {
-      this.show(await postJSON(`${API}/${this.page}/step`, {}));
+      const snapshot = await postJSON(`${API}/${this.page}/${action}`, {});
+      if (number === this.answers && !this.playing) this.show(snapshot);
     } catch (error) {
       this.fail(error);
     }
@@ -331,10 +350,14 @@ export class LearningPlayground {
     button.classList.toggle("active", playing);
   }
 
+  // Stop reading the stream (the server stops on `stop`, a step, a new start or the broken
+  // connection); whether a stream was open.
   pause() {
+    const streaming = this.stream !== null;
     this.stream?.abort();
     this.stream = null;
     this.setPlaying(false);
+    return streaming;
   }
 
   // Train in the server and draw each snapshot as it arrives, until paused or the stream ends.
