@@ -38,6 +38,7 @@ class Attribution:
     map: torch.Tensor  # (H, W) in [0, 1] at input resolution
     raw: torch.Tensor  # signed attribution: (C, H, W) for input methods, (h, w) at the stage for Grad-CAM
     probability: float  # the model's probability of ``target`` for this image
+    faithfulness: dict | None = None  # the verdict on this run and image, when asked for (analyses)
 
 
 def _scaled(values: torch.Tensor) -> torch.Tensor:
