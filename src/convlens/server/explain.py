@@ -6,6 +6,7 @@ returns its result as JSON; nothing is computed here that the core does not comp
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from fastapi import APIRouter, Depends, Form
@@ -14,8 +15,9 @@ from fastapi.responses import JSONResponse
 from convlens.errors import ConvlensError
 from convlens.inspect import as_dict
 from convlens.server.api import image_json, probabilities_json
-from convlens.server.deps import UPLOAD_ERRORS, ImageRequest, image_request
+from convlens.server.deps import UPLOAD_ERRORS, ImageRequest, get_run, image_request
 from convlens.server.encode import packed
+from convlens.server.runs import LoadedRun
 
 router = APIRouter(prefix="/api", responses=UPLOAD_ERRORS)
 
@@ -63,7 +65,8 @@ def arithmetic(
 
 
 def _attribution_json(result) -> dict:
-    """One ``Attribution`` as JSON: the map in [0, 1] with its colour limits."""
+    """One ``Attribution`` as JSON: the map in [0, 1] with its colour limits, and its verdict on this
+    image and this run (``faithfulness``: see ``convlens.inspect.analyses.attribution_faithfulness``)."""
     from convlens.views.maps import map_limits
 
     return {
@@ -73,7 +76,38 @@ def _attribution_json(result) -> dict:
         "probability": result.probability,
         "map": packed(result.map),
         "limits": map_limits(result.map, signed=False),  # importance: a magnitude
+        "faithfulness": result.faithfulness,
     }
+
+
+def _judged(run: LoadedRun, model, pixels, results: list) -> None:
+    """Set each result's ``faithfulness``: the run-level numbers measured once for all of them (on
+    first need, then read from the run folder), this image's random orders once per class."""
+    from convlens.inspect.analyses import (
+        attribution_faithfulness,
+        grad_cam_default,
+        image_reference,
+        method_key,
+        run_faithfulness,
+    )
+
+    default = grad_cam_default(model)
+    keys = [
+        method_key(r.method, r.stage if r.method == "grad-cam" and r.stage != default else None)
+        for r in results
+    ]
+    with contextlib.suppress(ConvlensError):  # each result says why below (e.g. no test images)
+        run_faithfulness(run.run, keys, model=model)
+    references = {}
+    for result in results:
+        try:
+            if result.target not in references:
+                references[result.target] = image_reference(model, pixels, result.target)
+            result.faithfulness = attribution_faithfulness(
+                run.run, pixels, result, model=model, random_aucs=references[result.target]
+            )
+        except ConvlensError as error:
+            result.faithfulness = {"verdict": None, "error": str(error)}
 
 
 def _registered(registry: str) -> list[str]:
@@ -122,7 +156,9 @@ def attribution(
     # integrated gradients and occlusion take a while: on the run's own copy, so predictions and
     # activations of other requests do not wait; options a method does not take are left out
     with run.slow_lock:
-        result = entry.call(run.slow_model(), image.pixels, target=target, stage=stage or None)
+        model = run.slow_model()
+        result = entry.call(model, image.pixels, target=target, stage=stage or None)
+        _judged(run, model, image.pixels, [result])
     return JSONResponse({**_attribution_json(result), **image_json(image)})
 
 
@@ -147,17 +183,27 @@ def attributions(
     names = list(dict.fromkeys(n.strip() for field in methods or [] for n in field.split(",") if n.strip()))
     entries = [ATTRIBUTIONS.get(name, parameter="methods") for name in names or ATTRIBUTIONS.names()]
     target = run.check_class(target)
-    answers = {}
+    answers, results = {}, []
     with run.slow_lock:  # one lock for all of them: the run's own copy, as for one method
         model = run.slow_model()
         for entry in entries:
             try:
-                result = entry.call(model, image.pixels, target=target, stage=stage or None)
+                results.append(entry.call(model, image.pixels, target=target, stage=stage or None))
             except ConvlensError as error:
                 answers[entry.name] = {"method": entry.name, "error": str(error)}
-            else:
-                answers[entry.name] = _attribution_json(result)
-    return JSONResponse({**image_json(image), "attributions": answers})
+        _judged(run, model, image.pixels, results)
+    answers.update({result.method: _attribution_json(result) for result in results})
+    return JSONResponse({**image_json(image), "attributions": {e.name: answers[e.name] for e in entries}})
+
+
+@router.get("/runs/{run_id}/grad-cam-stages", summary="The stages Grad-CAM may look at, rectified first")
+def grad_cam_stage_list(run: LoadedRun = Depends(get_run)) -> list[dict]:
+    """Every stage Grad-CAM may look at, as ``{"stage", "rectified", "default"}``: the rectified ones
+    (after a ReLU) first; Grad-CAM before a ReLU weighs evidence the network throws away."""
+    from convlens.inspect.analyses import grad_cam_stages
+
+    with run.lock:
+        return grad_cam_stages(run.model)
 
 
 @router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")

@@ -1,7 +1,7 @@
 // Where it looks: one map over the input per registered attribution method (GET /api/registry),
 // all asked for in one request, so the image is sent and echoed back once.
 
-import { postImage, unpack } from "./api.js";
+import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
 
 export class AttributionView {
@@ -21,10 +21,30 @@ export class AttributionView {
   runChanged(state) {
     this.target.replaceChildren(new Option("the predicted class", ""),
       ...state.card.class_names.map((name, i) => new Option(name, String(i))));
-    // the stages Grad-CAM may look at: the server's layer-kind table decides (layer.grad_cam_target)
+    // the stages Grad-CAM may look at: the server's layer-kind table decides (layer.grad_cam_target);
+    // until the server's ordered list arrives, the card's, in model order
     const targets = state.card.stages.filter((s) => s.layer?.grad_cam_target);
     this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""), ...targets.map((s) => new Option(s.name, s.name)));
     this.box.replaceChildren();
+    this.loadStages(state.run.id);
+  }
+
+  // rectified stages first; the others (before a ReLU) marked, in a group of their own
+  async loadStages(runId) {
+    let stages;
+    try {
+      stages = await getJSON(`/api/runs/${encodeURIComponent(runId)}/grad-cam-stages`);
+    } catch {
+      return; // the card's list stays
+    }
+    if (this.runId !== undefined && this.runId !== runId) return;
+    const chosen = this.stage.value;
+    const option = (s) => new Option(`${s.stage}${s.default ? " (default)" : ""}${s.rectified ? "" : " — before a ReLU"}`, s.stage);
+    const others = stages.filter((s) => !s.rectified);
+    const group = el("optgroup", { label: "before a ReLU: weighs evidence the network throws away" }, ...others.map(option));
+    this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""),
+      ...stages.filter((s) => s.rectified).map(option), ...(others.length ? [group] : []));
+    this.stage.value = [...this.stage.options].some((o) => o.value === chosen) ? chosen : "";
   }
 
   fail(error) {
@@ -38,6 +58,7 @@ export class AttributionView {
   }
 
   async update(state) {
+    this.runId = state.run.id;
     const input = state.input;
     const url = `/api/runs/${encodeURIComponent(state.run.id)}/attributions`;
     // every method in one request; the stage menu applies to Grad-CAM (the server leaves it out
@@ -73,8 +94,36 @@ export class AttributionView {
     ctx.drawImage(heatLayer, 0, 0, overlay.width, overlay.height);
     const caption = `${title} for class ${state.card.class_names[result.target]} ` +
       `(p = ${percent(result.probability)})${result.stage ? ` at ${result.stage}` : ""}`;
-    return el("figure", { class: "attr" }, overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }));
+    const judged = result.faithfulness?.run?.verdict;
+    return el("figure", { class: `attr${judged === "fails" ? " attr-fails" : ""}`, "data-judged": judged ?? "" },
+      el("figcaption", { class: "attr-title", text: judged === "fails" ? `${title} ✗ fails on this run` : title }),
+      overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }), verdict(result.faithfulness));
   }
+}
+
+// "passes / fails / inconclusive on this run (numbers)" and this image's drop against random;
+// every number is the server's (convlens.inspect.analyses.attribution_faithfulness)
+function verdict(found) {
+  if (!found) return null;
+  const box = el("div", { class: "verdict" });
+  const run = found.run;
+  if (run) {
+    const d = run.deletion, r = run.randomization;
+    box.append(el("p", { class: `verdict-run verdict-${run.verdict}`, "data-verdict": run.verdict,
+      text: `${run.verdict} on this run: deletion AUC ${fmt(d.auc, 3)} vs random order ${fmt(d.random_auc, 3)} ` +
+        `(difference ${fmt(d.difference, 3)}, 95 % interval ${fmt(d.interval[0], 3)} to ${fmt(d.interval[1], 3)}, ` +
+        `${d.images} test images${d.blank ? `, ${d.blank} blank maps left out` : ""}, ${run.fill} fill); ` +
+        `after weight randomization Spearman ${fmt(r.spearman, 2)} (${r.verdict} below ${r.threshold})` }));
+  } else if (found.run_error || found.error) {
+    box.append(el("p", { class: "note", text: `not measured on this run: ${found.run_error ?? found.error}` }));
+  }
+  if (found.verdict) {
+    const drop = found.drop === null ? "a blank map" : `drop ${fmt(found.drop, 3)} against random`;
+    box.append(el("p", { class: `verdict-image verdict-${found.verdict}`, "data-verdict": found.verdict,
+      text: `this image: ${found.verdict}, deletion AUC ${fmt(found.deletion_auc, 3)} vs random ` +
+        `${fmt(found.random_deletion_auc, 3)} (${drop})` }));
+  }
+  return box;
 }
 
 export { fmt };
