@@ -229,3 +229,18 @@ def test_grad_cam_stages_list_rectified_stages_first(digits_model):
     assert flags == sorted(flags, reverse=True) and any(flags) and not all(flags)
     assert {s["stage"] for s in stages if not s["rectified"]} == {"conv1", "conv2"}
     assert [s["stage"] for s in stages if s["default"]] == ["pool2"]
+
+
+def test_the_reports_attribution_section_carries_the_verdicts(run_dir):
+    from convlens.report import _attributions, render_report
+
+    run = Run.open(run_dir)
+    images, labels, _ = run.test_data(limit=1, seed=4)
+    section = _attributions(run, images[0], int(labels[0]))
+    stored = run_faithfulness(run)["methods"]
+    (table,) = section.tables
+    assert [row[1] for row in table["rows"]] == [stored[m]["verdict"] for m in ATTRIBUTIONS.names()]
+    assert [row[2] for row in table["rows"]] == [
+        f"{stored[m]['deletion']['auc']:.3f}" for m in ATTRIBUTIONS.names()
+    ]
+    assert "faithfulness on this run" in render_report("t", [section])

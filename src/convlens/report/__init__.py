@@ -205,25 +205,51 @@ def _stage_tables(run: Run) -> list[dict]:
 
 
 def _attributions(run: Run, image, label: int) -> Section:
-    """Every registered attribution method on one test image: where the model looks, method by method."""
+    """Every registered attribution method on one test image: where the model looks, method by method,
+    each with its verdict on this run and this image (``analyses.attribution_faithfulness``)."""
+    from convlens.inspect.analyses import attribution_faithfulness, image_reference, run_faithfulness
     from convlens.inspect.attribution import ATTRIBUTIONS
     from convlens.views import plots
+    from convlens.views.tables import faithfulness_table
 
-    maps, failed = [], []
+    maps, failed, verdicts = [], [], []
     for entry in ATTRIBUTIONS:
         try:
             maps.append((entry.label, entry.call(run.model, image, target=None)))
         except ConvlensError as exc:  # e.g. Grad-CAM on a model without convolutions
             failed.append(f"{entry.label}: {exc}")
+    note = ""
+    try:
+        measured = run_faithfulness(run, [result.method for _, result in maps])
+        note = (
+            f" Beside them, each method's verdict on this run: deletion of its top-ranked pixels ({measured['settings']['fill']} "
+            f"fill, {measured['settings']['steps']} steps) against a random order on {measured['settings']['images']} "
+            "test images, the model's prediction as target (passes only when the 95 % interval of the difference lies "
+            "below 0), and the Spearman correlation with the maps of the fully re-initialized model (passes below 0.5); "
+            "and on this image, its deletion against random orders."
+        )
+    except ConvlensError as exc:
+        note = f" Faithfulness not measured: {exc}."
+    references = {}
+    for label_text, result in maps:
+        if result.target not in references:
+            references[result.target] = image_reference(run.model, image, result.target)
+        result.faithfulness = attribution_faithfulness(
+            run, image, result, random_aucs=references[result.target]
+        )
+        verdicts.append((label_text, result.faithfulness))
     text = (
         f"A test image of class {run.class_names[label]}, explained for the predicted class by each of the "
         f"{len(ATTRIBUTIONS)} registered attribution methods ({', '.join(e.label for e in ATTRIBUTIONS)}; "
-        "1 = mattered most)."
+        "1 = mattered most)." + note
     )
     if failed:
         text += " Not available: " + "; ".join(failed) + "."
     images = [_image(plots.attribution_grid(image, maps), "attribution maps")] if maps else []
-    return Section("attributions", "Where the model looks", text=text, images=images)
+    tables = (
+        [_table(faithfulness_table(verdicts, "faithfulness on this run and this image"))] if verdicts else []
+    )
+    return Section("attributions", "Where the model looks", text=text, tables=tables, images=images)
 
 
 def _attacks(run: Run, images, labels, eps: float) -> Section:

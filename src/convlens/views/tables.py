@@ -155,3 +155,61 @@ def lab_not_run_table(experiments: list[tuple[str, str]]) -> Table:
         ["experiment", "what it tests", "command"],
         [[name, help, f"convlens lab {name} --out RUN_DIR/lab/{name}"] for name, help in experiments],
     )
+
+
+def _number(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def faithfulness_line(label: str, found: dict | None) -> str:
+    """One line: ``label``'s verdict on this run and on this image, with the numbers
+    (``convlens.inspect.analyses.attribution_faithfulness``)."""
+    if not found:
+        return f"{label}: faithfulness not measured"
+    run = found.get("run")
+    if run:
+        d, r = run["deletion"], run["randomization"]
+        low, high = d["interval"]
+        text = (
+            f"{label} {run['verdict']} on this run: deletion AUC {_number(d['auc'])} vs random order "
+            f"{_number(d['random_auc'])} (difference {_number(d['difference'])}, 95 % interval {_number(low)} to "
+            f"{_number(high)}, {d['images']} test images, {run.get('fill', 'blur')} fill); after weight "
+            f"randomization Spearman {_number(r['spearman'], 2)} ({r['verdict']} below {r['threshold']})"
+        )
+    else:
+        text = f"{label} not measured on this run ({found.get('run_error') or found.get('error') or 'no test images'})"
+    if found.get("verdict"):
+        drop = "a blank map" if found.get("drop") is None else f"drop {_number(found['drop'])} against random"
+        text += (
+            f"; this image: {found['verdict']}, deletion AUC {_number(found.get('deletion_auc'))} vs random "
+            f"{_number(found.get('random_deletion_auc'))} ({drop})"
+        )
+    return text
+
+
+def faithfulness_table(results: list[tuple[str, dict | None]], title: str = "") -> Table:
+    """Each method's verdict on the run and on one image: ``results`` is ``[(label, faithfulness)]``."""
+    rows = []
+    for label, found in results:
+        run = (found or {}).get("run") or {}
+        d, r = run.get("deletion", {}), run.get("randomization", {})
+        interval = d.get("interval") or [None, None]
+        rows.append(
+            [
+                label,
+                run.get("verdict", "not measured"),
+                _number(d.get("auc")),
+                _number(d.get("random_auc")),
+                f"{_number(d.get('difference'))} ({_number(interval[0])} to {_number(interval[1])})"
+                if d
+                else "-",
+                _number(r.get("spearman"), 2),
+                (found or {}).get("verdict") or "-",
+                _number((found or {}).get("drop")),
+            ]
+        )
+    columns = [
+        "method", "on this run", "deletion AUC", "random order", "difference (95 % interval)",
+        "Spearman after randomization", "this image", "drop against random",
+    ]  # fmt: skip
+    return Table(title, columns, rows)
