@@ -131,6 +131,7 @@ export class LearningPlayground {
   async restart() {
     const wasPlaying = this.playing;
     this.pause();
+    this.answers++; // a pause or step answer still on its way is of the network this replaces
     try {
       this.start = await postJSON(`${API}/start`, { page: this.page, ...this.settings, init_seed: this.initSeed });
     } catch (error) {
