@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from convlens.cli import (  # noqa: F401  (registers the commands)
+from convlens.cli import (  # noqa: F401  (registers the commands, in the order --help lists them)
+    catalog_cmds,
     core,
     export_cmd,
     import_cmd,

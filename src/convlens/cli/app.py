@@ -42,6 +42,24 @@ class _OneLineUsageErrors(typer.Typer):
         return code
 
 
+def _flags_without_type() -> None:
+    """``--help`` listed every flag as ``--json <bool>``, as if it took a value: a flag (and
+    ``--help``) shows no type. Typer draws the type column from ``display_type_rich``."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "convlens", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.convlens = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
 app = _OneLineUsageErrors(
     name="convlens",
     help="Train convolutional neural networks on real images and see how they see.\n\n"

@@ -17,8 +17,8 @@ from convlens.cli.render import (
     percent,
     predictions_table,
     print_json,
-    print_tables,
     shift_warning,
+    significant,
     training_summary,
 )
 from convlens.errors import ConvlensError
@@ -26,120 +26,6 @@ from convlens.errors import ConvlensError
 JSON_HELP = "Print one JSON object to stdout instead of tables."
 INIT_HELP = "Start from trained weights: a run folder (or its NAME.json) or a .safetensors file. Tensors whose name and shape fit are loaded, the classifier head is re-initialised when the classes differ, the new data's normalization is kept; stderr lists what was loaded, re-initialised and skipped. With --model graph, an imported run trains on as itself."
 FREEZE_HELP = "With --init: train only the head (the re-initialised layers and the last linear layer) for this many epochs, then everything."
-
-
-@app.command()
-def datasets(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List the built-in data sets (shape, classes, size) and the formats --data PATH reads."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from convlens.data import DATA_FORMATS, list_datasets
-
-    rows = list_datasets()
-    if as_json:
-        return print_json(rows)
-    table = Table(title="built-in data sets (use the name with --data)", title_justify="left")
-    for column in ("name", "input", "classes", "train", "test", "description"):
-        table.add_column(column)
-    for row in rows:
-        note = row["description"] + ("" if row["available"] else f"  [yellow](missing: {row['hint']})[/]")
-        table.add_row(
-            row["name"],
-            "x".join(map(str, row["input_shape"])),
-            str(row["classes"]),
-            f"{row['train']:,}",
-            f"{row['test']:,}",
-            note,
-        )
-    out.print(table)
-    formats = Table(title="your own data: --data PATH, in any of these formats", title_justify="left")
-    for column in ("format", "what it reads"):
-        formats.add_column(column)
-    for entry in DATA_FORMATS:
-        formats.add_row(entry.name, escape(entry.help))
-    out.print(formats)
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        channels, height, width = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise ConvlensError(f"--input: expected CxHxW such as 1x28x28, got {text!r}") from None
-    return channels, height, width
-
-
-@app.command()
-def models(
-    input_shape: str = typer.Option("1x28x28", "--input", help="Input shape CxHxW, e.g. 1x28x28 or 3x32x32."),
-    classes: int = typer.Option(10, "--classes", help="Number of classes."),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
-    """List the registered models with parameter count and FLOPs per image."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from convlens.models import count_parameters, create_model, describe_model, flops_per_image, list_models
-
-    shape = parse_shape(input_shape)
-    rows = []
-    for name in list_models():
-        try:
-            model = create_model(name, shape, classes)
-        except ConvlensError as exc:
-            if exc.parameter == "num_classes":
-                raise
-            rows.append({"name": name, "error": str(exc), "description": describe_model(name)})
-            continue  # e.g. an mlp too large for a big input: the other models still list
-        rows.append(
-            {
-                "name": name,
-                "parameters": count_parameters(model),
-                "flops": flops_per_image(model, shape),
-                "stages": [stage for stage, _ in model.stages()],
-                "description": describe_model(name),
-            }
-        )
-    if as_json:
-        return print_json(rows)
-    table = Table(title=f"models for {input_shape} input, {classes} classes", title_justify="left")
-    for column in ("name", "parameters", "MFLOPs/image", "description"):
-        table.add_column(column, justify="right" if column in ("parameters", "MFLOPs/image") else "left")
-    for row in rows:
-        if "error" in row:
-            table.add_row(row["name"], "-", "-", f"[red]cannot build:[/] {escape(row['error'])}")
-            continue
-        table.add_row(row["name"], f"{row['parameters']:,}", f"{row['flops'] / 1e6:.2f}", row["description"])
-    out.print(table)
-
-
-@app.command()
-def methods(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """List every registry: attribution methods, attacks, lab experiments, models, data sets, formats, layer kinds.
-
-    Each comes from its registry, so anything registered (by a plugin or a script) shows up here.
-    """
-    from convlens.catalog import catalog
-    from convlens.views.tables import Table
-
-    registries = catalog()
-    if as_json:
-        return print_json(registries)
-    for kind, entries in registries.items():
-        rows = [
-            [
-                entry["name"],
-                ", ".join(
-                    p["name"] if p["required"] else f"{p['name']}={p['default']}"
-                    for p in entry.get("parameters", [])
-                )
-                or "-",
-                entry["help"],
-            ]
-            for entry in entries
-        ]
-        print_tables([Table(kind, ["name", "options (default)", "what it is"], rows)])
-    return None
 
 
 def parse_key_values(pairs: list[str], flag: str) -> dict:
@@ -267,6 +153,7 @@ def train(
             if world.is_main:  # the one process that writes --out
                 refuse_if_locked(out_dir)  # another training writing there, free space, writable: fail
                 preflight(out_dir)  # before minutes of data loading
+                _refuse_finished_run(out_dir, resume, overwrite)  # the error first, no header before it
             dataset = load_dataset(data, image_size=image_size)
         world_note = f", {world.size} processes" if world.distributed else ""
         err.print(
@@ -296,6 +183,19 @@ def train(
     out.print(f"checkpoint: {result.checkpoint}   metrics: {Path(result.run_dir) / 'metrics.jsonl'}")
 
 
+def _refuse_finished_run(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """A finished run in --out without --resume or --overwrite is refused before the data load
+    and the "training ..." line: fit() refuses it too (``train.run_folder``), but only after both."""
+    if (
+        not resume
+        and not overwrite
+        and any((Path(out_dir) / f"{n}.json").exists() for n in ("model", "last"))
+    ):
+        raise ConvlensError(
+            f"--out {out_dir}: already holds a run; pass --resume to continue it or --overwrite to replace it"
+        )
+
+
 def _silence_this_process() -> None:
     """Under torchrun rank 0 alone talks to the user: the other processes print nothing, not even
     the one-line error rank 0 prints too; a crash still shows its traceback."""
@@ -319,7 +219,14 @@ def evaluate_command(
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split."""
+    """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split.
+
+    Examples:
+
+      convlens eval runs/mnist
+
+      convlens eval runs/mnist --data fashion-mnist --json
+    """
     from convlens.metrics import classification_summary
     from convlens.run import Run
     from convlens.train import evaluate
@@ -332,7 +239,7 @@ def evaluate_command(
         "data": spec,
         "images": int(dataset.test_labels.shape[0]),
         "test_accuracy": result["accuracy"],
-        "test_loss": result["loss"],
+        "test_loss": significant(result["loss"]),  # a float32 sum: 6 digits mean something
         "per_class": per_class,
         "confusion": confusion,
     }
@@ -376,7 +283,7 @@ def predict(
     for row in rows:
         shift_warning(row["file"], row.get("shift"), invert)
     if as_json:
-        return print_json(rows)
+        return print_json(significant(rows))  # float32 probabilities and shift figures: 6 digits
     predictions_table(rows)
 
 
@@ -391,7 +298,15 @@ def demo(
     """Train the default CNN on 5,000 real MNIST digits, classify a few, write a report, open the explorer.
 
     The explorer runs on http://127.0.0.1:8000/ until Ctrl-C; --no-serve stops after the report.
-    Interactive, so no --json: for machine-readable results use train, eval and report --json.
+    Runs trained from the explorer's Train tab go to OUT/runs/, and only those are listed beside
+    the demo's. Interactive, so no --json: for machine-readable results use train, eval and
+    report --json.
+
+    Examples:
+
+      convlens demo
+
+      convlens demo --out runs/demo2 --no-serve
     """
     from convlens.cli.demo import run_demo
 

@@ -72,4 +72,11 @@ def run_demo(out_dir: Path, serve: bool = False, port: int = 8000) -> None:
         from convlens.cli.serve_cmd import serve_runs
 
         out.print(f"\n[bold]explore the model in your browser[/] (later: convlens serve {out_dir})")
-        serve_runs([out_dir], port=port, runs_dir=out_dir.parent)  # the Train tab writes beside it
+        serve_runs([out_dir], port=port, runs_dir=demo_runs_dir(out_dir))
+
+
+def demo_runs_dir(out_dir: Path) -> Path:
+    """Where the explorer's Train tab writes, and which runs it lists beside the demo's: a folder
+    of the demo's own. ``out_dir.parent`` listed every run beside it (``--out ~/demo``: the home
+    folder's every subfolder, and new trainings written into the home folder)."""
+    return out_dir / "runs"

@@ -32,7 +32,8 @@ def parse_ints(text: str, count: int, option: str, names: str) -> tuple[int, ...
     except ValueError:
         values = ()
     if len(values) != count:
-        raise ConvlensError(f"{option}: expected {names} as {count} whole numbers, got {text!r}")
+        plural = "" if count == 1 else "s"
+        raise ConvlensError(f"{option}: expected {names} as {count} whole number{plural}, got {text!r}")
     return values
 
 
@@ -101,9 +102,7 @@ def explain(
     if at is not None:
         if stage is None:
             raise ConvlensError("--at needs --stage: the stage whose cell to explain (e.g. --stage conv1)")
-        channel, row, col = (
-            parse_ints(at, 3, "--at", "C,ROW,COL") if "," in at and at.count(",") == 2 else _flat_cell(at)
-        )
+        channel, row, col = _cell(at)
         cell = cell_arithmetic(model, pixels, stage, channel, row, col)
         steps = arithmetic_steps(cell, class_names, max_channels=None)  # the terminal shows every channel
         if as_json:
@@ -120,9 +119,17 @@ def explain(
     return None
 
 
-def _flat_cell(text: str) -> tuple[int, int, int]:
-    (unit,) = parse_ints(text, 1, "--at", "C,ROW,COL (or one unit index for flat stages)")
-    return unit, 0, 0
+def _cell(text: str) -> tuple[int, int, int]:
+    """``--at``: C,ROW,COL, or one unit index for a flat stage (fc, flatten). The error names
+    both counts: "5,3" is neither."""
+    if text.count(",") == 2:
+        return parse_ints(text, 3, "--at", "C,ROW,COL")
+    if "," not in text:
+        (unit,) = parse_ints(text, 1, "--at", "one unit index (a flat stage) or C,ROW,COL")
+        return unit, 0, 0
+    raise ConvlensError(
+        f"--at: expected C,ROW,COL as 3 whole numbers (or 1, a unit index, for a flat stage), got {text!r}"
+    )
 
 
 def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method: str) -> dict:

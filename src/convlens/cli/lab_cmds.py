@@ -186,6 +186,21 @@ def attack(
     err.print(f"took {summary['seconds']:.1f} s   " + "   ".join(f"{k}: {v}" for k, v in files.items()))
 
 
+def _check_run(run_dir: Path) -> None:
+    """A folder with no checkpoint is one error naming the folder given (the checkpoint loader
+    names the RUN_DIR/model.json it looked for, a file the user never mentioned)."""
+    from convlens.checkpoint import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(run_dir)
+    except ConvlensError as exc:
+        if Path(run_dir).is_dir() and "no checkpoint here" in str(exc):
+            raise ConvlensError(
+                f"{run_dir}: no checkpoint here (expected a run folder or a .json written by convlens train)"
+            ) from None
+        raise
+
+
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder (or checkpoint .json) written by `convlens train`."),
@@ -207,6 +222,7 @@ def report(
     """
     from convlens.report import build_report
 
+    _check_run(run_dir)  # before the progress bar: its line would stand blank above the error
     start = time.perf_counter()
     with StepProgress("report") as bar:
         path = build_report(run_dir, out_file, data=data, eps=eps, lab_dir=lab_dir, progress=bar)

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,8 +14,43 @@ from rich.table import Table
 from convlens.errors import ConvlensError
 from convlens.views.tables import percent
 
-out = Console(highlight=False)  # results
-err = Console(stderr=True, highlight=False)  # progress and notes: keeps stdout clean for --json
+UNWRAPPED = 100_000  # columns of a console that is not a terminal: a line is as long as it is
+
+
+class _Console(Console):
+    """A Rich console that wraps only on a terminal. Rich wraps at the terminal's width (80 with
+    none), so output piped to a file or a program broke lines mid-command (the demo's suggested
+    commands); there, lines stay whole and tables take their natural width. ``COLUMNS`` (or an
+    explicit width) still sets the width."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self._width is None and "COLUMNS" not in self._environ and not self.is_terminal:
+            return ConsoleDimensions(UNWRAPPED, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+out = _Console(highlight=False)  # results
+err = _Console(stderr=True, highlight=False)  # progress and notes: keeps stdout clean for --json
+
+
+def significant(value, digits: int = 6):
+    """``value`` with every float rounded to ``digits`` significant digits (in lists and dicts
+    too): float32 results (probabilities, losses) printed as 0.699999988079071 claim digits
+    they do not have; 6 is what a float32 holds. Whole numbers and exact ratios stay as they are
+    when the caller does not pass them here."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {key: significant(item, digits) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [significant(item, digits) for item in value]
+    return value
 
 
 def print_json(value) -> None:
@@ -166,21 +201,28 @@ def classification_tables(per_class: list[dict], confusion: list[list[int]], cla
 
 
 def predictions_table(rows: list[dict]) -> None:
+    """One row per file; a file that could not be read gets the reason in a column of its own
+    (under "runners-up" it read as a class), and the column only when some file failed."""
+    failed = any(row.get("error") for row in rows)
     table = Table()
     table.add_column("file", overflow="fold")
     table.add_column("prediction")
     table.add_column("confidence", justify="right")
     table.add_column("runners-up")
+    if failed:
+        table.add_column("error")
     for row in rows:
         if row.get("error"):  # a file that could not be read (its warning is on stderr)
-            table.add_row(escape(row["file"]), "[red]unreadable[/]", "", escape(row["error"]))
+            reason = row["error"].removeprefix(f"{row['file']}: ")  # the file is in its own column
+            table.add_row(escape(row["file"]), "[red]unreadable[/]", "", "", escape(reason))
             continue
         first, *rest = row["predictions"]
         table.add_row(
-            row["file"],
+            escape(row["file"]),
             first["class"],
             percent(first["probability"]),
             ", ".join(f"{p['class']} {percent(p['probability'])}" for p in rest),
+            *([""] if failed else []),
         )
     out.print(table)
 
@@ -255,9 +297,13 @@ def init_summary(init: dict | None) -> None:
 def training_summary(result) -> None:
     """What ``fit()`` ended with, as ``train`` and ``demo`` print it: accuracy, the epoch kept and
     why, per-class scores, the confusion matrix and the diagnostics."""
+    from convlens.train.selection import stopping_text
+
+    ended = stopping_text(result.epochs, result.stopped, (result.validation or {}).get("validation") or 0)
     out.print(
-        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/] after {result.epochs} epochs, "
-        f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: {result.selection}"
+        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/]; {escape(ended)}, "
+        f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: "
+        f"{escape(result.selection)}"
     )
     classification_tables(result.per_class, result.confusion, result.class_names)
     print_diagnostics(result.diagnostics)

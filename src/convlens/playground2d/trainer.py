@@ -173,15 +173,18 @@ class PlaygroundResult:
     frames: list[Snapshot] = field(default_factory=list)  # evenly spaced epochs, first and last included
 
     def summary(self) -> dict:
-        """The numbers ``convlens playground --json`` prints."""
+        """The numbers ``convlens playground --json`` prints: losses to 6 significant digits (all a
+        float32 holds: not 0.699999988079071), accuracies as the exact share of the points they
+        are, seconds to the millisecond."""
+        points = (len(self.trainer.points.train_labels), len(self.trainer.points.test_labels))
         return {
             **self.trainer.config.to_json(),
             "epochs": self.final.epoch,
-            "train_loss": self.final.train_loss,
-            "test_loss": self.final.test_loss,
-            "train_accuracy": self.final.train_accuracy,
-            "test_accuracy": self.final.test_accuracy,
-            "seconds": self.trainer.seconds,
+            "train_loss": float(f"{self.final.train_loss:.6g}"),
+            "test_loss": float(f"{self.final.test_loss:.6g}"),
+            "train_accuracy": round(self.final.train_accuracy * points[0]) / points[0] if points[0] else 0.0,
+            "test_accuracy": round(self.final.test_accuracy * points[1]) / points[1] if points[1] else 0.0,
+            "seconds": round(self.trainer.seconds, 3),
         }
 
 

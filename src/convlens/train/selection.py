@@ -32,11 +32,19 @@ def choose_epoch(history: list[dict], best_epoch: int, validation_images: int) -
     p = best["val_accuracy"]
     standard_error = math.sqrt(p * (1 - p) / validation_images)
     tolerance = max(SELECTION_TOLERANCE, 1 / validation_images, 2 * standard_error)
-    if best["val_accuracy"] - last["val_accuracy"] <= tolerance + 1e-12:
+    gap = best["val_accuracy"] - last["val_accuracy"]
+    if gap <= 1e-12:  # "within 7.7 points of the best" read as a loss when both were 100 %
         return {
             "epoch": last["epoch"],
-            "reason": f"the last epoch: within {100 * tolerance:.2g} points of the best on validation "
-            f"(epoch {best_epoch}, {100 * best['val_accuracy']:.2f} %)",
+            "reason": f"the last epoch, as accurate on validation as the best "
+            f"({100 * last['val_accuracy']:.2f} %; epoch {best_epoch} had a lower loss)",
+        }
+    if gap <= tolerance + 1e-12:
+        return {
+            "epoch": last["epoch"],
+            "reason": f"the last epoch: {100 * last['val_accuracy']:.2f} % on validation, {100 * gap:.2g} "
+            f"points below the best (epoch {best_epoch}, {100 * best['val_accuracy']:.2f} %), within the "
+            f"{100 * tolerance:.2g} points {validation_images} validation images cannot tell apart",
         }
     return {
         "epoch": best_epoch,
@@ -45,3 +53,20 @@ def choose_epoch(history: list[dict], best_epoch: int, validation_images: int) -
         f"{100 * last['val_accuracy']:.2f} % vs {100 * best['val_accuracy']:.2f} % at epoch {best_epoch}; "
         f"model.* holds epoch {best_epoch}",
     }
+
+
+def stopping_text(epochs: int, stopped: str | None, validation_images: int) -> str:
+    """What ended a training, as the CLI says it: a run that ran every epoch did not "stop
+    early" (early stopping needs ``MIN_VALIDATION_TO_STOP`` validation images to tell a plateau
+    from noise, so a small split never stops early)."""
+    from convlens.train.recipe import MIN_VALIDATION_TO_STOP
+
+    if stopped:
+        return f"stopped after epoch {epochs}: {stopped}"
+    ran = f"ran all {epochs} epochs" if epochs != 1 else "ran its 1 epoch"
+    if validation_images < MIN_VALIDATION_TO_STOP:
+        return (
+            f"{ran} (early stopping needs {MIN_VALIDATION_TO_STOP} validation images, "
+            f"this run had {validation_images})"
+        )
+    return ran
