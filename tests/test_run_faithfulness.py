@@ -244,3 +244,19 @@ def test_the_reports_attribution_section_carries_the_verdicts(run_dir):
         f"{stored[m]['deletion']['auc']:.3f}" for m in ATTRIBUTIONS.names()
     ]
     assert "faithfulness on this run" in render_report("t", [section])
+
+
+def test_the_lab_experiment_reports_the_runs_own_numbers(run_dir):
+    from convlens.lab import run_experiment
+    from convlens.views.lab import TABLES
+
+    result = run_experiment("faithfulness", None, run=str(run_dir), methods=["saliency", "occlusion"])
+    stored = run_faithfulness(Run.open(run_dir), ["saliency", "occlusion"])
+    for method, entry in stored["methods"].items():
+        assert result.deletion[method] == entry["deletion"]["auc"]
+        assert result.spearman[method] == entry["randomization"]["spearman"]
+        assert result.verdict(method).startswith(f"{entry['verdict']} on this run")
+    assert result.deletion["random"] == stored["reference"]["random_auc"]
+    assert len(result.fractions) == len(result.curves["saliency"]) == len(result.curves["random"]) == 17
+    (table,) = TABLES["faithfulness"](result)
+    assert [row[0] for row in table.rows][:2] == ["saliency", "occlusion"]

@@ -268,9 +268,19 @@ def run_faithfulness(
         model = run.model if model is None else model
         pixels, _, spec = run.test_data(limit=images, seed=seed)
         targets = _predictions(model, pixels)  # the model's prediction is the class explained
-        random, brightness = reference_aucs(model, pixels, targets, fill, steps, seed)
+        random, brightness, curves = reference_aucs(
+            model, pixels, targets, fill, steps, seed, with_curves=True
+        )
         stored["data"] = spec
-        stored["reference"] = {"random_auc": float(random.mean()), "brightness_auc": float(brightness.mean())}
+        stored["reference"] = {
+            "random_auc": float(random.mean()),
+            "brightness_auc": float(brightness.mean()),
+            "random_curve": curves["random"].tolist(),
+            "brightness_curve": curves["brightness"].tolist(),
+            "fractions": (
+                torch.round(torch.linspace(0, pixels[0, 0].numel(), steps + 1)) / pixels[0, 0].numel()
+            ).tolist(),
+        }
         for key in missing:
             name, _, stage = key.partition("@")
             options = {"stage": stage} if stage else {}

@@ -409,15 +409,22 @@ def reference_aucs(
     steps: int = CURVE_STEPS,
     seed: int = 0,
     repeats: int = 4,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_curves: bool = False,
+):
     """(random (N,), brightness (N,)) deletion AUCs: random order averaged over ``repeats`` seeded
-    orders per image; brightness (the map that copies the image) for comparison."""
+    orders per image; brightness (the map that copies the image) for comparison. ``with_curves``:
+    and their mean curves, ``{"random": (S,), "brightness": (S,)}``."""
     count, _, height, width = images.shape
     orders = random_orders(count * repeats, height * width, seed)
     many = images.repeat(repeats, 1, 1, 1)
-    random, _ = deletion_aucs(model, many, targets.repeat(repeats), orders, fill, steps)
-    bright, _ = deletion_aucs(model, images, targets, map_orders(images.sum(dim=1), seed), fill, steps)
-    return random.view(repeats, count).mean(dim=0), bright
+    random, random_curves = deletion_aucs(model, many, targets.repeat(repeats), orders, fill, steps)
+    bright, bright_curves = deletion_aucs(
+        model, images, targets, map_orders(images.sum(dim=1), seed), fill, steps
+    )
+    found = random.view(repeats, count).mean(dim=0), bright
+    if with_curves:
+        return (*found, {"random": random_curves.mean(dim=0), "brightness": bright_curves.mean(dim=0)})
+    return found
 
 
 def method_faithfulness(
@@ -448,11 +455,12 @@ def method_faithfulness(
         [torch.as_tensor(getattr(r, "map", r)).detach().float().cpu().reshape(shape) for r in results]
     )
     keep = torch.tensor([not is_blank(m) for m in maps])
-    aucs = torch.full((images.shape[0],), float("nan"))
+    aucs, curve = torch.full((images.shape[0],), float("nan")), torch.full((steps + 1,), float("nan"))
     if keep.any():
-        aucs[keep], _ = deletion_aucs(
+        aucs[keep], curves = deletion_aucs(
             model, images[keep], targets[keep], map_orders(maps[keep], seed), fill, steps
         )
+        curve = curves.mean(dim=0)
     difference = (aucs - random_aucs)[keep]
     mean, low, high = mean_interval(difference)
     randomized, _ = randomized_copy(model, seed)
@@ -482,6 +490,7 @@ def method_faithfulness(
             "images": int(keep.sum()),
             "blank": int((~keep).sum()),
             "per_image": [_finite(v) for v in aucs.tolist()],
+            "curve": [_finite(v) for v in curve.tolist()],  # mean probability at each step
         },
         "randomization": {
             "verdict": randomization,

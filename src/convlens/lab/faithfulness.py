@@ -1,5 +1,9 @@
 """Which attribution map can be trusted? Every registered method against two sanity checks.
 
+With ``run`` (a run folder, ``--option run=RUN_DIR``) nothing is trained: the numbers are the run's
+own, as stored by ``convlens.inspect.analyses.run_faithfulness`` (blur fill, 16-step deletion against
+random order with a 95 % interval, full randomization; the verdict beside every map).
+
 For N test images (the same number per class) of a freshly trained model, each registered
 attribution method gets:
 
@@ -13,7 +17,7 @@ attribution method gets:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,9 +43,20 @@ class FaithfulnessResult(LabResult):
     spearman_per_stage: dict[str, dict[str, float]]  # method -> {stage randomized (cumulative): mean}
     seconds_per_method: dict[str, float]
     seconds: float = 0.0
+    run: str = ""  # the run folder measured ("" : a model trained here)
+    verdicts: dict[str, dict] = field(default_factory=dict)  # method -> run_faithfulness's entry
 
     def verdict(self, method: str) -> str:
         """One line: can ``method``'s maps be trusted on this model?"""
+        if method in self.verdicts:
+            found = self.verdicts[method]
+            deletion, randomization = found["deletion"], found["randomization"]
+            low, high = deletion["interval"]
+            return (
+                f"{found['verdict']} on this run: deletion {deletion['verdict']} against random order "
+                f"(difference {deletion['difference']:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}), "
+                f"randomization {randomization['verdict']}"
+            )
         spearman, auc = self.spearman[method], self.deletion[method]
         random, brightness = self.deletion["random"], self.deletion["brightness"]
         if spearman >= 0.5:
@@ -74,9 +89,13 @@ def run(
     step: int = 8,
     seed: int = 0,
     progress=None,
+    run: str = "",
 ) -> FaithfulnessResult:
     """Train a model; randomization Spearman and deletion AUC of every attribution method
     (``methods``: all registered ones when empty) on ``images`` test images.
+
+    ``run``: a run folder instead: its stored numbers (``run_faithfulness``, measured on first need
+    with its own settings; ``dataset``, ``model_name``, ``epochs``, ``images`` and ``step`` are not used).
 
     ``progress(methods done, methods, what)`` before each method and at the end.
     """
@@ -85,6 +104,8 @@ def run(
     from convlens.inspect.attribution import ATTRIBUTIONS
     from convlens.inspect.faithfulness import attribution_map, deletion_curve, randomization_check
 
+    if run:
+        return _on_run(run, methods, seed, progress)
     check_positive("epochs", epochs)
     check_positive("images", images)
     check_positive("step", step)
@@ -137,6 +158,41 @@ def run(
         spearman=spearman,
         spearman_per_stage=per_stage,
         seconds_per_method=seconds,
+    )
+
+
+def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> FaithfulnessResult:
+    """The run's own verdicts as a ``FaithfulnessResult`` (the lab's tables and figure)."""
+    from convlens.inspect.analyses import run_faithfulness
+    from convlens.run import Run
+
+    if progress is not None:
+        progress(0, 1, f"measuring {run_dir}")
+    run = Run.open(run_dir)
+    found = run_faithfulness(run, list(methods) or None, seed=seed)
+    reference, measured = found["reference"], found["methods"]
+    curves = {name: entry["deletion"]["curve"] for name, entry in measured.items()}
+    curves.update({"random": reference["random_curve"], "brightness": reference["brightness_curve"]})
+    deletion = {name: entry["deletion"]["auc"] for name, entry in measured.items()}
+    deletion.update({"random": reference["random_auc"], "brightness": reference["brightness_auc"]})
+    pixels = run.input_shape[1] * run.input_shape[2]
+    if progress is not None:
+        progress(1, 1, "done")
+    return FaithfulnessResult(
+        dataset=str(found.get("data") or run.dataset.get("name", "")),
+        model=run.model_name,
+        epochs=int(run.metrics.get("epochs", run.training.get("epochs", 0)) or 0),
+        accuracy=float(run.test_accuracy or 0.0),
+        images=int(found["settings"]["images"]),
+        step=round(pixels / found["settings"]["steps"]),
+        fractions=list(reference["fractions"]),
+        curves=curves,
+        deletion=deletion,
+        spearman={name: entry["randomization"]["spearman"] for name, entry in measured.items()},
+        spearman_per_stage={name: {"all": e["randomization"]["spearman"]} for name, e in measured.items()},
+        seconds_per_method={},
+        run=str(run.folder),
+        verdicts=measured,
     )
 
 
