@@ -102,7 +102,8 @@ def grad_cam(
     """Grad-CAM at ``stage`` for ``target`` (default: the prediction).
 
     The default stage is the last rectified spatial stage (``grad_cam_stage``: pool2 on the
-    convnet), whose maps are faithful; any spatial stage can be named.
+    convnet); any spatial stage can be named. How faithful the maps are depends on the run:
+    ``convlens.inspect.analyses.run_faithfulness`` measures it (docs/inspect.md).
     """
     from captum.attr import LayerAttribution, LayerGradCam
 
