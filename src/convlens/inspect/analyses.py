@@ -287,7 +287,10 @@ def run_faithfulness(
             stored["methods"][key] = method_faithfulness(
                 model, pixels, targets, name, random, fill, steps, seed, randomization_images, **options
             )
-        atomic_write(path, json.dumps(stored, indent=1).encode("utf-8"))
+        try:
+            atomic_write(path, json.dumps(stored, indent=1).encode("utf-8"))
+        except OSError as error:  # a read-only run folder: measured, not stored
+            stored["not_stored"] = str(error)
     return {**stored, "methods": {key: stored["methods"][key] for key in keys}}
 
 

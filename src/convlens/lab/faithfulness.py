@@ -171,8 +171,10 @@ def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> Fait
     run = Run.open(run_dir)
     found = run_faithfulness(run, list(methods) or None, seed=seed)
     reference, measured = found["reference"], found["methods"]
-    curves = {name: entry["deletion"]["curve"] for name, entry in measured.items()}
-    curves.update({"random": reference["random_curve"], "brightness": reference["brightness_curve"]})
+    curves = {name: entry["deletion"].get("curve", []) for name, entry in measured.items()}
+    curves.update(
+        {"random": reference.get("random_curve", []), "brightness": reference.get("brightness_curve", [])}
+    )
     deletion = {name: entry["deletion"]["auc"] for name, entry in measured.items()}
     deletion.update({"random": reference["random_auc"], "brightness": reference["brightness_auc"]})
     pixels = run.input_shape[1] * run.input_shape[2]
@@ -185,7 +187,7 @@ def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> Fait
         accuracy=float(run.test_accuracy or 0.0),
         images=int(found["settings"]["images"]),
         step=round(pixels / found["settings"]["steps"]),
-        fractions=list(reference["fractions"]),
+        fractions=list(reference.get("fractions", [])),
         curves=curves,
         deletion=deletion,
         spearman={name: entry["randomization"]["spearman"] for name, entry in measured.items()},
