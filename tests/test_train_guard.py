@@ -167,7 +167,7 @@ def test_model_is_the_best_epoch_on_validation_when_the_last_is_clearly_worse(di
 def test_early_stopping_ends_a_run_that_stopped_improving(digits, tmp_path, monkeypatch):
     import convlens.train.fitting as fit_module
 
-    real = fit_module.evaluate
+    real = fit_module.evaluate_share
 
     def flat_validation(model, images, labels, batch_size=100):
         result = real(model, images, labels, batch_size)
@@ -175,7 +175,7 @@ def test_early_stopping_ends_a_run_that_stopped_improving(digits, tmp_path, monk
             result.update(accuracy=0.5, loss=1.0)
         return result
 
-    monkeypatch.setattr(fit_module, "evaluate", flat_validation)
+    monkeypatch.setattr(fit_module, "evaluate_share", flat_validation)
     result = fit(digits, TrainConfig(epochs=12, early_stopping=2), tmp_path / "run")
     # epoch 1 is the best; 2 and 3 are not (patience 2), and the warm-up (3 of 12 epochs) is over
     assert result.epochs == 3 and result.stopped.startswith("early stopping")
