@@ -5,7 +5,7 @@ scikit-image's astronaut, chelsea, coffee and rocket photos; offline) into a tem
 reused when it is already there. Then, in the same run:
 
 - decoding images/s with one worker process against two (``data.decode_workers.decode_all``
-  on the same 4,000 files, warm in the page cache);
+  on the same 4,000 files, warm in the page cache; best of 3, alternated);
 - ``convlens train --data FOLDER --image-size 128 --epochs 1`` in a subprocess with an empty
   folder cache (it decodes the folder into the cache, then trains one epoch): training images/s,
   peak RSS of that process (``os.wait4``'s ``ru_maxrss``: the process and its decode workers,
@@ -115,12 +115,15 @@ def decode_rates(folder: Path) -> dict[int, float]:
     sample = files[:: max(1, len(files) // DECODE_SAMPLE)][:DECODE_SAMPLE]
     for file in sample:  # warm: both runs read from the page cache
         file.read_bytes()
-    rates = {}
+    rates = {1: 0.0, 2: 0.0}
     with tempfile.TemporaryDirectory() as scratch:
-        for workers in (1, 2):
-            start = time.perf_counter()
-            decode_all(sample, (SIDE, SIDE), (SIDE, SIDE), Path(scratch) / f"decoded{workers}.npy", workers)
-            rates[workers] = len(sample) / (time.perf_counter() - start)
+        for _ in range(3):  # alternated, best of 3: a core taken by another job hits both alike
+            for workers in (1, 2):
+                start = time.perf_counter()
+                decode_all(
+                    sample, (SIDE, SIDE), (SIDE, SIDE), Path(scratch) / f"decoded{workers}.npy", workers
+                )
+                rates[workers] = max(rates[workers], len(sample) / (time.perf_counter() - start))
     return rates
 
 
