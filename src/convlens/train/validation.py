@@ -64,8 +64,8 @@ class Split:
         return {
             "train": int(self.train_labels.shape[0]),
             "validation": self.validation_size,
-            "rule": "stratified, seed 0, carved from the training split; chooses the epoch, stops early, "
-            "detects divergence"
+            "rule": "stratified, seed 0, carved from the training split; chooses the epoch, detects "
+            "divergence, and stops early when it holds at least 100 images"
             if self.has_validation
             else "none (fewer than 5 training images in a class): decisions use the training loss",
         }
