@@ -162,7 +162,8 @@ def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method:
         )
     probabilities = plots.class_probabilities(result.probabilities, class_names)
     files.append(plots.save_png(probabilities, out_dir / "probabilities.png"))
-    attribution = explanation_attribution(model, pixels, method, target, stage)  # None: no Grad-CAM here
+    # None: no Grad-CAM here; with the run, the map carries its verdict on this run and this image
+    attribution = explanation_attribution(model, pixels, method, target, stage, run=run)
     if attribution is not None:
         figure = plots.attribution_map(pixels, attribution, class_names[attribution.target])
         file_name = (
@@ -179,7 +180,12 @@ def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method:
         "probabilities": {name: float(p) for name, p in zip(class_names, result.probabilities, strict=True)},
         "attribution": None
         if attribution is None
-        else {"method": attribution.method, "stage": attribution.stage, "target": attribution.target},
+        else {
+            "method": attribution.method,
+            "stage": attribution.stage,
+            "target": attribution.target,
+            "faithfulness": attribution.faithfulness,
+        },
         "grad_cam": None
         if attribution is None or attribution.method != "grad-cam"
         else {"stage": attribution.stage, "target": attribution.target},
@@ -195,6 +201,12 @@ def _print_explanation(summary: dict, model) -> None:
     print_tables([stage_table(receptive_fields(model))])
     p = summary["prediction"]
     out.print(f"prediction: [bold]{p['class']}[/] ({100 * p['probability']:.1f} %)")
+    shown = summary["attribution"]
+    if shown is not None and shown.get("faithfulness"):
+        from convlens.views.tables import faithfulness_line
+
+        label = shown["method"] + (f" at {shown['stage']}" if shown["stage"] else "")
+        out.print(faithfulness_line(label, shown["faithfulness"]), markup=False, soft_wrap=True)
     out.print(f"wrote {len(summary['files'])} pictures to {Path(summary['files'][0]).parent}")
 
 
