@@ -20,7 +20,7 @@ from convlens.inspect.analyses import (
     run_faithfulness,
 )
 from convlens.inspect.attribution import ATTRIBUTIONS
-from convlens.inspect.faithfulness import (
+from convlens.inspect.verdicts import (
     combined_verdict,
     method_faithfulness,
     reference_aucs,

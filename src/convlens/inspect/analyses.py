@@ -26,7 +26,8 @@ from convlens.data import to_float
 from convlens.errors import ConvlensError
 from convlens.inspect._stages import find_stage, is_spatial_stage, model_stages
 from convlens.inspect.attribution import ATTRIBUTIONS, Attribution, grad_cam
-from convlens.inspect.faithfulness import (
+from convlens.inspect.featureviz import TopImages, top_activating_images
+from convlens.inspect.verdicts import (
     CURVE_STEPS,
     DEFAULT_FILL,
     deletion_aucs,
@@ -36,7 +37,6 @@ from convlens.inspect.faithfulness import (
     random_orders,
     reference_aucs,
 )
-from convlens.inspect.featureviz import TopImages, top_activating_images
 
 
 @dataclass
