@@ -54,7 +54,7 @@ def test_spiral_trains_with_the_defaults_and_the_maps_change(page, tmp_path):
     assert len(after) == len(before) == 24
     assert sum(a != b for a, b in zip(before, after, strict=True)) >= 12  # most neurons carve anew
     page.click("#pg2-play")  # pause
-    page.wait_for_selector("#pg2-play:has-text('play')")
+    page.wait_for_selector("#pg2-play:has-text('play'):not([data-waiting])")  # the pause's answer drawn
     epoch = page.locator("#pg2-epoch").inner_text()
     page.wait_for_timeout(400)
     assert page.locator("#pg2-epoch").inner_text() == epoch  # paused: nothing trains

@@ -147,8 +147,7 @@ def test_after_pause_the_page_shows_the_real_epoch_and_step_adds_one(page):
     page.click("#pg2-play")
     page.wait_for_function("() => Number(document.querySelector('#pg2-epoch').textContent) >= 20")
     page.click("#pg2-play")  # pause
-    page.wait_for_selector("#pg2-play:has-text('play')")
-    page.wait_for_timeout(500)  # the pause's answer has arrived
+    page.wait_for_selector("#pg2-play:has-text('play'):not([data-waiting])")  # the pause's answer drawn
     shown = epoch_of(page)
     page.click("#pg2-step")
     page.wait_for_function("e => Number(document.querySelector('#pg2-epoch').textContent) !== e", arg=shown)

@@ -334,13 +334,19 @@ export class LearningPlayground {
     if (this.pause()) await this.ask("pause");
   }
 
+  // The play button carries data-waiting while an answer is on its way, so a reader (a test,
+  // an assistive tool) can tell the shown state from the one the server is about to send.
   async ask(action) {
     const number = ++this.answers;
+    const button = document.getElementById("pg2-play");
+    button.dataset.waiting = "true";
     try {
       const snapshot = await postJSON(`${API}/${this.page}/${action}`, {});
       if (number === this.answers && !this.playing) this.show(snapshot);
     } catch (error) {
       this.fail(error);
+    } finally {
+      if (number === this.answers) delete button.dataset.waiting;
     }
   }
 
