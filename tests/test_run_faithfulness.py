@@ -260,3 +260,18 @@ def test_the_lab_experiment_reports_the_runs_own_numbers(run_dir):
     assert len(result.fractions) == len(result.curves["saliency"]) == len(result.curves["random"]) == 17
     (table,) = TABLES["faithfulness"](result)
     assert [row[0] for row in table.rows][:2] == ["saliency", "occlusion"]
+
+
+def test_explain_prints_the_verdict_and_its_json_carries_it(run_dir, run_cli, tmp_path):
+    import json
+
+    code, out, err = run_cli("explain", run_dir, "digits:3", "--out", tmp_path / "x", "--json")
+    assert code == 0, err
+    found = json.loads(out)["attribution"]["faithfulness"]
+    assert found["verdict"] in ("passes", "fails", "inconclusive")
+    assert {"deletion_auc", "random_deletion_auc", "interval", "run"} <= set(found)
+    assert found["run"]["verdict"] in ("passes", "fails", "inconclusive")
+    assert len(repr(found["deletion_auc"])) <= 9  # 6 significant digits, no float32 noise
+    code, out, err = run_cli("explain", run_dir, "digits:3", "--out", tmp_path / "y")
+    assert code == 0, err
+    assert f"{found['run']['verdict']} on this run: deletion AUC" in " ".join(out.split())

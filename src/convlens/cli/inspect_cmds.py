@@ -17,6 +17,7 @@ from convlens.cli.render import (
     print_json,
     print_tables,
     shift_warning,
+    significant,
     steps_text,
 )
 from convlens.errors import ConvlensError
@@ -184,7 +185,7 @@ def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method:
             "method": attribution.method,
             "stage": attribution.stage,
             "target": attribution.target,
-            "faithfulness": attribution.faithfulness,
+            "faithfulness": significant(attribution.faithfulness),  # float32 AUCs: 6 digits mean something
         },
         "grad_cam": None
         if attribution is None or attribution.method != "grad-cam"
