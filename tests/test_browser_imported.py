@@ -11,38 +11,20 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 
 from any_models import SHAPE, TinyResNet, trained
 
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
 
-class FlattenHead(TinyResNet):
-    """TinyResNet with ``torch.flatten`` for its ``x.view(x.size(0), -1)``: the same stages and
-    weights. Only used while a run folder cannot hold the view head (tests/test_graph_runs.py
-    NOT_SAVED says why), so this test checks the explorer either way."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.avgpool(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(x, 1))
-
-
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory, digits_run):
     """The imported ResNet first, and the digits convnet (a chain) to switch to."""
-    from convlens import ConvlensError, Run
+    from convlens import Run
     from convlens.server.background import BackgroundServer
 
     folder = tmp_path_factory.mktemp("imported") / "tinyresnet"
-    options = {"class_names": "cat,dog,bird", "input_shape": SHAPE}
-    try:
-        Run.from_model(trained(TinyResNet(), 1), folder, **options)
-    except ConvlensError as error:
-        if "view" not in str(error):
-            raise
-        Run.from_model(trained(FlattenHead(), 1), folder, **options)
+    Run.from_model(trained(TinyResNet(), 1), folder, class_names="cat,dog,bird", input_shape=SHAPE)
     with BackgroundServer([folder, digits_run]) as url:
         yield url
 
@@ -127,7 +109,7 @@ def test_an_imported_resnet_shows_its_graph_and_explains_it(page, tmp_path):
     assert (
         page.locator("#arithmetic h3").inner_text().startswith("layer2.0.add (add): channel 2, row 1, col 1")
     )
-    rows = page.locator("#arithmetic table:has(caption:text(\"the values added\")) tr").all()[1:]
+    rows = page.locator('#arithmetic table:has(caption:text("the values added")) tr').all()[1:]
     assert [r.locator("td").first.inner_text() for r in rows] == ["layer2.0.bn2", "layer2.0.downsample.1"]
     shown = [float(r.locator("td").nth(1).inner_text()) for r in rows]
     total = page.locator("#arith-total")
