@@ -140,3 +140,14 @@ def test_confusion_matrix_is_of_the_data_the_report_shows(
     )
     report_sections(digits_run, data=str(other))
     assert totals == [50]
+
+
+def test_the_training_text_says_what_ended_training(digits_run):
+    """A run that ran every epoch did not "stop early" (issue 23, defect 12)."""
+    from convlens.report import _training_text
+    from convlens.run import Run
+
+    run = Run.open(digits_run)
+    text = _training_text(run)
+    assert "stopped early" not in text
+    assert f"Training ran all {len(run.history)} epochs" in text or "Training stopped after epoch" in text

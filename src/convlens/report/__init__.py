@@ -97,20 +97,23 @@ def _training(run: Run) -> Section:
 
 
 def _training_text(run: Run) -> str:
-    """Which split every curve is of, which epoch is the model and why."""
+    """Which split every curve is of, which epoch is the model and why, and what ended training
+    (as the CLI says it: a run that ran every epoch did not stop early)."""
+    from convlens.train.selection import stopping_text
+
     text = f"{len(run.history)} epochs. "
     if run.validation.get("validation"):
         text += (
             f"Validation: {run.validation['validation']} images held out of the training split; it chose the "
-            "kept epoch, stopped early and watched for divergence. Test: the data set's test split, only "
+            "kept epoch and watched for divergence. Test: the data set's test split, only "
             "reported. "
         )
     else:
         text += "Held-out = the data set's test split. "
     if run.metrics.get("selection"):
         text += f"The model is epoch {run.metrics['selected_epoch']}: {run.metrics['selection']}."
-    if run.metrics.get("stopped"):
-        text += f" {run.metrics['stopped'].capitalize()}."
+    validation = run.validation.get("validation") or 0
+    text += f" Training {stopping_text(len(run.history), run.metrics.get('stopped'), validation)}."
     return text
 
 
