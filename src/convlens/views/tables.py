@@ -174,7 +174,7 @@ def faithfulness_line(label: str, found: dict | None) -> str:
             f"{label} {run['verdict']} on this run: deletion AUC {_number(d['auc'])} vs random order "
             f"{_number(d['random_auc'])} (difference {_number(d['difference'])}, 95 % interval {_number(low)} to "
             f"{_number(high)}, {d['images']} test images, {run.get('fill', 'blur')} fill); after weight "
-            f"randomization Spearman {_number(r['spearman'], 2)} ({r['verdict']} below {r['threshold']})"
+            f"randomization Spearman {_number(r['spearman'], 2)} ({r['verdict']}: a map passes below {r['threshold']})"
         )
     else:
         text = f"{label} not measured on this run ({found.get('run_error') or found.get('error') or 'no test images'})"

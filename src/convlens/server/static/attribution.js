@@ -113,7 +113,7 @@ function verdict(found) {
       text: `${run.verdict} on this run: deletion AUC ${fmt(d.auc, 3)} vs random order ${fmt(d.random_auc, 3)} ` +
         `(difference ${fmt(d.difference, 3)}, 95 % interval ${fmt(d.interval[0], 3)} to ${fmt(d.interval[1], 3)}, ` +
         `${d.images} test images${d.blank ? `, ${d.blank} blank maps left out` : ""}, ${run.fill} fill); ` +
-        `after weight randomization Spearman ${fmt(r.spearman, 2)} (${r.verdict} below ${r.threshold})` }));
+        `after weight randomization Spearman ${fmt(r.spearman, 2)} (${r.verdict}: a map passes below ${r.threshold})` }));
   } else if (found.run_error || found.error) {
     box.append(el("p", { class: "note", text: `not measured on this run: ${found.run_error ?? found.error}` }));
   }
