@@ -13,6 +13,11 @@ from convlens.errors import ConvlensError
 # The most classes a data set (and a model) may have: labels are checked against it before
 # anything is sized by a label, so a stray label of 10**12 is one clear error, not a MemoryError.
 MAX_CLASSES = 10_000
+# what a data set's labels are: one class per image, or one class per pixel (a mask)
+TASKS = ("classification", "segmentation")
+# a mask pixel with this value has no class: it is left out of the loss and every metric
+# (the value segmentation tools agree on for "void" / object borders)
+IGNORE_INDEX = 255
 
 
 @dataclass
@@ -21,6 +26,8 @@ class Dataset:
 
     Images are uint8 (0..255) or float32 (0..1) tensors shaped (N, C, H, W); models take
     pixels in [0, 1] and normalize inside, so ``mean``/``std`` are in [0, 1] pixel units.
+    For ``task="segmentation"`` the labels are masks, one class id per pixel: uint8 or int64
+    tensors shaped (N, H, W), with ``IGNORE_INDEX`` (255) where a pixel has no class.
     """
 
     name: str
@@ -34,12 +41,15 @@ class Dataset:
     normalization_source: str = "computed on the training split"
     source: str = ""
     augmentation: str = ""  # the augmentation that keeps this data's labels (see transforms.AUGMENTATIONS)
+    task: str = "classification"  # one of TASKS: a label per image, or a mask per image
     spec: str = ""  # what load_dataset was given (a built-in name or a path), to load it again later
     # (tensors, digest) once known: a cached folder brings its fingerprint, so a second run never
     # reads every pixel to hash it; trusted only while the bundle still holds those same tensors
     _known_fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConvlensError(f"{self.name}: task must be one of {', '.join(TASKS)}, got {self.task!r}")
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.ndim != 4:
@@ -51,6 +61,11 @@ class Dataset:
                     f"{self.name}: {images.shape[0]} {split} images but {labels.shape[0]} labels; "
                     "expected one label per image"
                 )
+            if self.is_segmentation and (labels.ndim != 3 or tuple(labels.shape[1:]) != tuple(images.shape[2:])):
+                raise ConvlensError(
+                    f"{self.name}: {split} masks are {tuple(labels.shape)} for images "
+                    f"{tuple(images.shape)}; expected one H x W mask per image, the size of its image"
+                )
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise ConvlensError(
                 f"{self.name}: train images are {tuple(self.train_images.shape[1:])} but test images are "
@@ -58,13 +73,20 @@ class Dataset:
             )
         if len(self.train_labels) == 0:
             raise ConvlensError(f"{self.name}: no training images")
-        top = int(max(self.train_labels.max(), self.test_labels.max() if len(self.test_labels) else 0))
-        if top >= len(self.class_names) or int(self.train_labels.min()) < 0:
+        low, top = label_range(self.train_labels, self.test_labels, self.is_segmentation)
+        if top >= len(self.class_names) or low < 0:
+            extra = f" (or {IGNORE_INDEX} for no class)" if self.is_segmentation else ""
             raise ConvlensError(
-                f"{self.name}: labels must be 0..{len(self.class_names) - 1} for {len(self.class_names)} classes"
+                f"{self.name}: labels must be 0..{len(self.class_names) - 1} for "
+                f"{len(self.class_names)} classes{extra}; found {low}..{top}"
             )
         if not self.mean:
             self.mean, self.std = channel_stats(self.train_images)
+
+    @property
+    def is_segmentation(self) -> bool:
+        """Whether the labels are masks (a class per pixel) rather than a class per image."""
+        return self.task == "segmentation"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -106,7 +128,24 @@ class Dataset:
             "train": int(self.train_labels.shape[0]),
             "test": int(self.test_labels.shape[0]),
             "source": self.source,
+            "task": self.task,
         }
+
+
+def label_range(train: torch.Tensor, test: torch.Tensor, masks: bool) -> tuple[int, int]:
+    """The smallest and largest class id in both splits; a mask's ``IGNORE_INDEX`` pixels are
+    not class ids and are left out (a split of nothing but ignored pixels counts as 0..0)."""
+    low, top = 0, 0
+    for labels in (train, test):
+        if not labels.numel():
+            continue
+        values = labels.reshape(-1)
+        if masks:
+            values = values[values != IGNORE_INDEX]
+            if not values.numel():
+                continue
+        low, top = min(low, int(values.min())), max(top, int(values.max()))
+    return low, top
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
