@@ -24,6 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "checkpoint_schema",
         "runlock",
         "metrics",
+        "pixel_metrics",
         "predict",
         "shift",
         "inputs",

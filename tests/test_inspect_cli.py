@@ -217,9 +217,10 @@ def _convolutions(name: str) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in create_model(name, (1, 12, 12), 3).modules())
 
 
-DEEP_FAMILIES = [name for name in list_families() if _convolutions(name) > DEEP]
+DEEP_FAMILIES = [name for name in list_families("classification") if _convolutions(name) > DEEP]
 FAMILIES = [
-    pytest.param(name, marks=pytest.mark.slow) if name in DEEP_FAMILIES else name for name in list_families()
+    pytest.param(name, marks=pytest.mark.slow) if name in DEEP_FAMILIES else name
+    for name in list_families("classification")
 ]  # every registered family; the deep ones draw everything only in the slow run
 
 

@@ -117,6 +117,11 @@ class Run:
         return {name: path for name, path in found.items() if path.is_file()}
 
     @property
+    def task(self) -> str:
+        """``classification`` (a class per image) or ``segmentation`` (a class per pixel)."""
+        return getattr(self.model, "task", "classification")
+
+    @property
     def test_accuracy(self) -> float | None:
         value = self.metrics.get("test_accuracy")
         return float(value) if isinstance(value, int | float) else None
@@ -166,6 +171,10 @@ class Run:
                 f"data {spec}: images are {'x'.join(map(str, dataset.input_shape))}, the model takes "
                 f"{'x'.join(map(str, self.input_shape))} (train a model on this data, or pick data of that shape)",
                 parameter="data",
+            )
+        if dataset.task != self.task:
+            raise ConvlensError(
+                f"data {spec}: {dataset.task} data, the model does {self.task}", parameter="data"
             )
         if dataset.num_classes != self.num_classes:
             raise ConvlensError(

@@ -107,6 +107,7 @@ AUGMENTATIONS = {
     "affine": (10.0, 0.1, 0.1, False),  # handwriting: small rotations and zooms keep the digit
     "flip-shift": (0.0, 0.0, 0.08, True),  # clothing, faces, photos: mirror images keep the class
     "shift": (0.0, 0.0, 0.1, False),  # the safest default for unknown data (X-rays are not mirror-symmetric)
+    "flip": (0.0, 0.0, 0.0, True),  # scenes: a mirrored scene is a scene; no pixel leaves the frame
     "none": None,
 }
 
@@ -124,7 +125,19 @@ def random_affine(
     Sampling a whole batch at once costs almost nothing, where per-image augmentation in a
     Dataset slows CPU training by 20-35 %. ``translate`` is a fraction of the image side.
     """
-    batch = images.shape[0]
+    return warp(images, affine_theta(images.shape[0], generator, degrees, scale, translate, flip))
+
+
+def affine_theta(
+    batch: int,
+    generator: torch.Generator,
+    degrees: float = 10.0,
+    scale: float = 0.1,
+    translate: float = 0.1,
+    flip: bool = False,
+) -> torch.Tensor:
+    """(B, 2, 3) random affine matrices for ``warp``, drawn from ``generator`` (on the CPU: the same
+    stream on every device). A segmentation batch warps its masks with the same matrices."""
     angle = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(degrees)
     zoom = 1 + (torch.rand(batch, generator=generator) * 2 - 1) * scale
     shift = (torch.rand(batch, 2, generator=generator) * 2 - 1) * (2 * translate)  # grid units span 2
@@ -132,21 +145,24 @@ def random_affine(
     if flip:
         mirror = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
+    return torch.stack(
         [
             torch.stack([cos * mirror, -sin, shift[:, 0]], dim=1),
             torch.stack([sin * mirror, cos, shift[:, 1]], dim=1),
         ],
         dim=1,
     )  # (B, 2, 3)
-    # random numbers come from a CPU generator (the same stream on every device), then move;
+
+
+def warp(images: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``images`` (B, C, H, W) float resampled through ``theta``; outside the image reads 0."""
     # from pinned memory, so that the copy is queued: a copy from pageable memory may wait for
     # every kernel queued before it, once a step
     if images.device.type == "cuda":
         theta = theta.pin_memory()
     theta = theta.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, name: str) -> torch.Tensor:

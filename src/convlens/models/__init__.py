@@ -7,6 +7,7 @@ from convlens.models import (  # noqa: F401  (registers the families)
     convnets,
     graph_model,
     resnet,
+    segmentation,
     torchvision_mobilenet,
     torchvision_resnet,
 )
@@ -21,6 +22,7 @@ from convlens.models._registry import (
     list_families,
     list_models,
     model_options,
+    model_task,
     register_model,
 )
 from convlens.models.summary import count_parameters, flops_per_image
@@ -38,5 +40,6 @@ __all__ = [
     "list_families",
     "list_models",
     "model_options",
+    "model_task",
     "register_model",
 ]

@@ -66,7 +66,10 @@ class StagedModel(nn.Module):
 
 
 def register_model(
-    name: str, limits: dict[str, tuple[float, float]] | None = None, by_name: bool = True
+    name: str,
+    limits: dict[str, tuple[float, float]] | None = None,
+    by_name: bool = True,
+    task: str = "classification",
 ) -> Callable:
     """Decorator: register ``fn(in_shape, num_classes, mean, std, **options) -> StagedModel`` as ``name``.
 
@@ -75,10 +78,12 @@ def register_model(
     A thin wrapper over ``MODELS.register``: the CLI, the server and the catalog read ``MODELS``.
     ``by_name=False`` marks a model that needs more than a name to build (the ``graph`` of an
     imported model): it opens from checkpoints, but is not a family to train from scratch.
+    ``task`` is what its output means: ``classification`` (class scores per image, (B, classes))
+    or ``segmentation`` (class scores per pixel, (B, classes, H, W)).
     """
 
     def decorate(fn: Callable[..., StagedModel]) -> Callable[..., StagedModel]:
-        return MODELS.register(name, fn, limits=dict(limits or {}), by_name=by_name)
+        return MODELS.register(name, fn, limits=dict(limits or {}), by_name=by_name, task=task)
 
     return decorate
 
@@ -88,9 +93,21 @@ def list_models() -> list[str]:
     return sorted(MODELS.names())
 
 
-def list_families() -> list[str]:
-    """The models ``create_model`` builds from a name alone, sorted: what a face offers to train."""
-    return sorted(name for name in MODELS.names() if MODELS.get(name).extras.get("by_name", True))
+def list_families(task: str | None = None) -> list[str]:
+    """The models ``create_model`` builds from a name alone, sorted: what a face offers to train;
+    with ``task``, only those for that task (``classification`` or ``segmentation``)."""
+    return sorted(
+        name
+        for name in MODELS.names()
+        if MODELS.get(name).extras.get("by_name", True)
+        and (task is None or MODELS.get(name).extras.get("task", "classification") == task)
+    )
+
+
+def model_task(name: str) -> str:
+    """What the model ``name`` predicts: ``classification`` or ``segmentation``."""
+    _check_name(name)
+    return MODELS.get(name).extras.get("task", "classification")
 
 
 def describe_model(name: str) -> str:
@@ -272,6 +289,7 @@ def create_model(
 
     _check_size(name, build, in_shape, num_classes, options)
     model = build()
+    model.task = model_task(name)  # what its output means: the trainer and the faces read it
     model.arguments = {
         "name": name,
         "in_shape": list(in_shape),

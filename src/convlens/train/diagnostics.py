@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from convlens.data import to_float
+from convlens.data.bundle import IGNORE_INDEX
 
 DEAD_SHARE_WARNING = 0.25  # a quarter of a stage's channels dead: worth a warning, not a note
 COLLAPSED = 0.99  # a stage whose outputs are 99 % zeros barely passes anything on
@@ -120,16 +121,23 @@ def diagnose(
                 "if this happens often, train with a lower learning rate",
             )
         )
-    counts = torch.bincount(train_labels, minlength=len(class_names))
+    masks = train_labels.ndim == 3  # segmentation: classes are counted in pixels
+    values = train_labels.reshape(-1).long()
+    if masks:
+        values = values[values != IGNORE_INDEX]
+    counts = torch.bincount(values, minlength=len(class_names))[: len(class_names)]
     if int(counts.min()) > 0 and float(counts.max()) / float(counts.min()) >= IMBALANCE:
         big, small = int(counts.argmax()), int(counts.argmin())
+        unit = "pixels" if masks else "images"
         found.append(
             Diagnostic(
                 "class-imbalance",
                 "note",
-                f"class imbalance: {class_names[big]!r} has {int(counts[big])} training images, "
+                f"class imbalance: {class_names[big]!r} has {int(counts[big])} training {unit}, "
                 f"{class_names[small]!r} {int(counts[small])} ({float(counts[big] / counts[small]):.1f}x)",
-                "read the per-class recall, not only the accuracy; add images of the small classes if you can",
+                "read the per-class IoU, not only the pixel accuracy; the loss weights the small classes up"
+                if masks
+                else "read the per-class recall, not only the accuracy; add images of the small classes if you can",
             )
         )
     if history:
@@ -145,7 +153,8 @@ def diagnose(
                     "more images or augmentation help; so does a smaller model or fewer epochs",
                 )
             )
-        if held_out is not None and held_out <= 1 / len(class_names) + 0.05:
+        # (pixel accuracy has no such chance level: the background alone may cover 90 % of pixels)
+        if not masks and held_out is not None and held_out <= 1 / len(class_names) + 0.05:
             found.append(
                 Diagnostic(
                     "chance",

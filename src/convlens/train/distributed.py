@@ -140,6 +140,8 @@ class World:
         """``loop.evaluate``'s result on the whole split from each process's on its ``share``."""
         if not self.distributed:
             return part
+        if "confusion" in part:  # segmentation: pixel counts add up over processes
+            return self._combine_masks(part, labels)
         count = max(int(labels[self.share].shape[0]), 1)
         correct = round(part["accuracy"] * count)  # accuracy is correct / count: exact
         parts = self._gather((part["loss"] * count, correct, part["predictions"].cpu()))
@@ -151,6 +153,21 @@ class World:
             "accuracy": sum(p[1] for p in parts) / total,
             "loss": sum(p[0] for p in parts) / total,
             "predictions": predictions,
+        }
+
+    def _combine_masks(self, part: dict, labels: torch.Tensor) -> dict:
+        parts = self._gather((part["loss"] * part["pixels"], part["confusion"], part["predictions"]))
+        predictions = torch.zeros(tuple(labels.shape), dtype=torch.uint8)
+        for rank, (_, _, predicted) in enumerate(parts):
+            predictions[rank :: self.size] = predicted
+        confusion = sum(p[1] for p in parts)
+        pixels = max(int(confusion.sum()), 1)
+        return {
+            "accuracy": float(confusion.diagonal().sum()) / pixels,
+            "loss": sum(p[0] for p in parts) / pixels,
+            "predictions": predictions,
+            "confusion": confusion,
+            "pixels": pixels,
         }
 
     def from_main(self, work: Callable[..., Result], *args, **kwargs) -> Result:

@@ -27,6 +27,7 @@ from convlens.data import Dataset
 from convlens.data.rows import take
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
+from convlens.pixel_metrics import segmentation_scores
 from convlens.runlock import RunLock
 from convlens.train.cpu_memory import keep_freed_memory
 from convlens.train.diagnostics import SAMPLE, diagnose
@@ -40,9 +41,11 @@ from convlens.train.result import TrainResult, dataset_facts
 from convlens.train.run_folder import preflight_run_folder, prepare_run_folder
 from convlens.train.selection import choose_epoch, score
 from convlens.train.snapshots import EpochSnapshots
+from convlens.train.tasks import task_for
 from convlens.train.validation import Split, validation_split
 
 log = logging.getLogger("convlens")
+SEGMENTATION_KEYS = ("test_mean_iou", "test_pixel_accuracy", "test_dice", "per_class_iou")
 
 
 def fit(
@@ -119,8 +122,11 @@ def _fit_locked(
         if config.init:  # rank 0 reads it; DDP hands rank 0's weights to the others when it wraps the model
             init = world.from_main(init_model, model, config.init, config.model)
     world.check_batch(config.batch_size)
+    task = task_for(dataset, model, config.label_smoothing)  # before the folder is touched
     world.from_main(preflight_run_folder, run_dir, model, config.model)
-    training = _Training(dataset, config, run_dir, split, facts, observer or _Silent(), world)
+    training = _Training(dataset, config, run_dir, split, facts, observer or _Silent(), world, task)
+    if task.class_weights is not None:  # the loss's weights (train.tasks.Segmentation)
+        training.common["class_weights"] = [round(float(w), 6) for w in task.class_weights]
     if init:  # what the weights started from, in every checkpoint (train.init_weights)
         training.common["init"] = init
     return training.run(model, meta, state)
@@ -130,11 +136,20 @@ class _Training:
     """One run of the epoch loop, with what every epoch needs at hand."""
 
     def __init__(
-        self, dataset, config: TrainConfig, run_dir: Path, split: Split, facts: dict, observer, world: World
+        self,
+        dataset,
+        config: TrainConfig,
+        run_dir: Path,
+        split: Split,
+        facts: dict,
+        observer,
+        world: World,
+        task,
     ):
         self.dataset, self.config, self.run_dir, self.split = dataset, config, run_dir, split
-        self.observer, self.world = observer, world
+        self.observer, self.world, self.task = observer, world, task
         self.common = {  # what every checkpoint of the run says about it
+            "task": task.name,
             "class_names": dataset.class_names,
             "world_size": world.size,
             "training": asdict(config),
@@ -227,6 +242,7 @@ class _Training:
                     self.generator,
                     self.observer,
                     world=self.world,
+                    task=self.task,
                 )
             )
             val = None
@@ -249,6 +265,10 @@ class _Training:
             test = self._evaluate(self.dataset.test_images, self.dataset.test_labels)
             if val:
                 row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
+                if "confusion" in val:
+                    row["val_mean_iou"] = self._scores(val)["mean_iou"]
+            if "confusion" in test:  # a segmentation run's accuracy counts pixels
+                row.update(test_mean_iou=self._scores(test)["mean_iou"], test_pixel_accuracy=test["accuracy"])
             row.update(
                 test_accuracy=test["accuracy"],
                 test_loss=test["loss"],
@@ -272,6 +292,9 @@ class _Training:
         share = self.world.share
         part = evaluate_share(self.model, images[share], labels[share], self.config.eval_batch_size)
         return self.world.combine_evaluations(part, labels)
+
+    def _scores(self, evaluation: dict) -> dict:
+        return segmentation_scores(evaluation["confusion"], self.dataset.class_names)
 
     def _judge(self, progress: Progress, row: dict) -> None:
         """Best epoch so far (saved as best.*), and whether a stop rule fires."""
@@ -328,9 +351,14 @@ class _Training:
 
     def _finish(self, progress: Progress, test: dict, selection: dict) -> TrainResult:
         dataset, split, history = self.dataset, self.split, progress.history
-        per_class, confusion = classification_summary(
-            dataset.test_labels, test["predictions"], dataset.class_names
-        )
+        pixels = None
+        if "confusion" in test:  # segmentation: the table is per class over pixels
+            pixels = self._scores(test)
+            per_class, confusion = pixels["per_class_iou"], test["confusion"].tolist()
+        else:
+            per_class, confusion = classification_summary(
+                dataset.test_labels, test["predictions"], dataset.class_names
+            )
         held_out, name = (
             (split.val_images, "validation") if split.has_validation else (dataset.test_images, "test")
         )
@@ -349,7 +377,16 @@ class _Training:
         best_epoch = progress.best_epoch or selection["epoch"]
         best_row = next(row for row in history if row["epoch"] == best_epoch)
         best_accuracy = best_row.get("val_accuracy", best_row["test_accuracy"])
-        summary = {
+        summary = {"task": self.task.name}
+        if pixels is not None:
+            summary.update(
+                test_mean_iou=pixels["mean_iou"],
+                test_pixel_accuracy=pixels["pixel_accuracy"],
+                test_dice=pixels["dice"],
+                per_class_iou=pixels["per_class_iou"],
+                best_mean_iou=best_row.get("val_mean_iou", best_row.get("test_mean_iou")),
+            )
+        summary |= {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
             "epochs": len(history),
@@ -393,4 +430,6 @@ class _Training:
             diagnostics=diagnostics,
             world_size=self.world.size,
             init=self.common.get("init"),
+            task=self.task.name,
+            **{key: summary[key] for key in SEGMENTATION_KEYS if key in summary},
         )

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.data import to_float
+from convlens.data.bundle import IGNORE_INDEX
 from convlens.data.rows import Rows, take
-from convlens.data.transforms import augment
 from convlens.errors import ConvlensError, shown
+from convlens.pixel_metrics import pixel_confusion
 from convlens.train.distributed import SINGLE_PROCESS, World
 from convlens.train.recipe import TrainConfig
+from convlens.train.tasks import Classification
 
 # Steps between progress reports: each report reads the running loss, which makes the host wait
 # for the device. Free on the CPU; on a GPU it would drain the queue of kernels every 10 steps.
@@ -56,14 +58,19 @@ def train_one_epoch(
     generator: torch.Generator,
     observer: TrainingObserver,
     world: World = SINGLE_PROCESS,
+    task=None,
 ) -> dict:
     """One pass over the shuffled training tensor; returns loss, accuracy and the seconds it took.
+
+    ``task`` (``train.tasks``) says what a batch's targets are and how they are scored: by
+    default a class per image; a segmentation task's accuracy counts pixels.
 
     With several processes (``train.distributed``) each trains on its shard of every batch and
     the returned numbers are those of all of them together. Each batch is read on its own
     (``data.rows.take``: from memory, or from the folder cache on disk) and made float there:
     memory holds one batch of floats, whatever the data set's size.
     """
+    task = task or Classification(config.label_smoothing)
     model.train()
     device = next(model.parameters()).device
     order = torch.randperm(images.shape[0], generator=generator)
@@ -77,35 +84,39 @@ def train_one_epoch(
     for step, first in enumerate(range(0, order.shape[0], batch_size)):
         index = order[first : first + batch_size]
         batch = _to_device(take(images, index), device)  # (B, C, H, W) float in [0, 1]
-        target = labels[index].to(device)
-        batch = augment(batch, generator, config.augment).contiguous(memory_format=torch.channels_last)
+        target = labels[index].to(device).long()
+        batch, target = task.augment(batch, target, generator, config.augment)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
-            logits = model(batch)  # (B, classes)
-            loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
+            logits = model(batch)  # (B, classes), or (B, classes, H, W) for segmentation
+            loss = task.loss(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.detach() * target.shape[0]
-        correct += (logits.detach().argmax(1) == target).sum()
-        seen += target.shape[0]
+        right, scored = task.counts(logits, target)
+        total_loss += loss.detach() * scored
+        correct += right
+        seen += scored
         if step % report_every == report_every - 1:
             running = float(total_loss) / seen  # the loop syncs here anyway, for the progress bar
             if not world.all_finite(running):  # every process stops, or none
                 break  # diverged: the rest of the epoch would only compute NaNs
-            observer.batch_done(running, int(correct) / seen, seen / (time.perf_counter() - start))
+            done = (step + 1) * batch_size * world.size  # images, not pixels
+            observer.batch_done(running, int(correct) / seen, done / (time.perf_counter() - start))
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the host ran ahead of the GPU: time the work, not the queueing
     seconds = time.perf_counter() - start
     world.sync_buffers(model)
     loss_sum, correct, seen, seconds = world.epoch_totals(float(total_loss), int(correct), seen, seconds)
+    images_per_second = images.shape[0] / seconds  # every process's share: the whole split
     if math.isfinite(loss_sum):
-        observer.batch_done(loss_sum / seen, correct / seen, seen / seconds)
+        observer.batch_done(loss_sum / seen, correct / seen, images_per_second)
     return {
         "train_loss": loss_sum / seen,
         "train_accuracy": correct / seen,
         "epoch_seconds": seconds,
-        "images_per_second": seen / seconds,
+        "images_per_second": images_per_second,
     }
 
 
@@ -125,6 +136,9 @@ def _check_split(model: nn.Module, images, labels) -> None:
             parameter="images",
         )
     classes = getattr(model, "num_classes", None)
+    if getattr(model, "task", "classification") == "segmentation":
+        _check_masks(images, labels, classes)
+        return
     if (
         not isinstance(labels, torch.Tensor)
         or labels.ndim != 1
@@ -136,6 +150,26 @@ def _check_split(model: nn.Module, images, labels) -> None:
         raise ConvlensError(
             f"labels must be {images.shape[0]} class indices 0..{(classes or 1) - 1} (an int tensor, one per "
             f"image), got {shown(labels)}",
+            parameter="labels",
+        )
+
+
+def _check_masks(images, labels, classes: int | None) -> None:
+    """Masks as a segmentation model is scored on: one H x W mask of class ids per image."""
+    ok = (
+        isinstance(labels, torch.Tensor)
+        and labels.ndim == 3
+        and tuple(labels.shape) == (images.shape[0], *images.shape[2:])
+        and not labels.is_floating_point()
+        and labels.dtype != torch.bool
+    )
+    if ok and labels.numel():
+        scored = labels[labels != IGNORE_INDEX]
+        ok = not scored.numel() or (int(scored.min()) >= 0 and (not classes or int(scored.max()) < classes))
+    if not ok:
+        raise ConvlensError(
+            f"labels must be {images.shape[0]} masks of {images.shape[2]} x {images.shape[3]} class ids "
+            f"0..{(classes or 1) - 1} (or {IGNORE_INDEX}: no class), got {shown(labels)}",
             parameter="labels",
         )
 
@@ -171,6 +205,8 @@ def evaluate_share(
             f"batch_size must be a whole number >= 1, got {batch_size!r}", parameter="batch_size"
         )
     model.eval()
+    if getattr(model, "task", "classification") == "segmentation":
+        return _evaluate_masks(model, images, labels, batch_size)
     device = next(model.parameters()).device
     predictions, total_loss = [], torch.zeros((), device=device)  # summed on the device: one sync
     for first in range(0, images.shape[0], batch_size):
@@ -185,4 +221,31 @@ def evaluate_share(
         "accuracy": float((predicted == labels.cpu()).sum()) / count,
         "loss": float(total_loss) / count,
         "predictions": predicted,
+    }
+
+
+def _evaluate_masks(model: nn.Module, images, masks: torch.Tensor, batch_size: int) -> dict:
+    """``evaluate_share`` of a segmentation model: pixel accuracy, the mean cross-entropy per
+    scored pixel (unweighted: the split's own likelihood), every predicted mask (uint8), and the
+    pixel confusion matrix every IoU and Dice is computed from (``convlens.pixel_metrics``)."""
+    device = next(model.parameters()).device
+    classes = model.num_classes
+    confusion = torch.zeros(classes, classes, dtype=torch.int64)
+    predictions = torch.zeros(tuple(masks.shape), dtype=torch.uint8)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    for first in range(0, images.shape[0], batch_size):
+        batch = _to_device(take(images, slice(first, first + batch_size)), device)
+        logits = model(batch)  # (B, classes, H, W)
+        target = masks[first : first + batch_size].to(device).long()
+        total_loss += F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        predicted = logits.argmax(1).cpu()
+        predictions[first : first + batch_size] = predicted.to(torch.uint8)
+        confusion += pixel_confusion(target.cpu(), predicted, classes)
+    scored = int(confusion.sum())
+    return {
+        "accuracy": float(confusion.diagonal().sum()) / max(scored, 1),
+        "loss": float(total_loss) / max(scored, 1),
+        "predictions": predictions,
+        "confusion": confusion,
+        "pixels": scored,
     }

@@ -38,6 +38,12 @@ CUDA_MODEL_OPTIONS = {"blocks": 3, "batchnorm": True, "width": 64, "convs": 2}  
 LARGE_MODEL_OPTIONS = {"blocks": 3, "batchnorm": True, "pool_last": False, "hidden": 64}
 LARGE_WEIGHT_DECAY = 5e-4  # every large data set; small ones need none (label smoothing regularizes)
 PRECISIONS = ("auto", "fp32", "bf16")
+# segmentation (bench/segmentation.py): a small U-Net, batches of 32, OneCycle to 0.05
+SEGMENTATION_MODEL_OPTIONS = {"width": 8, "depth": 3}
+SEGMENTATION_BATCH = 32
+SEGMENTATION_LR = 0.05
+SEGMENTATION_EPOCHS = 8
+SEGMENTATION_STEPS = 400
 
 
 @dataclass
@@ -216,6 +222,8 @@ def resolve_defaults(
       autocast; the CPU keeps fp32 and batch 64.
     """
     size = int(train_images if train_images is not None else dataset.train_labels.shape[0])
+    if dataset.is_segmentation:
+        return _segmentation_defaults(config, dataset, size, validation_images, device)
     large = size > LARGE_DATASET
     photos = dataset.input_shape[0] == 3 and not large
     on_gpu = device is not None and torch.device(device).type == "cuda"
@@ -248,6 +256,39 @@ def resolve_defaults(
             config.model_options = {"batchnorm": True}
     if config.weight_decay is None:
         config.weight_decay = LARGE_WEIGHT_DECAY if large else 0.0
+    if config.early_stopping is None:
+        config.early_stopping = (
+            max(10, config.epochs // 5) if validation_images >= MIN_VALIDATION_TO_STOP else 0
+        )
+    return config
+
+
+def _segmentation_defaults(
+    config: TrainConfig, dataset: Dataset, size: int, validation_images: int, device
+) -> TrainConfig:
+    """Segmentation data: a U-Net (the default ``convnet`` is a classifier), the data set's own
+    augmentation (applied to each image and its mask alike), no weight decay, the schedule in
+    optimizer steps as for small classification sets (``SEGMENTATION_STEPS`` at least)."""
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if config.model == "convnet" and not config.model_options:
+        config.model = "unet"
+        config.model_options = dict(SEGMENTATION_MODEL_OPTIONS)
+    if config.batch_size is None:
+        config.batch_size = SEGMENTATION_BATCH
+    if config.lr is None:
+        config.lr = SEGMENTATION_LR
+    if config.precision == "auto":
+        config.precision = "bf16" if on_gpu else "fp32"
+    if config.epochs is None:
+        steps_per_epoch = math.ceil(size / config.batch_size)
+        config.epochs = min(
+            max(SEGMENTATION_EPOCHS, math.ceil(SEGMENTATION_STEPS / steps_per_epoch)), MAX_SMALL_EPOCHS
+        )
+    if config.augment == "auto":
+        config.augment = dataset.augmentation or "none"
+    if config.weight_decay is None:
+        config.weight_decay = 0.0
+    config.label_smoothing = 0.0  # not used: it would blur the boundaries the masks are exact about
     if config.early_stopping is None:
         config.early_stopping = (
             max(10, config.epochs // 5) if validation_images >= MIN_VALIDATION_TO_STOP else 0

@@ -29,9 +29,19 @@ class TrainResult:
     diagnostics: list[dict] = field(default_factory=list)
     world_size: int = 1  # processes that trained it together (train.distributed)
     init: dict | None = None  # what the weights started from (train.init_weights: InitReport)
+    task: str = "classification"  # or segmentation: then test_accuracy counts pixels
+    # segmentation only (None for classification), on the test split (convlens.pixel_metrics)
+    test_mean_iou: float | None = None
+    test_pixel_accuracy: float | None = None
+    test_dice: float | None = None
+    per_class_iou: list[dict] | None = None  # {"class", "iou", "dice", "pixels", "predicted_pixels"}
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.task == "classification":  # a classifier's JSON stays as it always was
+            for key in ("task", "test_mean_iou", "test_pixel_accuracy", "test_dice", "per_class_iou"):
+                del data[key]
+        return data
 
 
 def dataset_facts(dataset: Dataset) -> dict:

@@ -17,8 +17,15 @@ SELECTION_TOLERANCE = 0.005
 
 
 def score(row: dict) -> tuple[float, float]:
-    """How good an epoch is on validation: accuracy first, then (lower) loss."""
-    return row["val_accuracy"], -row["val_loss"]
+    """How good an epoch is on validation: accuracy (a segmentation run's mean IoU) first, then
+    (lower) loss."""
+    return row[score_key(row)], -row["val_loss"]
+
+
+def score_key(row: dict) -> str:
+    """The validation number epochs are ranked by: mean IoU for a segmentation run (pixel accuracy
+    rewards painting everything background), accuracy otherwise."""
+    return "val_mean_iou" if "val_mean_iou" in row else "val_accuracy"
 
 
 def choose_epoch(history: list[dict], best_epoch: int, validation_images: int) -> dict:
@@ -29,28 +36,32 @@ def choose_epoch(history: list[dict], best_epoch: int, validation_images: int) -
     if best_epoch in (0, last["epoch"]):
         return {"epoch": last["epoch"], "reason": "the last epoch, also the best on validation"}
     best = next(row for row in history if row["epoch"] == best_epoch)
-    p = best["val_accuracy"]
-    standard_error = math.sqrt(p * (1 - p) / validation_images)
+    key = score_key(best)
+    what = "mean IoU " if key == "val_mean_iou" else ""  # accuracy reads as a bare percentage
+    # a mean IoU is judged like an accuracy measured on the validation images: its pixels are not
+    # independent draws, the images are
+    p = best[key]
+    standard_error = math.sqrt(max(p * (1 - p), 0.0) / validation_images)
     tolerance = max(SELECTION_TOLERANCE, 1 / validation_images, 2 * standard_error)
-    gap = best["val_accuracy"] - last["val_accuracy"]
+    gap = best[key] - last[key]
     if gap <= 1e-12:  # "within 7.7 points of the best" read as a loss when both were 100 %
         return {
             "epoch": last["epoch"],
-            "reason": f"the last epoch, as accurate on validation as the best "
-            f"({100 * last['val_accuracy']:.2f} %; epoch {best_epoch} had a lower loss)",
+            "reason": f"the last epoch, as {'good' if what else 'accurate'} on validation as the best "
+            f"({what}{100 * last[key]:.2f} %; epoch {best_epoch} had a lower loss)",
         }
     if gap <= tolerance + 1e-12:
         return {
             "epoch": last["epoch"],
-            "reason": f"the last epoch: {100 * last['val_accuracy']:.2f} % on validation, {100 * gap:.2g} "
-            f"points below the best (epoch {best_epoch}, {100 * best['val_accuracy']:.2f} %), within the "
+            "reason": f"the last epoch: {what}{100 * last[key]:.2f} % on validation, {100 * gap:.2g} "
+            f"points below the best (epoch {best_epoch}, {100 * best[key]:.2f} %), within the "
             f"{100 * tolerance:.2g} points {validation_images} validation images cannot tell apart",
         }
     return {
         "epoch": best_epoch,
         "worse_last": True,
-        "reason": f"the last epoch ({last['epoch']}) was clearly worse on validation: "
-        f"{100 * last['val_accuracy']:.2f} % vs {100 * best['val_accuracy']:.2f} % at epoch {best_epoch}; "
+        "reason": f"the last epoch ({last['epoch']}) was clearly worse on validation: {what}"
+        f"{100 * last[key]:.2f} % vs {100 * best[key]:.2f} % at epoch {best_epoch}; "
         f"model.* holds epoch {best_epoch}",
     }
 

@@ -101,7 +101,8 @@ class EpochSnapshots:
                 format_bytes(MAX_RUN_BYTES),
             )
             return None
-        label = int(dataset.test_labels[PROBE_INDEX])
+        # a segmentation image has a mask, not one class: the probe names none
+        label = None if dataset.is_segmentation else int(dataset.test_labels[PROBE_INDEX])
         writer.index = {
             "format": FORMAT,
             "stage": stage,
@@ -111,7 +112,7 @@ class EpochSnapshots:
                 "split": "test",
                 "index": PROBE_INDEX,
                 "label": label,
-                "class": dataset.class_names[label],
+                "class": None if label is None else dataset.class_names[label],
             },
             "epochs": [],
         }

@@ -72,8 +72,14 @@ class Split:
 
 
 def validation_split(dataset: Dataset, fraction: float) -> Split:
-    """Hold out a stratified ``fraction`` of the training split (see the module docstring)."""
-    labels = dataset.train_labels.numpy()
+    """Hold out a stratified ``fraction`` of the training split (see the module docstring).
+
+    Segmentation images have no one class to stratify by: they are held out at random (the same
+    seeded split, every image in one stratum)."""
+    if dataset.is_segmentation:
+        labels = np.zeros(int(dataset.train_labels.shape[0]), dtype=np.int64)
+    else:
+        labels = dataset.train_labels.numpy()
     counts = np.bincount(labels, minlength=dataset.num_classes)
     present = counts[counts > 0]
     if fraction <= 0 or len(present) == 0 or present.min() < MIN_PER_CLASS:
