@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,10 +66,15 @@ def test_every_built_in_format_claims_its_own_kind_of_path(tmp_path):
     (tmp_path / "idx" / "train-images-idx3-ubyte").write_bytes(b"")
     (tmp_path / "x.npz").write_bytes(b"")
     (tmp_path / "folder").mkdir()
+    for sub in ("images", "masks"):
+        (tmp_path / "segmentation" / sub).mkdir(parents=True)
+    np.savez(tmp_path / "masks.npz", images=np.zeros((1, 2, 2)), masks=np.zeros((1, 2, 2), dtype=np.uint8))
     expected = {
         "idx-folder": tmp_path / "idx",
         "npz": tmp_path / "x.npz",
         "image-folder": tmp_path / "folder",
+        "mask-folder": tmp_path / "segmentation",
+        "mask-npz": tmp_path / "masks.npz",
     }
     assert set(expected) == set(DATA_FORMATS.names())
     for name, path in expected.items():
@@ -81,7 +87,9 @@ def test_a_path_no_format_opens_lists_every_format(tmp_path, toy_format):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(
-        ConvlensError, match="expected an image folder, a folder of IDX files, an .npz file or a .toyimg"
+        ConvlensError,
+        match="expected an image folder, a folder of images/ and masks/, a folder of IDX files, "
+        "an .npz file of images and masks, an .npz file or a .toyimg",
     ):
         load_dataset(text)
 

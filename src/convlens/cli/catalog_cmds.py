@@ -30,12 +30,13 @@ def datasets(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> N
     if as_json:
         return print_json(rows)
     table = Table(title="built-in data sets (use the name with --data)", title_justify="left")
-    for column in ("name", "input", "classes", "train", "test", "description"):
+    for column in ("name", "task", "input", "classes", "train", "test", "description"):
         table.add_column(column)
     for row in rows:
         note = row["description"] + ("" if row["available"] else f"  [yellow](missing: {row['hint']})[/]")
         table.add_row(
             row["name"],
+            row["task"],
             "x".join(map(str, row["input_shape"])),
             str(row["classes"]),
             f"{row['train']:,}",

@@ -2,7 +2,8 @@
 
 ``load_dataset(spec)`` is the one way in: a built-in name (``DATASETS``) or a path opened by
 the data format that matches it (``DATA_FORMATS``: an image folder, a folder of IDX files, an
-.npz file, or whatever a plugin registers with ``register_format``).
+.npz file, segmentation images with masks as a folder or an .npz, or whatever a plugin
+registers with ``register_format``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def list_datasets() -> list[dict]:
                 "classes": len(info.class_names),
                 "train": info.train,
                 "test": info.test,
+                "task": info.task,
                 "available": builtin_available(info),
                 "hint": "" if builtin_available(info) else info.missing_hint,
             }

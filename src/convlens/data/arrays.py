@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from convlens.data.bundle import MAX_CLASSES, Dataset
 from convlens.data.readers import (
@@ -297,11 +298,29 @@ def read_npz(path: str | Path) -> Dataset:
 
 
 def apply_image_size(dataset: Dataset, size: tuple[int, int] | None) -> Dataset:
-    """Resize both splits of a bundle (no-op when ``size`` is None or already right)."""
+    """Resize both splits of a bundle (no-op when ``size`` is None or already right); a
+    segmentation bundle's masks are resized with them, nearest-neighbour (class ids stay ids)."""
     if size is None or tuple(dataset.input_shape[1:]) == tuple(size):
         return dataset
     count = int(dataset.train_images.shape[0] + dataset.test_images.shape[0])
     check_data_size(count, dataset.input_shape[0], size, dataset.train_images.element_size())
     dataset.train_images = resize_images(dataset.train_images, size)
     dataset.test_images = resize_images(dataset.test_images, size)
+    if dataset.is_segmentation:
+        dataset.train_labels = resize_masks(dataset.train_labels, size)
+        dataset.test_labels = resize_masks(dataset.test_labels, size)
     return dataset
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) class-id masks at ``size``, nearest-neighbour: every value is one of the input's
+    (interpolating ids would invent classes at borders). Pixel centres line up as in the
+    bilinear resize of the images, so a mask stays on its object."""
+    if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
+        return masks.new_zeros((0, *size)) if masks.shape[0] == 0 else masks
+    step = max(1, 2**24 // max(masks.shape[1] * masks.shape[2], size[0] * size[1]))  # 64 MiB of floats
+    chunks = [
+        F.interpolate(masks[start : start + step, None].float(), size=size, mode="nearest-exact")[:, 0]
+        for start in range(0, masks.shape[0], step)
+    ]
+    return torch.cat(chunks).round_().to(masks.dtype)

