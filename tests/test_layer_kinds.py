@@ -283,6 +283,9 @@ EXAMPLES = {
     # in a chain, one input (plus a constant); with branches: tests/test_graph_stages.py
     Add: ((2, 5, 5), lambda: [("layer", Add(0.25))]),
     Concat: ((2, 5, 5), lambda: [("layer", Concat(1))]),
+    # a segmentation decoder's layers: more cases in tests/test_upsampling_kinds.py
+    nn.ConvTranspose2d: ((4, 4, 5), lambda: [("layer", nn.ConvTranspose2d(4, 6, (4, 3), stride=2, padding=1, output_padding=1, groups=2))]),
+    nn.Upsample: ((2, 4, 5), lambda: [("layer", nn.Upsample(scale_factor=2.5, mode="bilinear"))]),
 }  # fmt: skip
 
 

@@ -5,10 +5,17 @@ start) into (size + d(k-1) jump, jump s, start - p jump), per axis. ``Geometry``
 state from stage to stage; each layer kind (``convlens.inspect.layer_kinds``) names one of the
 functions here, or its own, to advance it. They live apart from the receptive-field walk so
 that the layer-kind table can name them without importing the walk that reads the table.
+
+A layer that makes maps larger (an upsampling, a transposed convolution) reads an irregular set
+of input indices per output index, which no (kernel, stride, padding) window describes; it adds
+a ``Resampled`` step instead: per output index, the first..last input index it reads. ``reads``
+walks either kind of step back. After one, ``jump`` may be a fraction (neighbouring cells are
+less than a pixel apart) and ``size`` is rounded up to whole pixels; ``region`` stays exact.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -67,6 +74,76 @@ class Geometry:
             if ceil_mode and steps * stride[axis] >= self.length[axis] + before:
                 steps -= 1  # PyTorch: the last window must start inside the image or its left padding
             self.length[axis] = steps + 1
+            self.size[axis], self.start[axis] = (
+                _whole(self.size[axis], math.ceil),
+                _whole(self.start[axis], math.floor),
+            )
+            self.jump[axis] = _number(self.jump[axis])
+
+
+Window = tuple[int, int] | None  # first and last input index one output index reads; None: none
+EMPTY = (0, -1)  # an empty range of indices (first > last), as ``reads`` gives it
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """One axis of a layer that makes the map larger: output index o reads input indices
+    ``windows[o]`` (first, last), or none (None: a transposed convolution whose stride outruns its
+    kernel leaves cells that only its bias reaches). ``length``: the input's length on this axis."""
+
+    windows: tuple[Window, ...]
+    length: int
+
+
+def reads(layer, first: int, last: int) -> tuple[int, int]:
+    """The input indices that output indices first..last of ``layer`` read, clipped to the input:
+    a window step (span, stride, padding before, input length) or a ``Resampled`` one. first >
+    last means none, and stays none further back."""
+    if first > last:
+        return first, last
+    if isinstance(layer, Resampled):
+        found = [w for w in layer.windows[max(first, 0) : last + 1] if w is not None]
+        if not found:
+            return EMPTY
+        return min(w[0] for w in found), max(w[1] for w in found)
+    span, stride, padding, length = layer
+    return max(first * stride - padding, 0), min(last * stride - padding + span - 1, length - 1)
+
+
+def through(pixels: list[tuple[int, int]], layer, outputs: int) -> list[tuple[int, int]]:
+    """Input pixels (first, last) of each of ``outputs`` output indices of ``layer``, given those of
+    each of its input indices: the union over the input indices each one reads."""
+    result = []
+    for index in range(outputs):
+        first, last = reads(layer, index, index)
+        seen = [pixels[i] for i in range(first, last + 1) if pixels[i][0] <= pixels[i][1]]
+        result.append((min(p[0] for p in seen), max(p[1] for p in seen)) if seen else EMPTY)
+    return result
+
+
+def _whole(value, rounding):
+    """A whole number as an int; after an upsampling a size may be a fraction: ``rounding`` it."""
+    return int(value) if float(value).is_integer() else int(rounding(value))
+
+
+def _number(value):
+    """A jump: an int when whole, else a fraction of a pixel to 6 decimals."""
+    return int(value) if float(value).is_integer() else round(float(value), 6)
+
+
+def resample(geometry: Geometry, windows: list[list[Window]], factors) -> None:
+    """Advance ``geometry`` through a layer that makes the map larger: per axis, what each output
+    index reads (``Resampled``) and how many output cells there are per input cell (``factors``)."""
+    for axis in (0, 1):
+        axis_windows = tuple(windows[axis])
+        geometry.layers[axis].append(Resampled(axis_windows, geometry.length[axis]))
+        seen = [w for w in axis_windows if w is not None]
+        widest = max((last - first for first, last in seen), default=0)
+        jump = geometry.jump[axis]
+        geometry.size[axis] = _whole(geometry.size[axis] + widest * jump, math.ceil)
+        geometry.start[axis] = _whole(geometry.start[axis] + (seen[0][0] if seen else 0) * jump, math.floor)
+        geometry.jump[axis] = _number(jump / factors[axis])
+        geometry.length[axis] = len(axis_windows)
 
 
 def conv_window(module: nn.Conv2d, geometry: Geometry) -> None:

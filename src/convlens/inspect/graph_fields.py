@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from convlens.inspect.geometry import Geometry
+from convlens.inspect.geometry import Geometry, Resampled, through
 
 Intervals = list[tuple[int, int]]  # per output row (or col): first and last input pixel it reads
 
@@ -37,19 +37,14 @@ def start(shape: tuple[int, ...]) -> Walk:
 
 
 def _through(pixels: Intervals, layers: list, final_length: int) -> Intervals:
-    """Input pixels of each output index after windowed ``layers`` (span, stride, padding before,
-    input length), the last of which makes ``final_length`` outputs; clipped at each map's edges."""
+    """Input pixels of each output index after ``layers`` (window steps or ``Resampled`` ones,
+    ``geometry.reads``), the last of which makes ``final_length`` outputs; clipped at each map's
+    edges. A window step's input length is its last number; a ``Resampled`` one's, ``length``."""
     if not layers:
         return pixels
-    lengths = [layer[3] for layer in layers[1:]] + [final_length]
-    for (span, stride, padding, length), outputs in zip(layers, lengths, strict=True):
-        pixels = [
-            (
-                pixels[max(index * stride - padding, 0)][0],
-                pixels[min(index * stride - padding + span - 1, length - 1)][1],
-            )
-            for index in range(outputs)
-        ]
+    lengths = [layer.length if isinstance(layer, Resampled) else layer[3] for layer in layers[1:]]
+    for layer, outputs in zip(layers, [*lengths, final_length], strict=True):
+        pixels = through(pixels, layer, outputs)
     return pixels
 
 

@@ -18,8 +18,8 @@ A kind is registered once, by module class, and declares everything the inside v
   closed-form optimum instead of a gradient search.
 
 Cell arithmetic, receptive fields, layer facts, attribution and the explorer's network view all
-read this table, so a new kind (an activation, a transposed convolution, an upsampling) is one
-``register_layer_kind`` call. A module the table does not know keeps one rule everywhere: it is
+read this table, so a new kind (an activation, say) is one ``register_layer_kind`` call; the
+transposed convolution and upsampling of segmentation decoders are ``convlens.inspect.upsampling``. A module the table does not know keeps one rule everywhere: it is
 a ``block`` if it has weights (else ``other``), its facts are those of its parts, the receptive
 field walks its children, and it has no cell arithmetic.
 """
@@ -54,6 +54,7 @@ from convlens.inspect.geometry import (
     same_cells,
     whole_input,
 )
+from convlens.inspect.upsampling import LAYER_KINDS as UPSAMPLING_KINDS
 from convlens.models._registry import Normalize
 from convlens.models.calls import CALLS, register_call, unregister_call
 from convlens.registry import Registry
@@ -396,3 +397,5 @@ for _passing, _role, _help in (
     register_layer_kind(
         _passing, role=_role, geometry=same_cells, grad_cam_target=True, affine=True, help=_help
     )
+for _kind in UPSAMPLING_KINDS:  # a segmentation decoder's layers (convlens.inspect.upsampling)
+    register_layer_kind(**_kind)

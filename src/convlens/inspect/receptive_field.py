@@ -29,7 +29,7 @@ from convlens.inspect._stages import (
     model_stages,
     stage_inputs,
 )
-from convlens.inspect.geometry import Geometry
+from convlens.inspect.geometry import Geometry, reads
 from convlens.inspect.hooks import StageRecorder
 from convlens.inspect.layer_kinds import layer_kind
 from convlens.models.traced import INPUT
@@ -50,7 +50,8 @@ class ReceptiveField:
     start: tuple[int, int]  # input row/col of the first cell's top-left corner (negative: in padding)
     whole_image: bool = False  # every cell sees the whole input (after linear layers, global pooling)
     unit_grid: tuple[int, int, int] | None = None  # flatten: unit u is a cell of this (C, h, w) map
-    # per axis, every windowed layer so far as (span, stride, padding before, input length)
+    # per axis, every windowed layer so far as (span, stride, padding before, input length), or
+    # what each output index reads for a layer that makes the map larger (geometry.Resampled)
     layers: tuple[tuple[tuple[int, int, int, int], ...], ...] = field(default=((), ()), repr=False)
     # a graph's stage: per axis, each output index's first..last input pixel (the union over branches)
     pixels: tuple[tuple[tuple[int, int], ...], ...] | None = field(default=None, repr=False)
@@ -109,9 +110,8 @@ class ReceptiveField:
 
 def _walk_back(index: int, layers) -> tuple[int, int]:
     first, last = index, index
-    for span, stride, padding, length in reversed(layers):
-        first = max(first * stride - padding, 0)
-        last = min(last * stride - padding + span - 1, length - 1)
+    for layer in reversed(layers):
+        first, last = reads(layer, first, last)  # first > last: the cell reads no pixel
     return first, last
 
 

@@ -32,6 +32,16 @@ const STAGE_TEXT = {
       `One output channel per filter: ${sizeOf(layer.input_shape)} in, ${SHAPE(layer.output_shape)} out` +
       `${padded ? " (a border of zeros keeps the edge cells)" : ""}${layer.stride[0] > 1 ? `, moving ${layer.stride[0]} pixels at a time` : ""}.`;
   },
+  transposed_convolution: (layer) => {
+    const [kh, kw] = layer.kernel;
+    return `${layer.stage} is a transposed convolution with ${PLURAL(layer.filters, "filter")} of ${kh}×${kw}, ` +
+      `${COUNT(layer.parameters)} parameters. It makes the maps larger (${sizeOf(layer.input_shape)} in, ${sizeOf(layer.output_shape)} out): ` +
+      `each input cell stamps a copy of the kernel, scaled by its value, onto the output, ${layer.stride[0]} cells apart, ` +
+      "and each output cell adds up the stamps that cover it, plus a bias. A segmentation decoder uses it to learn how to paint coarse findings back at full size.";
+  },
+  upsample: (layer) => `${layer.stage} makes every map larger (${sizeOf(layer.input_shape)} in, ${sizeOf(layer.output_shape)} out) ` +
+    "without learning anything: each output cell copies the input cell it falls in (nearest) or blends the input cells around it, " +
+    "nearer ones weighing more (bilinear), channel by channel.",
   batchnorm: (layer) => `${layer.stage} rescales each of its ${layer.output_shape[0]} channels with a mean and variance ` +
     `measured during training, then multiplies by a learned scale and adds a learned shift (${COUNT(layer.parameters)} parameters). ` +
     "It keeps every channel's values in a range the next layer is used to.",

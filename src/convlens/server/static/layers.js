@@ -11,7 +11,7 @@ const SHOWN_INPUTS = 16; // input channels of a filter drawn in its row
 const OPERATION_CHANNELS = 8; // channels shown in input → output pairs
 const PAIR_PIXELS = 84; // on-screen size of the largest side of an input map in a pair
 const WITH_FILTERS = ["convolution", "block"]; // roles (convlens.inspect.layer_facts) that have kernels
-const MOVES_VALUES = ["max_pool", "avg_pool", "global_pool", "flatten"]; // only pick, average or move values
+const MOVES_VALUES = ["max_pool", "avg_pool", "global_pool", "flatten", "upsample"]; // only pick, average, blend or move values
 
 // Shows the value under the pointer in `readout`: `describe(row, col)` names the cell and its value.
 function hoverValues(canvas, readout, describe) {
