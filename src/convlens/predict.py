@@ -1,8 +1,10 @@
-"""Class probabilities for images, from a trained model."""
+"""Class probabilities for images, from a trained model: per image, or per pixel for segmentation."""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -134,6 +136,12 @@ def predict_files(
     """
     from convlens.inputs import read_input
 
+    if getattr(model, "task", "classification") == "segmentation":
+        raise ConvlensError(
+            "model: a segmentation model gives a class per pixel, not a class per image; "
+            "use segment for its masks",
+            parameter="model",
+        )
     if isinstance(paths, str | Path):  # one path, not its characters
         paths = [paths]
     if not isinstance(paths, list | tuple) or not all(isinstance(p, str | Path) for p in paths):
@@ -180,3 +188,101 @@ def _in_order(everything: list[Path], rows: list[dict], errors: dict[int, str]) 
         {"file": str(file), "error": errors[index], "predictions": []} if index in errors else next(readable)
         for index, file in enumerate(everything)
     ]
+
+
+@dataclass
+class SegmentationMaps:
+    """What a segmentation model says about every pixel of one image.
+
+    ``probabilities`` is the full answer; the rest are the views people ask for: the mask
+    (argmax), how sure the model is (``confidence``, the winning probability) and how torn it
+    is between all classes (``uncertainty``, the entropy scaled to [0, 1] by log K, so 0 is
+    certain and 1 is every class equally likely, whatever the number of classes).
+    """
+
+    probabilities: torch.Tensor  # (K, H, W) softmax over classes at every pixel
+    mask: torch.Tensor  # (H, W) int64 argmax class id
+    confidence: torch.Tensor  # (H, W) the argmax's probability
+    uncertainty: torch.Tensor  # (H, W) entropy / log(K) in [0, 1]
+    shares: list[dict]  # one {"class", "index", "pixels", "share"} per class, in class order
+
+
+def check_segmentation_model(model: nn.Module) -> None:
+    """Refuse a classifier where a class per pixel is asked for, naming what to use instead."""
+    if getattr(model, "task", "classification") != "segmentation":
+        raise ConvlensError(
+            "model: this is a classification model (a class per image); per-pixel maps need a "
+            "segmentation model such as unet or fcn (classify images with predict_probabilities)",
+            parameter="model",
+        )
+
+
+def check_pixels(model: nn.Module, pixels, parameter: str = "pixels") -> torch.Tensor:
+    """One image (C, H, W) of float pixels in [0, 1] at the model's input size, or a ConvlensError."""
+    if isinstance(pixels, torch.Tensor) and pixels.ndim != 3:
+        raise ConvlensError(
+            f"{parameter} must be one image C x H x W, got shape {tuple(pixels.shape)}", parameter=parameter
+        )
+    batch = check_images(
+        model, pixels.unsqueeze(0) if isinstance(pixels, torch.Tensor) else pixels, parameter
+    )
+    if batch.numel() and (float(batch.min()) < 0 or float(batch.max()) > 1):
+        raise ConvlensError(
+            f"{parameter} must be pixels in [0, 1], got values {float(batch.min()):.3g}..{float(batch.max()):.3g}",
+            parameter=parameter,
+        )
+    return batch[0]
+
+
+def class_labels(class_names: list[str] | None, count: int) -> list:
+    """What a share row calls each class: its name when the names are known, else its index."""
+    if class_names is None:
+        return list(range(count))
+    if not isinstance(class_names, list | tuple) or len(class_names) != count:
+        raise ConvlensError(
+            f"class_names must be a list of {count} names, one per class of the model",
+            parameter="class_names",
+        )
+    return [str(name) for name in class_names]
+
+
+def pixel_shares(mask: torch.Tensor, class_names: list | None, count: int) -> list[dict]:
+    """How much of the image each class covers: {"class", "index", "pixels", "share"} per class."""
+    labels = class_labels(class_names, count)
+    counts = torch.bincount(mask.reshape(-1).long().cpu(), minlength=count)[:count]
+    total = max(int(mask.numel()), 1)
+    return [
+        {"class": labels[i], "index": i, "pixels": int(counts[i]), "share": int(counts[i]) / total}
+        for i in range(count)
+    ]
+
+
+@torch.inference_mode()
+def segment(model: nn.Module, pixels: torch.Tensor, class_names: list[str] | None = None) -> SegmentationMaps:
+    """Per-pixel class probabilities, mask, confidence and uncertainty of one image (C, H, W) in [0, 1].
+
+    ``class_names`` (optional) names the classes in ``shares``; without it they are indices.
+    """
+    check_segmentation_model(model)
+    image = check_pixels(model, pixels)
+    count = int(getattr(model, "num_classes", 0)) or None
+    labels = class_labels(class_names, count) if count else None
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        logits = model(image.unsqueeze(0).to(device))[0].float().cpu()  # (K, H, W)
+    finally:
+        model.train(was_training)
+    probabilities = torch.softmax(logits, dim=0)
+    classes = probabilities.shape[0]
+    confidence, mask = probabilities.max(dim=0)
+    entropy = torch.special.entr(probabilities).sum(dim=0)  # 0 log 0 = 0
+    uncertainty = (entropy / math.log(classes)).clamp(0, 1) if classes > 1 else torch.zeros_like(entropy)
+    return SegmentationMaps(
+        probabilities=probabilities,
+        mask=mask.long(),
+        confidence=confidence,
+        uncertainty=uncertainty,
+        shares=pixel_shares(mask, labels, classes),
+    )

@@ -224,6 +224,27 @@ class Run:
 
         return read_input(source, self.input_shape, name=name, invert=invert, check=self.check_shift)
 
+    def require_task(self, task: str, instead: str) -> None:
+        """Refuse to do on this run what only a ``task`` run can do, saying what to use instead.
+
+        The faces call this before anything is loaded or written, so a classification-only
+        command on a segmentation run (or the reverse) fails in one line, not deep inside.
+        """
+        if self.task != task:
+            per = "a class per pixel" if self.task == "segmentation" else "a class per image"
+            raise ConvlensError(
+                f"run {self.name}: a {self.task} run ({per}); this needs a {task} run ({instead})"
+            )
+
+    def segment(self, source: str | Path | bytes | torch.Tensor, invert: bool = False):
+        """Every pixel's class of one image read by ``input``: a ``convlens.predict.SegmentationMaps``
+        (probabilities, mask, confidence, uncertainty, per-class shares named by this run's classes).
+        A classification run is refused: its model gives one class per image (``predict_files``)."""
+        from convlens.predict import segment
+
+        self.require_task("segmentation", "classify images with predict_files")
+        return segment(self.model, self.input(source, invert=invert).pixels, self.class_names)
+
     def predict_files(self, paths: list[str | Path], top_k: int = 3, invert: bool = False) -> list[dict]:
         """Classify image files or folders of images: [{"file", "predictions": [{"class", "probability"}],
         "shift"}] (``shift``: how far each image is from the training images, see ``check_shift``).
@@ -232,6 +253,7 @@ class Run:
         ConvlensError only if none can be read."""
         from convlens.predict import predict_files
 
+        self.require_task("classification", "segment each image with segment")
         return predict_files(
             self.model,
             self.input_shape,
