@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from convlens.errors import ConvlensError
 from convlens.server.deps import ERRORS, UPLOAD_ERRORS, ImageRequest, get_run, get_store, image_request
 from convlens.server.encode import PackedTensor, packed
 from convlens.server.runs import LoadedRun, RunStore
@@ -22,6 +23,7 @@ MAX_TEST_IMAGES = 200  # per request: thumbnails for the picker, not a data expo
 
 class RunSummary(BaseModel):
     id: str
+    task: str = Field(description="classification (a class per image) or segmentation (a class per pixel)")
     model: str
     dataset: str
     input_shape: list[int]
@@ -135,6 +137,7 @@ def _build_card(run: LoadedRun) -> dict:
     ]
     return {
         "id": run.run_id,
+        "task": trained.task,
         "model": trained.metadata["model"],
         "input_shape": list(run.input_shape),
         "class_names": run.class_names,
@@ -183,13 +186,20 @@ def test_images(
         "images": [
             {
                 "index": index,
-                "label": int(labels[index]),
-                "class": run.class_names[int(labels[index])],
+                **test_label(labels[index], run.class_names),
                 "pixels": packed(to_float(images[index])),
             }
             for index in indices
         ],
     }
+
+
+def test_label(label: torch.Tensor, class_names: list[str]) -> dict:
+    """A test image's class, or for a segmentation set (whose label is a mask) none: its mask
+    comes with the image's segmentation (``POST .../segment``)."""
+    if label.ndim:
+        return {"label": None, "class": None}
+    return {"label": int(label), "class": class_names[int(label)]}
 
 
 @router.post(
@@ -202,6 +212,10 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     from convlens.predict import predict_probabilities
 
     run, image = request.run, request.image
+    if run.run.task == "segmentation":
+        raise ConvlensError(
+            f"run {run.run_id!r} is a segmentation model (a class per pixel); POST /api/runs/{run.run_id}/segment"
+        )
     with run.lock:  # another request's hooks may sit on the shared model; never run beside them
         probabilities = predict_probabilities(run.model, image.batch)[0]  # (classes,)
     return JSONResponse({**image_json(image), **probabilities_json(probabilities, run.class_names)})
@@ -215,11 +229,13 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
 )
 def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     """What the network overview draws: one output per stage (channels × H × W for conv stages),
-    in forward order, ending with the softmax; values as base64 float32 (see PackedTensor)."""
-    from convlens.inspect import activations
+    in forward order, ending with the softmax; values as base64 float32 (see PackedTensor). A
+    segmentation run's answer has no softmax stage and empty ``probabilities`` and ``top``."""
+    from convlens.inspect import SOFTMAX, activations
     from convlens.views.maps import stage_limits
 
     run, image = request.run, request.image
+    per_pixel = run.run.task == "segmentation"
     with run.lock:
         result = activations(run.model, image.pixels)
     stages = [
@@ -233,10 +249,16 @@ def activations_endpoint(request: ImageRequest = Depends(image_request)) -> JSON
             **stage_limits(stage.output),
         }
         for stage in result.stages
+        if not (per_pixel and stage.name == SOFTMAX)
     ]
     body = {
         **image_json(image),
-        **probabilities_json(result.probabilities, run.class_names),
+        # a segmentation model has no class for the whole image: its per-pixel answer is POST .../segment
+        **(
+            {"probabilities": [], "top": []}
+            if per_pixel
+            else probabilities_json(result.probabilities, run.class_names)
+        ),
         "stages": stages,
     }
     return JSONResponse(body)

@@ -101,7 +101,9 @@ FormBoolean = Annotated[bool, BeforeValidator(_form_boolean)]
 
 
 # The image forms' fields that are numbers or booleans (deps, explain): text fields may be empty
-NUMBER_FIELDS = frozenset({"test_index", "invert", "channel", "row", "col", "target", "eps", "steps"})
+NUMBER_FIELDS = frozenset(
+    {"test_index", "invert", "channel", "row", "col", "target", "eps", "steps", "radius"}
+)
 
 
 async def no_empty_fields(request: Request) -> None:
@@ -121,6 +123,7 @@ async def no_empty_fields(request: Request) -> None:
 class ImageRequest:
     run: LoadedRun
     image: ModelInput
+    test_index: int | None = None  # the test image's index (its true mask, for segmentation)
 
 
 def image_request(
@@ -149,4 +152,4 @@ def image_request(
     if image is not None:
         data = image.file.read(MAX_UPLOAD_BYTES + 1)  # one byte more than allowed tells "too big"
         name = image.filename
-    return ImageRequest(run, model_input(run, data, name, test_index, invert))
+    return ImageRequest(run, model_input(run, data, name, test_index, invert), test_index)

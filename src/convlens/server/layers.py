@@ -119,6 +119,7 @@ def top_images(
     """The 9 test images with the highest mean activation of the channel, strongest first."""
     from convlens.data import to_float
     from convlens.inspect import top_activating_images
+    from convlens.server.api import test_label
 
     _spatial_stage(run, stage)
     count = run.model_channels(stage)
@@ -139,8 +140,7 @@ def top_images(
             "images": [
                 {
                     "index": index,
-                    "label": int(labels[index]),
-                    "class": run.class_names[int(labels[index])],
+                    **test_label(labels[index], run.class_names),  # a mask: no class
                     "score": float(score),
                     "pixels": packed(to_float(images[index])),
                 }

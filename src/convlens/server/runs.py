@@ -255,6 +255,7 @@ def run_summary(run: LoadedRun) -> dict:
     """One line about a run, for the run switcher."""
     return {
         "id": run.run_id,
+        "task": run.run.task,
         "model": run.run.model_name,
         "dataset": run.run.dataset.get("name", ""),
         "input_shape": list(run.input_shape),

@@ -84,7 +84,8 @@ def test_image(run: LoadedRun, index: int, invert: bool = False) -> ModelInput:
             f"test_index must be 0..{images.shape[0] - 1}, got {index}", parameter="test_index"
         )
     found = run.run.input(to_float(images[index]), invert=invert, name=f"test image {index}")
-    found.label = int(labels[index])
+    # a class per image; a segmentation set's label is a mask, which the segment endpoint sends
+    found.label = int(labels[index]) if labels[index].ndim == 0 else None
     return found
 
 

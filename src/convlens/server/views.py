@@ -28,6 +28,7 @@ from convlens.registry import Registry
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_URL = "/static"
 PLUGIN_URL = "/views"  # a view outside the package serves its files under /views/NAME/
+TASKS = ("classification", "segmentation")  # what a run's model may do (``Run.task``)
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")  # a URL part, a CSS id part and a location.hash
 
 
@@ -46,6 +47,9 @@ class ExplorerView:
     uses_input: bool = False  # computes from the input panel's image: shown beside it, redrawn with it
     opens_without_runs: bool = False  # the tab the page opens on while no run is loaded
     help: str = ""
+    # the runs it can explain: a classification view (softmax bars, attacks) means nothing for a
+    # model that answers a class per pixel; the page hides a tab whose tasks exclude the run's
+    tasks: tuple[str, ...] = TASKS
 
     def url(self, file: str) -> str:
         """Where the page fetches one of this view's files."""
@@ -64,6 +68,7 @@ class ExplorerView:
             "styles": [self.url(style) for style in self.styles],
             "uses_input": self.uses_input,
             "opens_without_runs": self.opens_without_runs,
+            "tasks": list(self.tasks),
         }
 
 
@@ -83,11 +88,18 @@ def register_view(
     uses_input: bool = False,
     opens_without_runs: bool = False,
     help: str = "",
+    tasks: tuple[str, ...] = TASKS,
 ) -> ExplorerView:
     """Declare a view; ``create_app`` (called after this) includes its router and serves its files.
 
     Every file must exist now: a typo fails here, not as a blank tab in someone's browser.
+    ``tasks``: the kinds of run the view explains (``TASKS``); on another run its tab is hidden.
     """
+    unknown = [task for task in tasks if task not in TASKS]
+    if not tasks or unknown:
+        raise ConvlensError(
+            f"tasks must name some of {', '.join(TASKS)}, got {list(tasks)!r}", parameter="tasks"
+        )
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConvlensError(
             f"name must be lower-case letters, digits and -, starting with a letter, got {name!r}",
@@ -116,6 +128,7 @@ def register_view(
         uses_input=uses_input,
         opens_without_runs=opens_without_runs,
         help=help,
+        tasks=tuple(tasks),
     )
     EXPLORER_VIEWS.register(name, view, label=label, help=help or label)
     return view
@@ -146,7 +159,7 @@ def list_views() -> list[dict]:
 
 def _register_built_in_views() -> None:
     """The explorer's own tabs, in their order; a plugin calls ``register_view`` the same way."""
-    from convlens.server import explain, layers, network, playground, playground2d, train_api
+    from convlens.server import explain, layers, network, playground, playground2d, segmentation, train_api
 
     register_view(
         "overview",
@@ -157,6 +170,18 @@ def _register_built_in_views() -> None:
         router=network.router,
         uses_input=True,
         help="every stage's feature maps of one image, and any cell's arithmetic",
+    )
+    register_view(
+        "segment",
+        label="Segment",
+        order=15,
+        module="segment.js",
+        markup="views/segment.html",
+        styles=("segment.css",),
+        router=segmentation.router,
+        uses_input=True,
+        tasks=("segmentation",),
+        help="a class per pixel: the mask, each class's probability map, why one pixel got its class",
     )
     register_view(
         "playground",
@@ -186,6 +211,7 @@ def _register_built_in_views() -> None:
         router=explain.router,
         uses_input=True,
         help="attribution maps of every registered method",
+        tasks=("classification",),
     )
     register_view(
         "attack",
@@ -196,6 +222,7 @@ def _register_built_in_views() -> None:
         router=explain.router,
         uses_input=True,
         help="an adversarial attack with an ε slider",
+        tasks=("classification",),
     )
     register_view(
         "layers",

@@ -23,8 +23,9 @@ export class ModelCard {
     const epochs = history.map((row) => row.epoch);
     const parts = [
       el("h3", { text: `${card.model.name} on ${card.dataset.name || "?"}` }),
-      el("p", { class: "big", id: "card-accuracy", text: metrics.test_accuracy === undefined ? "no test accuracy recorded"
-        : `test accuracy ${percent(metrics.test_accuracy)} on ${card.dataset.test ?? "?"} held-out images` }),
+      card.task === "segmentation" ? this.segmentationScores(card, metrics)
+        : el("p", { class: "big", id: "card-accuracy", text: metrics.test_accuracy === undefined ? "no test accuracy recorded"
+          : `test accuracy ${percent(metrics.test_accuracy)} on ${card.dataset.test ?? "?"} held-out images` }),
       el("p", { class: "note", text: `${card.parameters.toLocaleString()} parameters · input ${card.input_shape.join("×")} · ` +
         `${card.class_names.length} classes · trained ${metrics.epochs ?? history.length} epochs in ${fmt(metrics.train_seconds ?? 0, 1)} s` }),
       this.stagesTable(card),
@@ -45,7 +46,8 @@ export class ModelCard {
     }
     parts.push(this.training(metrics, card.validation || {}, card.diagnostics || []));
     if (metrics.confusion) parts.push(this.confusion(metrics.confusion, card.class_names, card.confusion_limits));
-    if (metrics.per_class) parts.push(this.perClass(metrics.per_class));
+    if (metrics.per_class_iou) parts.push(this.perClassIou(metrics.per_class_iou));
+    else if (metrics.per_class) parts.push(this.perClass(metrics.per_class));
     this.box.replaceChildren(...parts);
     this.addReads(state.run.id, card);
   }
@@ -110,6 +112,27 @@ export class ModelCard {
         const colour = r === c ? `rgb(${shade},${255},${shade})` : `rgb(255,${shade},${shade})`;
         return el("td", { text: v ? String(v) : "·", style: `background:${v ? colour : "white"}` });
       })))));
+  }
+
+  // A segmentation run is scored per pixel: mean IoU first (what training keeps the epoch by),
+  // pixel accuracy and Dice beside it, all from the checkpoint's metrics.
+  segmentationScores(card, metrics) {
+    const found = metrics.test_mean_iou !== undefined;
+    return el("p", { class: "big", id: "card-accuracy", "data-task": "segmentation",
+      "data-mean-iou": found ? metrics.test_mean_iou : "",
+      text: !found ? "segmentation: no test scores recorded" : `segmentation: mean IoU ${percent(metrics.test_mean_iou)} ` +
+        `on ${card.dataset.test ?? "?"} held-out images (pixel accuracy ${percent(metrics.test_pixel_accuracy)}, ` +
+        `Dice ${percent(metrics.test_dice)})` });
+  }
+
+  perClassIou(rows) {
+    return el("table", { class: "plain", id: "card-iou" },
+      el("caption", { text: "per class IoU (held-out split, pixels)" }),
+      el("tr", {}, ...["class", "IoU", "Dice", "pixels", "predicted pixels"].map((t) => el("th", { text: t }))),
+      ...rows.map((r) => el("tr", { "data-class": r.class, "data-iou": r.iou ?? "" }, el("td", { text: r.class }),
+        el("td", { text: r.iou === null || r.iou === undefined ? "–" : percent(r.iou) }),
+        el("td", { text: r.dice === null || r.dice === undefined ? "–" : percent(r.dice) }),
+        el("td", { text: String(r.pixels) }), el("td", { text: String(r.predicted_pixels) }))));
   }
 
   perClass(rows) {

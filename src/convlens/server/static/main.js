@@ -67,8 +67,15 @@ function refreshActive() {
   }
 }
 
+// Whether a view explains the open run: a classification view (softmax bars, attacks) has nothing
+// to say of a model that answers a class per pixel, and the Segment view nothing of a classifier.
+function fits(view) {
+  return !state.card || (view.tasks ?? []).includes(state.card.task ?? "classification");
+}
+
 function showTab(name) {
-  const view = declared.find((v) => v.name === name) ?? declared[0];
+  const fitting = declared.filter(fits);
+  const view = fitting.find((v) => v.name === name) ?? fitting[0] ?? declared[0];
   if (activeTab !== view.name) views[activeTab]?.hidden?.();
   activeTab = view.name;
   for (const button of document.querySelectorAll("#tabs button")) {
@@ -86,11 +93,17 @@ async function selectRun(runId) {
   state.run = state.runs.find((r) => r.id === runId);
   state.card = await getJSON(`/api/runs/${encodeURIComponent(runId)}`);
   const facts = document.getElementById("run-facts");
-  const accuracy = state.run.test_accuracy === null ? "" : `, test accuracy ${percent(state.run.test_accuracy)}`;
+  const iou = state.card.metrics?.test_mean_iou; // a segmentation run is scored per pixel
+  const accuracy = state.card.task === "segmentation" ? (iou === undefined ? "" : `, mean IoU ${percent(iou)}`)
+    : state.run.test_accuracy === null ? "" : `, test accuracy ${percent(state.run.test_accuracy)}`;
   const on = state.run.dataset ? ` on ${state.run.dataset}` : ""; // an imported model may name none
   facts.textContent = `${state.run.model}${on} (${state.run.input_shape.join("×")}, ` +
     `${state.card.parameters.toLocaleString()} parameters${accuracy})`;
+  for (const button of document.querySelectorAll("#tabs button")) {
+    button.hidden = !fits(declared.find((v) => v.name === button.dataset.tab));
+  }
   for (const view of Object.values(views)) view.runChanged?.(state);
+  if (activeTab && !fits(declared.find((v) => v.name === activeTab))) showTab(activeTab);
   explainViews(state.card, state.registry);
   const testImages = await inputPanel.loadTestImages(runId, Boolean(state.run.dataset));
   // a run opens on one of its own test images: the previous run's image (a photo for a digit

@@ -100,6 +100,13 @@ export class Overview {
     });
     this.markBar();
     const best = body.top[0];
+    if (!best) { // a segmentation run: a class per pixel, not one for the image
+      this.prediction.replaceChildren(el("span", { class: "note", text: "a class per pixel: see the Segment tab" }));
+      delete this.prediction.dataset.class;
+      delete this.prediction.dataset.probability;
+      if (this.selected) await this.select(this.selected);
+      return;
+    }
     this.prediction.replaceChildren(
       el("span", { class: "predicted-class", text: best.class }),
       el("span", { class: "predicted-probability", text: percent(best.probability) })
