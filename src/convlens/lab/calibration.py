@@ -39,7 +39,15 @@ class ReliabilityBin:
 def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> list[ReliabilityBin]:
     """Equal-width confidence bins over [0, 1]; a confidence c falls in the bin with lower < c ≤ upper."""
     confidence, predicted = probabilities.max(dim=1)  # (N,), (N,)
-    correct = (predicted == labels).float()
+    return confidence_bins(confidence, predicted == labels, bins)
+
+
+def confidence_bins(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = BINS
+) -> list[ReliabilityBin]:
+    """``reliability`` from each answer's confidence and whether it was right, so answers that are
+    not one per image (a segmentation model's pixels) are binned by the same rule."""
+    correct = correct.float()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     # bucketize(right=False) gives the i with edges[i-1] < c <= edges[i]; clamp puts c = 0 in the first bin
     which = (torch.bucketize(confidence.double(), edges) - 1).clamp(0, bins - 1)
@@ -61,12 +69,15 @@ def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = B
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> float:
     """ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over equal-width confidence bins."""
-    total = probabilities.shape[0]
+    return calibration_error(reliability(probabilities, labels, bins))
+
+
+def calibration_error(table: list[ReliabilityBin]) -> float:
+    """ECE of binned answers: Σ_b (n_b / N) · |accuracy_b − confidence_b| (0 with no answer)."""
+    total = sum(b.count for b in table)
     if total == 0:
         return 0.0
-    return sum(
-        b.count / total * abs(b.accuracy - b.confidence) for b in reliability(probabilities, labels, bins)
-    )
+    return sum(b.count / total * abs(b.accuracy - b.confidence) for b in table)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

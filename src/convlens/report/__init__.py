@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import datetime
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from convlens.errors import ConvlensError
+from convlens.report.parts import Section
+from convlens.report.parts import figure_image as _image
+from convlens.report.parts import table_dict as _table
 from convlens.run import Run
 
 ROBUSTNESS_EPS = [0.0, 0.02, 0.05, 0.1, 0.15, 0.2]
@@ -20,26 +23,6 @@ ATTACK_IMAGES = 200  # enough for a curve, fast enough for a report
 MISCLASSIFIED = 10
 
 __all__ = ["Section", "build_report", "render_report", "report_sections"]
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    text: str = ""
-    tables: list[dict] = field(default_factory=list)  # {"title", "columns", "rows", "css"}
-    images: list[dict] = field(default_factory=list)  # {"data" (base64 PNG), "alt", "caption"}
-
-
-def _image(figure, alt: str, caption: str = "") -> dict:
-    from convlens.views.plots import png_bytes
-
-    return {"data": base64.b64encode(png_bytes(figure)).decode("ascii"), "alt": alt, "caption": caption}
-
-
-def _table(table) -> dict:
-    """A ``views.tables.Table`` as the template's table dict."""
-    return asdict(table)
 
 
 def _aligned(table: dict) -> dict:
@@ -71,7 +54,7 @@ def _overview(run: Run) -> Section:
         ["classes", ", ".join(run.class_names)],
         ["data", run.dataset.get("name", "?")],
     ]
-    if "test_accuracy" in metrics:
+    if "test_accuracy" in metrics and run.task != "segmentation":  # its scores have their own section
         facts.append(["held-out accuracy", f"{100 * metrics['test_accuracy']:.2f} %"])
     if "epochs" in metrics or "epoch" in metrics:
         facts.append(["epochs", str(metrics.get("epochs", metrics.get("epoch")))])
@@ -310,6 +293,25 @@ def _lab(lab_dir: Path) -> Section:
     return section
 
 
+def _classification_builders(run: Run, images, labels, spec: str, eps: float, lab_dir: Path) -> list:
+    """(what, build) for each section of a classifier's report, in order."""
+    from convlens.inspect.analyses import correct_sample
+
+    probabilities = run.predict(images)  # (N, classes)
+    sample = correct_sample(labels, probabilities)
+    return [
+        ("overview", lambda: _overview(run)),
+        ("training curves", lambda: _training(run)),
+        ("confusion matrix", lambda: _confusion(run, labels, probabilities.argmax(1), spec)),
+        ("misclassified images", lambda: _misclassified(run, images, labels, probabilities)),
+        ("filters", lambda: _filters(run.model)),
+        ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
+        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]))),
+        ("attacks", lambda: _attacks(run, images, labels, eps)),
+        ("lab results", lambda: _lab(lab_dir)),
+    ]
+
+
 def report_sections(
     run_dir: str | Path,
     data: str | None = None,
@@ -322,7 +324,6 @@ def report_sections(
     ``progress(sections done, sections, what)`` is called before each section and once at the end.
     """
     from convlens.attacks import check_eps
-    from convlens.inspect.analyses import correct_sample
 
     check_eps(eps)
     if lab_dir is not None and not Path(lab_dir).is_dir():  # asked for: its absence is no "no results"
@@ -332,20 +333,18 @@ def report_sections(
         )
     run = Run.open(run_dir)
     images, labels, spec = run.test_data(data)  # whole test split, seeded order
-    probabilities = run.predict(images)  # (N, classes)
     lab_dir = Path(lab_dir) if lab_dir is not None else run.folder / "lab"
-    sample = correct_sample(labels, probabilities)
-    builders = [
-        ("overview", lambda: _overview(run)),
-        ("training curves", lambda: _training(run)),
-        ("confusion matrix", lambda: _confusion(run, labels, probabilities.argmax(1), spec)),
-        ("misclassified images", lambda: _misclassified(run, images, labels, probabilities)),
-        ("filters", lambda: _filters(run.model)),
-        ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
-        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]))),
-        ("attacks", lambda: _attacks(run, images, labels, eps)),
-        ("lab results", lambda: _lab(lab_dir)),
-    ]
+    if run.task == "segmentation":  # a class per pixel: its own sections, none that needs one per image
+        from convlens.report.segmentation import segmentation_builders
+
+        builders = [
+            ("overview", lambda: _overview(run)),
+            ("training curves", lambda: _training(run)),
+            *segmentation_builders(run, images, labels, spec),
+            ("filters", lambda: _filters(run.model)),
+        ]
+    else:
+        builders = _classification_builders(run, images, labels, spec, eps, lab_dir)
     sections = []
     for done, (what, build) in enumerate(builders):
         if progress is not None:

@@ -146,6 +146,38 @@ def hierarchy_figure(result) -> Figure:
     return figure
 
 
+def reliability_axis(axis, bins, title: str) -> None:
+    """One reliability diagram: accuracy per confidence bin, its gap to the bin's confidence, the diagonal."""
+    centers = [(b.lower + b.upper) / 2 for b in bins]
+    width = bins[0].upper - bins[0].lower
+    axis.bar(
+        centers,
+        [b.accuracy for b in bins],
+        width,
+        edgecolor="black",
+        color=series_colour(0),
+        label="accuracy",
+    )
+    gaps = [b.confidence - b.accuracy if b.count else 0 for b in bins]
+    axis.bar(
+        centers,
+        gaps,
+        width,
+        bottom=[b.accuracy for b in bins],
+        fill=False,
+        hatch="//",
+        edgecolor=FAIL,
+        label="gap to confidence",
+    )
+    axis.plot([0, 1], [0, 1], "--", color=REFERENCE, label="perfect")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("confidence")
+    axis.set_ylabel("accuracy")
+    axis.set_title(title)
+    axis.legend(loc="upper left", fontsize=8)
+
+
 def calibration_figure(result) -> Figure:
     """Reliability diagrams before and after temperature scaling."""
     figure = Figure(figsize=(10, 4.2))
@@ -154,34 +186,7 @@ def calibration_figure(result) -> Figure:
         (axes[0], result.bins_before, "before", result.ece_before),
         (axes[1], result.bins_after, f"after (T = {result.temperature:.2f})", result.ece_after),
     ):
-        centers = [(b.lower + b.upper) / 2 for b in bins]
-        width = bins[0].upper - bins[0].lower
-        axis.bar(
-            centers,
-            [b.accuracy for b in bins],
-            width,
-            edgecolor="black",
-            color=series_colour(0),
-            label="accuracy",
-        )
-        gaps = [b.confidence - b.accuracy if b.count else 0 for b in bins]
-        axis.bar(
-            centers,
-            gaps,
-            width,
-            bottom=[b.accuracy for b in bins],
-            fill=False,
-            hatch="//",
-            edgecolor=FAIL,
-            label="gap to confidence",
-        )
-        axis.plot([0, 1], [0, 1], "--", color=REFERENCE, label="perfect")
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1)
-        axis.set_xlabel("confidence")
-        axis.set_ylabel("accuracy")
-        axis.set_title(f"{title}: ECE {ece:.4f}")
-        axis.legend(loc="upper left", fontsize=8)
+        reliability_axis(axis, bins, f"{title}: ECE {ece:.4f}")
     figure.suptitle(f"reliability diagram, {result.model} on {result.dataset}")
     return figure
 

@@ -12,9 +12,15 @@ MAX_EPOCH_LABELS = 10  # a 230-epoch run still gets a readable axis
 
 
 def training_curves(history: list[dict]) -> Figure:
-    """Loss and accuracy per epoch on the training, validation and test splits; the kept epoch marked."""
-    figure = Figure(figsize=(10, 3.6), layout="constrained")
-    loss, accuracy = figure.subplots(1, 2)
+    """Loss and accuracy per epoch on the training, validation and test splits; the kept epoch marked.
+
+    A segmentation run gets a third panel, mean IoU (its headline score and what chooses its
+    kept epoch), and its accuracy is labelled pixel accuracy: the share of pixels right.
+    """
+    segmentation = any(key.endswith("_mean_iou") for row in history for key in row)
+    figure = Figure(figsize=(15 if segmentation else 10, 3.6), layout="constrained")
+    axes = figure.subplots(1, 3 if segmentation else 2)
+    loss, accuracy = axes[0], axes[1]
     epochs = [row["epoch"] for row in history]
     splits = (("train", "train"), ("val", "validation (chooses)"), ("test", "test (reported)"))
     for prefix, label in splits:
@@ -23,12 +29,16 @@ def training_curves(history: list[dict]) -> Figure:
             loss.plot(epochs, [row[f"{prefix}_loss"] for row in history], **style)
         if all(f"{prefix}_accuracy" in row for row in history):
             accuracy.plot(epochs, [100 * row[f"{prefix}_accuracy"] for row in history], **style)
+        if segmentation and all(f"{prefix}_mean_iou" in row for row in history):
+            axes[2].plot(epochs, [100 * row[f"{prefix}_mean_iou"] for row in history], **style)
     kept = [row["epoch"] for row in history if row.get("selected")]
-    for axis in (loss, accuracy) if kept else ():
+    for axis in axes if kept else ():
         axis.axvline(kept[0], color="gray", linestyle=":", label=f"kept: epoch {kept[0]}")
     loss.set_ylabel("loss")
-    accuracy.set_ylabel("accuracy (%)")
-    for axis in (loss, accuracy):
+    accuracy.set_ylabel("pixel accuracy (%)" if segmentation else "accuracy (%)")
+    if segmentation:
+        axes[2].set_ylabel("mean IoU (%)")
+    for axis in axes:
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(nbins=MAX_EPOCH_LABELS, integer=True))
         axis.grid(alpha=0.3)
