@@ -61,7 +61,9 @@ class Dataset:
                     f"{self.name}: {images.shape[0]} {split} images but {labels.shape[0]} labels; "
                     "expected one label per image"
                 )
-            if self.is_segmentation and (labels.ndim != 3 or tuple(labels.shape[1:]) != tuple(images.shape[2:])):
+            if self.is_segmentation and (
+                labels.ndim != 3 or tuple(labels.shape[1:]) != tuple(images.shape[2:])
+            ):
                 raise ConvlensError(
                     f"{self.name}: {split} masks are {tuple(labels.shape)} for images "
                     f"{tuple(images.shape)}; expected one H x W mask per image, the size of its image"
