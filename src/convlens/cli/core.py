@@ -221,6 +221,9 @@ def evaluate_command(
 ) -> None:
     """Accuracy, per-class precision/recall and confusion matrix of a trained model on a data set's test split.
 
+    A segmentation run gets pixel accuracy, mean IoU, Dice and the per-class IoU table instead
+    (--json: test_mean_iou, test_pixel_accuracy, test_dice, per_class_iou).
+
     Examples:
 
       convlens eval runs/mnist
@@ -232,6 +235,10 @@ def evaluate_command(
     from convlens.train import evaluate
 
     run = Run.open(run_dir)
+    if run.task == "segmentation":
+        from convlens.cli.segment_cmds import evaluate_segmentation
+
+        return evaluate_segmentation(run, data, as_json)
     dataset, spec = run.data(data)
     result = evaluate(run.model, dataset.test_images, dataset.test_labels)
     per_class, confusion = classification_summary(dataset.test_labels, result["predictions"], run.class_names)
@@ -266,7 +273,30 @@ def predict(
         False,
         "--json",
         help="Print [{file, predictions: [{class, probability}], shift}]; "
-        "a file that cannot be read gets {file, error, predictions: []}.",
+        "a file that cannot be read gets {file, error, predictions: []}. "
+        "Segmentation run: [{file, shares: [{class, index, pixels, share}], shift, files}].",
+    ),
+    out_dir: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Segmentation run: write per image STEM.mask.png (palette PNG whose pixel values are the "
+        "class ids), STEM.overlay.png (classes tinted over the image) and STEM.json (per-class pixel shares).",
+    ),
+    portrait: bool = typer.Option(
+        False,
+        "--portrait",
+        help="Segmentation run, with --out: also STEM.portrait.png, the background (class 0) blurred or greyed "
+        "and every other pixel unchanged, at the image file's own size (longer side at most 1024; the mask "
+        "upsampled nearest-neighbour); built-in pictures and DICOM at the model's input size.",
+    ),
+    portrait_effect: str = typer.Option(
+        "blur", "--portrait-effect", help="blur (Gaussian) or grey (desaturated, darker)."
+    ),
+    portrait_radius: float = typer.Option(
+        6.0,
+        "--portrait-radius",
+        help="Blur's standard deviation in pixels of the model's input, scaled with the image's size.",
     ),
 ) -> None:
     """Classify images with a trained model (converted to its input: grayscale/RGB, resized).
@@ -275,11 +305,30 @@ def predict(
     gets a one-line warning on stderr; --json carries the check as "shift".
     A file that cannot be read is skipped with a one-line warning (exit 2 only if none can be).
 
-    Example:  convlens predict runs/mnist digit.png more_digits/ --top-k 3
+    A segmentation run prints each image's per-class pixel shares; --out writes its mask,
+    overlay and shares, --portrait a portrait-mode picture.
+
+    Examples:
+
+      convlens predict runs/mnist digit.png more_digits/ --top-k 3
+
+      convlens predict runs/scenes photo.png --out masks/ --portrait --portrait-effect grey
     """
     from convlens.run import Run
 
-    rows = Run.open(run_dir).predict_files(images, top_k, invert=invert)
+    run = Run.open(run_dir)
+    if run.task == "segmentation":
+        from convlens.cli.segment_cmds import predict_segmentation
+
+        return predict_segmentation(
+            run, images, out_dir, portrait, portrait_effect, portrait_radius, invert, as_json
+        )
+    if out_dir is not None or portrait:
+        flag = "--out" if out_dir is not None else "--portrait"
+        raise ConvlensError(
+            f"{flag}: {run.name} is a classification run; masks and portraits need a segmentation run"
+        )
+    rows = run.predict_files(images, top_k, invert=invert)
     for row in rows:
         shift_warning(row["file"], row.get("shift"), invert)
     if as_json:

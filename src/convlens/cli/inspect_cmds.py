@@ -20,6 +20,7 @@ from convlens.cli.render import (
     significant,
     steps_text,
 )
+from convlens.cli.segment_cmds import PIXEL_HELP
 from convlens.errors import ConvlensError
 
 IMAGE_HELP = (
@@ -71,9 +72,12 @@ def explain(
         "--invert",
         help="Explain 1 − pixels: dark-on-light images (a pen digit on paper) for a light-on-dark model.",
     ),
+    pixel: str = typer.Option(None, "--pixel", help=PIXEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Show what a trained model computes for one image: feature maps, filters, Grad-CAM, probabilities.
+
+    A segmentation run is explained one output pixel at a time: --pixel ROW,COL.
 
     An image far from the training images (a photo for a digit model, or inverted colours)
     gets a one-line warning on stderr; --json carries the check as "shift".
@@ -85,6 +89,8 @@ def explain(
       convlens explain runs/mnist digit.png --out explain/
 
       convlens explain runs/mnist digit.png --stage conv1 --at 3,10,12
+
+      convlens explain runs/scenes photo.png --pixel 20,31 --out explain/
     """
     from convlens.inspect import ATTRIBUTIONS, SOFTMAX, as_dict, cell_arithmetic, find_stage
     from convlens.run import Run
@@ -93,6 +99,16 @@ def explain(
     ATTRIBUTIONS.get(method)  # an unknown method fails before anything is loaded
     run = Run.open(run_dir)
     model = run.model
+    if run.task == "segmentation":
+        if pixel is None:
+            raise ConvlensError(
+                f"{run.name} is a segmentation run (a class per pixel): explain one pixel with --pixel ROW,COL"
+            )
+        from convlens.cli.segment_cmds import explain_segmentation_pixel
+
+        return explain_segmentation_pixel(run, image, pixel, out_dir, stage, target, invert, as_json)
+    if pixel is not None:
+        raise ConvlensError(f"--pixel: {run.name} is a classification run (a class per image); drop --pixel")
     if stage is not None and stage != SOFTMAX:
         find_stage(model, stage)  # an unknown name fails first, listing the valid ones
     found = run.input(image, invert=invert)  # the one input pipeline, as predict and the explorer

@@ -77,6 +77,15 @@ def lab(
         options = check_options(name, parse_key_values(option, "--option"))
     elif option:
         raise ConvlensError("--option applies to one experiment, not to all (use --quick for tiny settings)")
+    if options.get("run"):  # faithfulness of a run's maps: class maps only
+        from convlens.cli.segment_cmds import refuse_segmentation
+        from convlens.run import Run
+
+        refuse_segmentation(
+            Run.open(options["run"]),
+            "faithfulness scores class maps of whole images; see a pixel's Grad-CAM with "
+            "`convlens explain RUN IMAGE --pixel ROW,COL`",
+        )
     dataset = load_dataset(data)
     out_dir = out_dir or Path("runs") / "lab" / name
     start = time.perf_counter()
@@ -157,6 +166,12 @@ def attack(
     if images < 1:
         raise ConvlensError(f"--images must be a positive integer, got {images}")
     run = Run.open(run_dir)  # a few milliseconds: small models
+    from convlens.cli.segment_cmds import refuse_segmentation
+
+    refuse_segmentation(
+        run,
+        "attacks flip a class per image; look at its pixels with `convlens explain RUN IMAGE --pixel ROW,COL`",
+    )
     target_index = run.class_index(target)
     pixels, labels, spec = run.test_data(data, images)
     out_dir = out_dir or (run.folder / "attack")
