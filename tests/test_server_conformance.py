@@ -23,6 +23,8 @@ import pytest
 pytest.importorskip("schemathesis")
 
 RUN = "digits"  # the served run's id: its folder's name in the runs dir
+SEGMENTATION_RUN = "squares"  # served beside it for the endpoints only a segmentation run answers
+SEGMENTATION_PATHS = ("/segment", "/pixel", "/portrait")
 
 # Schema-valid requests the server refuses, each for a reason no schema can carry. Only these
 # may fail only the ``positive_data_acceptance`` check, and only with these statuses and details.
@@ -33,6 +35,7 @@ NOT_SCHEMA_RULES = {
     "stage kind": r"has no convolution|has no channels to visualize|no spatial feature map|is flat",
     "channel count": r"^channel must be 0\.\.\d+ for stage|outside stage '",
     "class count": r"^target must be a class index 0\.\.\d+",
+    "image size": r"^(row|col) must be a whole number 0\.\.\d+, got",
     "test split size": r"^test_index must be 0\.\.\d+, got",
     "saved epochs": r"^epoch must be one of the saved epochs",
     # an upload's bytes must be an image (the schema says "binary"); and an empty one is no image
@@ -54,9 +57,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def explorer(digits_run, tmp_path_factory):
     """``convlens serve --runs-dir`` on a free loopback port, serving a copy of the digits run
-    (its snapshots too); a training the fuzzer starts is written next to it, one at a time."""
+    (its snapshots too) and of a segmentation run; a training the fuzzer starts is written next
+    to them, one at a time."""
+    from segmentation_fixtures import squares_run_once
+
     runs = tmp_path_factory.mktemp("conformance-runs")
     shutil.copytree(digits_run, runs / RUN)
+    shutil.copytree(squares_run_once(tmp_path_factory), runs / SEGMENTATION_RUN)
     port = _free_port()
     command = [sys.executable, "-m", "convlens", "--threads", "1", "serve", "--runs-dir", str(runs)]
     server = subprocess.Popen(
@@ -89,7 +96,8 @@ def _schema(url: str, folder: Path) -> Path:
     for path, methods in raw["paths"].items():
         for operation in methods.values():
             operation["parameters"] = [p for p in operation.get("parameters", []) if p["name"] != "run_id"]
-        paths[path.replace("{run_id}", RUN)] = methods
+        run = SEGMENTATION_RUN if path.endswith(SEGMENTATION_PATHS) else RUN
+        paths[path.replace("{run_id}", run)] = methods
     raw["paths"] = paths
     spec = folder / "openapi.json"
     spec.write_text(json.dumps(raw))
