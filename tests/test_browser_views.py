@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from convlens.server.views import EXPLORER_VIEWS, register_view
 
-BUILT_IN_TABS = [  # name, title: the page's tabs in order, as they have always been
+BUILT_IN_TABS = [  # name, title: the page's tabs in order (Segment: shown for segmentation runs only)
     ("overview", "Network"),
+    ("segment", "Segment"),
     ("playground", "Convolution playground"),
     ("playground2d", "Learning playground"),
     ("attribution", "Where it looks"),
@@ -102,7 +103,7 @@ def test_every_registered_view_serves_its_files(digits_run, name):
 def test_the_built_in_tabs_keep_their_names_titles_and_order(digits_run):
     listed = [v for v in _client(digits_run).get("/api/views").json() if v["name"] not in ("toy", "broken")]
     assert [(v["name"], v["label"]) for v in listed] == BUILT_IN_TABS
-    assert [v["name"] for v in listed if v["uses_input"]] == ["overview", "attribution", "attack"]
+    assert [v["name"] for v in listed if v["uses_input"]] == ["overview", "segment", "attribution", "attack"]
     assert [v["name"] for v in listed if v["opens_without_runs"]] == ["train"]
 
 
@@ -147,7 +148,7 @@ def test_a_registered_view_is_a_tab_that_renders_from_its_route(open_page, digit
     tabs = page.locator("#tabs button")
     shown = [(tabs.nth(i).get_attribute("data-tab"), tabs.nth(i).inner_text()) for i in range(tabs.count())]
     # order 65 and 66: after the view at 60
-    assert shown == [*BUILT_IN_TABS[:6], ("toy", "Toy view"), ("broken", "Broken view"), *BUILT_IN_TABS[6:]]
+    assert shown == [*BUILT_IN_TABS[:7], ("toy", "Toy view"), ("broken", "Broken view"), *BUILT_IN_TABS[7:]]
     assert page.locator("#tab-toy").is_hidden() and page.locator("#tab-overview").is_visible()
     page.click('#tabs button[data-tab="toy"]')
     page.wait_for_selector("#toy-answer[data-ready=true]")
