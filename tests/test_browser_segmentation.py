@@ -97,6 +97,13 @@ def test_overlay_pixel_and_portrait(page, explorer, squares_run, tmp_path):
     assert page.locator("#seg-stages .seg-stage").count() == len(found.receptive_fields)
     assert _not_blank(_canvas_pixels(page, "#seg-grad-cam"))
 
+    # the Network view marks the same pixel's output cell and what it reads
+    page.click("#seg-show-network")
+    page.wait_for_selector("#tab-overview .fmap.selected")
+    assert page.locator("#tab-overview .fmap.selected").get_attribute("data-channel") == str(found.target)
+    page.wait_for_selector("#arith-total")
+    page.click('#tabs button[data-tab="segment"]')
+
     page.select_option("#seg-effect", "grey")
     page.click("#seg-portrait-button")
     page.wait_for_selector("#seg-portrait")

@@ -74,7 +74,7 @@ def test_an_upload_has_no_true_mask(client, run_id):
 
 
 def test_pixel_answers_explain_pixel(client, run_id, model):
-    from convlens.inspect.pixels import explain_pixel
+    from convlens.inspect.pixels import explain_pixel, output_stage
 
     for target in (None, 2):
         form = {"test_index": 5, "row": 12, "col": 20, **({"target": target} if target is not None else {})}
@@ -85,6 +85,7 @@ def test_pixel_answers_explain_pixel(client, run_id, model):
         assert body["receptive_fields"] == json.loads(json.dumps(found.receptive_fields))
         assert np.array_equal(unpacked(body["grad_cam"]), found.grad_cam.numpy())
         assert body["stage"] == found.stage and (body["row"], body["col"]) == (12, 20)
+        assert body["output_stage"] == output_stage(model)
 
 
 def test_portrait_answers_portrait_effect_on_the_models_mask(client, run_id, model):

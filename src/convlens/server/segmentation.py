@@ -117,7 +117,7 @@ def pixel_endpoint(
     can change that pixel (``receptive_fields``: through the skip connections and the upsampling),
     and a Grad-CAM of that pixel's ``target`` logit over the input (``grad_cam``, H × W in [0, 1],
     at ``stage``: the last rectified stage before the output)."""
-    from convlens.inspect.pixels import explain_pixel
+    from convlens.inspect.pixels import explain_pixel, output_stage
 
     run, image = request.run, request.image
     _segmentation_run(run)
@@ -136,6 +136,7 @@ def pixel_endpoint(
         "grad_cam": packed(found.grad_cam),
         "grad_cam_limits": _unit_limits(),
         "stage": found.stage,
+        "output_stage": output_stage(run.model),  # the stage whose cell (target, row, col) this pixel is
     }
     return JSONResponse(body)
 

@@ -45,6 +45,11 @@ export class Overview {
     this.network.parentElement.before(el("div", { class: "network-controls" },
       el("label", {}, "colours: ", this.scale), this.count, this.showAll));
     window.addEventListener("resize", () => this.relink());
+    // a pixel clicked on the Segment view: its output cell, so its windows are marked on every stage
+    document.addEventListener("show-cell", (event) => {
+      this.selected = event.detail;
+      if (this.body) this.select(event.detail);
+    });
   }
 
   // the receptive-field box on the input belongs to a cell of this view: shown with it only

@@ -216,7 +216,15 @@ export class SegmentView {
       el("p", { class: "note", text: onInput
         ? `What this pixel can see (cyan box on the input): rows ${onInput.top}–${onInput.bottom}, cols ${onInput.left}–${onInput.right}. ` +
           "Below, the window of every stage's map that can change it." : "The window of every stage's map that can change this pixel:" }),
-      stages);
+      stages,
+      el("button", { id: "seg-show-network", onclick: () => this.showOnNetwork(found) }, "show this pixel on the Network view"));
+  }
+
+  // The Network view marks the output cell's window in every stage it reads, skips included.
+  showOnNetwork(found) {
+    const cell = { stage: found.output_stage, channel: found.target, row: found.row, col: found.col };
+    document.dispatchEvent(new CustomEvent("show-cell", { detail: cell }));
+    document.querySelector('#tabs button[data-tab="overview"]')?.click();
   }
 
   // one stage's map as a grid, the pixel's window in it outlined (the whole map: marked "whole")
