@@ -126,6 +126,8 @@ def test_switching_between_a_segmentation_and_a_classification_run(page, explore
     assert page.locator('#tabs button[data-tab="attack"]').is_hidden()
     _open_segment(page, 2)
     assert _not_blank(_canvas_pixels(page, "#seg-overlay"))
+    page.click('#tabs button[data-tab="layers"]')  # a view for both kinds: no script error on this run
+    page.wait_for_timeout(1500)
     page.click('#tabs button[data-tab="card"]')
     assert "mean IoU" in page.locator("#card-accuracy").inner_text()
     assert page.locator("#card-iou tr[data-class]").count() == 3

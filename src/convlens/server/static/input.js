@@ -172,7 +172,7 @@ export class InputPanel {
     try {
       const body = await getJSON(`/api/runs/${encodeURIComponent(runId)}/test-images?count=30&spread=true`);
       for (const item of body.images) {
-        const thumb = paintImage(el("canvas", { class: "thumb", title: `test image ${item.index}: ${item.class}` }),
+        const thumb = paintImage(el("canvas", { class: "thumb", title: `test image ${item.index}${item.class === null ? "" : `: ${item.class}`}` }),
           unpack(item.pixels));
         thumb.dataset.index = item.index;
         thumb.addEventListener("click", () => this.pickTest(item));

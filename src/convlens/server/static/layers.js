@@ -228,7 +228,7 @@ export class LayersView {
       this.top.replaceChildren(el("h4", { text: `test images that excite ${stage} channel ${channel} most` }),
         ...body.images.map((item) => el("figure", { class: "feature-tile" },
           paintImage(el("canvas", { class: "feature" }), unpack(item.pixels)),
-          el("figcaption", { text: `${item.class} (${fmt(item.score, 2)})` }))));
+          el("figcaption", { text: `${item.class ?? `test image ${item.index}`} (${fmt(item.score, 2)})` }))));
     } catch (error) {
       message(this.top, error.message, "error");
     }
