@@ -107,11 +107,21 @@ class ProgressBar:
 
     def end_epoch(self, metrics: dict) -> None:
         self.progress.update(self.task, completed=self.batches)
+        if "test_mean_iou" in metrics:  # segmentation: accuracies count pixels; mean IoU decides
+            scores = (
+                f"  pixels {percent(metrics['train_accuracy'])}"
+                + (f"  val mIoU {percent(metrics['val_mean_iou'])}" if "val_mean_iou" in metrics else "")
+                + f"  test mIoU {percent(metrics['test_mean_iou'])}"
+            )
+        else:
+            scores = (
+                f"  train {percent(metrics['train_accuracy'])}"
+                + (f"  val {percent(metrics['val_accuracy'])}" if "val_accuracy" in metrics else "")
+                + f"  test {percent(metrics['test_accuracy'])}"
+            )
         self.console.print(
-            f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.3f}  train {percent(metrics['train_accuracy'])}"
-            + (f"  val {percent(metrics['val_accuracy'])}" if "val_accuracy" in metrics else "")
-            + f"  test {percent(metrics['test_accuracy'])}  {metrics['images_per_second']:,.0f} img/s"
-            f"  {metrics['train_seconds']:.1f} s"
+            f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.3f}{scores}"
+            f"  {metrics['images_per_second']:,.0f} img/s  {metrics['train_seconds']:.1f} s"
         )
 
     def close(self) -> None:
@@ -300,13 +310,37 @@ def training_summary(result) -> None:
     from convlens.train.selection import stopping_text
 
     ended = stopping_text(result.epochs, result.stopped, (result.validation or {}).get("validation") or 0)
+    segmentation = getattr(result, "task", "classification") == "segmentation"
+    headline = (
+        f"test mean IoU {percent(result.test_mean_iou)} (pixel accuracy {percent(result.test_accuracy)})"
+        if segmentation
+        else f"test accuracy {percent(result.test_accuracy)}"
+    )
     out.print(
-        f"\n[bold]test accuracy {percent(result.test_accuracy)}[/]; {escape(ended)}, "
+        f"\n[bold]{headline}[/]; {escape(ended)}, "
         f"{result.train_seconds:.1f} s of training; model.* is epoch {result.selected_epoch}: "
         f"{escape(result.selection)}"
     )
-    classification_tables(result.per_class, result.confusion, result.class_names)
+    if segmentation:
+        iou_table(result.per_class_iou)
+    else:
+        classification_tables(result.per_class, result.confusion, result.class_names)
     print_diagnostics(result.diagnostics)
+
+
+def iou_table(per_class_iou: list[dict]) -> None:
+    """A segmentation run's per-class IoU, Dice and pixel counts, one line per class."""
+    out.print(f"{'class':<20} {'IoU':>8} {'Dice':>8} {'pixels':>10} {'predicted':>10}", markup=False)
+    for row in per_class_iou:
+        iou = "—" if row["iou"] is None else percent(row["iou"])
+        dice = "—" if row["dice"] is None else percent(row["dice"])
+        out.print(
+            f"{row['class']:<20} {iou:>8} {dice:>8} {row['pixels']:>10,} {row['predicted_pixels']:>10,}",
+            markup=False,
+        )
+    out.print(
+        "— : the class is in neither the truth nor the prediction (left out of the means)", markup=False
+    )
 
 
 def print_diagnostics(diagnostics: list[dict], console: Console = err) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from convlens.cli.render import err, out, percent, print_json, significant
+from convlens.cli.render import err, iou_table, out, percent, print_json, significant
 from convlens.errors import ConvlensError
 
 PORTRAIT_MAX_SIDE = 1024  # the portrait at the photo's size, scaled down to this longer side
@@ -162,17 +162,7 @@ def evaluate_segmentation(run, data, as_json: bool):
         f"({summary['pixels']:,} scored pixels)",
         soft_wrap=True,
     )
-    out.print(f"{'class':<20} {'IoU':>8} {'Dice':>8} {'pixels':>10} {'predicted':>10}", markup=False)
-    for row in scores["per_class_iou"]:
-        iou = "—" if row["iou"] is None else percent(row["iou"])
-        dice = "—" if row["dice"] is None else percent(row["dice"])
-        out.print(
-            f"{row['class']:<20} {iou:>8} {dice:>8} {row['pixels']:>10,} {row['predicted_pixels']:>10,}",
-            markup=False,
-        )
-    out.print(
-        "— : the class is in neither the truth nor the prediction (left out of the means)", markup=False
-    )
+    iou_table(scores["per_class_iou"])
     return None
 
 

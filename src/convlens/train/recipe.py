@@ -267,7 +267,7 @@ def _segmentation_defaults(
     config: TrainConfig, dataset: Dataset, size: int, validation_images: int, device
 ) -> TrainConfig:
     """Segmentation data: a U-Net (the default ``convnet`` is a classifier), the data set's own
-    augmentation (applied to each image and its mask alike), no weight decay, the schedule in
+    augmentation or shifts (applied to each image and its mask alike), no weight decay, the schedule in
     optimizer steps as for small classification sets (``SEGMENTATION_STEPS`` at least)."""
     on_gpu = device is not None and torch.device(device).type == "cuda"
     if config.model == "convnet" and not config.model_options:
@@ -284,8 +284,8 @@ def _segmentation_defaults(
         config.epochs = min(
             max(SEGMENTATION_EPOCHS, math.ceil(SEGMENTATION_STEPS / steps_per_epoch)), MAX_SMALL_EPOCHS
         )
-    if config.augment == "auto":
-        config.augment = dataset.augmentation or "none"
+    if config.augment == "auto":  # shifts keep any mask's labels (the edges it pulls in are ignored)
+        config.augment = dataset.augmentation or "shift"
     if config.weight_decay is None:
         config.weight_decay = 0.0
     config.label_smoothing = 0.0  # not used: it would blur the boundaries the masks are exact about
