@@ -123,7 +123,8 @@ def activations(model: nn.Module, image: torch.Tensor) -> Activations:
     with eval_mode(model), torch.no_grad(), StageRecorder(model) as recorder:
         logits = model(batch)  # (N, classes)
     logits, batch = logits.cpu(), batch.cpu()  # explanations are data: hand them out on the CPU
-    probabilities = torch.softmax(logits.float(), dim=-1)  # (N, classes)
+    # over the class axis: (N, classes), or (N, classes, H, W) for a segmentation model's pixels
+    probabilities = torch.softmax(logits.float(), dim=1)
     stages = []
     for name, module in recorder.modules:
         output = recorder.outputs[name].cpu()
