@@ -195,3 +195,31 @@ def test_cli_trains_an_npz_of_masks_and_reports_the_keys(squares_data, tmp_path)
     data = json.loads(result.stdout)
     assert data["task"] == "segmentation" and 0 <= data["test_mean_iou"] <= 1
     assert {"test_pixel_accuracy", "test_dice", "per_class_iou"} <= set(data)
+
+
+def test_two_processes_train_a_segmentation_run_with_one_writer(squares_data, tmp_path):
+    """torchrun with 2 processes: pixel counts add up over the shards, rank 0 writes one run,
+    and the mean IoU it records is the saved model's on the whole test split."""
+    import subprocess
+
+    from test_train_distributed import _environment, _torchrun
+
+    path = tmp_path / "squares.npz"
+    np.savez(
+        path,
+        images=squares_data.train_images.numpy(),
+        masks=squares_data.train_labels.numpy(),
+        images_test=squares_data.test_images.numpy(),
+        masks_test=squares_data.test_labels.numpy(),
+    )
+    command = _torchrun("-m", "convlens", "train", "--data", path, "--epochs", "2", "--out", tmp_path / "run")
+    done = subprocess.run(
+        command, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, meta = load_checkpoint(tmp_path / "run")
+    assert meta["world_size"] == 2 and meta["task"] == "segmentation"
+    with torch.no_grad():
+        predicted = model(squares_data.test_images).argmax(1)
+    scores = segmentation_scores(pixel_confusion(squares_data.test_labels, predicted, 3), ["a", "b", "c"])
+    assert scores["mean_iou"] == pytest.approx(meta["metrics"]["test_mean_iou"], abs=1e-6)

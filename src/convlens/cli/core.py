@@ -118,6 +118,15 @@ def train(
 
       convlens train --data ./xrays --model graph --init runs/imported --freeze-epochs 3 --out runs/tuned
 
+      convlens train --data scenes --out runs/scenes        # segmentation: a U-Net, scored by mean IoU
+
+      convlens train --data ./cells --out runs/cells         # a folder with images/ and masks/ (class-id PNGs)
+
+    Segmentation data (scenes, portrait, a folder with images/ and masks/, an .npz with masks)
+    trains a U-Net by default (--model fcn for the plain FCN); the epoch kept is chosen by
+    validation mean IoU, and --json adds test_mean_iou, test_pixel_accuracy, test_dice and
+    per_class_iou.
+
     Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """
     from convlens.data import load_dataset

@@ -26,8 +26,6 @@ from convlens.checkpoint import (
 from convlens.data import Dataset
 from convlens.data.rows import take
 from convlens.errors import ConvlensError
-from convlens.metrics import classification_summary
-from convlens.pixel_metrics import segmentation_scores
 from convlens.runlock import RunLock
 from convlens.train.cpu_memory import keep_freed_memory
 from convlens.train.diagnostics import SAMPLE, diagnose
@@ -45,7 +43,6 @@ from convlens.train.tasks import task_for
 from convlens.train.validation import Split, validation_split
 
 log = logging.getLogger("convlens")
-SEGMENTATION_KEYS = ("test_mean_iou", "test_pixel_accuracy", "test_dice", "per_class_iou")
 
 
 def fit(
@@ -263,12 +260,11 @@ class _Training:
                 continue
             guard.accept(val["loss"] if val else None)
             test = self._evaluate(self.dataset.test_images, self.dataset.test_labels)
+            names = self.dataset.class_names
             if val:
                 row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
-                if "confusion" in val:
-                    row["val_mean_iou"] = self._scores(val)["mean_iou"]
-            if "confusion" in test:  # a segmentation run's accuracy counts pixels
-                row.update(test_mean_iou=self._scores(test)["mean_iou"], test_pixel_accuracy=test["accuracy"])
+                row.update(self.task.epoch_scores(val, "val", names))
+            row.update(self.task.epoch_scores(test, "test", names))
             row.update(
                 test_accuracy=test["accuracy"],
                 test_loss=test["loss"],
@@ -292,9 +288,6 @@ class _Training:
         share = self.world.share
         part = evaluate_share(self.model, images[share], labels[share], self.config.eval_batch_size)
         return self.world.combine_evaluations(part, labels)
-
-    def _scores(self, evaluation: dict) -> dict:
-        return segmentation_scores(evaluation["confusion"], self.dataset.class_names)
 
     def _judge(self, progress: Progress, row: dict) -> None:
         """Best epoch so far (saved as best.*), and whether a stop rule fires."""
@@ -351,14 +344,7 @@ class _Training:
 
     def _finish(self, progress: Progress, test: dict, selection: dict) -> TrainResult:
         dataset, split, history = self.dataset, self.split, progress.history
-        pixels = None
-        if "confusion" in test:  # segmentation: the table is per class over pixels
-            pixels = self._scores(test)
-            per_class, confusion = pixels["per_class_iou"], test["confusion"].tolist()
-        else:
-            per_class, confusion = classification_summary(
-                dataset.test_labels, test["predictions"], dataset.class_names
-            )
+        per_class, confusion, task_metrics = self.task.summary(test, dataset.test_labels, dataset.class_names)
         held_out, name = (
             (split.val_images, "validation") if split.has_validation else (dataset.test_images, "test")
         )
@@ -377,15 +363,9 @@ class _Training:
         best_epoch = progress.best_epoch or selection["epoch"]
         best_row = next(row for row in history if row["epoch"] == best_epoch)
         best_accuracy = best_row.get("val_accuracy", best_row["test_accuracy"])
-        summary = {"task": self.task.name}
-        if pixels is not None:
-            summary.update(
-                test_mean_iou=pixels["mean_iou"],
-                test_pixel_accuracy=pixels["pixel_accuracy"],
-                test_dice=pixels["dice"],
-                per_class_iou=pixels["per_class_iou"],
-                best_mean_iou=best_row.get("val_mean_iou", best_row.get("test_mean_iou")),
-            )
+        summary = {"task": self.task.name, **task_metrics}
+        if "test_mean_iou" in task_metrics:
+            summary["best_mean_iou"] = best_row.get("val_mean_iou", best_row.get("test_mean_iou"))
         summary |= {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
@@ -431,5 +411,5 @@ class _Training:
             world_size=self.world.size,
             init=self.common.get("init"),
             task=self.task.name,
-            **{key: summary[key] for key in SEGMENTATION_KEYS if key in summary},
+            **task_metrics,
         )

@@ -8,14 +8,14 @@ the counts) and pixel cross-entropy weighted against class imbalance.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from convlens.data.bundle import IGNORE_INDEX, Dataset
 from convlens.data.transforms import AUGMENTATIONS, affine_theta, warp
 from convlens.errors import ConvlensError
+from convlens.metrics import classification_summary
+from convlens.pixel_metrics import segmentation_scores
 
 # class weights are clipped to this range: a class of a few pixels must not dominate the loss
 MIN_WEIGHT, MAX_WEIGHT = 0.2, 5.0
@@ -42,6 +42,15 @@ class Classification:
         if setting is None:
             return batch, target
         return warp(batch, affine_theta(batch.shape[0], generator, *setting)), target
+
+    def epoch_scores(self, evaluation: dict, split: str, class_names: list[str]) -> dict:
+        """What an epoch's history row records of a split beyond its accuracy and loss: nothing."""
+        return {}
+
+    def summary(self, test: dict, labels: torch.Tensor, class_names: list[str]) -> tuple[list, list, dict]:
+        """``(per_class, confusion, extra metrics)`` of the kept model on the test split."""
+        per_class, confusion = classification_summary(labels, test["predictions"], class_names)
+        return per_class, confusion, {}
 
 
 class Segmentation:
@@ -85,6 +94,26 @@ class Segmentation:
         moved = warp(shifted, theta, mode="nearest").squeeze(1).round().long() - 1
         return images, torch.where(moved < 0, torch.full_like(moved, IGNORE_INDEX), moved)
 
+    def epoch_scores(self, evaluation: dict, split: str, class_names: list[str]) -> dict:
+        """Mean IoU of a split (``val_mean_iou`` decides the kept epoch), and the test split's
+        pixel accuracy under its own name."""
+        scores = {f"{split}_mean_iou": segmentation_scores(evaluation["confusion"], class_names)["mean_iou"]}
+        if split == "test":
+            scores["test_pixel_accuracy"] = evaluation["accuracy"]
+        return scores
+
+    def summary(self, test: dict, labels: torch.Tensor, class_names: list[str]) -> tuple[list, list, dict]:
+        """Per-class IoU/Dice over pixels, the pixel confusion matrix, and the headline numbers
+        (the keys ``train --json`` reports beside the classification ones)."""
+        scores = segmentation_scores(test["confusion"], class_names)
+        extra = {
+            "test_mean_iou": scores["mean_iou"],
+            "test_pixel_accuracy": scores["pixel_accuracy"],
+            "test_dice": scores["dice"],
+            "per_class_iou": scores["per_class_iou"],
+        }
+        return scores["per_class_iou"], test["confusion"].tolist(), extra
+
 
 def pixel_class_weights(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Softened median-frequency class weights (see ``Segmentation``), counted in chunks."""
@@ -117,8 +146,3 @@ def task_for(dataset: Dataset, model, label_smoothing: float):
     if dataset.is_segmentation:
         return Segmentation.for_masks(dataset.train_labels, dataset.num_classes)
     return Classification(label_smoothing)
-
-
-def standard_error(share: float, count: int) -> float:
-    """The binomial standard error of a share measured on ``count`` items (0 for none)."""
-    return math.sqrt(max(share * (1 - share), 0.0) / count) if count else 0.0
