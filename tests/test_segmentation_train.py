@@ -223,3 +223,65 @@ def test_two_processes_train_a_segmentation_run_with_one_writer(squares_data, tm
         predicted = model(squares_data.test_images).argmax(1)
     scores = segmentation_scores(pixel_confusion(squares_data.test_labels, predicted, 3), ["a", "b", "c"])
     assert scores["mean_iou"] == pytest.approx(meta["metrics"]["test_mean_iou"], abs=1e-6)
+
+
+def _pasted_folder(root, count: int = 24):
+    """A user's folder: crops of scikit-image photos with a patch of the cat (class 1) and of the
+    astronaut (class 2) pasted at random places; palette-PNG masks say where each patch is."""
+    import skimage.data
+    from PIL import Image
+
+    photos = [skimage.data.coffee(), skimage.data.rocket(), skimage.data.camera()]
+    cat, astronaut = skimage.data.chelsea(), skimage.data.astronaut()
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for index in range(count):
+        photo = photos[index % 3]
+        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo
+        top, left = rng.integers(0, 200, 2)
+        image = photo[top : top + 32, left : left + 32].copy()
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        for class_id, source in ((1, cat), (2, astronaut)):
+            row, col = rng.integers(0, 22, 2)
+            image[row : row + 10, col : col + 10] = source[150:160, 200:210]
+            mask[row : row + 10, col : col + 10] = class_id
+        Image.fromarray(image).save(root / "images" / f"shot{index:02d}.png")
+        palette_mask = Image.fromarray(mask, mode="L").convert("P")
+        palette_mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+        palette_mask.save(root / "masks" / f"shot{index:02d}.png")
+    (root / "classes.txt").write_text("background\ncat\nastronaut\n")
+    return root
+
+
+def test_a_users_mask_folder_trains_with_defaults_predicts_masks_and_resumes_exactly(tmp_path):
+    from PIL import Image
+
+    from convlens.data import load_dataset
+
+    folder = _pasted_folder(tmp_path / "shots")
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--data", str(folder), "--out", str(tmp_path / "run"), "--json"])
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    assert summary["task"] == "segmentation" and summary["test_mean_iou"] > 0.5
+    assert [row["class"] for row in summary["per_class_iou"]] == ["background", "cat", "astronaut"]
+    image = folder / "images" / "shot03.png"
+    predicted = runner.invoke(
+        app, ["predict", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "out")]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    mask = np.asarray(Image.open(tmp_path / "out" / "shot03.mask.png"))
+    assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1, 2}
+
+    dataset = load_dataset(str(folder))
+    config = dict(epochs=3, seed=4)
+    whole = fit(dataset, TrainConfig(**config), tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        fit(dataset, TrainConfig(**config), tmp_path / "cut", observer=StopAfter(2))
+    resumed = fit(dataset, TrainConfig(), tmp_path / "cut", resume=True)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    model_a, _ = load_checkpoint(tmp_path / "whole")
+    model_b, _ = load_checkpoint(tmp_path / "cut")
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
