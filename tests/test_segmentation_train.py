@@ -195,6 +195,23 @@ def test_cli_trains_an_npz_of_masks_and_reports_the_keys(squares_data, tmp_path)
     data = json.loads(result.stdout)
     assert data["task"] == "segmentation" and 0 <= data["test_mean_iou"] <= 1
     assert {"test_pixel_accuracy", "test_dice", "per_class_iou"} <= set(data)
+    assert "training unet on" in result.stderr  # masks pick the U-Net before the data is read
+
+
+def test_the_default_run_folder_names_the_unet(squares_data, tmp_path, monkeypatch):
+    from convlens.data import spec_task
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(
+        tmp_path / "tiny.npz",
+        images=squares_data.train_images[:40].numpy(),
+        masks=squares_data.train_labels[:40].numpy(),
+    )
+    assert spec_task("scenes") == spec_task(str(tmp_path / "tiny.npz")) == "segmentation"
+    assert spec_task("digits") == spec_task(str(tmp_path / "missing")) == "classification"
+    result = CliRunner().invoke(app, ["train", "--data", "tiny.npz", "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "tiny.npz-unet" / "model.json").is_file()
 
 
 def test_two_processes_train_a_segmentation_run_with_one_writer(squares_data, tmp_path):

@@ -129,7 +129,7 @@ def train(
 
     Several processes or machines: torchrun --nproc-per-node 4 -m convlens train ... (docs/distributed.md).
     """
-    from convlens.data import load_dataset
+    from convlens.data import load_dataset, spec_task
     from convlens.runlock import refuse_if_locked
     from convlens.storage import preflight
     from convlens.train import TrainConfig, fit
@@ -156,6 +156,8 @@ def train(
     config.check()  # before loading data: a bad flag should fail in milliseconds
     if batch_size is not None:
         planned.check_batch(batch_size)  # the world size must divide it
+    if model == "convnet" and not model_option and spec_task(data) == "segmentation":
+        config.model = model = "unet"  # the default family is a classifier; masks need a U-Net
     out_dir = out_dir or Path("runs") / f"{Path(data).name}-{model}"
     with join_process_group(device) as world:  # torchrun's processes, or this one alone
         with world.together():  # data one machine cannot load stops every process

@@ -15,6 +15,7 @@ from convlens.data.builtins import (
     DATASETS,
     BuiltinInfo,
     builtin_available,
+    builtin_info,
     cache_dir,
     is_builtin,
     load_builtin,
@@ -22,7 +23,7 @@ from convlens.data.builtins import (
 )
 from convlens.data.bundle import Dataset, channel_stats, to_float
 from convlens.data.cache import read_image_folder
-from convlens.data.formats import DATA_FORMATS, formats_listing, read_path, register_format
+from convlens.data.formats import DATA_FORMATS, format_for, formats_listing, read_path, register_format
 from convlens.data.readers import load_image
 from convlens.data.transforms import parse_image_size, random_affine, resize_images
 from convlens.errors import ConvlensError
@@ -47,6 +48,7 @@ __all__ = [
     "register_dataset",
     "register_format",
     "resize_images",
+    "spec_task",
     "to_float",
 ]
 
@@ -70,6 +72,22 @@ def list_datasets() -> list[dict]:
             }
         )
     return rows
+
+
+def spec_task(spec: str | Path) -> str:
+    """What a data spec's labels are (``classification`` or ``segmentation``), found without
+    reading its images: a built-in says, a path's format says (``train`` names its default model
+    and run folder before minutes of loading). A spec that does not resolve is classification:
+    loading it gives the error."""
+    if isinstance(spec, str) and is_builtin(spec):
+        return builtin_info(spec).task
+    path = Path(spec)
+    try:
+        if path.exists():
+            return format_for(path).extras.get("task", "classification")
+    except (ConvlensError, OSError):
+        pass
+    return "classification"
 
 
 def load_dataset(spec: str | Path, image_size: int | str | tuple[int, int] | None = None) -> Dataset:

@@ -35,14 +35,18 @@ def register_format(
     *,
     help: str | None = None,
     fallback: bool = False,
+    task: str = "classification",
 ) -> Reader:
     """Add a data format: ``read(path, image_size)`` opens every path ``matches(path)`` accepts.
 
     ``what`` names the format in one phrase ("an .npz file") for the error listing every format;
     ``help`` (default: ``read``'s docstring) says what the reader expects. ``fallback``: try
     this format only when no other matches (the image folder, which takes any folder).
+    ``task``: what its labels are (``segmentation``: masks), known before any image is read.
     """
-    return DATA_FORMATS.register(name, read, help=help, matches=matches, what=what, fallback=fallback)
+    return DATA_FORMATS.register(
+        name, read, help=help, matches=matches, what=what, fallback=fallback, task=task
+    )
 
 
 def format_for(path: Path) -> Entry:
@@ -93,7 +97,9 @@ def _mask_npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
 
 
 register_format("image-folder", _image_folder, Path.is_dir, "an image folder", fallback=True)
-register_format("mask-folder", _mask_folder, is_mask_folder, "a folder of images/ and masks/")
+register_format(
+    "mask-folder", _mask_folder, is_mask_folder, "a folder of images/ and masks/", task="segmentation"
+)
 register_format("idx-folder", _idx_folder, is_idx_folder, "a folder of IDX files")
-register_format("mask-npz", _mask_npz, is_mask_npz, "an .npz file of images and masks")
+register_format("mask-npz", _mask_npz, is_mask_npz, "an .npz file of images and masks", task="segmentation")
 register_format("npz", _npz, lambda p: p.is_file() and p.suffix.lower() == ".npz", "an .npz file")
