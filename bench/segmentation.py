@@ -8,7 +8,10 @@ foreground IoU (portrait), pixel accuracy, epochs, training seconds, the fp32 ma
 measured in the same run, the seconds scaled to 234 GFLOP/s, and the CPU pressure before and
 after (a disturbed run says so).
 
-    python bench/segmentation.py [--data scenes portrait] [--seeds 0] [--no-baseline]
+    python bench/segmentation.py [--data scenes portrait] [--seeds 0] [--no-baseline] [--keep DIR]
+
+``--keep DIR`` keeps the runs (DIR/NAME/default-SEED, DIR/NAME/fcn-SEED), e.g. for
+``scripts/segmentation_pictures.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=["scenes", "portrait"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--no-baseline", action="store_true", help="train only the defaults")
+    parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
     args = parser.parse_args()
 
     import torch
@@ -60,7 +64,8 @@ def main() -> None:
         f"{'data':9} {'model':7} {'seed':>4} {'mIoU':>6} {'fg IoU':>6} {'pix acc':>7} {'epochs':>6} "
         f"{'seconds':>8} {'@234':>6}"
     )
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or temporary
         for name in args.data:
             dataset = load_dataset(name)
             for seed in args.seeds:

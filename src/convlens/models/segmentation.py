@@ -144,7 +144,7 @@ def _segmentation_model(graph: dict, in_shape, num_classes, mean, std) -> GraphM
     task=SEGMENTATION,
 )
 def unet(
-    in_shape, num_classes, mean, std, width: int = 16, depth: int = 3, convs: int = 2, batchnorm: bool = True
+    in_shape, num_classes, mean, std, width: int = 12, depth: int = 3, convs: int = 2, batchnorm: bool = True
 ):
     """U-Net for segmentation: an encoder, a decoder with skip connections, a class score per pixel."""
     return _segmentation_model(
