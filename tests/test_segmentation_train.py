@@ -302,3 +302,13 @@ def test_a_users_mask_folder_trains_with_defaults_predicts_masks_and_resumes_exa
     model_b, _ = load_checkpoint(tmp_path / "cut")
     for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_train_job_refuses_a_model_of_the_other_task():
+    from convlens.train.jobs import TrainJob
+
+    with pytest.raises(
+        ConvlensError, match="model: unet does segmentation, but digits is classification data"
+    ):
+        TrainJob(data="digits", model="unet").check()
+    TrainJob(data="digits", model="convnet").check()  # the default family: the recipe picks per task

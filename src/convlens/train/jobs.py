@@ -87,6 +87,7 @@ class TrainJob:
                 f"model: unknown model {self.model!r}; choose one of: {', '.join(list_families())}",
                 parameter="model",
             )
+        _check_task(self.data, self.model)
         hints = typing.get_type_hints(TrainJob)
         for spec in dataclasses.fields(self):
             bounds = spec.metadata["bounds"]
@@ -98,6 +99,21 @@ class TrainJob:
         """The ``TrainConfig`` this job trains with (everything it does not set: the defaults)."""
         values = {name: getattr(self, name) for name in ("model", "epochs", "lr", "batch_size", "seed")}
         return TrainConfig(**values)
+
+
+def _check_task(data: str, model: str) -> None:
+    """A model of the data's task: a segmentation model for masks, a classifier for labels. The
+    default ``convnet`` stands for "the recipe's choice", a U-Net on masks (``train.recipe``)."""
+    from convlens.data import spec_task
+    from convlens.models import list_families, model_task
+
+    task = spec_task(data)
+    if model != "convnet" and model_task(model) != task:
+        raise ConvlensError(
+            f"model: {model} does {model_task(model)}, but {data} is {task} data; choose one of: "
+            f"{', '.join(list_families(task))}",
+            parameter="model",
+        )
 
 
 def _check_data(data: object, paths: bool) -> None:
