@@ -49,13 +49,13 @@ from convlens.inspect.merges import AddCell, ConcatCell
 from convlens.inspect.upsampling import TransposedConvCell, UpsampleCell
 from convlens.views.resampling_steps import transposed_conv_steps, upsample_steps
 from convlens.views.step_text import (
-    MAX_SUM_TERMS,
     Steps,
     _explain,
     _grid,
     _pad_marks,
     _span,
     aligned,
+    channel_total_steps,
     num,
     operand,
 )
@@ -155,19 +155,7 @@ def _conv(cell: ConvCell, class_names, max_channels) -> Steps:
                 "value": float(cell.channel_sums[k]),
             }
         )
-    if shown < count:
-        steps.append(
-            {
-                "text": f"…and {count - shown} more input channels; every channel's sum:",
-                "grids": [_grid("sum per input channel", [cell.channel_sums.tolist()])],
-            }
-        )
-    sums = [operand(s) for s in cell.channel_sums.tolist()]
-    terms = " + ".join(sums[:MAX_SUM_TERMS]) + (" + …" if len(sums) > MAX_SUM_TERMS else "")
-    steps.append(
-        {"equation": f"total = {terms} + bias {operand(cell.bias)} =", "value": cell.total, "total": True}
-    )
-    return steps
+    return steps + channel_total_steps(cell.channel_sums.tolist(), cell.bias, cell.total, shown)
 
 
 @register(ReluCell)

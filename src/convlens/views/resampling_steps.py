@@ -8,7 +8,7 @@ explorer's arithmetic panel show them like every other kind.
 from __future__ import annotations
 
 from convlens.inspect.upsampling import TransposedConvCell, UpsampleCell
-from convlens.views.step_text import MAX_SUM_TERMS, Steps, _explain, _grid, num, operand
+from convlens.views.step_text import Steps, _explain, _grid, channel_total_steps, num, operand
 
 
 def _listed(positions: list[int]) -> str:
@@ -57,19 +57,7 @@ def transposed_conv_steps(cell: TransposedConvCell, class_names, max_channels) -
                 "value": float(cell.channel_sums[k]),
             }
         )
-    if shown < count:
-        steps.append(
-            {
-                "text": f"…and {count - shown} more input channels; every channel's sum:",
-                "grids": [_grid("sum per input channel", [cell.channel_sums.tolist()])],
-            }
-        )
-    sums = [operand(s) for s in cell.channel_sums.tolist()]
-    terms = " + ".join(sums[:MAX_SUM_TERMS]) + (" + …" if len(sums) > MAX_SUM_TERMS else "")
-    steps.append(
-        {"equation": f"total = {terms} + bias {operand(cell.bias)} =", "value": cell.total, "total": True}
-    )
-    return steps
+    return steps + channel_total_steps(cell.channel_sums.tolist(), cell.bias, cell.total, shown)
 
 
 def upsample_steps(cell: UpsampleCell, class_names, max_channels) -> Steps:

@@ -57,3 +57,20 @@ def _pad_marks(padding) -> list[list[str | None]]:
 
 def _explain(text: str) -> dict:
     return {"text": text}
+
+
+def channel_total_steps(channel_sums: list[float], bias: float, total: float, shown: int) -> list[dict]:
+    """The last steps of a convolution's (or transposed convolution's) cell: the channels not
+    shown one by one, then every channel's sum plus the bias as the total."""
+    steps = []
+    if shown < len(channel_sums):
+        steps.append(
+            {
+                "text": f"…and {len(channel_sums) - shown} more input channels; every channel's sum:",
+                "grids": [_grid("sum per input channel", [channel_sums])],
+            }
+        )
+    sums = [operand(s) for s in channel_sums]
+    terms = " + ".join(sums[:MAX_SUM_TERMS]) + (" + …" if len(sums) > MAX_SUM_TERMS else "")
+    steps.append({"equation": f"total = {terms} + bias {operand(bias)} =", "value": total, "total": True})
+    return steps
