@@ -38,6 +38,8 @@ NOT_SCHEMA_RULES = {
     "image size": r"^(row|col) must be a whole number 0\.\.\d+, got",
     "test split size": r"^test_index must be 0\.\.\d+, got",
     "saved epochs": r"^epoch must be one of the saved epochs",
+    # a built-in's task (labels or masks) decides which families fit it; /api/registry lists both
+    "task of the data": r"^model: \w+ does (classification|segmentation), but \S+ is \w+ data",
     # an upload's bytes must be an image (the schema says "binary"); and an empty one is no image
     "upload bytes": r"^upload '.*' is empty|^upload '.*'.*(not|cannot|unsupported|decod|read)",
     # the convolution playground: rows of one length, a kernel no larger than the padded image,

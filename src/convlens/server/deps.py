@@ -104,10 +104,12 @@ FormBoolean = Annotated[bool, BeforeValidator(_form_boolean)]
 NUMBER_FIELDS = frozenset(
     {"test_index", "invert", "channel", "row", "col", "target", "eps", "steps", "radius"}
 )
+# text fields whose schema is an enum: "" is not one of its values either
+CHOICE_FIELDS = frozenset({"effect", "method"})
 
 
 async def no_empty_fields(request: Request) -> None:
-    """Refuse a number or boolean form field sent empty. FastAPI reads ``name=`` as the field left
+    """Refuse a number, boolean or choice form field sent empty. FastAPI reads ``name=`` as the field left
     out (its default), so ``invert=`` or ``eps=`` would be taken although the schema's boolean or
     number is no "" (a text field, e.g. ``stage=``, may be empty: its default). The page leaves
     out what it does not set. The form is parsed once: FastAPI keeps it."""
@@ -115,7 +117,7 @@ async def no_empty_fields(request: Request) -> None:
     if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return
     for name, value in (await request.form()).multi_items():
-        if name in NUMBER_FIELDS and isinstance(value, str) and value == "":
+        if name in NUMBER_FIELDS | CHOICE_FIELDS and isinstance(value, str) and value == "":
             raise ConvlensError(f"{name}: sent empty; leave it out to use its default", parameter=name)
 
 
