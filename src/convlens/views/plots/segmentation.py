@@ -12,7 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from convlens.views.plots.colours import MAGNITUDE, Limits, colour_bar, picture, show_map, text_colour
+from convlens.views.plots.colours import MAGNITUDE, Limits, picture
+from convlens.views.plots.training import confusion_figure
 
 OVERLAY_ALPHA = 0.55  # enough colour to tell classes apart, enough photo to see what is under it
 
@@ -64,25 +65,14 @@ def mask_overlays(
 
 def pixel_confusion_matrix(shares: torch.Tensor, class_names: list[str]) -> Figure:
     """Row-normalised pixel confusion (shares of each true class's pixels), 0 to 1 in MAGNITUDE."""
-    size = max(4.0, 0.45 * len(class_names) + 2)
-    figure = Figure(figsize=(size + 0.8, size * 0.85), layout="constrained")
-    axis = figure.subplots()
     matrix = shares.double().reshape(len(class_names), len(class_names))
-    limits = Limits(0.0, 1.0, MAGNITUDE)
-    drawn = show_map(axis, matrix, limits, ticks=True)
-    for row in range(matrix.shape[0]):
-        for col in range(matrix.shape[1]):
-            value = float(matrix[row, col])
-            if value:
-                axis.text(col, row, f"{100 * value:.1f}", ha="center", va="center", fontsize=8,
-                          color=text_colour(value, limits))  # fmt: skip
-    short = [name[:8] for name in class_names]
-    axis.set_xticks(range(len(short)), short, rotation=45, ha="right")
-    axis.set_yticks(range(len(short)), short)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    colour_bar(figure, drawn, axis, "share of the true class's pixels", limits)
-    return figure
+    return confusion_figure(
+        matrix,
+        class_names,
+        Limits(0.0, 1.0, MAGNITUDE),
+        lambda value: f"{100 * value:.1f}",
+        "share of the true class's pixels",
+    )
 
 
 def pixel_reliability(calibration) -> Figure:

@@ -49,22 +49,31 @@ def training_curves(history: list[dict]) -> Figure:
 
 def confusion_matrix(confusion: list[list[int]], class_names: list[str]) -> Figure:
     """Counts per (true, predicted) class in MAGNITUDE colours, from 0 to the largest count."""
+    matrix = torch.tensor(confusion, dtype=torch.float64).reshape(len(class_names), len(class_names))
+    return confusion_figure(
+        matrix, class_names, count_limits(matrix), lambda value: str(int(value)), "images"
+    )
+
+
+def confusion_figure(
+    matrix: torch.Tensor, class_names: list[str], limits, cell_text, bar_label: str
+) -> Figure:
+    """A (true, predicted) matrix as a map: each non-zero cell written with ``cell_text(value)``,
+    true classes down, predicted across, and a colour bar named ``bar_label``."""
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure = Figure(figsize=(size + 0.8, size * 0.85), layout="constrained")
     axis = figure.subplots()
-    matrix = torch.tensor(confusion, dtype=torch.float64).reshape(len(class_names), len(class_names))
-    limits = count_limits(matrix)
     drawn = show_map(axis, matrix, limits, ticks=True)
     for row in range(matrix.shape[0]):
         for col in range(matrix.shape[1]):
-            value = int(matrix[row, col])
+            value = float(matrix[row, col])
             if value:
-                axis.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                axis.text(col, row, cell_text(value), ha="center", va="center", fontsize=8,
                           color=text_colour(value, limits))  # fmt: skip
     short = [name[:8] for name in class_names]
     axis.set_xticks(range(len(short)), short, rotation=45, ha="right")
     axis.set_yticks(range(len(short)), short)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    colour_bar(figure, drawn, axis, "images", limits)
+    colour_bar(figure, drawn, axis, bar_label, limits)
     return figure
