@@ -7,36 +7,47 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 CLASSES = ["background", "red", "green"]
 SIZE = 32
 
 
-def _squares(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    images = (rng.random((count, 3, SIZE, SIZE)) * 0.5 * 255).astype(np.float32)
-    masks = np.zeros((count, SIZE, SIZE), dtype=np.uint8)
+def squares(count: int, seed: int, side: int = SIZE, no_class_row: bool = True):
+    """``count`` noise images (float (N, 3, side, side) in [0, 1]) with a red and a green square,
+    and their masks (uint8: 0 background, 1 red, 2 green; with ``no_class_row`` the top row is
+    255, "no class", as real masks mark outlines). The one square maker every segmentation test
+    shares."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(count, 3, side, side, generator=generator) * 0.5
+    masks = torch.zeros(count, side, side, dtype=torch.uint8)
     for index in range(count):
         for label in (1, 2):
-            row, col = rng.integers(0, SIZE - 8, size=2)
-            side = int(rng.integers(4, 9))
-            images[index, label - 1, row : row + side, col : col + side] += 0.5 * 255
-            masks[index, row : row + side, col : col + side] = label
-    masks[:, :1, :] = 255  # a row of "no class", as real masks have
-    return images.clip(0, 255).astype(np.uint8), masks
+            row, col = torch.randint(0, side - 8, (2,), generator=generator).tolist()
+            size = int(torch.randint(4, 9, (1,), generator=generator))
+            images[index, label - 1, row : row + size, col : col + size] += 0.5
+            masks[index, row : row + size, col : col + size] = label
+    if no_class_row:
+        masks[:, 0, :] = 255
+    return images.clamp(0, 1), masks
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float images in [0, 1] as the uint8 (N, C, H, W) array an .npz of pixels holds."""
+    return (images * 255).round().to(torch.uint8).numpy()
 
 
 def squares_npz(folder: Path) -> Path:
     """An .npz of 240 training and 60 test images with their masks (background, red, green)."""
-    rng = np.random.default_rng(0)
-    images, masks = _squares(240, rng)
-    images_test, masks_test = _squares(60, rng)
+    images, masks = squares(240, 0)
+    images_test, masks_test = squares(60, 1)
     path = folder / "squares.npz"
     np.savez(
         path,
-        images=images,
-        masks=masks,
-        images_test=images_test,
-        masks_test=masks_test,
+        images=as_uint8(images),
+        masks=masks.numpy(),
+        images_test=as_uint8(images_test),
+        masks_test=masks_test.numpy(),
         class_names=np.array(CLASSES),
     )
     return path

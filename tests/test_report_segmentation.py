@@ -8,24 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+import segmentation_fixtures
 from convlens.data.bundle import IGNORE_INDEX
+from segmentation_fixtures import as_uint8
 
 SECTIONS = ["overview", "training", "scores", "per-class", "confusion", "samples", "worst", "calibration"]
 CLASSIFIER_ONLY = ["misclassified", "attributions", "attacks", "feature-maps", "lab"]
 
 
-def _squares(count: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _squares(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Red and green squares (classes 1, 2) on dim noise (class 0); the top row marked no class."""
-    images = torch.rand(count, 3, 32, 32, generator=generator) * 0.5
-    masks = torch.zeros(count, 32, 32, dtype=torch.uint8)
-    for i in range(count):
-        for cls in (1, 2):
-            top, left = torch.randint(0, 24, (2,), generator=generator).tolist()
-            size = int(torch.randint(4, 9, (1,), generator=generator))
-            images[i, cls - 1, top : top + size, left : left + size] += 0.5
-            masks[i, top : top + size, left : left + size] = cls
-    masks[:, 0, :] = IGNORE_INDEX
-    return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), masks.numpy()
+    images, masks = segmentation_fixtures.squares(count, seed)
+    return as_uint8(images).transpose(0, 2, 3, 1), masks.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +29,8 @@ def squares(tmp_path_factory):
     from convlens.train import fit
     from convlens.train.recipe import TrainConfig
 
-    generator = torch.Generator().manual_seed(0)
-    images, masks = _squares(64, generator)
-    test_images, test_masks = _squares(24, generator)
+    images, masks = _squares(64, 0)
+    test_images, test_masks = _squares(24, 1)
     folder = tmp_path_factory.mktemp("squares")
     data = folder / "squares.npz"
     np.savez(

@@ -10,21 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+import segmentation_fixtures
 from convlens.errors import ConvlensError
 
 
 def squares(count: int, seed: int):
     """Noise images with a red and a green square; masks 0 background, 1 red, 2 green."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(count, 3, 32, 32, generator=generator) * 0.5
-    masks = torch.zeros(count, 32, 32, dtype=torch.uint8)
-    for index in range(count):
-        for cls in (1, 2):
-            row, col = torch.randint(0, 24, (2,), generator=generator).tolist()
-            side = int(torch.randint(4, 9, (1,), generator=generator))
-            images[index, cls - 1, row : row + side, col : col + side] += 0.5
-            masks[index, row : row + side, col : col + side] = cls
-    return images, masks
+    return segmentation_fixtures.squares(count, seed, no_class_row=False)
 
 
 def squares_dataset():

@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import f1_score, jaccard_score
 from typer.testing import CliRunner
 
+import segmentation_fixtures
 from convlens.checkpoint import load_checkpoint
 from convlens.cli import app
 from convlens.data.bundle import IGNORE_INDEX, Dataset
@@ -22,19 +23,9 @@ from convlens.train.tasks import Segmentation, pixel_class_weights
 from testing_helpers import StopAfter
 
 
-def squares(count: int, seed: int, side: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+def squares(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise with a red and a green square per image; the mask says which pixels are which."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(count, 3, side, side, generator=generator) * 0.4
-    masks = torch.zeros(count, side, side, dtype=torch.uint8)
-    for index in range(count):
-        for colour in (1, 2):
-            row, col = torch.randint(0, side - 8, (2,), generator=generator).tolist()
-            size = int(torch.randint(4, 8, (1,), generator=generator))
-            images[index, colour - 1, row : row + size, col : col + size] += 0.6
-            masks[index, row : row + size, col : col + size] = colour
-    masks[:, 0, :] = IGNORE_INDEX  # a border row with no class, as real masks mark outlines
-    return images, masks
+    return segmentation_fixtures.squares(count, seed, side=24)
 
 
 @pytest.fixture(scope="module")
