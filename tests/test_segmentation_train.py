@@ -28,6 +28,18 @@ def squares(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return segmentation_fixtures.squares(count, seed, side=24)
 
 
+def save_npz(data: Dataset, path, **extra) -> None:
+    """``data`` as the .npz of images and masks a user brings (``extra``: more arrays)."""
+    np.savez(
+        path,
+        images=data.train_images.numpy(),
+        masks=data.train_labels.numpy(),
+        images_test=data.test_images.numpy(),
+        masks_test=data.test_labels.numpy(),
+        **extra,
+    )
+
+
 @pytest.fixture(scope="module")
 def squares_data() -> Dataset:
     train_images, train_masks = squares(240, 0)
@@ -140,15 +152,20 @@ def test_training_reports_pixel_metrics_and_keeps_the_epoch_by_mean_iou(squares_
 
 
 def test_segmentation_resume_equals_an_uninterrupted_run(squares_data, tmp_path):
-    config = dict(epochs=3, seed=2)
-    whole = fit(squares_data, TrainConfig(**config), tmp_path / "whole")
+    assert_resume_is_exact(squares_data, dict(epochs=3, seed=2), tmp_path)
+
+
+def assert_resume_is_exact(dataset: Dataset, config: dict, folder) -> None:
+    """Interrupted after epoch 2 and resumed, a run ends as the uninterrupted one: the same
+    curves and bit-identical weights."""
+    whole = fit(dataset, TrainConfig(**config), folder / "whole")
     with pytest.raises(KeyboardInterrupt):
-        fit(squares_data, TrainConfig(**config), tmp_path / "cut", observer=StopAfter(2))
-    resumed = fit(squares_data, TrainConfig(), tmp_path / "cut", resume=True)
+        fit(dataset, TrainConfig(**config), folder / "cut", observer=StopAfter(2))
+    resumed = fit(dataset, TrainConfig(), folder / "cut", resume=True)
     assert [r["val_mean_iou"] for r in resumed.history] == [r["val_mean_iou"] for r in whole.history]
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
-    model_a, _ = load_checkpoint(tmp_path / "whole")
-    model_b, _ = load_checkpoint(tmp_path / "cut")
+    model_a, _ = load_checkpoint(folder / "whole")
+    model_b, _ = load_checkpoint(folder / "cut")
     for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -171,14 +188,7 @@ def test_a_model_of_the_other_task_is_refused(squares_data, tmp_path):
 
 def test_cli_trains_an_npz_of_masks_and_reports_the_keys(squares_data, tmp_path):
     path = tmp_path / "squares.npz"
-    np.savez(
-        path,
-        images=squares_data.train_images.numpy(),
-        masks=squares_data.train_labels.numpy(),
-        images_test=squares_data.test_images.numpy(),
-        masks_test=squares_data.test_labels.numpy(),
-        class_names=np.array(squares_data.class_names),
-    )
+    save_npz(squares_data, path, class_names=np.array(squares_data.class_names))
     result = CliRunner().invoke(
         app, ["train", "--data", str(path), "--out", str(tmp_path / "run"), "--epochs", "2", "--json"]
     )
@@ -213,13 +223,7 @@ def test_two_processes_train_a_segmentation_run_with_one_writer(squares_data, tm
     from test_train_distributed import _environment, _torchrun
 
     path = tmp_path / "squares.npz"
-    np.savez(
-        path,
-        images=squares_data.train_images.numpy(),
-        masks=squares_data.train_labels.numpy(),
-        images_test=squares_data.test_images.numpy(),
-        masks_test=squares_data.test_labels.numpy(),
-    )
+    save_npz(squares_data, path)
     command = _torchrun("-m", "convlens", "train", "--data", path, "--epochs", "2", "--out", tmp_path / "run")
     done = subprocess.run(
         command, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=300
@@ -282,17 +286,7 @@ def test_a_users_mask_folder_trains_with_defaults_predicts_masks_and_resumes_exa
     mask = np.asarray(Image.open(tmp_path / "out" / "shot03.mask.png"))
     assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1, 2}
 
-    dataset = load_dataset(str(folder))
-    config = dict(epochs=3, seed=4)
-    whole = fit(dataset, TrainConfig(**config), tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        fit(dataset, TrainConfig(**config), tmp_path / "cut", observer=StopAfter(2))
-    resumed = fit(dataset, TrainConfig(), tmp_path / "cut", resume=True)
-    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
-    model_a, _ = load_checkpoint(tmp_path / "whole")
-    model_b, _ = load_checkpoint(tmp_path / "cut")
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    assert_resume_is_exact(load_dataset(str(folder)), dict(epochs=3, seed=4), tmp_path)
 
 
 def test_a_train_job_refuses_a_model_of_the_other_task():
