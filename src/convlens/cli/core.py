@@ -78,7 +78,9 @@ def train(
         [], "--model-option", help="Model option KEY=VALUE, e.g. width=32."
     ),
     augment: str = typer.Option(
-        "auto", "--augment", help="auto, affine (rotate/zoom/shift), flip-shift, shift or none."
+        "auto",
+        "--augment",
+        help="auto, affine (rotate/zoom/shift), flip-shift, shift, flip or none; segmentation masks move with their images.",
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     early_stopping: int = typer.Option(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from convlens.data.bundle import IGNORE_INDEX, Dataset
-from convlens.data.transforms import AUGMENTATIONS, affine_theta, warp
+from convlens.data.transforms import AUGMENTATIONS, affine_theta, augment, warp
 from convlens.errors import ConvlensError
 from convlens.metrics import classification_summary
 from convlens.pixel_metrics import segmentation_scores
@@ -38,10 +38,7 @@ class Classification:
         return (logits.detach().argmax(1) == target).sum(), int(target.shape[0])
 
     def augment(self, batch, target, generator: torch.Generator, name: str):
-        setting = AUGMENTATIONS[name]
-        if setting is None:
-            return batch, target
-        return warp(batch, affine_theta(batch.shape[0], generator, *setting)), target
+        return augment(batch, generator, name), target  # the label does not move with the pixels
 
     def epoch_scores(self, evaluation: dict, split: str, class_names: list[str]) -> dict:
         """What an epoch's history row records of a split beyond its accuracy and loss: nothing."""
