@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import convlens.data.cache as cache
+import convlens.data.cache_build as cache_build
 import convlens.data.decode_workers as decode_workers
 import convlens.data.readers as readers
 import convlens.data.rows as rows
@@ -72,7 +73,7 @@ def _no_decoding(monkeypatch):
 
     monkeypatch.setattr(decode_workers, "decode_image", refuse)
     monkeypatch.setattr(readers, "decode_image", refuse)
-    monkeypatch.setattr(cache, "decode_all", refuse)
+    monkeypatch.setattr(cache_build, "decode_all", refuse)
 
 
 @pytest.mark.parametrize("gray", [False, True])
@@ -98,24 +99,45 @@ def test_cache_is_written_once_then_read_without_decoding(tmp_path, own_cache, m
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
-    [("touch", "1 modified"), ("add", "1 added"), ("remove", "1 removed")],
+    ("change", "reason", "decoded"),
+    [
+        ("touch", "1 modified", 1),
+        ("add", "1 added", 1),
+        ("remove", "1 removed", 0),
+        ("gray", "1 modified", 1),
+    ],
 )
-def test_a_changed_folder_is_rebuilt_and_says_so(tmp_path, own_cache, caplog, change, reason):
-    folder = _folder(tmp_path / "photos", broken=False)
+def test_a_changed_folder_decodes_only_what_changed(
+    tmp_path, own_cache, caplog, monkeypatch, change, reason, decoded
+):
+    monkeypatch.setenv("CONVLENS_DECODE_WORKERS", "1")  # decoding in this process, where it is counted
+    folder = _folder(tmp_path / "photos", gray=change == "gray", broken=True)
     first = read_image_folder(folder, image_size=(16, 16), cache=True)
     target = folder / "chelsea" / "03.png"
-    if change == "touch":
+    if change in ("touch", "gray"):  # "gray": a gray folder gains one colour image (1 → 3 channels)
+        pixels = np.asarray(Image.open(target).convert("RGB")).copy()
+        pixels[0, 0] = (255, 0, 0)
+        Image.fromarray(pixels).save(target)
         os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
     elif change == "add":
         Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "chelsea" / "new.png")
     else:
         target.unlink()
+    opened = []
+    original = decode_workers.decode_image
+    monkeypatch.setattr(
+        decode_workers, "decode_image", lambda path, *a: opened.append(path) or original(path, *a)
+    )
     with caplog.at_level(logging.WARNING, logger="convlens"):
         second = read_image_folder(folder, image_size=(16, 16), cache=True)
-    assert f"changed since it was cached ({reason}); decoding it again" in caplog.text
+    assert f"changed since it was cached ({reason}); decoding only what changed" in caplog.text
+    assert f"decoding {decoded} new or changed image(s), keeping" in caplog.text
+    assert len(opened) == decoded and all(path.name in ("03.png", "new.png") for path in opened)
+    assert "skipped 1 file" in caplog.text  # the broken file, skipped again without being read
     assert _same(second, read_image_folder(folder, image_size=(16, 16), cache=False))
-    count = {"touch": 0, "add": 1, "remove": -1}[change]
+    if change == "gray":
+        assert (first.input_shape[0], second.input_shape[0]) == (1, 3)
+    count = {"touch": 0, "gray": 0, "add": 1, "remove": -1}[change]
     assert (
         len(second.train_labels) + len(second.test_labels)
         == len(first.train_labels) + len(first.test_labels) + count
@@ -174,7 +196,7 @@ def test_same_training_history_through_the_cache_and_batch_sized_reads(tmp_path,
 
 def test_parallel_decoding_gives_the_same_arrays_as_one_worker(tmp_path, monkeypatch):
     folder = _folder(tmp_path / "photos", per_class=10)
-    monkeypatch.setattr(decode_workers, "FILES_PER_TASK", 4)  # 8 tasks for 31 files
+    monkeypatch.setattr(decode_workers, "MIN_FILES_PER_TASK", 4)  # 8 tasks for 31 files
     files = list_image_folder(folder).files
     outcomes = {}
     for workers in (1, 2):

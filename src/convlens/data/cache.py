@@ -11,7 +11,8 @@ opens those files memory-mapped (``data.rows``) and the loops read them a batch 
 
 An entry is keyed by the folder's path and the image size, and records the folder's file list
 with sizes and modification times, the seed of its test split and its own files' sizes and
-times: a changed folder is rebuilt and says so, a damaged entry is rebuilt, never trusted.
+times: a changed folder is rebuilt and says so, decoding only its new and changed files
+(``data.cache_build`` copies the rows of the others), a damaged entry is rebuilt, never trusted.
 Everything is written in a temporary folder and renamed into place, under a lock (several
 processes of one torchrun wait for the first). The images are exactly those the in-memory
 reader makes (same decoding, resizing, split and order), so the same seed trains the same.
@@ -25,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,27 +33,17 @@ import numpy as np
 import torch
 
 from convlens.data.builtins import cache_dir
-from convlens.data.bundle import Dataset, PixelCounts, hash_rows
-from convlens.data.decode_workers import decode_all, header_shapes
-from convlens.data.readers import (
-    FolderListing,
-    check_decoded,
-    choose_size,
-    decode_target,
-    folder_rows,
-    list_image_folder,
-    read_folder_in_memory,
-    split_description,
-)
-from convlens.data.rows import open_mapped, take
+from convlens.data.bundle import Dataset
+from convlens.data.cache_build import build_entry
+from convlens.data.readers import FolderListing, list_image_folder, read_folder_in_memory, split_description
+from convlens.data.rows import open_mapped
 from convlens.errors import ConvlensError, printable
-from convlens.storage import atomic_write, os_reason, preflight
+from convlens.storage import os_reason
 
 log = logging.getLogger("convlens")
 
-VERSION = 1
+VERSION = 2  # 2: each file's split and row recorded, so a changed folder decodes only its changes
 MIN_FILES = 1_000  # "auto" caches folders with at least this many images: smaller ones decode in a second
-CHUNK_BYTES = 8 * 2**20  # what one copy step of the cache build holds
 
 
 def read_image_folder(
@@ -126,11 +116,20 @@ def read_cached_folder(
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _locked(root / f".{name}.lock"):
-            meta, reason = _usable(entry, signature, files)
+            meta, reason, previous = _usable(entry, signature, files)
             if meta is None:
                 if reason:
-                    log.warning("%s: %s; decoding it again", printable(listing.root), reason)
-                meta = _build(listing, image_size, seed, entry, signature, files, workers, progress)
+                    again = "decoding only what changed" if previous else "decoding it again"
+                    log.warning("%s: %s; %s", printable(listing.root), reason, again)
+                facts = {
+                    "version": VERSION,
+                    "source": str(listing.root.resolve()),
+                    "signature": signature,
+                    "files": files,
+                    "class_names": listing.class_names,
+                }
+                meta = build_entry(listing, image_size, seed, entry, facts, workers, progress, previous)
+                _tidy(entry)
             else:
                 for note in meta["notes"]:
                     log.warning("%s", note)
@@ -161,23 +160,24 @@ def _locked(path: Path):
 # ---------------------------------------------------------------- checking an entry
 
 
-def _usable(entry: Path, signature: str, files: list[list]) -> tuple[dict | None, str]:
-    """(meta, "") for an entry to trust, else (None, why it is not; "" when there is none)."""
+def _usable(entry: Path, signature: str, files: list[list]) -> tuple[dict | None, str, dict | None]:
+    """(meta, "", None) for an entry to trust, else (None, why it is not ("" when there is
+    none), the intact entry of a folder that changed, whose unchanged rows a build may copy)."""
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
-        return None, ""
+        return None, "", None
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("version") != VERSION:
-            return None, "its cache was written by another version of convlens"
-        if meta["signature"] != signature:
-            return None, _what_changed(meta.get("files", []), files)
+            return None, "its cache was written by another version of convlens", None
         for split in ("train", "test"):
             if not _file_intact(entry, meta[split]):
-                return None, f"its cached {split} images are damaged (truncated or modified)"
+                return None, f"its cached {split} images are damaged (truncated or modified)", None
+        if meta["signature"] != signature:
+            return None, _what_changed(meta.get("files", []), files), meta
     except (OSError, ValueError, KeyError, TypeError):
-        return None, "its cache entry is damaged"
-    return meta, ""
+        return None, "its cache entry is damaged", None
+    return meta, "", None
 
 
 def _what_changed(old: list[list], new: list[list]) -> str:
@@ -227,129 +227,6 @@ def _open(entry: Path, meta: dict, listing: FolderListing) -> Dataset:
     )
     dataset.remember_fingerprint(meta["fingerprint"])
     return dataset
-
-
-# ---------------------------------------------------------------- building an entry
-
-
-class _Notes(logging.Handler):
-    """The warnings a build gives (skipped files, resizing), kept to repeat on every later load."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def _build(listing, image_size, seed, entry: Path, signature: str, files, workers, progress) -> dict:
-    root, where = listing.root, printable(listing.root)
-    target = decode_target(image_size)
-    size = image_size
-    if size is None:  # a guess from the headers; the decoded sizes have the last word below
-        shapes = [shape for shape in header_shapes(listing.files, target, workers) if shape is not None]
-        size = choose_size(shapes, root, quiet=True) if shapes else (1, 1)
-    count = len(listing.files)
-    row_bytes = 3 * size[0] * size[1]
-    preflight(folders_dir(), 2 * count * row_bytes + 16 * 2**20, "caching the decoded images", None)
-    log.info("%s: decoding %s images into the cache (%s)", where, f"{count:,}", printable(folders_dir()))
-    work = Path(tempfile.mkdtemp(dir=folders_dir(), prefix=f".{entry.name}.", suffix=".tmp"))
-    notes = _Notes()
-    log.addHandler(notes)
-    try:
-        decoded = work / "decoded.npy"
-        results = decode_all(listing.files, target, size, decoded, workers, progress)
-        kept = [i for i, result in enumerate(results) if result[2] is None]
-        check_decoded(listing, kept, [results[i][2] for i in range(count) if results[i][2] is not None])
-        if image_size is None:
-            chosen = choose_size([results[i][0] for i in kept], root)
-            if chosen != size:  # a file whose header lied: decode again at the size it really is
-                size = chosen
-                results = decode_all(listing.files, target, size, decoded, workers, progress)
-        channels = 1 if all(results[i][1] for i in kept) else 3
-        labels = np.asarray([listing.labels[i] for i in kept], dtype=np.int64)
-        try:
-            train_rows, test_rows = folder_rows(listing, kept, labels, seed)
-        except ConvlensError as exc:
-            raise ConvlensError(f"{where}: {exc}") from None
-        meta = _write_splits(
-            work, decoded, np.asarray(kept, dtype=np.int64), labels, train_rows, test_rows, channels
-        )
-        decoded.unlink()
-        meta.update(
-            version=VERSION,
-            source=str(root.resolve()),
-            signature=signature,
-            files=files,
-            class_names=listing.class_names,
-            notes=notes.messages,
-        )
-        atomic_write(work / "meta.json", json.dumps(meta).encode())
-        _replace(entry, work)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    finally:
-        log.removeHandler(notes)
-    _tidy(entry)
-    return meta
-
-
-def _write_splits(work: Path, decoded: Path, kept, labels, train_rows, test_rows, channels: int) -> dict:
-    """train.npy and test.npy from the decoded rows, hashed and counted on the way."""
-    source = open_mapped(decoded)  # (files, 3, H, W), read a chunk at a time
-    digest, counts, meta = hashlib.sha256(), PixelCounts(channels), {}
-    for split, rows in (("train", train_rows), ("test", test_rows)):
-        shape = (len(rows), channels, *source.shape[2:])
-        path = work / f"{split}.npy"
-        step = max(1, CHUNK_BYTES // max(1, source[0].numel()))
-        digest.update(str(shape).encode())
-        with open(path, "wb") as handle:
-            header = {"descr": "|u1", "fortran_order": False, "shape": shape}
-            np.lib.format.write_array_header_1_0(handle, header)
-            for first in range(0, len(rows), step):
-                chunk = take(source, torch.from_numpy(kept[rows[first : first + step]]))[
-                    :, :channels
-                ].contiguous()
-                handle.write(chunk.numpy().tobytes())
-                hash_rows(digest, chunk)
-                if split == "train":
-                    counts.add(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        split_labels = torch.from_numpy(labels[rows])
-        digest.update(str(tuple(split_labels.shape)).encode())
-        hash_rows(digest, split_labels)
-        status = path.stat()
-        meta[split] = {
-            "file": path.name,
-            "shape": list(shape),
-            "bytes": status.st_size,
-            "mtime_ns": status.st_mtime_ns,
-            "labels": split_labels.tolist(),
-        }
-    del source
-    mean, std = counts.stats()
-    meta.update(mean=list(mean), std=list(std), fingerprint=digest.hexdigest()[:16])
-    return meta
-
-
-def _replace(entry: Path, work: Path) -> None:
-    """Swap the finished folder in (a process still reading the old files keeps them open)."""
-    if entry.exists():
-        old = entry.with_name(f".{entry.name}.old.{os.getpid()}.tmp")
-        os.replace(entry, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(work, entry)
-    with contextlib.suppress(OSError):
-        os.chmod(entry, 0o777 & ~_umask())
-
-
-def _umask() -> int:
-    from convlens.storage import current_umask
-
-    return current_umask()
 
 
 def _tidy(keep: Path) -> None:
