@@ -289,3 +289,60 @@ def test_the_validation_split_is_remembered_and_checked(own_cache):
     assert len(remembered_split(labels, 0.2)[1]) == 80  # another fraction: its own entry
     stored.write_bytes(b"garbage")
     assert np.array_equal(remembered_split(labels, 0.1)[1], expected[1])
+
+
+TEST_DATA_MEMORY = r"""
+import json, resource, sys, types
+import numpy as np, torch
+from convlens.data.rows import open_mapped
+from convlens.run import Run
+
+path, count = sys.argv[1], 20_000
+with open(path, "wb") as handle:  # a sparse file: 20,000 test images at 3x64x64 (0.98 GB as floats)
+    np.lib.format.write_array_header_1_0(
+        handle, {"descr": "|u1", "fortran_order": False, "shape": (count, 3, 64, 64)}
+    )
+    handle.truncate(handle.tell() + count * 3 * 64 * 64)
+images = open_mapped(path)
+dataset = types.SimpleNamespace(test_images=images, test_labels=torch.arange(count) % 4)
+run = types.SimpleNamespace(data=lambda data: (dataset, "a cached folder"))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pixels, labels, spec = Run.test_data(run, limit=50, seed=3)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"grown_kib": grown, "shape": list(pixels.shape), "dtype": str(pixels.dtype)}))
+"""
+
+
+def test_a_sample_of_the_test_split_reads_only_its_images(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from convlens.run import Run
+
+    done = subprocess.run(
+        [sys.executable, "-c", TEST_DATA_MEMORY, str(tmp_path / "test.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = json.loads(done.stdout)
+    assert facts["shape"] == [50, 3, 64, 64] and facts["dtype"] == "torch.float32"
+    assert facts["grown_kib"] < 32 * 1024  # the split as floats would be 960 MiB
+    folder = _folder(tmp_path / "photos", per_class=8, broken=False)
+    dataset = read_image_folder(folder, image_size=(16, 16), cache=True)
+    run = type("FakeRun", (), {"data": lambda self, data: (dataset, "photos")})()
+    reads = []
+    original = rows._read_rows
+    monkeypatch.setattr(
+        rows,
+        "_read_rows",
+        lambda images, mapped, index: reads.append(len(index)) or original(images, mapped, index),
+    )
+    pixels, labels, _ = Run.test_data(run, limit=3, seed=1)
+    plain = torch.from_numpy(np.load(_entry(cache.folders_dir().parent) / "test.npy"))
+    index = torch.randperm(len(dataset.test_labels), generator=torch.Generator().manual_seed(1))[:3]
+    assert reads == [3] and torch.equal(pixels, plain[index].float() / 255)  # to_float by hand
+    assert torch.equal(labels, dataset.test_labels[index])
+    everything, _, _ = Run.test_data(run, seed=1)
+    assert everything.shape[0] == len(dataset.test_labels)

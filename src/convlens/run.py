@@ -184,13 +184,17 @@ class Run:
         return dataset, spec
 
     def test_data(self, data: str | None = None, limit: int | None = None, seed: int = 0):
-        """``(float images, labels, spec)``: a seeded sample of ``limit`` test images (None: all)."""
+        """``(float images, labels, spec)``: a seeded sample of ``limit`` test images (None: all).
+
+        Only the sampled images are read and made float: a cached folder's test split stays on
+        disk (``data.rows.take``), so 100 images of a 20,000-image split cost 100 images."""
         from convlens.data import to_float
+        from convlens.data.rows import take
         from convlens.data.transforms import sample_indices
 
         dataset, spec = self.data(data)
         index = sample_indices(dataset.test_labels.shape[0], limit, seed)
-        return to_float(dataset.test_images[index]), dataset.test_labels[index], spec
+        return to_float(take(dataset.test_images, index)), dataset.test_labels[index], spec
 
     # ------------------------------------------------------------------------- predictions
 
