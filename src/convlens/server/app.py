@@ -300,7 +300,7 @@ def create_app(
     (for a server bound to 0.0.0.0). A POST with an ``Origin`` must come from the page itself or one
     of ``allowed_origins`` (e.g. ``http://example.org:3000``); so must a DELETE."""
     from convlens import __version__
-    from convlens.server import api, views
+    from convlens.server import api, neurons, views
     from convlens.server.api_docs import install_api_docs
     from convlens.server.training import Trainings
 
@@ -318,6 +318,7 @@ def create_app(
     app.router.on_shutdown.append(app.state.trainings.shut_down)  # no child outlives the server
     _install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(neurons.router)  # the neuron panel, opened from several views
     app.include_router(views.router)
     for router in views.view_routers():
         app.include_router(router)
