@@ -57,6 +57,7 @@ from convlens.inspect.layer_kinds import (
 )
 from convlens.inspect.pictures import SMILEY, load_picture, picture_for_model, read_dicom
 from convlens.inspect.receptive_field import ReceptiveField, receptive_field, receptive_fields, stage_windows
+from convlens.inspect.unit_optimum import UnitOptimum, unit_optimum
 
 __all__ = [
     "ATTRIBUTIONS",
@@ -88,6 +89,7 @@ __all__ = [
     "StageActivation",
     "StageTraits",
     "TopImages",
+    "UnitOptimum",
     "activations",
     "as_dict",
     "attribute",
@@ -119,5 +121,6 @@ __all__ = [
     "stage_traits",
     "stage_windows",
     "top_activating_images",
+    "unit_optimum",
     "unregister_layer_kind",
 ]
