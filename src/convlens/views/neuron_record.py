@@ -113,3 +113,74 @@ def _optimum(optimum, encode: Encode) -> dict | None:
         key: encode(value) if isinstance(value, torch.Tensor) and value.ndim > 0 else as_dict(value)
         for key, value in vars(optimum).items()
     }
+
+
+def _patch_list(patches, labels: torch.Tensor | None, class_names: list[str]) -> str:
+    shown = []
+    for patch in patches:
+        label = None if labels is None or labels[patch.index].ndim else int(labels[patch.index])
+        name = f" ({_class(label, class_names)})" if label is not None else ""
+        shown.append(f"#{patch.index}{name} {patch.value:.3g}")
+    return ", ".join(shown)
+
+
+def neuron_lines(neuron, class_names: list[str], labels: torch.Tensor | None = None) -> list[str]:
+    """The panel as plain sentences, one fact a line (``convlens neuron``'s text summary)."""
+    lines = [f"{neuron.stage} channel {neuron.channel} ({neuron.kind}, one of {neuron.channels})"]
+    if neuron.dead_label:
+        lines.append(neuron.dead_label)
+    kernel = neuron.kernel
+    if kernel is None:
+        lines.append("kernel: none (no single convolution computes this channel)")
+    else:
+        size = "x".join(map(str, kernel.weight.shape[1:]))
+        source = f" reading {kernel.input_stage}" if kernel.input_stage else ""
+        bias = "no bias" if kernel.bias is None else f"bias {kernel.bias:.4g}"
+        lines.append(
+            f"kernel {kernel.stage}[{neuron.channel}]: {kernel.weight.shape[0]} input channels of {size}{source}, {bias}"
+        )
+    if neuron.feeders:
+        fed = ", ".join(
+            f"{f.stage}:{f.channel} {f.strength:.3g} ({f.weight_sum:+.3g})" for f in neuron.feeders
+        )
+        lines.append(f"fed most by (sum of |kernel weight|, signed sum): {fed}")
+    row, col = neuron.strongest
+    top, bottom, left, right = neuron.receptive_field
+    lines.append(
+        f"on the image: map {neuron.map_size[0]}x{neuron.map_size[1]}, strongest cell ({row}, {col}) = "
+        f"{float(neuron.feature_map[row, col]):.4g} (by hand {neuron.cell.total:.4g}), seeing input rows "
+        f"{top}..{bottom}, cols {left}..{right}"
+    )
+    if neuron.optimum is not None:
+        optimum = neuron.optimum
+        how = "exact" if optimum.closed_form else f"{optimum.steps} steps"
+        best = optimum.best_image_activation
+        beside = f" (best test image: {best:.4g})" if best is not None else ""
+        lines.append(f"responds to: its optimum ({how}) reaches {optimum.activation:.4g}{beside}")
+    if neuron.top_patches:
+        lines.append(
+            f"top patches of {neuron.image_count} test images: {_patch_list(neuron.top_patches, labels, class_names)}"
+        )
+        lines.append(f"bottom patches: {_patch_list(neuron.bottom_patches, labels, class_names)}")
+    if neuron.ablation is not None:
+        effect = neuron.ablation
+        lines.append(
+            f"zeroed on the image: P({_class(effect.target, class_names)}) {effect.before:.4f} → {effect.after:.4f}"
+            f", predicted {_class(effect.predicted_after, class_names)}"
+        )
+    sample = neuron.sample_ablation
+    if sample is not None:
+        accuracy = ""
+        if sample.accuracy_before is not None:
+            accuracy = f"; accuracy {100 * sample.accuracy_before:.2f} → {100 * sample.accuracy_after:.2f} %"
+        lines.append(
+            f"zeroed on {sample.images} test images: predicted-class probability {100 * sample.mean_change:+.2f} "
+            f"points on average, {sample.changed_predictions} predictions change{accuracy}"
+        )
+    share = neuron.grad_cam
+    if share is not None:
+        lines.append(
+            f"Grad-CAM at {neuron.stage} for {_class(share.target, class_names)}: weight {share.weight:.3g}, "
+            f"weight x mean activation {share.contribution:.3g} (rank {share.rank} of {share.channels})"
+        )
+    return lines
