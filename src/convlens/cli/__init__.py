@@ -12,6 +12,8 @@ from convlens.cli import (  # noqa: F401  (registers the commands, in the order 
     import_cmd,
     inspect_cmds,
     lab_cmds,
+    neuron_cmd,
+    pack_cmd,
     playground_cmd,
     serve_cmd,
 )
