@@ -69,12 +69,15 @@ def test_every_built_in_format_claims_its_own_kind_of_path(tmp_path):
     for sub in ("images", "masks"):
         (tmp_path / "segmentation" / sub).mkdir(parents=True)
     np.savez(tmp_path / "masks.npz", images=np.zeros((1, 2, 2)), masks=np.zeros((1, 2, 2), dtype=np.uint8))
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "train-000000.tar").write_bytes(b"")
     expected = {
         "idx-folder": tmp_path / "idx",
         "npz": tmp_path / "x.npz",
         "image-folder": tmp_path / "folder",
         "mask-folder": tmp_path / "segmentation",
         "mask-npz": tmp_path / "masks.npz",
+        "tar-shards": tmp_path / "shards",
     }
     assert set(expected) == set(DATA_FORMATS.names())
     for name, path in expected.items():
@@ -89,7 +92,7 @@ def test_a_path_no_format_opens_lists_every_format(tmp_path, toy_format):
     with pytest.raises(
         ConvlensError,
         match="expected an image folder, a folder of images/ and masks/, a folder of IDX files, "
-        "an .npz file of images and masks, an .npz file or a .toyimg",
+        "an .npz file of images and masks, an .npz file, a folder of tar shards or a .toyimg",
     ):
         load_dataset(text)
 

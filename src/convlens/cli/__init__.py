@@ -13,6 +13,7 @@ from convlens.cli import (  # noqa: F401  (registers the commands, in the order 
     inspect_cmds,
     lab_cmds,
     neuron_cmd,
+    pack_cmd,
     playground_cmd,
     serve_cmd,
 )

@@ -115,7 +115,7 @@ def read_cached_folder(
     entry = root / name
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f".{name}.lock"):
+        with entry_lock(root / f".{name}.lock"):
             meta, reason, previous = _usable(entry, signature, files)
             if meta is None:
                 if reason:
@@ -142,7 +142,7 @@ def read_cached_folder(
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def entry_lock(path: Path):
     """One builder per entry at a time (torchrun's processes on one machine wait for the first)."""
     try:
         import fcntl

@@ -18,6 +18,7 @@ from convlens.data.arrays import apply_image_size, is_idx_folder, read_idx_folde
 from convlens.data.bundle import Dataset
 from convlens.data.cache import read_image_folder
 from convlens.data.masks import is_mask_folder, is_mask_npz, read_mask_folder, read_mask_npz
+from convlens.data.shards import is_shard_folder, read_shards
 from convlens.errors import ConvlensError, refuse_pickle
 from convlens.registry import Entry, Registry
 
@@ -91,6 +92,11 @@ def _mask_folder(path: Path, image_size: tuple[int, int] | None) -> Dataset:
     return read_mask_folder(path, image_size=image_size)
 
 
+def _shards(path: Path, image_size: tuple[int, int] | None) -> Dataset:
+    """Tar shards as `convlens pack` writes them: train-NNNNNN.tar, test-NNNNNN.tar (KEY.jpg + KEY.cls), classes.txt."""
+    return read_shards(path, image_size=image_size)
+
+
 def _mask_npz(path: Path, image_size: tuple[int, int] | None) -> Dataset:
     """Segmentation: an .npz with images and masks (N x H x W class ids; optional *_test, class_names)."""
     return apply_image_size(read_mask_npz(path), image_size)
@@ -103,3 +109,4 @@ register_format(
 register_format("idx-folder", _idx_folder, is_idx_folder, "a folder of IDX files")
 register_format("mask-npz", _mask_npz, is_mask_npz, "an .npz file of images and masks", task="segmentation")
 register_format("npz", _npz, lambda p: p.is_file() and p.suffix.lower() == ".npz", "an .npz file")
+register_format("tar-shards", _shards, is_shard_folder, "a folder of tar shards")
