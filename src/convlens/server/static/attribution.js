@@ -3,6 +3,7 @@
 
 import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
+import { stageChannelLinks } from "./neuron-link.js";
 
 export class AttributionView {
   constructor({ refresh }) {
@@ -97,7 +98,8 @@ export class AttributionView {
     const judged = result.faithfulness?.run?.verdict;
     return el("figure", { class: `attr${judged === "fails" ? " attr-fails" : ""}`, "data-judged": judged ?? "" },
       el("figcaption", { class: "attr-title", text: judged === "fails" ? `${title} ✗ fails on this run` : title }),
-      overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }), verdict(result.faithfulness));
+      overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }), verdict(result.faithfulness),
+      result.stage ? stageChannelLinks(result.stage, state.card) : null); // Grad-CAM: its stage's channels
   }
 }
 

@@ -9,10 +9,12 @@ import { getJSON } from "./api.js";
 import { el, fmt, message, percent } from "./draw.js";
 import { InputPanel } from "./input.js";
 import { explainViews } from "./explain-text.js";
+import { NeuronPanel } from "./neuron.js";
 
 // registry: what the server can do by name (attribution methods, attacks, ...), from GET /api/registry
 const state = { runs: [], run: null, card: null, input: null, registry: null };
 let inputPanel = null;
+let neuronPanel = null; // one channel from every side, opened from any view (neuron.js)
 let declared = []; // GET /api/views, in tab order
 const views = {}; // name → the view's object
 let activeTab = null;
@@ -57,6 +59,7 @@ function inputChanged(input) {
     stale.add(name);
     views[name].inputChanged?.(input);
   }
+  neuronPanel?.inputChanged();
   refreshActive();
 }
 
@@ -103,6 +106,7 @@ async function selectRun(runId) {
     button.hidden = !fits(declared.find((v) => v.name === button.dataset.tab));
   }
   for (const view of Object.values(views)) view.runChanged?.(state);
+  neuronPanel.runChanged();
   if (activeTab && !fits(declared.find((v) => v.name === activeTab))) showTab(activeTab);
   explainViews(state.card, state.registry);
   const testImages = await inputPanel.loadTestImages(runId, Boolean(state.run.dataset));
@@ -181,6 +185,7 @@ async function buildViews() {
 
 async function start() {
   inputPanel = new InputPanel(inputChanged);
+  neuronPanel = new NeuronPanel(state);
   await buildViews();
   state.registry = await getJSON("/api/registry");
   for (const view of Object.values(views)) view.registryLoaded?.(state.registry);

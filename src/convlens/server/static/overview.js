@@ -11,6 +11,7 @@ import { stageExplanation } from "./explain-text.js";
 import { drawLinks } from "./network-links.js";
 import { BranchLanes, branchEdges, inputsByStage, readsText } from "./network-branches.js";
 import { KernelAnimation } from "./animate.js";
+import { hasNeuronPanel, neuronLink } from "./neuron-link.js";
 
 const MAP_PIXELS = 44; // on-screen size of the largest side of every feature map, as in CNN Explainer
 const FIRST_ROWS = 10; // channels shown until "show all" (CNN Explainer shows 10 per layer)
@@ -305,6 +306,8 @@ export class Overview {
         this.state.input, cell);
       this.inputPanel.showSeen(body.input, body.receptive_field.whole_image ? null : body.receptive_field);
       showArithmetic(this.panel, body, this.state.card.class_names);
+      if (hasNeuronPanel(this.state.card, cell.stage)) this.panel.prepend(neuronLink(cell.stage, cell.channel,
+        `${cell.stage} channel ${cell.channel}: its kernel, top patches and what zeroing it changes ›`));
     } catch (error) {
       message(this.panel, error.message, "error");
     }

@@ -1,0 +1,47 @@
+// How any view opens the neuron panel (neuron.js) on one channel: an "open-neuron" event on the
+// document, sent by openNeuron or by a neuronLink button. Kept apart from the panel so that a view
+// linking to it loads nothing of the panel itself.
+
+export const OPEN_NEURON = "open-neuron"; // detail: {stage, channel}
+
+export function openNeuron(stage, channel) {
+  document.dispatchEvent(new CustomEvent(OPEN_NEURON, { detail: { stage, channel: Number(channel) } }));
+}
+
+// The stages whose channels have a panel (convlens.inspect.neurons.neuron_stages, read from the run
+// card): those with a feature map, after the input's normalization.
+export function hasNeuronPanel(card, stage) {
+  const found = card?.stages.find((s) => s.name === stage);
+  return Boolean(found && found.shape.length === 3 && found.layer?.role !== "normalize");
+}
+
+// A button that opens the panel on `channel` of `stage`.
+export function neuronLink(stage, channel, text = null) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "neuron-link";
+  button.dataset.stage = stage;
+  button.dataset.channel = channel;
+  button.title = `open the neuron panel: ${stage} channel ${channel}'s kernel, what excites it, what zeroing it changes`;
+  button.textContent = text ?? `${stage} ch ${channel} ›`;
+  button.addEventListener("click", () => openNeuron(stage, channel));
+  return button;
+}
+
+// Every channel of `stage` as a link, folded under one line (the Grad-CAM view's stage): the
+// answer names no ranking of the stage's channels, so each panel gives its channel's Grad-CAM
+// contribution and rank. null for a stage without a panel.
+export function stageChannelLinks(stage, card) {
+  if (!hasNeuronPanel(card, stage)) return null;
+  const count = card.stages.find((s) => s.name === stage).shape[0];
+  const box = document.createElement("details");
+  box.className = "neuron-channels";
+  box.dataset.stage = stage;
+  const summary = document.createElement("summary");
+  summary.textContent = `the ${count} channels of ${stage}: open one in the neuron panel`;
+  const links = document.createElement("div");
+  links.className = "neuron-links";
+  for (let channel = 0; channel < count; channel++) links.append(neuronLink(stage, channel, String(channel)));
+  box.append(summary, links);
+  return box;
+}
