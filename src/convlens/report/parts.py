@@ -20,10 +20,13 @@ class Section:
 
 
 def figure_image(figure, alt: str, caption: str = "") -> dict:
-    """A matplotlib figure as the template's image dict (PNG, base64)."""
-    from convlens.views.plots import png_bytes
+    """A matplotlib figure as the template's image dict (PNG, base64); its caption is ``caption``
+    followed by what the figure asked its caption to say (why a colour bar is clipped, which class
+    a map explains), words too long for the picture itself."""
+    from convlens.views.plots.output import figure_caption, png_bytes
 
-    return {"data": base64.b64encode(png_bytes(figure)).decode("ascii"), "alt": alt, "caption": caption}
+    said = " ".join(part for part in (caption, figure_caption(figure)) if part)
+    return {"data": base64.b64encode(png_bytes(figure)).decode("ascii"), "alt": alt, "caption": said}
 
 
 def table_dict(table) -> dict:

@@ -34,7 +34,8 @@ PASS = "#20a060"  # a check that passes
 FAIL = "#c03030"  # a check that fails
 PERCENTILE = 99.5  # signed: of |value|; magnitudes: 100 - PERCENTILE and PERCENTILE
 ROBUST_FROM = 256  # fewer finite values than this: plain min/max (a 3x3 kernel has no outliers)
-HORIZONTAL_LABEL_WIDTH = 22  # characters a colour bar under one map has room for
+BAR_TITLE_WIDTH = 12  # characters per line of a vertical colour bar's label (the margin it widens)
+BAR_FONT_SIZE = 8  # pt: a colour bar's title and numbers
 TINY = 1e-12  # the smallest colour range: a constant map still draws
 
 
@@ -152,16 +153,42 @@ def show_map(axis, values: torch.Tensor, limits: Limits, alpha: float | None = N
 
 
 def colour_bar(figure, image, axes, label: str, limits: Limits, **options):
-    """The colour bar of ``image`` next to ``axes``; its label says when colours were clipped."""
+    """The colour bar of ``image`` next to ``axes``, its label short and level.
+
+    A rotated label as long as "activation (clipped at the 99.5th percentile of |value|)" ran
+    into the next row of maps; the bar now says only *that* it is clipped (its arrows say at
+    which end) and the figure's caption (``output.figure_caption``) says where.
+    """
     from matplotlib.cm import ScalarMappable
 
-    note = f"({limits.note})" if limits.note else ""
-    if note and options.get("location") in ("top", "bottom"):  # a bar under one narrow map: wrap the note
-        note = textwrap.fill(note, HORIZONTAL_LABEL_WIDTH)
+    from convlens.views.plots.output import add_caption
+
     options.setdefault("shrink", 0.8)
     solid = ScalarMappable(norm=image.norm, cmap=image.get_cmap())  # full colours, also under an overlay
-    return figure.colorbar(
-        solid, ax=axes, label=f"{label}\n{note}" if note else label, extend=limits.extend, **options
+    bar = figure.colorbar(solid, ax=axes, extend=limits.extend, **options)
+    title = f"{label}, clipped" if limits.clipped else label
+    if bar.orientation == "vertical":  # level, beside the bar's middle: inside its own row of maps
+        bar.set_label(
+            textwrap.fill(title, BAR_TITLE_WIDTH), fontsize=BAR_FONT_SIZE, rotation=0, ha="left", va="center"
+        )
+    else:
+        bar.set_label(title, fontsize=BAR_FONT_SIZE)
+    bar.ax.tick_params(labelsize=BAR_FONT_SIZE)
+    if limits.vmax - limits.vmin <= 4 * TINY:  # a constant map: one tick at its value, no "1e-12" offset
+        bar.set_ticks([(limits.vmin + limits.vmax) / 2])
+    if limits.clipped:
+        add_caption(figure, clipping_caption())
+    return bar
+
+
+def clipping_caption() -> str:
+    """What a colour bar marked "clipped" means, in a sentence for the figure's caption (one
+    sentence for signed and magnitude bars alike, so a figure with both says it once)."""
+    return (
+        "A colour bar marked “clipped” stops short of the most extreme values (a signed map at ± the "
+        f"{PERCENTILE:g}th percentile of |value|, a magnitude at its {100 - PERCENTILE:g}th and "
+        f"{PERCENTILE:g}th percentiles): values beyond take its end colour (the arrow), so one outlier "
+        "cannot wash out the map."
     )
 
 

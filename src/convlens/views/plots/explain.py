@@ -6,12 +6,21 @@ laid over the grey input, with a colour bar.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from matplotlib.figure import Figure
 
 from convlens.views.plots.colours import colour_bar, colour_limits, picture, show_map
+from convlens.views.plots.fit import fit_titles
+from convlens.views.plots.output import add_caption
 
 OVERLAY_ALPHA = 0.55  # how much of the map covers the picture under it
+TITLE_SIZE = 9  # pt: a tile's title, shrunk (never below fit.MIN_FONT_SIZE) or wrapped to fit it
+PANEL_WIDTH = 1.9  # inches per panel of the attribution grid
+PANELS_PER_ROW = 5  # 5 x PANEL_WIDTH at output.DPI stays under output.PAGE_WIDTH_PX: shown 1:1
+MISTAKES_PER_ROW = 5  # wrong answers side by side; more go to a second block of rows
 
 
 def input_picture(image: torch.Tensor, title: str = "input") -> Figure:
@@ -58,50 +67,80 @@ def attribution_map(image: torch.Tensor, attribution, class_name: str) -> Figure
     return figure
 
 
-def attribution_grid(image: torch.Tensor, maps: list[tuple[str, object]]) -> Figure:
+def attribution_grid(
+    image: torch.Tensor, maps: list[tuple[str, object]], class_names: Sequence[str] | None = None
+) -> Figure:
     """The input, then each (label, attribution) laid over it, each with its own colour bar.
 
     Methods scale differently (a saliency map is a few bright pixels, Grad-CAM a smooth blob),
-    so every map gets its own robust limits rather than one shared scale.
+    so every map gets its own robust limits rather than one shared scale. The class explained is
+    named (from ``class_names``) over the input and in the caption, as the report's text names it.
     """
-    figure = Figure(figsize=(2.3 * (len(maps) + 1), 3.3), layout="constrained")
-    axes = figure.subplots(1, len(maps) + 1, squeeze=False)[0]
-    first = maps[0][1] if maps else None
-    picture(axes[0], image, f"input\nclass {first.target}, p = {first.probability:.3f}" if first else "input")
-    for axis, (label, attribution) in zip(axes[1:], maps, strict=True):
+    panels = len(maps) + 1
+    columns = min(panels, PANELS_PER_ROW)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(PANEL_WIDTH * columns, 3.1 * rows), layout="constrained")
+    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
+    for unused in axes[panels:]:
+        unused.axis("off")
+    titles = [(axes[0], "input")]
+    if maps:
+        first = maps[0][1]
+        name = class_names[first.target] if class_names else f"class {first.target}"
+        titles = [(axes[0], f"input\n{name}, p = {first.probability:.3f}")]
+        add_caption(
+            figure, f"Every map explains the class {name} (p = {first.probability:.3f} on this image)."
+        )
+    picture(axes[0], image)
+    for axis, (label, attribution) in zip(axes[1:panels], maps, strict=True):
         heat = attribution.map.detach().cpu().float()
         limits = colour_limits(heat, signed=False)
         picture(axis, image)
         drawn = show_map(axis, heat, limits, alpha=OVERLAY_ALPHA)
-        where = f"\nat {attribution.stage}" if getattr(attribution, "stage", None) else ""
-        axis.set_title(f"{label}{where}", fontsize=9)
+        stage = getattr(attribution, "stage", None)
+        where = f" at {stage}" if stage and f"at {stage}" not in label else ""  # named once
+        titles.append((axis, f"{label}{where}"))  # fitted: wrapped at spaces when wider than the map
         colour_bar(figure, drawn, axis, "importance", limits, location="bottom", shrink=0.9)
+    fit_titles(figure, titles, TITLE_SIZE)
     return figure
 
 
 def misclassified(images, cams, labels, predictions, confidences, class_names) -> Figure:
-    """Each wrong answer: the image, and Grad-CAM of the wrong class laid over it (one colour scale)."""
+    """Each wrong answer: the image, and Grad-CAM of the wrong class laid over it (one colour scale).
+
+    At most ``MISTAKES_PER_ROW`` answers side by side, so the figure is shown at full size in the
+    report and its titles stay readable; the class names are fitted to the tile, never cut.
+    """
     count = max(len(images), 1)
-    figure = Figure(figsize=(1.5 * count + 1.2, 3.6), layout="constrained")
-    axes = figure.subplots(2, count, squeeze=False)
+    columns = min(count, MISTAKES_PER_ROW)
+    blocks = math.ceil(count / columns)  # each block: a row of images over a row of Grad-CAMs
+    figure = Figure(figsize=(1.5 * columns + 1.3, 3.4 * blocks), layout="constrained")
+    axes = figure.subplots(2 * blocks, columns, squeeze=False)
     limits = colour_limits(
         torch.stack([c.detach().cpu().float() for c in cams]) if cams else [], signed=False
     )
-    drawn = None
-    for column, (image, cam) in enumerate(zip(images, cams, strict=True)):
-        picture(axes[0, column], image)
-        axes[0, column].set_title(
-            f"true {class_names[labels[column]]}\nsaid {class_names[predictions[column]]} "
-            f"{100 * confidences[column]:.0f}%",
-            fontsize=8,
+    drawn, titles = None, []
+    for index, (image, cam) in enumerate(zip(images, cams, strict=True)):
+        block, column = divmod(index, columns)
+        above, below = axes[2 * block, column], axes[2 * block + 1, column]
+        picture(above, image)
+        titles.append(
+            (
+                above,
+                f"true {class_names[labels[index]]}\nsaid {class_names[predictions[index]]} "
+                f"{100 * confidences[index]:.0f}%",
+            )
         )
-        picture(axes[1, column], image)
-        drawn = show_map(axes[1, column], cam, limits, alpha=OVERLAY_ALPHA)
-    for column in range(len(images), count):
-        axes[0, column].axis("off")
-        axes[1, column].axis("off")
-    axes[0, 0].set_ylabel("image", fontsize=9)
-    axes[1, 0].set_ylabel("Grad-CAM", fontsize=9)
+        picture(below, image)
+        drawn = show_map(below, cam, limits, alpha=OVERLAY_ALPHA)
+    for index in range(len(images), blocks * columns):
+        block, column = divmod(index, columns)
+        axes[2 * block, column].axis("off")
+        axes[2 * block + 1, column].axis("off")
+    for block in range(blocks):
+        axes[2 * block, 0].set_ylabel("image", fontsize=TITLE_SIZE)
+        axes[2 * block + 1, 0].set_ylabel("Grad-CAM", fontsize=TITLE_SIZE)
     if drawn is not None:
-        colour_bar(figure, drawn, list(axes[1, :]), "importance", limits, shrink=1.0)
+        colour_bar(figure, drawn, list(axes[1::2].ravel()), "importance", limits, shrink=0.6)
+    fit_titles(figure, titles, TITLE_SIZE)
     return figure

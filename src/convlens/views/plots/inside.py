@@ -80,9 +80,7 @@ def feature_maps(
         left_out = f" (first {tiles.shape[0]} of {count})" if count > tiles.shape[0] else ""
         kind = f" ({kind})" if kind else ""
         axis.set_title(f"{name}{kind}: {count} feature maps of {height}x{width}{left_out}", fontsize=9)
-        colour_bar(
-            figure, drawn, axis, "activation", limits, shrink=1.0 if tiles.shape[0] <= columns else 0.8
-        )
+        colour_bar(figure, drawn, axis, "activation", limits)  # shrunk: apart from the next row's bar
     axes[-1].set_xlabel(f"channel = {columns} x row + column", fontsize=8)
     return figure
 

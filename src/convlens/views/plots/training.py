@@ -9,6 +9,8 @@ from matplotlib.ticker import MaxNLocator
 from convlens.views.plots.colours import SPLIT_COLOURS, colour_bar, count_limits, show_map, text_colour
 
 MAX_EPOCH_LABELS = 10  # a 230-epoch run still gets a readable axis
+CELL = 0.45  # inches per class in a confusion matrix: slanted names one line apart stay clear
+NAME_INCHES_PER_CHARACTER = 0.075  # room a class name takes beside (and, slanted, under) the matrix
 
 
 def training_curves(history: list[dict]) -> Figure:
@@ -60,8 +62,10 @@ def confusion_figure(
 ) -> Figure:
     """A (true, predicted) matrix as a map: each non-zero cell written with ``cell_text(value)``,
     true classes down, predicted across, and a colour bar named ``bar_label``."""
-    size = max(4.0, 0.45 * len(class_names) + 2)
-    figure = Figure(figsize=(size + 0.8, size * 0.85), layout="constrained")
+    names = [str(name) for name in class_names]  # whole: cut to 8 letters, "astronaut" read "astronau"
+    size = max(4.0, CELL * len(names) + 2)
+    room = NAME_INCHES_PER_CHARACTER * max(map(len, names), default=0)  # long names leave the cells
+    figure = Figure(figsize=(size + 0.8 + room, size * 0.85 + room), layout="constrained")
     axis = figure.subplots()
     drawn = show_map(axis, matrix, limits, ticks=True)
     for row in range(matrix.shape[0]):
@@ -70,9 +74,8 @@ def confusion_figure(
             if value:
                 axis.text(col, row, cell_text(value), ha="center", va="center", fontsize=8,
                           color=text_colour(value, limits))  # fmt: skip
-    short = [name[:8] for name in class_names]
-    axis.set_xticks(range(len(short)), short, rotation=45, ha="right")
-    axis.set_yticks(range(len(short)), short)
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right", rotation_mode="anchor")
+    axis.set_yticks(range(len(names)), names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     colour_bar(figure, drawn, axis, bar_label, limits)
