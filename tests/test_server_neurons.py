@@ -76,6 +76,15 @@ def test_patches_are_test_images_cropped_to_their_receptive_field(answer, digits
         assert patch["class"] == str(int(digits.test_labels[patch["index"]]))
 
 
+def test_the_unit_optimum_is_reported_beside_the_best_test_image(answer):
+    optimum = answer["optimum"]
+    assert not optimum["closed_form"] and optimum["steps"] > 0
+    assert optimum["activation"] >= optimum["best_image_activation"]  # the search starts from that image
+    region = optimum["region"]
+    height, width = region["bottom"] - region["top"] + 1, region["right"] - region["left"] + 1
+    assert unpacked(optimum["crop"]).shape == (1, height, width)
+
+
 def test_a_second_channel_of_the_stage_reuses_the_scan(client, url, digits_run):
     store = client.app.state.runs
     run = store.get(digits_run.name)

@@ -7,8 +7,8 @@
 - how it computes: its kernel (the convolution's weights for this output channel, and the bias;
   for a ReLU, BatchNorm or pooling stage, those of the convolution feeding it), its feature map
   on the image and the arithmetic of its strongest cell (``cell_arithmetic``);
-- what it responds to: the top and bottom test-image patches, cropped to the receptive field of
-  their strongest cell (``neuron_patches``);
+- what it responds to: the optimum of its centre unit (``unit_optimum``), and the top and bottom
+  test-image patches, cropped to the receptive field of their strongest cell (``neuron_patches``);
 - where it matters: ablation and Grad-CAM's share (``neuron_effects``);
 - what feeds it: the channels of the previous stage with the most kernel weight.
 
@@ -47,6 +47,7 @@ from convlens.inspect.neuron_effects import (
 )
 from convlens.inspect.neuron_patches import Patch, StagePeaks, extreme_patches, stage_peaks
 from convlens.inspect.receptive_field import ReceptiveField, receptive_fields
+from convlens.inspect.unit_optimum import UnitOptimum, unit_optimum
 from convlens.models.traced import INPUT
 
 TOP_PATCHES = 9  # a 3 x 3 grid, as Zeiler & Fergus show them
@@ -100,7 +101,7 @@ class Neuron:
     top_patches: list[Patch] = field(default_factory=list)
     bottom_patches: list[Patch] = field(default_factory=list)
     sample_ablation: SampleAblation | None = None
-    optimum: object | None = None  # what ``unit_optimum`` returns, when asked for
+    optimum: UnitOptimum | None = None  # what the centre unit responds to most, when asked for
 
     @property
     def dead_label(self) -> str | None:
@@ -259,7 +260,9 @@ def neuron(
     arithmetic, feeders, ablation and Grad-CAM share; with ``test_images`` (N, C, H, W) also the
     top and bottom ``k`` patches, whether it is dead and the ablation over them (accuracy with
     ``test_labels``). ``peaks``: a ``stage_peaks`` scan of ``test_images`` already made (the
-    explorer keeps one per stage). ``optimum``: add the unit's optimum image (``unit_optimum``)."""
+    explorer keeps one per stage). ``optimum``: add what the channel's centre unit responds to
+    most (``unit_optimum``: exact for a stage affine in the pixels, else a gradient search that
+    starts from the best test image too), the slowest part, so off unless asked for."""
     count, height, width = check_neuron(model, stage, channel)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConvlensError(f"k must be a whole number >= 0, got {k!r}", parameter="k")
@@ -304,4 +307,6 @@ def neuron(
         if is_rectified(model, stage):
             found.dead = bool(peaks.values[:, channel].max() <= 0)
         found.sample_ablation = sample_ablation(model, stage, channel, test_images, test_labels)
+    if optimum:
+        found.optimum = unit_optimum(model, stage, channel, images=test_images)
     return found

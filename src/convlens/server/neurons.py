@@ -4,7 +4,8 @@
 input (``image`` or ``test_index``, ``invert``) plus ``stage`` and ``channel``, and answers
 ``convlens.views.neuron_record`` of ``convlens.inspect.neurons.neuron`` (docs/explorer.md,
 "Neuron panel"). The scan of the test images for a stage's top patches is kept per run and stage,
-so a click on another channel of the same stage only crops and ablates.
+so a click on another channel of the same stage only crops and ablates; each channel's unit
+optimum is kept too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ def _peaks(run, stage: str, images):
     return run.cache[key]
 
 
+def _optimum(run, stage: str, channel: int, images):
+    """What the channel's centre unit responds to most: a gradient search on deeper stages, so it
+    runs once per run, stage and channel, on the run's own model copy (``slow_model``)."""
+    from convlens.inspect.unit_optimum import unit_optimum
+
+    key = ("neuron-optimum", stage, channel)
+    if key not in run.cache:
+        with run.slow_lock:
+            if key not in run.cache:
+                run.cache[key] = unit_optimum(run.slow_model(), stage, channel, images=images)
+    return run.cache[key]
+
+
 @router.post("/runs/{run_id}/neuron", summary="One channel of a stage: kernel, map, patches, ablation")
 def neuron_panel(
     request: ImageRequest = Depends(image_request),
@@ -45,7 +59,8 @@ def neuron_panel(
     """The channel's kernel (with values) and feeders, its feature map on the image and the
     arithmetic of its strongest cell, its top and bottom test-image patches cropped to the
     receptive field, whether it is dead, and what zeroing it does to the prediction (on the
-    image and over the test images) with its Grad-CAM share. Keys: docs/explorer.md."""
+    image and over the test images) with its Grad-CAM share, and the optimum of its centre unit
+    cropped to its receptive field. Keys: docs/explorer.md."""
     from convlens.inspect.neurons import check_neuron, neuron
     from convlens.views.neuron_record import neuron_record
 
@@ -63,4 +78,5 @@ def neuron_panel(
         check_neuron(run.model, stage, channel)
         peaks = _peaks(run, stage, images) if images is not None else None
         found = neuron(run.model, stage, channel, image.pixels, images, labels, peaks=peaks)
+    found.optimum = _optimum(run, stage, channel, images)
     return JSONResponse({**neuron_record(found, run.class_names, labels, encode=packed), **image_json(image)})

@@ -106,12 +106,19 @@ def neuron_record(
 
 
 def _optimum(optimum, encode: Encode) -> dict | None:
-    """The unit's optimum image, when the neuron was asked for it."""
+    """What the centre unit responds to most (``unit_optimum``), when the neuron was asked for it."""
     if optimum is None:
         return None
+    top, left, bottom, right = optimum.window  # end-exclusive there; inclusive like every region here
     return {
-        key: encode(value) if isinstance(value, torch.Tensor) and value.ndim > 0 else as_dict(value)
-        for key, value in vars(optimum).items()
+        "cell": list(optimum.cell) if optimum.cell is not None else None,
+        "region": _region((top, bottom - 1, left, right - 1)),
+        "crop": encode(optimum.crop),
+        "activation": optimum.activation,
+        "closed_form": optimum.closed_form,
+        "steps": optimum.steps,
+        "best_image_activation": optimum.best_image_activation,
+        "best_image_index": optimum.best_image_index,
     }
 
 
