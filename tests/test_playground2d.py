@@ -1,6 +1,8 @@
 """The learning playground: data sets, features, the network's neuron maps against a hand
 computation in numpy, and the explorer's API (bounds → 400, the event stream, 429, a
-disconnect stopping the training). The CLI and the defaults: test_playground2d_cli.py."""
+disconnect stopping the training). The CLI and the defaults: test_playground2d_cli.py; the
+regression data sets and their loss: test_playground2d_regression.py; weights and biases set by
+hand: test_playground2d_edits.py."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ ACTIVATIONS_BY_HAND = {
 # --- data sets and features -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", [name for name, data in DATASETS.items() if data.task == "classification"])
 def test_data_sets_are_balanced_seeded_and_split(name):
     points = make_points(name, noise=0, train_percent=70, seed=3)
     assert points.train_points.shape == (350, 2) and points.test_points.shape == (150, 2)
@@ -165,7 +167,10 @@ def test_regularization_shrinks_the_weights():
         ({"lr": 0}, "lr must be above 0"),
         ({"noise": 51}, "noise must be between 0 and 50 (percent)"),
         ({"noise": -1}, "noise must be between 0 and 50"),
-        ({"dataset": "moons"}, "dataset 'moons' is not one of spiral, xor, circle, gauss"),
+        (
+            {"dataset": "moons"},
+            "dataset 'moons' is not one of spiral, xor, circle, gauss, plane, multi-gauss",
+        ),
         ({"features": ("x3",)}, "features: unknown feature 'x3'"),
         ({"features": ()}, "features: choose at least one"),
         ({"activation": "gelu"}, "activation 'gelu' is not one of relu, tanh, sigmoid, linear"),
@@ -207,6 +212,8 @@ def events(text: str) -> list[tuple[str, dict]]:
 def test_options_list_everything_the_page_offers(client):
     options = client.get("/api/playground2d").json()
     assert list(options["datasets"]) == list(DATASETS)
+    assert options["tasks"] == {name: data.task for name, data in DATASETS.items()}
+    assert options["tasks"]["plane"] == options["tasks"]["multi-gauss"] == "regression"
     assert list(options["features"]) == list(FEATURES)
     assert options["defaults"]["hidden"] == list(PlaygroundConfig().hidden)
     assert (options["max_layers"], options["max_neurons"], options["max_noise"]) == (6, 8, 50)
@@ -248,7 +255,10 @@ def test_start_answers_points_features_and_a_snapshot_that_matches_its_weights(c
         ({"lr": 0}, "lr must be above 0 and at most 10, got 0.0"),
         ({"lr": -0.1}, "lr must be above 0 and at most 10, got -0.1"),
         ({"noise": 50.5}, "noise must be between 0 and 50 (percent), got 50.5"),
-        ({"dataset": "moons"}, "dataset 'moons' is not one of spiral, xor, circle, gauss"),
+        (
+            {"dataset": "moons"},
+            "dataset 'moons' is not one of spiral, xor, circle, gauss, plane, multi-gauss",
+        ),
         (
             {"features": ["x1", "cos"]},
             "features: unknown feature 'cos'; choose from x1, x2, x1sq, x2sq, x1x2, sinx1, sinx2",

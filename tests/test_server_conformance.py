@@ -46,6 +46,9 @@ NOT_SCHEMA_RULES = {
     # products within float64 (a cross-field rule each)
     "grid shape": r"rectangular grid|rows of equal length$|rows must have the same number|^kernel \d+x\d+ is larger than",
     "overflow": r"too large: their products overflow",
+    # the learning playground's weight and bias edits: indices within the page's own network
+    # (its layers and neurons, chosen when it started)
+    "playground network shape": r"^(layer|neuron|source) must be a whole number from 0 to \d+, got",
 }
 ALLOWED_STATUSES = {400, 415}
 

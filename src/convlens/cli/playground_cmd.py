@@ -31,7 +31,11 @@ def parse_features(text: str) -> tuple[str, ...]:
 
 @app.command()
 def playground(
-    dataset: str = typer.Argument(..., help="spiral, xor, circle or gauss (2-D points, two classes)."),
+    dataset: str = typer.Argument(
+        ...,
+        help="spiral, xor, circle or gauss (2-D points, two classes); plane or multi-gauss "
+        "(regression: a real target per point).",
+    ),
     hidden: str = typer.Option(
         "8,8,8",
         "--hidden",
@@ -68,13 +72,17 @@ def playground(
     """Train a small fully connected network on 2-D points and draw its decision boundary.
 
     The same network as the explorer's "Learning playground" tab; the defaults solve every
-    data set (spiral: at least 90 % test accuracy; xor, circle, gauss: at least 95 %).
+    data set (spiral: at least 90 % test accuracy; xor, circle, gauss: at least 95 %). plane
+    and multi-gauss regress: the output is the predicted value (linear), the loss the mean
+    squared error, and the picture the value over the plane from -1 (blue) to 1 (red).
 
     Examples:
 
       convlens playground spiral --strip runs/playground/spiral.gif
 
       convlens playground circle --hidden 0 --features x1sq,x2sq --json
+
+      convlens playground multi-gauss --hidden 8,8 --activation relu
     """
     from convlens.playground2d import DATASETS, PLANE, PlaygroundConfig, check_config, check_epochs, train
     from convlens.views.plots import save_png
@@ -114,10 +122,14 @@ def playground(
     if as_json:
         print_json(summary)
         return
+    if "test_accuracy" in summary:
+        scores = f"test accuracy {100 * summary['test_accuracy']:.1f} %"
+        losses = f"loss {summary['train_loss']:.3f} train, {summary['test_loss']:.3f} test"
+    else:  # a regression: the squared error is the score
+        scores = f"test MSE {summary['test_loss']:.4f}"
+        losses = f"MSE {summary['train_loss']:.4f} train"
     out.print(
-        f"[bold]{dataset}[/]: test accuracy {100 * summary['test_accuracy']:.1f} % after "
-        f"{summary['epochs']} epochs ({summary['seconds']:.1f} s); "
-        f"loss {summary['train_loss']:.3f} train, {summary['test_loss']:.3f} test",
+        f"[bold]{dataset}[/]: {scores} after {summary['epochs']} epochs ({summary['seconds']:.1f} s); {losses}",
         soft_wrap=True,
     )
     err.print("   ".join(f"{name}: {path}" for name, path in files.items()))

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from convlens.errors import ConvlensError
-from convlens.playground2d.data import MAX_NOISE, check_dataset
+from convlens.playground2d.data import DATASETS, MAX_NOISE, check_dataset
 from convlens.playground2d.features import check_features
 
 MAX_LAYERS = 6
@@ -26,7 +26,7 @@ REGULARIZATIONS = ("none", "l1", "l2")
 class PlaygroundConfig:
     """One network on one data set; the defaults solve all four data sets (tests/test_playground2d.py)."""
 
-    dataset: str = "spiral"  # spiral, xor, circle or gauss
+    dataset: str = "spiral"  # spiral, xor, circle, gauss; plane, multi-gauss regress
     noise: float = 0.0  # percent, 0 to 50: jitter that makes the classes overlap
     train_percent: float = 50.0  # share of the 500 points used for training; the rest test it
     seed: int = 0  # the points, their split, the initial weights and the batch order
@@ -37,6 +37,11 @@ class PlaygroundConfig:
     regularization: str = "none"  # none, l1 or l2, on the weights (not the biases)
     regularization_rate: float = 0.0  # how much of the penalty joins the loss
     batch_size: int = 10  # points per gradient step
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``: the data set decides the output and the loss."""
+        return DATASETS[self.dataset].task
 
     def to_json(self) -> dict:
         return {**asdict(self), "features": list(self.features), "hidden": list(self.hidden)}

@@ -1,10 +1,13 @@
-"""The four 2-D data sets of the learning playground: points in the plane [-6, 6]², two classes.
+"""The six 2-D data sets of the learning playground: points in the plane [-6, 6]².
 
 Each generator follows the TensorFlow Playground's recipe, so a learner who knows that page
-recognises the pictures: ``circle`` (a disc inside a ring), ``xor`` (the four quadrants),
-``gauss`` (two blobs) and ``spiral`` (two interleaved arms). ``noise`` is a percentage, 0 to
-50, as on that page: it jitters the points (or widens the blobs) so that the classes overlap.
-Labels are 0 and 1; the plane is the same for every data set, so every heat map covers it.
+recognises the pictures. Four classify, with labels 0 and 1: ``circle`` (a disc inside a ring),
+``xor`` (the four quadrants), ``gauss`` (two blobs) and ``spiral`` (two interleaved arms). Two
+regress, with a real target from about -1 to 1: ``plane`` (a tilted plane, (x1 + x2) / 10) and
+``multi-gauss`` (six bumps, alternately up and down). ``noise`` is a percentage, 0 to 50, as on
+that page: it jitters the points (or widens the blobs, or moves the point a target is read at)
+so that the classes overlap or the target wobbles. The plane is the same for every data set, so
+every heat map covers it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from convlens.errors import ConvlensError
 
-PLANE = 6.0  # points and heat maps cover [-PLANE, PLANE]² (data sets stay within radius 5, plus noise)
+PLANE = 6.0  # points and heat maps cover [-PLANE, PLANE]² (classes within radius 5 plus noise; regressions fill it)
 RADIUS = 5.0
 POINTS = 500  # as the TensorFlow Playground: enough to see a shape, few enough to train live
 MAX_NOISE = 50.0  # percent
@@ -69,13 +72,48 @@ def _spiral(count: int, noise: float, generator: torch.Generator) -> tuple[torch
     return torch.cat(arms), labels
 
 
+def _uniform_points(
+    count: int, noise: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform points over the plane, and the same points moved by the noise: a regression reads
+    its target where the noise moved the point, so the target wobbles, not the point."""
+    points = (torch.rand(count, 2, generator=generator) * 2 - 1) * PLANE  # (N, 2)
+    moved = points + (torch.rand(count, 2, generator=generator) * 2 - 1) * PLANE * noise
+    return points, moved
+
+
+def _plane(count: int, noise: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target (x1 + x2) / 10: -1 at (-5, -5), +1 at (5, 5); a straight slope with no hidden layer."""
+    points, moved = _uniform_points(count, noise, generator)
+    return points, moved.sum(dim=1) / 10
+
+
+# Six bumps of height 1 and radius 2 on two rows, the sign alternating like a chessboard's colours.
+_BUMP_CENTRES = torch.tensor([[-4, 2.5], [0, 2.5], [4, 2.5], [-4, -2.5], [0, -2.5], [4, -2.5]])
+_BUMP_SIGNS = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+
+
+def _multi_gauss(count: int, noise: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target: of the six cones 1 - distance / 2 (0 beyond radius 2), signed, the tallest here."""
+    points, moved = _uniform_points(count, noise, generator)
+    distances = (moved[:, None, :] - _BUMP_CENTRES).norm(dim=2)  # (N, 6); cdist's matmul path is coarser
+    heights = (1 - distances / 2).clamp(min=0) * _BUMP_SIGNS  # (N, 6)
+    tallest = heights.abs().argmax(dim=1, keepdim=True)  # (N, 1): the first of equals, as TF's loop
+    return points, heights.gather(1, tallest)[:, 0]
+
+
+CLASSIFICATION = "classification"  # labels 0 and 1; the output is a logit, the loss cross-entropy
+REGRESSION = "regression"  # a real target; the output is the value itself, the loss squared error
+
+
 @dataclass(frozen=True)
 class PlaneDataset:
-    """One data set's generator and what it teaches."""
+    """One data set's generator, what it teaches, and whether it classifies or regresses."""
 
     name: str
     make: Callable[[int, float, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     help: str
+    task: str = CLASSIFICATION
 
 
 DATASETS = {
@@ -87,6 +125,12 @@ DATASETS = {
     ),
     "circle": PlaneDataset("circle", _circle, "a disc inside a ring: one closed boundary"),
     "gauss": PlaneDataset("gauss", _gauss, "two blobs: one straight cut is enough"),
+    "plane": PlaneDataset(
+        "plane", _plane, "regression: a tilted plane, one linear neuron fits it", REGRESSION
+    ),
+    "multi-gauss": PlaneDataset(
+        "multi-gauss", _multi_gauss, "regression: six bumps, up and down: needs hidden neurons", REGRESSION
+    ),
 }
 
 
@@ -102,7 +146,7 @@ class PlanePoints:
     """The generated points, split once into training and test points."""
 
     train_points: torch.Tensor  # (N_train, 2) in plane coordinates
-    train_labels: torch.Tensor  # (N_train,) 0.0 or 1.0
+    train_labels: torch.Tensor  # (N_train,) 0.0 or 1.0; a regression's real target
     test_points: torch.Tensor  # (N_test, 2)
     test_labels: torch.Tensor  # (N_test,)
 

@@ -1,7 +1,8 @@
 """The playground's fully connected network, and every neuron's output over the plane.
 
 The network is an ``nn.Sequential`` of hidden blocks (``Linear`` then the activation) and
-one output ``Linear`` whose single logit says "class 1" when above 0. Each hidden neuron
+one output ``Linear``: for a classification its single logit says "class 1" when above 0, for a
+regression it is the predicted value (a linear output, as in the TensorFlow Playground). Each hidden neuron
 computes ``activation(w · input + b)``: in the first layer a soft straight cut through the
 plane; later layers mix earlier cuts into curves.
 """
@@ -19,7 +20,7 @@ _ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, 
 
 
 def build_network(inputs: int, hidden: tuple[int, ...], activation: str, seed: int) -> nn.Sequential:
-    """``inputs`` features → the hidden blocks → 1 logit, with PyTorch's default initialization
+    """``inputs`` features → the hidden blocks → 1 output (a logit or a value), with PyTorch's default initialization
     drawn from ``seed`` (the same seed gives the same starting weights)."""
     blocks: list[nn.Module] = []
     width = inputs

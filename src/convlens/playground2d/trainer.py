@@ -4,7 +4,12 @@
 over the training points in shuffled mini-batches, as in the TensorFlow Playground); the
 explorer calls it between updates it streams to the page, ``train`` runs it headless for the
 CLI. ``Trainer.snapshot`` evaluates the network over a grid of the plane, so every neuron's
-heat map is that neuron's own output, not a picture of it.
+heat map is that neuron's own output, not a picture of it. ``set_weight`` and ``set_bias`` let
+a learner change one number of the network by hand and watch what it does.
+
+A classification's output is a logit (the pictures show P(class 1) = sigmoid(logit)) trained
+with binary cross-entropy; a regression's output is the predicted value itself, trained with
+the mean squared error, as the TensorFlow Playground's linear output with its square loss.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import torch
 from torch import nn
 
 from convlens.errors import ConvlensError
-from convlens.playground2d.config import MAX_SEED, PlaygroundConfig, _whole, check_config
-from convlens.playground2d.data import PlanePoints, make_points
+from convlens.playground2d.config import MAX_SEED, PlaygroundConfig, _whole, _within, check_config
+from convlens.playground2d.data import CLASSIFICATION, PlanePoints, make_points
 from convlens.playground2d.features import feature_matrix
 from convlens.playground2d.network import build_network, layer_outputs, linear_layers, plane_grid
 
@@ -26,6 +31,7 @@ NEURON_GRID = 32  # pixels per side of each small neuron map
 BOUNDARY_GRID = 80  # pixels per side of the output's large map
 DEFAULT_EPOCHS = 200  # enough for the default network to solve the spiral (>= 90 % test accuracy)
 MAX_EPOCHS = 100_000
+MAX_EDIT = 100.0  # a weight or bias set by hand stays within ±MAX_EDIT (tanh saturates long before)
 
 
 @contextlib.contextmanager
@@ -48,14 +54,15 @@ class Snapshot:
     """The network after ``epoch`` epochs: its losses, its weights, and every neuron over the plane."""
 
     epoch: int
-    train_loss: float  # mean binary cross-entropy (nats), without the regularization penalty
+    train_loss: float  # mean binary cross-entropy (nats), or mean squared error; without the penalty
     test_loss: float
-    train_accuracy: float  # share of points on the right side of the boundary
-    test_accuracy: float
-    neurons: list[torch.Tensor]  # per layer, hidden then output: (width, G, G); the output as P(class 1)
-    boundary: torch.Tensor  # (B, B) P(class 1) over the plane: the decision boundary is the 0.5 contour
+    train_accuracy: float | None  # share of points on the right side of the boundary; None: regression
+    test_accuracy: float | None
+    neurons: list[torch.Tensor]  # per layer, hidden then output: (width, G, G); the output as `boundary`
+    boundary: torch.Tensor  # (B, B) P(class 1) (the boundary is its 0.5 contour), or the predicted value
     weights: list[torch.Tensor]  # per layer (out, in): the lines between neurons
     biases: list[torch.Tensor]  # per layer (out,)
+    task: str = CLASSIFICATION
 
 
 class Trainer:
@@ -81,7 +88,8 @@ class Trainer:
         # fused: one kernel for all parameters, ~1.5x faster per step on these tiny tensors
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.lr, fused=True)
         self.batch_order = torch.Generator().manual_seed(self.init_seed)
-        self.loss = nn.BCEWithLogitsLoss()
+        self.classifies = self.config.task == CLASSIFICATION
+        self.loss = nn.BCEWithLogitsLoss() if self.classifies else nn.MSELoss()
         self.epoch = 0
         self.seconds = 0.0  # time spent in train_epoch, excluding snapshots
         self.history: list[dict] = [self.evaluate()]  # one row per epoch, from epoch 0
@@ -99,13 +107,8 @@ class Trainer:
         self.network.train()
         count = self.train_inputs.shape[0]
         order = torch.randperm(count, generator=self.batch_order)
-        regularized = self.config.regularization != "none" and self.config.regularization_rate > 0
         for first in range(0, count, self.config.batch_size):
-            batch = order[first : first + self.config.batch_size]
-            logits = self.network(self.train_inputs[batch])[:, 0]  # (B,)
-            loss = self.loss(logits, self.points.train_labels[batch])
-            if regularized:
-                loss = loss + self._penalty()
+            loss = self.batch_loss(order[first : first + self.config.batch_size])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -113,6 +116,15 @@ class Trainer:
         self.seconds += time.perf_counter() - start
         self.history.append(self.evaluate())
         return self.history[-1]
+
+    def batch_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """What one step minimises on the training points at indices ``batch``: the data loss
+        (cross-entropy of the logits, or squared error of the values) plus the penalty."""
+        outputs = self.network(self.train_inputs[batch])[:, 0]  # (B,): logits, or predicted values
+        loss = self.loss(outputs, self.points.train_labels[batch])
+        if self.config.regularization != "none" and self.config.regularization_rate > 0:
+            loss = loss + self._penalty()
+        return loss
 
     def train_for(self, epochs: int, seconds: float | None = None) -> None:
         """Up to ``epochs`` epochs, stopping early once ``seconds`` have passed (at least one)."""
@@ -131,12 +143,43 @@ class Trainer:
             ("train", self.train_inputs, self.points.train_labels),
             ("test", self.test_inputs, self.points.test_labels),
         ):
-            logits = self.network(inputs)[:, 0]  # (N,)
-            row[f"{split}_loss"] = float(self.loss(logits, labels)) if len(labels) else 0.0
+            outputs = self.network(inputs)[:, 0]  # (N,)
+            row[f"{split}_loss"] = float(self.loss(outputs, labels)) if len(labels) else 0.0
             row[f"{split}_accuracy"] = (
-                float(((logits > 0).float() == labels).float().mean()) if len(labels) else 0.0
+                (float(((outputs > 0).float() == labels).float().mean()) if len(labels) else 0.0)
+                if self.classifies
+                else None
             )
         return row
+
+    def _show_output(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The output neuron as the pictures show it: P(class 1), or the predicted value."""
+        return torch.sigmoid(outputs) if self.classifies else outputs
+
+    def _linear(self, layer) -> nn.Linear:
+        linears = linear_layers(self.network)
+        return linears[_whole(layer, "layer", 0, len(linears) - 1)]
+
+    @torch.no_grad()
+    def set_weight(self, layer: int, neuron: int, source: int, value: float) -> None:
+        """Set the weight from ``source`` (a feature, or a neuron of the layer before) into
+        ``neuron`` of weight matrix ``layer`` (0: features → first hidden layer; the last: into
+        the output) to ``value``; the epoch's losses are those of the edited network."""
+        linear = self._linear(layer)
+        row = _whole(neuron, "neuron", 0, linear.out_features - 1)
+        column = _whole(source, "source", 0, linear.in_features - 1)
+        linear.weight[row, column] = _within(value, "value", -MAX_EDIT, MAX_EDIT)
+        self.history[-1] = self.evaluate()
+
+    @torch.no_grad()
+    def set_bias(self, layer: int, neuron: int, value: float) -> None:
+        """Set the bias of ``neuron`` of layer ``layer`` (0: the first hidden layer; the last: the
+        output) to ``value``; the epoch's losses are those of the edited network."""
+        linear = self._linear(layer)
+        linear.bias[_whole(neuron, "neuron", 0, linear.out_features - 1)] = _within(
+            value, "value", -MAX_EDIT, MAX_EDIT
+        )
+        self.history[-1] = self.evaluate()
 
     @one_thread()
     @torch.inference_mode()
@@ -145,10 +188,10 @@ class Trainer:
         self.network.eval()
         inputs = feature_matrix(plane_grid(neuron_grid), self.config.features)  # (G², F)
         outputs = layer_outputs(self.network, inputs)  # per layer (G², width)
-        outputs[-1] = torch.sigmoid(outputs[-1])  # the output neuron as a probability
+        outputs[-1] = self._show_output(outputs[-1])
         neurons = [out.T.reshape(-1, neuron_grid, neuron_grid) for out in outputs]  # (width, G, G)
         boundary_inputs = feature_matrix(plane_grid(boundary_grid), self.config.features)
-        boundary = torch.sigmoid(self.network(boundary_inputs)).reshape(boundary_grid, boundary_grid)
+        boundary = self._show_output(self.network(boundary_inputs)).reshape(boundary_grid, boundary_grid)
         linears = linear_layers(self.network)
         row = self.history[-1]
         return Snapshot(
@@ -161,6 +204,7 @@ class Trainer:
             boundary=boundary,
             weights=[linear.weight.detach().clone() for linear in linears],
             biases=[linear.bias.detach().clone() for linear in linears],
+            task=self.config.task,
         )
 
 
@@ -175,17 +219,19 @@ class PlaygroundResult:
     def summary(self) -> dict:
         """The numbers ``convlens playground --json`` prints: losses to 6 significant digits (all a
         float32 holds: not 0.699999988079071), accuracies as the exact share of the points they
-        are, seconds to the millisecond."""
-        points = (len(self.trainer.points.train_labels), len(self.trainer.points.test_labels))
-        return {
+        are (a regression has none), seconds to the millisecond."""
+        summary = {
             **self.trainer.config.to_json(),
+            "task": self.trainer.config.task,
             "epochs": self.final.epoch,
             "train_loss": float(f"{self.final.train_loss:.6g}"),
             "test_loss": float(f"{self.final.test_loss:.6g}"),
-            "train_accuracy": round(self.final.train_accuracy * points[0]) / points[0] if points[0] else 0.0,
-            "test_accuracy": round(self.final.test_accuracy * points[1]) / points[1] if points[1] else 0.0,
-            "seconds": round(self.trainer.seconds, 3),
         }
+        for split, accuracy in (("train", self.final.train_accuracy), ("test", self.final.test_accuracy)):
+            if accuracy is not None:
+                points = len(getattr(self.trainer.points, f"{split}_labels"))
+                summary[f"{split}_accuracy"] = round(accuracy * points) / points if points else 0.0
+        return {**summary, "seconds": round(self.trainer.seconds, 3)}
 
 
 def check_epochs(epochs: int) -> int:

@@ -1,5 +1,6 @@
 """The learning playground's endpoints: start a small network on 2-D points, stream it while it
-trains (server-sent events), step it, stop it. All training is ``convlens.playground2d``.
+trains (server-sent events), step it, stop it, set one weight or bias by hand. All training is
+``convlens.playground2d``; the request bodies are in ``playground2d_requests``.
 
 One training per page: the page names itself with a random ``page`` id, and starting again
 (new settings, reset) or opening a second stream replaces what that page had. At most
@@ -21,7 +22,6 @@ from itertools import count
 import torch
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
 from convlens.playground2d import (
     ACTIVATIONS,
@@ -30,17 +30,16 @@ from convlens.playground2d import (
     MAX_LAYERS,
     MAX_NEURONS,
     PLANE,
-    PlaygroundConfig,
     Snapshot,
     Trainer,
-    check_config,
 )
-from convlens.playground2d.config import MAX_BATCH, MAX_LR, MAX_SEED, REGULARIZATIONS
+from convlens.playground2d.config import REGULARIZATIONS
 from convlens.playground2d.data import MAX_NOISE
 from convlens.playground2d.features import feature_maps
 from convlens.playground2d.trainer import NEURON_GRID
-from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail, Number, WholeNumber
+from convlens.server.deps import ERRORS, POST_ERRORS, ErrorDetail
 from convlens.server.encode import floats, packed
+from convlens.server.playground2d_requests import DEFAULTS, BiasEdit, StartRequest, WeightEdit
 from convlens.server.streams import PAGE_HELP, PAGE_SCHEMA, TooManyTrainings, page_id, sse
 
 router = APIRouter(prefix="/api/playground2d", responses=ERRORS)
@@ -51,90 +50,11 @@ UPDATES_PER_SECOND = 20  # per stream: smooth to the eye, and a cap on the work 
 SLICE_SECONDS = 0.03  # training between two updates (at least one epoch)
 EPOCHS_PER_UPDATE = 5  # ... and at most this many, so the picture moves at a pace one can follow
 MAX_STREAM_SECONDS = 600  # a forgotten tab stops by itself; play starts a new stream
-DEFAULTS = PlaygroundConfig()
 
 # Every playground computation runs here: one thread, one PyTorch thread (tiny tensors gain
 # nothing from more, and other requests keep the rest of the machine).
 _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convlens-playground2d",
                              initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
-
-
-def _rule(**schema) -> dict:
-    """JSON Schema keywords for the OpenAPI schema only: pydantic would answer a 422 of its own
-    words, while ``check_config`` answers a 400 that names the value and its range."""
-    return schema
-
-
-class StartRequest(BaseModel):
-    """A network and its data; any value out of range is a 400 naming it. The bounds below are
-    ``check_config``'s, stated in the schema (``_rule``) and enforced there, with its messages."""
-
-    page: str = Field(description=PAGE_HELP, json_schema_extra=PAGE_SCHEMA)
-    dataset: str = Field(
-        DEFAULTS.dataset, description=", ".join(DATASETS), json_schema_extra=_rule(enum=list(DATASETS))
-    )
-    noise: Number = Field(
-        DEFAULTS.noise,
-        description=f"percent, 0 to {MAX_NOISE:g}",
-        json_schema_extra=_rule(minimum=0, maximum=MAX_NOISE),
-    )
-    train_percent: Number = Field(
-        DEFAULTS.train_percent,
-        description="share of the points to train on, 10 to 90",
-        json_schema_extra=_rule(minimum=10, maximum=90),
-    )
-    seed: WholeNumber = Field(
-        DEFAULTS.seed,
-        description="the points, their split, the initial weights, the batch order",
-        json_schema_extra=_rule(minimum=0, maximum=MAX_SEED),
-    )
-    features: list[str] = Field(
-        list(DEFAULTS.features),
-        description=", ".join(FEATURES),
-        json_schema_extra=_rule(minItems=1, items={"type": "string", "enum": list(FEATURES)}),
-    )
-    hidden: list[WholeNumber] = Field(
-        list(DEFAULTS.hidden),
-        description=f"neurons per hidden layer: 0 to {MAX_LAYERS} layers of 1 to {MAX_NEURONS}",
-        json_schema_extra=_rule(
-            maxItems=MAX_LAYERS, items={"type": "integer", "minimum": 1, "maximum": MAX_NEURONS}
-        ),
-    )
-    activation: str = Field(
-        DEFAULTS.activation,
-        description=", ".join(ACTIVATIONS),
-        json_schema_extra=_rule(enum=list(ACTIVATIONS)),
-    )
-    lr: Number = Field(
-        DEFAULTS.lr,
-        description=f"Adam's learning rate, above 0, at most {MAX_LR:g}",
-        json_schema_extra=_rule(exclusiveMinimum=0, maximum=MAX_LR),
-    )
-    regularization: str = Field(
-        DEFAULTS.regularization,
-        description=", ".join(REGULARIZATIONS),
-        json_schema_extra=_rule(enum=list(REGULARIZATIONS)),
-    )
-    regularization_rate: Number = Field(
-        DEFAULTS.regularization_rate, description="0 to 10", json_schema_extra=_rule(minimum=0, maximum=10)
-    )
-    batch_size: WholeNumber = Field(
-        DEFAULTS.batch_size,
-        description=f"points per step, 1 to {MAX_BATCH}",
-        json_schema_extra=_rule(minimum=1, maximum=MAX_BATCH),
-    )
-    init_seed: WholeNumber | None = Field(
-        None,
-        description="the initial weights and the batch order [default: seed]; the page's reset "
-        "sends a new one: new weights, the same points",
-        json_schema_extra=_rule(minimum=0, maximum=MAX_SEED),
-    )
-
-    def config(self) -> PlaygroundConfig:
-        values = self.model_dump(exclude={"page", "init_seed"})
-        return check_config(
-            PlaygroundConfig(**{**values, "features": tuple(self.features), "hidden": tuple(self.hidden)})
-        )
 
 
 @dataclass
@@ -212,10 +132,12 @@ def sessions_of(request: Request) -> Sessions:
 
 def snapshot_json(snapshot: Snapshot, activation: str) -> dict:
     """A snapshot for the page: maps as packed float32 with the hidden neurons' colour limits
-    (``neuron_limits[layer][neuron]``; the output is a probability), weights as plain lists."""
+    (``neuron_limits[layer][neuron]``; the output is a probability, or a regression's predicted
+    value), weights as plain lists."""
     from convlens.views.maps import neuron_limits
 
     return {
+        "task": snapshot.task,
         "epoch": snapshot.epoch,
         "train_loss": snapshot.train_loss,
         "test_loss": snapshot.test_loss,
@@ -237,9 +159,12 @@ def _start_json(trainer: Trainer) -> dict:
     points = trainer.points
     features = feature_maps(tuple(FEATURES), NEURON_GRID)  # (features, G, G)
 
+    # a class as 0 or 1; a regression's target to 4 decimals, as the coordinates
+    target = int if trainer.classifies else (lambda value: round(value, 4))
+
     def listed(coordinates: torch.Tensor, labels: torch.Tensor) -> list:
         return [
-            [round(x1, 4), round(x2, 4), int(label)]
+            [round(x1, 4), round(x2, 4), target(label)]
             for (x1, x2), label in zip(coordinates.tolist(), labels.tolist(), strict=True)
         ]
 
@@ -265,6 +190,7 @@ async def _on_worker(function, *args):
 def options() -> dict:
     return {
         "datasets": {name: dataset.help for name, dataset in DATASETS.items()},
+        "tasks": {name: dataset.task for name, dataset in DATASETS.items()},
         "features": {name: label for name, (label, _) in FEATURES.items()},
         "activations": list(ACTIVATIONS),
         "regularizations": list(REGULARIZATIONS),
@@ -324,6 +250,34 @@ async def step(request: Request, page: str = PAGE) -> dict:
         return snapshot_json(session.trainer.snapshot(), session.trainer.config.activation)
 
     return await _on_worker(one_epoch)
+
+
+async def _edited(request: Request, page: str, edit) -> dict:
+    """Pause ``page``'s stream, apply ``edit(trainer)`` (a bad index or value: 400 naming it) and
+    answer the edited network's snapshot: the page redraws from the server's own network."""
+    session = _paused(request, page)
+
+    def apply() -> dict:
+        edit(session.trainer)
+        return snapshot_json(session.trainer.snapshot(), session.trainer.config.activation)
+
+    return await _on_worker(apply)
+
+
+@router.post("/{page:page}/weight", responses=POST_ERRORS, summary="Set one weight by hand (pauses)")
+async def set_weight(request: Request, body: WeightEdit, page: str = PAGE) -> dict:
+    """The weight from ``source`` into ``neuron`` of matrix ``layer`` becomes ``value``; the
+    answer is the snapshot of the edited network (its losses too), as a step's."""
+    return await _edited(
+        request, page, lambda trainer: trainer.set_weight(body.layer, body.neuron, body.source, body.value)
+    )
+
+
+@router.post("/{page:page}/bias", responses=POST_ERRORS, summary="Set one neuron's bias by hand (pauses)")
+async def set_bias(request: Request, body: BiasEdit, page: str = PAGE) -> dict:
+    """The bias of ``neuron`` in layer ``layer`` (0: the first hidden layer; the last: the
+    output) becomes ``value``; the answer is the edited network's snapshot."""
+    return await _edited(request, page, lambda trainer: trainer.set_bias(body.layer, body.neuron, body.value))
 
 
 @router.delete(

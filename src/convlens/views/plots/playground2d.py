@@ -2,7 +2,9 @@
 points, a strip of it as training went on, and the same strip as an animated GIF.
 
 Colours follow the convention: P(class 1) on the diverging map centred on 0.5 (blue: class 0,
-white: undecided, red: class 1), points in the same two colours, the 0.5 contour in black.
+white: undecided, red: class 1), points in the same two colours, the 0.5 contour in black. A
+regression's predicted value is on the same map from -1 (blue) through 0 (white) to 1 (red), its
+points coloured by their target on it, and the 0 contour in black.
 """
 
 from __future__ import annotations
@@ -17,29 +19,53 @@ from convlens.views.plots.colours import SIGNED, Limits, colour_bar, show_map
 
 CLASS_COLOURS = ("#2166ac", "#b2182b")  # class 0, class 1: the ends of the diverging map
 PROBABILITY = Limits(0.0, 1.0, SIGNED, signed=True)  # 0.5, undecided, is white
+VALUE = Limits(-1.0, 1.0, SIGNED, signed=True)  # the regression targets' range: 0 is white
 
 
-def _contour(axis, boundary: torch.Tensor, plane: float):
-    """The decision boundary: where P(class 1) crosses 0.5."""
-    grid = torch.linspace(-plane, plane, boundary.shape[0]).numpy()
-    return axis.contour(grid, grid[::-1], boundary.numpy(), levels=[0.5], colors="black", linewidths=1)
+def _scale(snapshot) -> tuple[Limits, float, str]:
+    """The output's colour limits, the level its contour is drawn at, and what the colour shows."""
+    if snapshot.task == "regression":
+        return VALUE, 0.0, "predicted value"
+    return PROBABILITY, 0.5, "P(class 1)"
+
+
+def _contour(axis, snapshot, plane: float):
+    """The decision boundary: where P(class 1) crosses 0.5 (a regression's value crosses 0)."""
+    grid = torch.linspace(-plane, plane, snapshot.boundary.shape[0]).numpy()
+    values = snapshot.boundary.numpy()
+    level = _scale(snapshot)[1]
+    if not values.min() < level < values.max():  # no crossing: matplotlib would warn of no contour
+        return None
+    return axis.contour(grid, grid[::-1], values, levels=[level], colors="black", linewidths=1)
 
 
 def _title(snapshot) -> str:
+    if snapshot.test_accuracy is None:
+        return f"epoch {snapshot.epoch}: test MSE {snapshot.test_loss:.4f}"
     return f"epoch {snapshot.epoch}: test loss {snapshot.test_loss:.3f}, test accuracy {100 * snapshot.test_accuracy:.1f} %"
+
+
+def _short_title(snapshot) -> str:
+    if snapshot.test_accuracy is None:
+        return f"epoch {snapshot.epoch}\ntest MSE {snapshot.test_loss:.3f}"
+    return f"epoch {snapshot.epoch}\ntest acc {100 * snapshot.test_accuracy:.0f} %"
 
 
 def _draw_boundary(axis, snapshot, points, plane: float, title: str):
     """One boundary map on ``axis`` with the training (white edge) and test (black edge) points."""
-    image = show_map(axis, snapshot.boundary, PROBABILITY, alpha=0.75)  # lighter, so the points stand out
+    limits = _scale(snapshot)[0]
+    image = show_map(axis, snapshot.boundary, limits, alpha=0.75)  # lighter, so the points stand out
     image.set_extent((-plane, plane, -plane, plane))
-    _contour(axis, snapshot.boundary, plane)
+    _contour(axis, snapshot, plane)
     for coordinates, labels, edge in (
         (points.train_points, points.train_labels, "white"),
         (points.test_points, points.test_labels, "black"),
     ):
-        colours = [CLASS_COLOURS[int(label)] for label in labels]
-        axis.scatter(coordinates[:, 0], coordinates[:, 1], c=colours, s=9, edgecolors=edge, linewidths=0.5)
+        if snapshot.task == "regression":  # each point in its target's colour on the output's map
+            colours = {"c": labels.numpy(), "cmap": SIGNED, "vmin": limits.vmin, "vmax": limits.vmax}
+        else:
+            colours = {"c": [CLASS_COLOURS[int(label)] for label in labels]}
+        axis.scatter(coordinates[:, 0], coordinates[:, 1], s=9, edgecolors=edge, linewidths=0.5, **colours)
     axis.set_xlim(-plane, plane)
     axis.set_ylim(-plane, plane)
     axis.set_title(title, fontsize=9)
@@ -47,11 +73,13 @@ def _draw_boundary(axis, snapshot, points, plane: float, title: str):
 
 
 def decision_boundary(snapshot, points, plane: float, title: str = "") -> Figure:
-    """P(class 1) over the plane after ``snapshot.epoch`` epochs, with the boundary and the points."""
+    """P(class 1) (or the predicted value) over the plane after ``snapshot.epoch`` epochs, with
+    the boundary and the points."""
     figure = Figure(figsize=(4.6, 3.9), layout="constrained")
     axis = figure.subplots()
     image = _draw_boundary(axis, snapshot, points, plane, title or _title(snapshot))
-    colour_bar(figure, image, axis, "P(class 1)", PROBABILITY)
+    limits, _, label = _scale(snapshot)
+    colour_bar(figure, image, axis, label, limits)
     return figure
 
 
@@ -61,14 +89,9 @@ def boundary_strip(frames: list, points, plane: float) -> Figure:
     axes = figure.subplots(1, len(frames), squeeze=False)[0]
     image = None
     for axis, snapshot in zip(axes, frames, strict=True):
-        image = _draw_boundary(
-            axis,
-            snapshot,
-            points,
-            plane,
-            f"epoch {snapshot.epoch}\ntest acc {100 * snapshot.test_accuracy:.0f} %",
-        )
-    colour_bar(figure, image, list(axes), "P(class 1)", PROBABILITY)
+        image = _draw_boundary(axis, snapshot, points, plane, _short_title(snapshot))
+    limits, _, label = _scale(frames[-1])
+    colour_bar(figure, image, list(axes), label, limits)
     return figure
 
 
@@ -85,12 +108,13 @@ def boundary_gif(frames: list, points, plane: float, path: str | Path, frame_ms:
     figure = decision_boundary(frames[0], points, plane)
     axis = figure.axes[0]
     image = axis.images[0]
-    contour = next(c for c in axis.collections if isinstance(c, ContourSet))
+    contour = next((c for c in axis.collections if isinstance(c, ContourSet)), None)
     pictures = []
     for snapshot in frames:
         image.set_data(snapshot.boundary.numpy())
-        contour.remove()
-        contour = _contour(axis, snapshot.boundary, plane)
+        if contour is not None:
+            contour.remove()
+        contour = _contour(axis, snapshot, plane)
         axis.set_title(_title(snapshot), fontsize=9)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=80)  # no tight bbox: every frame the same size
