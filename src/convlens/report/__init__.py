@@ -296,6 +296,7 @@ def _lab(lab_dir: Path) -> Section:
 def _classification_builders(run: Run, images, labels, spec: str, eps: float, lab_dir: Path) -> list:
     """(what, build) for each section of a classifier's report, in order."""
     from convlens.inspect.analyses import correct_sample
+    from convlens.report.neurons import important_channels
 
     probabilities = run.predict(images)  # (N, classes)
     sample = correct_sample(labels, probabilities)
@@ -306,6 +307,7 @@ def _classification_builders(run: Run, images, labels, spec: str, eps: float, la
         ("misclassified images", lambda: _misclassified(run, images, labels, probabilities)),
         ("filters", lambda: _filters(run.model)),
         ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
+        ("important channels", lambda: important_channels(run, images, labels)),
         ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]))),
         ("attacks", lambda: _attacks(run, images, labels, eps)),
         ("lab results", lambda: _lab(lab_dir)),
