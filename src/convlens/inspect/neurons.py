@@ -255,6 +255,7 @@ def neuron(
     k: int = TOP_PATCHES,
     peaks: StagePeaks | None = None,
     optimum: bool = False,
+    optimum_steps: int = 200,
 ) -> Neuron:
     """``channel`` of ``stage`` on ``image`` (C, H, W): kernel, feature map, strongest cell's
     arithmetic, feeders, ablation and Grad-CAM share; with ``test_images`` (N, C, H, W) also the
@@ -262,7 +263,8 @@ def neuron(
     ``test_labels``). ``peaks``: a ``stage_peaks`` scan of ``test_images`` already made (the
     explorer keeps one per stage). ``optimum``: add what the channel's centre unit responds to
     most (``unit_optimum``: exact for a stage affine in the pixels, else a gradient search that
-    starts from the best test image too), the slowest part, so off unless asked for."""
+    starts from the best test image too, ``optimum_steps`` long), the slowest part, so off unless
+    asked for."""
     count, height, width = check_neuron(model, stage, channel)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConvlensError(f"k must be a whole number >= 0, got {k!r}", parameter="k")
@@ -308,5 +310,5 @@ def neuron(
             found.dead = bool(peaks.values[:, channel].max() <= 0)
         found.sample_ablation = sample_ablation(model, stage, channel, test_images, test_labels)
     if optimum:
-        found.optimum = unit_optimum(model, stage, channel, images=test_images)
+        found.optimum = unit_optimum(model, stage, channel, images=test_images, steps=optimum_steps)
     return found

@@ -14,6 +14,7 @@ import torch
 from convlens.inspect._data import as_dict
 from convlens.views.arithmetic import arithmetic_steps
 from convlens.views.maps import map_limits
+from convlens.views.tables import Table
 
 Encode = Callable[[torch.Tensor], object]  # a tensor → what JSON carries (nested lists, or packed)
 
@@ -191,3 +192,28 @@ def neuron_lines(neuron, class_names: list[str], labels: torch.Tensor | None = N
             f"weight x mean activation {share.contribution:.3g} (rank {share.rank} of {share.channels})"
         )
     return lines
+
+
+def ablation_table(neurons) -> Table:
+    """What zeroing each channel does on the test images, one row per neuron (the report's table)."""
+    rows = []
+    for neuron in neurons:
+        sample = neuron.sample_ablation
+        accuracy = ""
+        if sample.accuracy_before is not None:
+            accuracy = f"{100 * sample.accuracy_before:.1f} → {100 * sample.accuracy_after:.1f}"
+        rows.append(
+            [
+                neuron.stage,
+                str(neuron.channel),
+                f"{100 * sample.mean_change:+.2f}",
+                accuracy,
+                str(sample.changed_predictions),
+                "dead" if neuron.dead else "",
+            ]
+        )
+    return Table(
+        title=f"zeroing one channel on {neurons[0].sample_ablation.images if neurons else 0} test images",
+        columns=["stage", "channel", "predicted-class prob. (pts)", "accuracy %", "changed", ""],
+        rows=rows,
+    )
