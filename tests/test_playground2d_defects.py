@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import playground_fixtures
+
 PAGE = "defects-page-1"
 
 
@@ -83,21 +85,10 @@ def test_reset_draws_new_weights_on_the_same_points(server):
 
 browser = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
 
-
-@pytest.fixture(scope="module")
-def explorer(digits_run):
-    from convlens.server.background import BackgroundServer
-
-    with BackgroundServer([digits_run]) as url:
-        yield url
-
-
-@pytest.fixture
-def page(open_page):
-    page = open_page(width=1280, height=1000)
-    page.click('#tabs button[data-tab="playground2d"]')
-    page.wait_for_selector("#pg2-test-loss[data-value]", timeout=20_000)
-    return page
+# the playground's shared fixtures (tests/playground_fixtures.py), under the names tests ask for
+playground_server = playground_fixtures.playground_server
+explorer = playground_fixtures.explorer
+page = playground_fixtures.page
 
 
 def epoch_of(page) -> int:
@@ -106,7 +97,7 @@ def epoch_of(page) -> int:
 
 def lines(page) -> list[dict]:
     return page.eval_on_selector_all(
-        ".pg2-lines line",
+        ".pg2-lines line.pg2-weight",
         "lines => lines.map(l => ({weight: Number(l.dataset.weight), width: Number(l.getAttribute('stroke-width')),"
         " stroke: l.getAttribute('stroke')}))",
     )

@@ -16,6 +16,13 @@ const DATA_STORY = {
     + "disc on the right (or feed x1² and x2², whose sum is the squared distance from the centre).",
   gauss: "Two blobs are split by one straight cut: even a network with no hidden layer draws the "
     + "boundary on the right; extra layers only bend a line that needs no bending.",
+  plane: "Here the network predicts a number, not a class: the target rises as a tilted plane from "
+    + "-1 (blue) to 1 (red), and the output is that sum itself, with no squashing. One linear neuron "
+    + "(no hidden layer, linear activation) fits it exactly; the loss is the mean squared error.",
+  "multi-gauss": "Here the network predicts a number, not a class: six bumps, up (red) and down "
+    + "(blue), each a cone of radius 2. The output adds up the hidden neurons' cuts without squashing; "
+    + "it takes several mixed cuts to raise one bump and sink its neighbour. The loss is the mean "
+    + "squared error.",
 };
 
 // The explanation's first paragraph (`paragraph`), about the data set chosen now.
@@ -25,13 +32,14 @@ export function explainData(paragraph, dataset) {
   paragraph.replaceChildren("Every hidden neuron of the first layer computes ", el("em", { text: "w₁·x1 + w₂·x2 + b" }),
     " and squashes it: its map is one straight cut through the plane, soft at the edge. A neuron of the "
     + "next layer adds up those cuts with its own weights (the lines: red positive, blue negative, thicker "
-    + "is larger, a hairline is a weight near 0) and squashes again, so it can draw a corner, a band or a "
-    + `closed blob. ${DATA_STORY[dataset] ?? ""}`);
+    + "is larger, a hairline is a weight near 0; the small square at a neuron is its bias b) and squashes "
+    + "again, so it can draw a corner, a band or a closed blob. Hover a line or a square to read its value, "
+    + `click it to set your own. ${DATA_STORY[dataset] ?? ""}`);
 }
 
 // Test and training loss per epoch: a legend above, the loss axis (0 to the largest loss so
-// far) on the left, the epochs shown below.
-export function drawLossChart(svg, history) {
+// far) on the left, the epochs shown below. `lossName`: "loss" (cross-entropy) or "MSE".
+export function drawLossChart(svg, history, lossName = "loss") {
   if (!history.length) return svg.replaceChildren();
   const [W, H, left, right, top, bottom] = [300, 100, 34, 294, 16, 82];
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -53,15 +61,15 @@ export function drawLossChart(svg, history) {
   const swatch = (x0, cls, text) => [node("line", { class: cls, x1: x0, y1: 7, x2: x0 + 14, y2: 7 }),
     label(text, { x: x0 + 18, y: 10 })];
   svg.replaceChildren(
-    node("title", {}, `loss per epoch: test (dark), training (light); largest ${fmt(highest, 3)}`),
+    node("title", {}, `${lossName} per epoch: test (dark), training (light); largest ${fmt(highest, 3)}`),
     node("path", { class: "pg2-chart-axis", d: `M${left},${top}V${bottom}H${right}` }),
     label(fmt(highest, 2), { x: left - 3, y: top + 3, "text-anchor": "end", "data-axis": "top" }),
     label("0", { x: left - 3, y: bottom + 3, "text-anchor": "end" }),
-    label("loss", { x: 2, y: (top + bottom) / 2 + 3 }),
+    label(lossName, { x: 2, y: (top + bottom) / 2 + 3 }),
     label(String(first), { x: left, y: H - 4, "text-anchor": "start" }),
     label("epoch", { x: (left + right) / 2, y: H - 4, "text-anchor": "middle" }),
     label(String(last), { x: right, y: H - 4, "text-anchor": "end", "data-axis": "last" }),
-    ...swatch(left, "pg2-test-line", "test loss"),
-    ...swatch(left + 90, "pg2-train-line", "training loss"),
+    ...swatch(left, "pg2-test-line", `test ${lossName}`),
+    ...swatch(left + 90, "pg2-train-line", `training ${lossName}`),
     line("train", "pg2-train-line"), line("test", "pg2-test-line"));
 }

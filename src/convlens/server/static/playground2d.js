@@ -1,33 +1,21 @@
 // Learning playground: a small fully connected network on 2-D points, trained by PyTorch in the
 // server and streamed here (server-sent events read through fetch, so a 400 or 429 shows its
 // message). The page only draws what arrives: every neuron's map, the weights, the losses.
+// This file holds the controls and the training's life (start, play, pause, step, edits); the
+// diagram is playground2d-network.js, the output map playground2d-output.js, the loss chart
+// playground2d-chart.js, and the setup in the URL playground2d-url.js.
 
 import { ApiError, PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
-import { colourFor, diverging, el, fmt, percent } from "./draw.js";
+import { el, fmt, percent } from "./draw.js";
 import { drawLossChart, explainData } from "./playground2d-chart.js";
+import { NetworkDiagram } from "./playground2d-network.js";
+import { drawOutput, drawOutputLegend } from "./playground2d-output.js";
+import { readSetup, writeSetup } from "./playground2d-url.js";
 
 const LEARNING_RATES = [0.00001, 0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const REGULARIZATION_RATES = [0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10];
 const API = "/api/playground2d";
-const CLASS_COLOURS = ["#2166ac", "#b2182b"]; // class 0, class 1: the ends of the diverging map
 const MAX_CHART_POINTS = 600;
-// Weights on an absolute scale (as the TF Playground): a line's colour saturates at |w| = 1 and
-// its width grows up to |w| = 2; zero is a hairline of the neutral white. A scale relative to the
-// largest weight would draw a dead network (every weight near 0) as boldly as a live one.
-const WEIGHT_COLOUR_FULL = 1;
-const WEIGHT_WIDTH_FULL = 2;
-
-function paint(canvas, values, size, colour) {
-  canvas.width = size;
-  canvas.height = size;
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(size, size);
-  for (let i = 0; i < size * size; i++) image.data.set([...colour(values[i]), 255], 4 * i);
-  ctx.putImageData(image, 0, 0);
-}
-
-// P(class 1) on the diverging map: white at 0.5, the undecided line.
-const probabilityColour = (p) => diverging(p - 0.5, 0.5);
 
 export class LearningPlayground {
   constructor() {
@@ -36,14 +24,18 @@ export class LearningPlayground {
     this.networkBox = document.getElementById("pg2-network");
     this.messageBox = document.getElementById("pg2-message");
     this.boundaryCanvas = document.getElementById("pg2-boundary");
+    this.discretizeBox = document.getElementById("pg2-discretize");
+    this.showTestBox = document.getElementById("pg2-show-test");
+    this.diagram = new NetworkDiagram(this.networkBox, this.section, {
+      change: (values) => this.change(values),
+      edit: (kind, body) => this.edit(kind, body),
+    });
     this.options = null;
     this.settings = null; // what the next start sends
     this.start = null; // the answer of the last start: points, feature maps, config
     this.playing = false;
     this.stream = null; // the AbortController of the open stream
     this.history = [];
-    this.tiles = []; // per layer (0: features), the canvases of its neurons
-    this.lines = []; // per weight matrix, per [out][in], the SVG line
     this.lastSnapshot = null;
     this.ready = null;
     this.initSeed = null; // the initial weights' seed: kept while settings change, new on reset
@@ -61,14 +53,19 @@ export class LearningPlayground {
       document.getElementById("pg2-seed").value = this.settings.seed;
       this.restart();
     });
-    document.getElementById("pg2-show-test").addEventListener("change", () => this.drawBoundary());
+    for (const box of [this.showTestBox, this.discretizeBox]) {
+      box.addEventListener("change", () => {
+        if (this.lastSnapshot) this.show(this.lastSnapshot);
+        this.writeURL();
+      });
+    }
     // a hidden tab trains for nobody: pause it (main.js only toggles `hidden`)
     new MutationObserver(() => { if (this.section.hidden) this.stop(); })
       .observe(this.section, { attributes: true, attributeFilter: ["hidden"] });
     window.addEventListener("pagehide", () => {
       fetch(`${API}/${this.page}`, { method: "DELETE", keepalive: true }).catch(() => {});
     });
-    window.addEventListener("resize", () => this.drawLines());
+    window.addEventListener("resize", () => this.diagram.layout());
   }
 
   shown() {
@@ -76,18 +73,46 @@ export class LearningPlayground {
     return this.ready;
   }
 
+  // The defaults, overridden by a setup in the URL; a setup the server refuses leaves its
+  // message and starts the defaults instead.
   async load() {
     this.options = await getJSON(API);
-    this.settings = { ...this.options.defaults };
+    const setup = readSetup();
+    this.settings = { ...this.options.defaults, ...setup.settings };
+    this.discretizeBox.checked = setup.view.discretize ?? false;
+    this.showTestBox.checked = setup.view.showTest ?? false;
     this.buildControls();
-    await this.restart();
+    if (!(await this.restart()) && Object.keys(setup.settings).length) {
+      this.settings = { ...this.options.defaults };
+      await this.restart({ keepMessage: true });
+    }
+  }
+
+  writeURL() {
+    writeSetup(this.settings, { discretize: this.discretizeBox.checked, showTest: this.showTestBox.checked });
+  }
+
+  // The controls show `settings` (after a start, a refusal, or a setup read from the URL).
+  showSettings() {
+    for (const [id, key] of [["pg2-lr", "lr"], ["pg2-activation", "activation"],
+      ["pg2-regularization", "regularization"], ["pg2-regularization-rate", "regularization_rate"]]) {
+      document.getElementById(id).value = String(this.settings[key]);
+    }
+    for (const [id, key, unit] of this.sliders) {
+      document.getElementById(id).value = this.settings[key];
+      document.getElementById(`${id}-value`).textContent = `${this.settings[key]}${unit}`;
+    }
+    document.getElementById("pg2-seed").value = this.settings.seed;
+    for (const button of document.querySelectorAll("#pg2-datasets button")) {
+      button.classList.toggle("active", button.dataset.dataset === this.settings.dataset);
+    }
   }
 
   buildControls() {
     const datasets = document.getElementById("pg2-datasets");
     for (const [name, help] of Object.entries(this.options.datasets)) {
       datasets.append(el("button", { text: name, title: help, "data-dataset": name,
-        onclick: () => this.change({ dataset: name }) }));
+        class: this.options.tasks[name], onclick: () => this.change({ dataset: name }) }));
     }
     const select = (id, values, key, label = String) => {
       const box = document.getElementById(id);
@@ -99,8 +124,9 @@ export class LearningPlayground {
     select("pg2-activation", this.options.activations, "activation");
     select("pg2-regularization", this.options.regularizations, "regularization");
     select("pg2-regularization-rate", REGULARIZATION_RATES, "regularization_rate");
-    for (const [id, key, unit] of [["pg2-train-percent", "train_percent", " %"], ["pg2-noise", "noise", " %"],
-      ["pg2-batch-size", "batch_size", ""]]) {
+    this.sliders = [["pg2-train-percent", "train_percent", " %"], ["pg2-noise", "noise", " %"],
+      ["pg2-batch-size", "batch_size", ""]];
+    for (const [id, key, unit] of this.sliders) {
       const slider = document.getElementById(id);
       const shown = document.getElementById(`${id}-value`);
       slider.value = this.settings[key];
@@ -127,8 +153,8 @@ export class LearningPlayground {
   }
 
   // A new network with the current settings (reset, or any setting changed): the server
-  // replaces this page's network, and its stream if one was open.
-  async restart() {
+  // replaces this page's network, and its stream if one was open. Whether the server took it.
+  async restart({ keepMessage = false } = {}) {
     const wasPlaying = this.playing;
     this.pause();
     this.answers++; // a pause or step answer still on its way is of the network this replaces
@@ -137,189 +163,57 @@ export class LearningPlayground {
     } catch (error) {
       // refused (a 400 names the value): the network before the change stays, and so does playing
       this.settings = { ...(this.start?.config ?? this.options.defaults) };
+      this.showSettings();
       this.fail(error);
       if (wasPlaying && this.start) this.play();
-      return;
+      return false;
     }
-    this.message("");
+    if (!keepMessage) this.message("");
     this.settings = { ...this.start.config };
     this.initSeed = this.start.init_seed;
     this.history = [];
-    for (const button of document.querySelectorAll("#pg2-datasets button")) {
-      button.classList.toggle("active", button.dataset.dataset === this.settings.dataset);
-    }
-    this.buildNetwork();
+    this.showSettings();
+    this.writeURL();
+    this.section.dataset.task = this.options.tasks[this.settings.dataset];
+    this.diagram.build(this.settings, this.options, this.start);
     this.explainData();
     this.show(this.start.snapshot);
     if (wasPlaying) this.play();
+    return true;
   }
 
-  // Columns of tiles: the features (click to use or drop one), each hidden layer (+/- a neuron),
-  // the output; the SVG behind them holds one line per weight.
-  buildNetwork() {
-    const { features: chosen, hidden } = this.settings;
-    const allFeatures = Object.entries(this.options.features);
-    const size = this.start.feature_maps.shape[1];
-    const featureValues = unpack(this.start.feature_maps).data;
-    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-    svg.classList.add("pg2-lines");
-    const columns = [];
-    const featureTiles = [];
-    const featureColumn = el("div", { class: "pg2-column" }, el("h3", { text: "Features" }));
-    allFeatures.forEach(([id, label], index) => {
-      const values = featureValues.subarray(index * size * size, (index + 1) * size * size);
-      const canvas = el("canvas", { class: "pg2-tile", "data-feature": id });
-      paint(canvas, values, size, colourFor(this.start.feature_limits[index]));
-      const used = chosen.includes(id);
-      const tile = el("div", { class: used ? "pg2-feature used" : "pg2-feature", title: used ? "click to drop this input" : "click to feed this input",
-        onclick: () => this.change({ features: used ? chosen.filter((f) => f !== id) : [...chosen, id] }) },
-      canvas, el("span", { text: label }));
-      featureColumn.append(tile);
-      if (used) featureTiles.push(canvas);
-    });
-    columns.push(featureColumn);
-    this.tiles = [featureTiles];
-    const layerButtons = el("div", { class: "pg2-layer-buttons" },
-      el("button", { text: "+", title: "add a hidden layer", id: "pg2-add-layer",
-        onclick: () => this.change({ hidden: [...hidden, 2] }) }),
-      el("button", { text: "−", title: "remove the last hidden layer", id: "pg2-remove-layer",
-        onclick: () => this.change({ hidden: hidden.slice(0, -1) }) }),
-      el("span", { text: `${hidden.length} hidden layer${hidden.length === 1 ? "" : "s"}` }));
-    hidden.forEach((width, layer) => {
-      const widen = (delta) => this.change({ hidden: hidden.map((w, i) => (i === layer ? w + delta : w)) });
-      const column = el("div", { class: "pg2-column", "data-layer": layer + 1 },
-        el("div", { class: "pg2-neuron-buttons" },
-          el("button", { text: "+", title: "add a neuron", onclick: () => widen(1) }),
-          el("button", { text: "−", title: "remove a neuron", onclick: () => widen(-1) })),
-        el("h3", { text: `${width} neuron${width === 1 ? "" : "s"}` }));
-      const tiles = Array.from({ length: width }, (_, n) => el("canvas", { class: "pg2-tile pg2-neuron", "data-layer": layer + 1, "data-neuron": n }));
-      column.append(...tiles);
-      columns.push(column);
-      this.tiles.push(tiles);
-    });
-    const output = el("canvas", { class: "pg2-tile pg2-neuron", "data-layer": "output", "data-neuron": 0 });
-    columns.push(el("div", { class: "pg2-column" }, el("h3", { text: "Output" }), output));
-    this.tiles.push([output]);
-    const row = el("div", { class: "pg2-columns" }, ...columns);
-    this.networkBox.replaceChildren(layerButtons, el("div", { class: "pg2-stage" }, svg, row));
-    this.svg = svg;
-    this.lines = this.tiles.slice(1).map((targets, layer) => targets.map(() => this.tiles[layer].map(() => {
-      const line = document.createElementNS("http://www.w3.org/2000/svg", "line");
-      svg.append(line);
-      return line;
-    })));
-    this.drawLines();
-  }
-
-  // Where the lines go: from the right edge of each tile to the left edge of the next layer's.
-  drawLines() {
-    if (!this.svg) return;
-    const origin = this.svg.getBoundingClientRect();
-    const anchor = (canvas, side) => {
-      const box = canvas.getBoundingClientRect();
-      return [side === "right" ? box.right - origin.left : box.left - origin.left, box.top + box.height / 2 - origin.top];
-    };
-    this.lines.forEach((targets, layer) => targets.forEach((sources, out) => sources.forEach((line, inp) => {
-      const [x1, y1] = anchor(this.tiles[layer][inp], "right");
-      const [x2, y2] = anchor(this.tiles[layer + 1][out], "left");
-      line.setAttribute("x1", x1); line.setAttribute("y1", y1);
-      line.setAttribute("x2", x2); line.setAttribute("y2", y2);
-    })));
-  }
-
+  // Draw a snapshot: the numbers, the diagram, the chart and the output map. An edit answers
+  // the same epoch with other losses: that epoch's point of the chart moves.
   show(snapshot) {
     this.lastSnapshot = snapshot;
     const last = this.history[this.history.length - 1];
-    if (!last || last.epoch !== snapshot.epoch) {
-      this.history.push({ epoch: snapshot.epoch, train: snapshot.train_loss, test: snapshot.test_loss });
+    const point = { epoch: snapshot.epoch, train: snapshot.train_loss, test: snapshot.test_loss };
+    if (last?.epoch === snapshot.epoch) this.history[this.history.length - 1] = point;
+    else {
+      this.history.push(point);
       if (this.history.length > MAX_CHART_POINTS) this.history = this.history.filter((_, i) => i % 2 === 0 || i === this.history.length - 1);
     }
+    const regression = snapshot.task === "regression";
     document.getElementById("pg2-epoch").textContent = String(snapshot.epoch);
-    for (const [id, value, text] of [["pg2-test-loss", snapshot.test_loss, fmt(snapshot.test_loss, 3)],
-      ["pg2-train-loss", snapshot.train_loss, fmt(snapshot.train_loss, 3)],
-      ["pg2-test-accuracy", snapshot.test_accuracy, percent(snapshot.test_accuracy)]]) {
+    for (const node of this.section.querySelectorAll(".pg2-loss-name")) node.textContent = regression ? "MSE" : "loss";
+    const digits = regression ? 4 : 3; // squared errors of values within ±1 are small
+    for (const [id, value, text] of [["pg2-test-loss", snapshot.test_loss, fmt(snapshot.test_loss, digits)],
+      ["pg2-train-loss", snapshot.train_loss, fmt(snapshot.train_loss, digits)],
+      ["pg2-test-accuracy", snapshot.test_accuracy, regression ? "" : percent(snapshot.test_accuracy)]]) {
       const node = document.getElementById(id);
       node.textContent = text;
       node.dataset.value = value;
     }
-    const hiddenLayers = snapshot.layers.length - 1;
-    snapshot.layers.forEach((packed, layer) => {
-      const { shape, data } = unpack(packed);
-      const plane = shape[1] * shape[2];
-      for (let n = 0; n < shape[0]; n++) {
-        const values = data.subarray(n * plane, (n + 1) * plane);
-        // the server's limits: fixed for tanh and sigmoid, the neuron's own values for ReLU and linear
-        const colour = layer === hiddenLayers ? probabilityColour : colourFor(snapshot.neuron_limits[layer][n]);
-        paint(this.tiles[layer + 1][n], values, shape[1], colour);
-      }
-    });
-    this.drawWeights(snapshot);
-    this.drawChart();
-    this.drawBoundary();
-  }
-
-  // Line colour and width: the weight's sign and size on the absolute scale above.
-  drawWeights(snapshot) {
-    snapshot.weights.forEach((matrix, layer) => matrix.forEach((row, out) => row.forEach((weight, inp) => {
-      const line = this.lines[layer]?.[out]?.[inp];
-      if (!line) return;
-      const size = Math.min(1, Math.abs(weight) / WEIGHT_WIDTH_FULL);
-      line.setAttribute("stroke", `rgb(${diverging(Math.max(-1, Math.min(1, weight)), WEIGHT_COLOUR_FULL).join(",")})`);
-      line.setAttribute("stroke-width", (0.25 + 4 * size).toFixed(2));
-      line.dataset.weight = weight;
-    })));
+    const discretize = this.discretizeBox.checked;
+    this.diagram.draw(snapshot, discretize);
+    drawLossChart(document.getElementById("pg2-loss-chart"), this.history, regression ? "MSE" : "loss");
+    drawOutput(this.boundaryCanvas, unpack(snapshot.boundary), snapshot.task, this.start,
+      { showTest: this.showTestBox.checked, discretize });
+    drawOutputLegend(document.getElementById("pg2-legend"), snapshot.task, discretize);
   }
 
   explainData() {
     explainData(this.section.querySelector(".pg2-explain p"), this.settings.dataset);
-  }
-
-  drawChart() {
-    drawLossChart(document.getElementById("pg2-loss-chart"), this.history);
-  }
-
-  // The output's P(class 1) over the plane, smoothed to the canvas, with the points on top.
-  drawBoundary() {
-    const snapshot = this.lastSnapshot;
-    if (!snapshot) return;
-    const { shape, data } = unpack(snapshot.boundary);
-    const small = document.createElement("canvas");
-    paint(small, data, shape[0], probabilityColour);
-    const canvas = this.boundaryCanvas;
-    const ctx = canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = true;
-    ctx.globalAlpha = 0.8; // lighter, so the points stand out
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
-    ctx.globalAlpha = 1;
-    const plane = this.start.plane;
-    const place = (x, y) => [((x + plane) / (2 * plane)) * canvas.width, ((plane - y) / (2 * plane)) * canvas.height];
-    const sets = [["train", "white"]];
-    if (document.getElementById("pg2-show-test").checked) sets.push(["test", "black"]);
-    for (const [split, edge] of sets) {
-      for (const [x, y, label] of this.start.points[split]) {
-        const [px, py] = place(x, y);
-        ctx.beginPath();
-        ctx.arc(px, py, 3, 0, 2 * Math.PI);
-        ctx.fillStyle = CLASS_COLOURS[label];
-        ctx.fill();
-        ctx.strokeStyle = edge;
-        ctx.lineWidth = 1;
-        ctx.stroke();
-      }
-    }
-    this.drawLegend();
-  }
-
-  drawLegend() {
-    const legend = document.getElementById("pg2-legend");
-    if (legend.childElementCount) return;
-    const bar = el("canvas", { class: "legend-bar" });
-    paint(bar, Array.from({ length: 64 * 64 }, (_, i) => (i % 64) / 63), 64, probabilityColour); // left 0, right 1
-    legend.append(el("div", { class: "colour-legend", title: "P(class 1): 0 = class 0 (blue), 0.5 undecided (white), 1 = class 1 (red)" },
-      el("span", { class: "legend-value pg2-legend-low", text: "0" }), bar,
-      el("span", { class: "legend-value pg2-legend-high", text: "1" }),
-      el("span", { class: "legend-label", text: "P(class 1)" })));
   }
 
   // The server pauses a running stream before it steps: the answer is one epoch after the pause.
@@ -334,14 +228,21 @@ export class LearningPlayground {
     if (this.pause()) await this.ask("pause");
   }
 
+  // A weight or a bias set by hand (`kind`: "weight" or "bias"): the server pauses, sets it in
+  // its network and answers the edited network, drawn like a step's answer.
+  async edit(kind, body) {
+    this.pause();
+    await this.ask(kind, body);
+  }
+
   // The play button carries data-waiting while an answer is on its way, so a reader (a test,
   // an assistive tool) can tell the shown state from the one the server is about to send.
-  async ask(action) {
+  async ask(action, body = {}) {
     const number = ++this.answers;
     const button = document.getElementById("pg2-play");
     button.dataset.waiting = "true";
     try {
-      const snapshot = await postJSON(`${API}/${this.page}/${action}`, {});
+      const snapshot = await postJSON(`${API}/${this.page}/${action}`, body);
       if (number === this.answers && !this.playing) this.show(snapshot);
     } catch (error) {
       this.fail(error);
