@@ -67,8 +67,9 @@ function kernelBlock(body) {
   const who = own ? `${body.stage}'s filter ${body.channel}` : `${body.stage} has no weights of its own: channel ` +
     `${body.channel} is made by ${kernel.stage}'s filter ${body.channel}, then passed through ${body.stage}. That filter`;
   const text = `A kernel is the small grid of weights a filter slides over its input: at every position it multiplies ` +
-    `the values under it by these weights, adds them up and adds the bias. ${who} has ${inputs === 1 ? "one" : inputs} ` +
-    `${height}×${width} grid${inputs === 1 ? "" : "s"}, one per channel of ${reads} it reads. Red weights reward a high ` +
+    `the values under it by these weights, adds them up and adds the bias. ${who} has ${inputs === 1
+      ? `one ${height}×${width} grid, for the one channel` : `${inputs} ${height}×${width} grids, one per channel`} ` +
+    `of ${reads} it reads. Red weights reward a high ` +
     "value there, blue ones punish it, white is 0.";
   const grids = [...Array(inputs).keys()].map((i) => {
     const rows = [...Array(height).keys()].map((r) =>
@@ -95,10 +96,16 @@ function hoverReadout(canvas, plane, readout) {
   });
 }
 
+// A map that is one value everywhere (a silent ReLU's zeros) gets limits of zero width; drawn with
+// them, 0 would sit mid-scale (magenta). It is drawn at the low end instead: black, as "nothing".
+function flatAware(limits) {
+  return !limits.signed && limits.high - limits.low < 1e-9 ? { ...limits, high: limits.low + 1 } : limits;
+}
+
 function mapBlock(body) {
   const plane = unpack(body.feature_map);
   const [height, width] = plane.shape;
-  const small = paintPlane(el("canvas"), plane.data, 0, height, width, colourFor(body.feature_map_limits));
+  const small = paintPlane(el("canvas"), plane.data, 0, height, width, colourFor(flatAware(body.feature_map_limits)));
   const { row, col, value } = body.strongest;
   const map = outlined(small, zoomFor(height, width, MAP_PIXELS), [{ top: row, bottom: row, left: col, right: col }]);
   map.classList.add("neuron-map");
@@ -109,8 +116,8 @@ function mapBlock(body) {
   const [, imageHeight, imageWidth] = image.shape;
   const seen = outlined(paintImage(el("canvas"), image), zoomFor(imageHeight, imageWidth, MAP_PIXELS), [body.receptive_field]);
   seen.classList.add("neuron-input");
-  const silent = value <= 0 ? ` Every cell is ${value === 0 ? "0" : "at most " + fmt(value, 4)} on this image: ` +
-    "the pattern is not there, so the channel passes nothing on for it." : "";
+  const silent = value === 0 ? " Every cell is 0 on this image: the pattern is nowhere, so the channel passes nothing on for it."
+    : value < 0 ? " Every cell is below 0 on this image: nowhere does the filter find its pattern." : "";
   const text = "The feature map is the filter's answer at every position of the current image: high where its " +
     `pattern is found. Its strongest cell (row ${row}, col ${col}: ${fmt(value, 4)}) is outlined, and so are the ` +
     `input pixels it sees (its receptive field); the arithmetic of that one number follows.${silent}`;
@@ -122,7 +129,7 @@ function mapBlock(body) {
     el("div", { class: "neuron-figures" },
       el("figure", {}, map, el("figcaption", { text: `${body.stage} ch ${body.channel}, ${height}×${width}` })),
       el("figure", {}, seen, el("figcaption", { text: "input, receptive field outlined" }))),
-    colourLegend(body.feature_map_limits, `${body.stage} ch ${body.channel}`), readout,
+    colourLegend(flatAware(body.feature_map_limits), `${body.stage} ch ${body.channel}`), readout,
     el("details", { class: "neuron-steps", open: "" },
       el("summary", { text: `the arithmetic of cell (${row}, ${col})` }), arithmetic));
 }
@@ -142,11 +149,13 @@ function optimumBlock(body) {
     : `found by ${optimum.steps} steps of gradient ascent from several starts`;
   const cell = optimum.cell ? `the centre cell (${optimum.cell[0]}, ${optimum.cell[1]})` : "the unit";
   const best = optimum.best_image_activation === null || optimum.best_image_activation === undefined ? ""
-    : `; the test image that drives it hardest (#${optimum.best_image_index}) reaches ${fmt(optimum.best_image_activation, 3)}`;
+    : `; the test image that drives this unit hardest (#${optimum.best_image_index}) reaches ${fmt(optimum.best_image_activation, 3)}`;
   const text = `The input that drives ${cell} of this channel highest, cropped to the ${height}×${width} pixels it ` +
     `sees and enlarged: ${how}. It reaches ${fmt(optimum.activation, 3)}${best}.`;
-  return block("optimum", title, text, el("figure", { "data-activation": optimum.activation }, canvas,
-    el("figcaption", { text: `activation ${fmt(optimum.activation, 3)}` })));
+  const beside = optimum.best_image_index === null || optimum.best_image_index === undefined ? null
+    : el("figcaption", { text: `best test image (#${optimum.best_image_index}): ${fmt(optimum.best_image_activation, 3)}` });
+  return block("optimum", title, text, el("figure", { id: "neuron-optimum", "data-activation": optimum.activation }, canvas,
+    el("figcaption", { text: `this pattern: ${fmt(optimum.activation, 3)}` }), beside));
 }
 
 function patchFigures(patches, classNames, kind) {
@@ -171,9 +180,15 @@ function patchesBlock(body, card) {
     "value is highest (top) and lowest (bottom), each cut to the receptive field of the cell where it peaks (as Zeiler " +
     "and Fergus showed them). The number under each is that value; #n is the test image. What the top ones share is " +
     "what the channel detects.";
-  return block("patches", "Top and bottom test patches", text,
-    el("h4", { text: "top: excite it most" }), patchFigures(body.top_patches, card.class_names, "top"),
-    el("h4", { text: "bottom: excite it least" }), patchFigures(body.bottom_patches, card.class_names, "bottom"));
+  return block("patches", "Top and bottom test patches", text, el("div", { class: "neuron-patch-sets" },
+    el("div", {}, el("h4", { text: "top: excite it most" }), patchFigures(body.top_patches, card.class_names, "top")),
+    el("div", {}, el("h4", { text: "bottom: excite it least" }), patchFigures(body.bottom_patches, card.class_names, "bottom"))));
+}
+
+// a change in points of probability, readable however small
+function points(change) {
+  const value = 100 * change;
+  return Math.abs(value) >= 0.01 || value === 0 ? `${fmt(value, 2)} points` : `${value.toExponential(1)} points`;
 }
 
 function effectBlock(body) {
@@ -183,15 +198,16 @@ function effectBlock(body) {
     const becomes = ablation.predicted_after === ablation.target ? `the prediction stays ${ablation.class}`
       : `the prediction becomes ${ablation.predicted_after_class}`;
     parts.push(el("p", { class: "neuron-effect", id: "neuron-ablation", "data-before": ablation.before, "data-after": ablation.after,
-      text: `On this image: p(${ablation.class}) ${percent(ablation.before)} → ${percent(ablation.after)}; ${becomes}.` }));
+      text: `On this image: p(${ablation.class}) ${percent(ablation.before)} → ${percent(ablation.after)} ` +
+        `(${points(ablation.after - ablation.before)}); ${becomes}.` }));
   }
   const sample = body.sample_ablation;
   if (sample) {
     const accuracy = sample.accuracy_before === null ? ""
       : `; accuracy ${percent(sample.accuracy_before)} → ${percent(sample.accuracy_after)}`;
     parts.push(el("p", { class: "neuron-effect", id: "neuron-sample-ablation", "data-mean-change": sample.mean_change,
-      text: `Over ${sample.images} test images: each image's predicted class changes by ${fmt(100 * sample.mean_change, 2)} ` +
-        `points of probability on average; ${sample.changed_predictions} prediction${sample.changed_predictions === 1 ? "" : "s"} ` +
+      text: `Over ${sample.images} test images: each image's predicted class changes by ${points(sample.mean_change)} ` +
+        `of probability on average; ${sample.changed_predictions} prediction${sample.changed_predictions === 1 ? "" : "s"} ` +
         `change${accuracy}.` }));
   }
   const share = body.grad_cam;
