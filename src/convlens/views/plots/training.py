@@ -20,7 +20,8 @@ def training_curves(history: list[dict]) -> Figure:
     kept epoch), and its accuracy is labelled pixel accuracy: the share of pixels right.
     """
     segmentation = any(key.endswith("_mean_iou") for row in history for key in row)
-    figure = Figure(figsize=(15 if segmentation else 10, 3.6), layout="constrained")
+    # 2 panels: at most output.PAGE_WIDTH_PX wide, shown 1:1; 3 need 13 in for their legends (shown at 3/4)
+    figure = Figure(figsize=(13 if segmentation else 9.6, 3.6), layout="constrained")
     axes = figure.subplots(1, 3 if segmentation else 2)
     loss, accuracy = axes[0], axes[1]
     epochs = [row["epoch"] for row in history]
