@@ -231,7 +231,9 @@ def _attributions(run: Run, image, label: int) -> Section:
     )
     if failed:
         text += " Not available: " + "; ".join(failed) + "."
-    images = [_image(plots.attribution_grid(image, maps), "attribution maps")] if maps else []
+    images = (
+        [_image(plots.attribution_grid(image, maps, run.class_names), "attribution maps")] if maps else []
+    )
     tables = (
         [_table(faithfulness_table(verdicts, "faithfulness on this run and this image"))] if verdicts else []
     )
