@@ -62,6 +62,9 @@ _EXPORTS = {
     "saliency": "convlens.inspect",
     "integrated_gradients": "convlens.inspect",
     "occlusion": "convlens.inspect",
+    "smoothgrad": "convlens.inspect",
+    "grad_cam_plus_plus": "convlens.inspect",
+    "rise": "convlens.inspect",
     "feature_visualization": "convlens.inspect",
     "top_activating_images": "convlens.inspect",
     # fooling the model, the lab, the faces

@@ -29,11 +29,14 @@ from convlens.inspect.attribution import (
     Attribution,
     attribute,
     grad_cam,
+    grad_cam_plus_plus,
     grad_cam_stage,
     integrated_gradients,
     last_conv_stage,
     occlusion,
+    rise,
     saliency,
+    smoothgrad,
 )
 from convlens.inspect.cells import elementwise
 from convlens.inspect.convolve import KERNELS, Convolution, ConvolutionCell, convolve, parse_kernel
@@ -100,6 +103,7 @@ __all__ = [
     "feature_visualization",
     "find_stage",
     "grad_cam",
+    "grad_cam_plus_plus",
     "grad_cam_stage",
     "integrated_gradients",
     "is_spatial_stage",
@@ -115,7 +119,9 @@ __all__ = [
     "receptive_field",
     "receptive_fields",
     "register_layer_kind",
+    "rise",
     "saliency",
+    "smoothgrad",
     "stage_inputs",
     "stage_names",
     "stage_traits",
