@@ -64,7 +64,7 @@ def test_squared_error_and_its_gradient_against_a_hand_worked_backward_pass():
     h = np.tanh(x @ w1.T + b1)  # (7, 3)
     predicted = h @ w2.T + b2  # (7, 1): linear, no sigmoid
     by_hand = np.mean((predicted - target) ** 2) + rate * 0.5 * ((w1**2).sum() + (w2**2).sum())
-    assert float(loss) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-5)
     d_predicted = 2 * (predicted - target) / len(x)  # (7, 1)
     d_pre = (d_predicted @ w2) * (1 - h**2)  # (7, 3): back through tanh
     expected = {
