@@ -12,14 +12,11 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 from scipy.stats import t as student
 
-from convlens.inspect import analyses
-from convlens.inspect.analyses import (
-    FAITHFULNESS_FILE,
-    explanation_attribution,
-    grad_cam_stages,
-    run_faithfulness,
-)
+from convlens.inspect import run_faithfulness as measuring
+from convlens.inspect.analyses import explanation_attribution
 from convlens.inspect.attribution import ATTRIBUTIONS
+from convlens.inspect.cam_stages import grad_cam_stages
+from convlens.inspect.run_faithfulness import FAITHFULNESS_FILE, run_faithfulness
 from convlens.inspect.verdicts import (
     combined_verdict,
     method_faithfulness,
@@ -162,9 +159,9 @@ def test_stored_file_is_reused_and_invalidated_by_a_new_checkpoint(run_dir, digi
     first = run_faithfulness(Run.open(run_dir), ["saliency"], images=8)
     assert (run_dir / FAITHFULNESS_FILE).is_file()
     calls = []
-    measure = analyses.method_faithfulness
+    measure = measuring.method_faithfulness
     monkeypatch.setattr(
-        analyses, "method_faithfulness", lambda *a, **k: calls.append(a[3]) or measure(*a, **k)
+        measuring, "method_faithfulness", lambda *a, **k: calls.append(a[3]) or measure(*a, **k)
     )
     assert run_faithfulness(Run.open(run_dir), ["saliency"], images=8) == first
     assert calls == []  # read back, not measured
@@ -184,8 +181,9 @@ def test_blank_maps_are_left_out_and_counted(digits_model):
     def half_blank(model, image, target):
         return torch.zeros(8, 8) if image.sum() < images.sum((1, 2, 3)).median() else image[0]
 
-    random, _ = reference_aucs(model, images, targets)
-    found = method_faithfulness(model, images, targets, half_blank, random)
+    references = {mode: dict(zip(("random", "brightness"), reference_aucs(model, images, targets, mode=mode), strict=True))
+                  for mode in ("deletion", "insertion")}  # fmt: skip
+    found = method_faithfulness(model, images, targets, half_blank, references)
     blank = int((images.sum((1, 2, 3)) < images.sum((1, 2, 3)).median()).sum())
     assert blank > 0
     assert (found["deletion"]["blank"], found["deletion"]["images"]) == (blank, 6 - blank)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from convlens.cli.app import app
+from convlens.cli.explain_output import check_cam_stage, measuring_note, print_explanation, write_explanation
 from convlens.cli.render import (
     StepProgress,
     err,
@@ -15,9 +16,7 @@ from convlens.cli.render import (
     number,
     out,
     print_json,
-    print_tables,
     shift_warning,
-    significant,
     steps_text,
 )
 from convlens.cli.segment_cmds import PIXEL_HELP
@@ -43,7 +42,10 @@ def _method_help() -> str:
     """The attribution methods, from the registry (a registered plugin too)."""
     from convlens.inspect import ATTRIBUTIONS
 
-    return f"Attribution method: {', '.join(ATTRIBUTIONS.names())} (see `convlens methods`)."
+    return (
+        f"Attribution method: {', '.join(ATTRIBUTIONS.names())} (see `convlens methods`). Default: the one "
+        "measured most faithful on this run (measured once, stored in RUN_DIR/faithfulness.json)."
+    )
 
 
 @app.command(cls=help_from(method=_method_help))
@@ -56,11 +58,25 @@ def explain(
         "-o",
         help="Folder for the PNGs (default: RUN_DIR/explain; with --at nothing is written).",
     ),
-    stage: str = typer.Option(None, "--stage", help="Only this stage's feature maps; Grad-CAM looks here."),
+    stage: str = typer.Option(
+        None,
+        "--stage",
+        help="Only this stage's feature maps and filters (and --at's cell); the attribution stays where it "
+        "is (see --cam-stage).",
+    ),
+    cam_stage: str = typer.Option(
+        None,
+        "--cam-stage",
+        help="Stage Grad-CAM looks at (default: the measured default, else the last rectified stage; with no "
+        "--method: Grad-CAM). Rectified stages (after a ReLU, e.g. relu2, pool2) come first; a stage before "
+        "a ReLU (conv1, conv2) weighs evidence the network throws away. A wrong name lists them.",
+    ),
     target: str = typer.Option(
         None, "--target", help="Class index or name to explain (default: the prediction)."
     ),
-    method: str = typer.Option("grad-cam", "--method", help="Attribution method (see `convlens methods`)."),
+    method: str = typer.Option(
+        None, "--method", help="Attribution method (default: the one measured most faithful on this run)."
+    ),
     at: str = typer.Option(
         None,
         "--at",
@@ -75,7 +91,11 @@ def explain(
     pixel: str = typer.Option(None, "--pixel", help=PIXEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
-    """Show what a trained model computes for one image: feature maps, filters, Grad-CAM, probabilities.
+    """Show what a trained model computes for one image: feature maps, filters, an attribution map, probabilities.
+
+    With no --method the attribution is the method measured most faithful on this run (deletion
+    against random order, weight randomization; measured once, stored with the run), and the output
+    says why it was chosen, or that no method passed.
 
     A segmentation run is explained one output pixel at a time: --pixel ROW,COL.
 
@@ -90,13 +110,16 @@ def explain(
 
       convlens explain runs/mnist digit.png --stage conv1 --at 3,10,12
 
+      convlens explain runs/mnist digit.png --method grad-cam --cam-stage relu2
+
       convlens explain runs/scenes photo.png --pixel 20,31 --out explain/
     """
     from convlens.inspect import ATTRIBUTIONS, SOFTMAX, as_dict, cell_arithmetic, find_stage
     from convlens.run import Run
     from convlens.views.arithmetic import arithmetic_steps
 
-    ATTRIBUTIONS.get(method)  # an unknown method fails before anything is loaded
+    if method is not None:
+        ATTRIBUTIONS.get(method)  # an unknown method fails before anything is loaded
     run = Run.open(run_dir)
     model = run.model
     if run.task == "segmentation":
@@ -106,11 +129,18 @@ def explain(
             )
         from convlens.cli.segment_cmds import explain_segmentation_pixel
 
-        return explain_segmentation_pixel(run, image, pixel, out_dir, stage, target, invert, as_json)
+        if stage is not None and cam_stage is None:
+            raise ConvlensError(
+                "--stage: a pixel's explanation draws no feature maps; name Grad-CAM's stage with --cam-stage"
+            )
+        return explain_segmentation_pixel(run, image, pixel, out_dir, cam_stage, target, invert, as_json)
     if pixel is not None:
         raise ConvlensError(f"--pixel: {run.name} is a classification run (a class per image); drop --pixel")
     if stage is not None and stage != SOFTMAX:
         find_stage(model, stage)  # an unknown name fails first, listing the valid ones
+    cam_stage = check_cam_stage(model, method, cam_stage)
+    if cam_stage is not None and method is None:
+        method = "grad-cam"  # a stage was named: the method that looks at it
     found = run.input(image, invert=invert)  # the one input pipeline, as predict and the explorer
     pixels, shift = found.pixels, found.shift_json()  # (C, H, W)
     shift_warning(found.source, shift, invert)
@@ -128,11 +158,12 @@ def explain(
         return None
     if out_dir is None:
         out_dir = run.folder / "explain"
-    summary = _write_explanation(run, pixels, image, out_dir, stage, target_index, method)
+    measuring_note(run, method)
+    summary = write_explanation(run, pixels, image, out_dir, stage, target_index, method, cam_stage)
     summary["shift"] = shift
     if as_json:
         return print_json(summary)
-    _print_explanation(summary, model)
+    print_explanation(summary, model)
     return None
 
 
@@ -147,84 +178,6 @@ def _cell(text: str) -> tuple[int, int, int]:
     raise ConvlensError(
         f"--at: expected C,ROW,COL as 3 whole numbers (or 1, a unit index, for a flat stage), got {text!r}"
     )
-
-
-def _write_explanation(run, pixels, image, out_dir: Path, stage, target, method: str) -> dict:
-    from convlens.inspect import activations, conv_filters, receptive_fields
-    from convlens.inspect.analyses import explanation_attribution
-    from convlens.views import plots
-    from convlens.views.tables import stage_rows
-
-    model, class_names = run.model, run.class_names
-    result = activations(model, pixels)
-    shown = plots.input_picture(pixels, f"input: {Path(str(image)).name}")
-    files = [plots.save_png(shown, out_dir / "input.png")]
-    for output in result.stages:
-        if output.output.ndim == 3 and (stage is None or output.name == stage):
-            files.append(
-                plots.save_png(
-                    plots.feature_maps([(output.name, output.kind, output.output)]),
-                    out_dir / f"stage-{output.name}.png",
-                )
-            )
-    for filters in (
-        conv_filters(model)
-        if stage is None
-        else [f for f in conv_filters(model) if f.stage == stage or f.stage.startswith(stage + ".")]
-    ):
-        files.append(
-            plots.save_png(
-                plots.filters(filters.weight, filters.stage), out_dir / f"filters-{filters.stage}.png"
-            )
-        )
-    probabilities = plots.class_probabilities(result.probabilities, class_names)
-    files.append(plots.save_png(probabilities, out_dir / "probabilities.png"))
-    # None: no Grad-CAM here; with the run, the map carries its verdict on this run and this image
-    attribution = explanation_attribution(model, pixels, method, target, stage, run=run)
-    if attribution is not None:
-        figure = plots.attribution_map(pixels, attribution, class_names[attribution.target])
-        file_name = (
-            "gradcam.png" if attribution.method == "grad-cam" else f"attribution-{attribution.method}.png"
-        )
-        files.append(plots.save_png(figure, out_dir / file_name))
-    predicted = int(result.probabilities.argmax())
-    return {
-        "prediction": {
-            "class": class_names[predicted],
-            "index": predicted,
-            "probability": float(result.probabilities[predicted]),
-        },
-        "probabilities": {name: float(p) for name, p in zip(class_names, result.probabilities, strict=True)},
-        "attribution": None
-        if attribution is None
-        else {
-            "method": attribution.method,
-            "stage": attribution.stage,
-            "target": attribution.target,
-            "faithfulness": significant(attribution.faithfulness),  # float32 AUCs: 6 digits mean something
-        },
-        "grad_cam": None
-        if attribution is None or attribution.method != "grad-cam"
-        else {"stage": attribution.stage, "target": attribution.target},
-        "stages": stage_rows(receptive_fields(model)),
-        "files": [str(p) for p in files],
-    }
-
-
-def _print_explanation(summary: dict, model) -> None:
-    from convlens.inspect import receptive_fields
-    from convlens.views.tables import stage_table
-
-    print_tables([stage_table(receptive_fields(model))])
-    p = summary["prediction"]
-    out.print(f"prediction: [bold]{p['class']}[/] ({100 * p['probability']:.1f} %)")
-    shown = summary["attribution"]
-    if shown is not None and shown.get("faithfulness"):
-        from convlens.views.tables import faithfulness_line
-
-        label = shown["method"] + (f" at {shown['stage']}" if shown["stage"] else "")
-        out.print(faithfulness_line(label, shown["faithfulness"]), markup=False, soft_wrap=True)
-    out.print(f"wrote {len(summary['files'])} pictures to {Path(summary['files'][0]).parent}")
 
 
 @app.command()

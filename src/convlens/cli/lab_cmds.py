@@ -30,14 +30,17 @@ def _experiment_help() -> str:
 
 
 def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool):
-    """Run, save the record (result.json, plot.png), print the tables (unless --json); returns the record."""
+    """Run, save the record (result.json, plot.png), print the tables (unless --json); returns the record.
+    ``dataset`` None: the experiment measures a run folder (``options["run"]``), on its own data."""
     from convlens.lab import run_experiment, save_record
     from convlens.views.lab import experiment_record
 
-    err.print(f"lab [bold]{name}[/] on [bold]{dataset.name}[/] …")
+    source = f"the run {options['run']}" if dataset is None else dataset.name
+    err.print(f"lab {name} on {source} …", markup=False)
     with StepProgress(f"lab {name}") as bar:
         result = run_experiment(name, dataset, progress=bar, **options)
-    record = experiment_record(name, dataset.spec or dataset.name, result)
+    data = getattr(result, "dataset", "") if dataset is None else dataset.spec or dataset.name
+    record = experiment_record(name, data, result)
     written = save_record(record, out_dir)
     if not as_json:
         print_tables([Table(**table) for table in record.tables])
@@ -49,7 +52,13 @@ def _run_one(name: str, dataset, out_dir: Path, options: dict, as_json: bool):
 @app.command(cls=help_from(name=_experiment_help))
 def lab(
     name: str = typer.Argument(..., help="Experiment (see `convlens methods`), or all."),
-    data: str = typer.Option("mnist5k", "--data", "-d", help="Built-in name or a path."),
+    run_dir: str = typer.Argument(
+        None,
+        metavar="[RUN]",
+        help="faithfulness only: a run folder to measure instead of training a model here; prints the "
+        "numbers stored with the run (RUN/faithfulness.json, measured on first need). Same as --option run=RUN.",
+    ),
+    data: str = typer.Option("mnist5k", "--data", "-d", help="Built-in name or a path (not used with RUN)."),
     out_dir: Path = typer.Option(
         None, "--out", "-o", help="Folder for result.json and plot.png (default: runs/lab/NAME)."
     ),
@@ -65,6 +74,8 @@ def lab(
 
       convlens lab locality --data mnist5k
 
+      convlens lab faithfulness runs/mnist          (the run's own attribution verdicts)
+
       convlens lab all --out runs/lab
     """
     from convlens.cli.core import parse_key_values
@@ -77,6 +88,14 @@ def lab(
         options = check_options(name, parse_key_values(option, "--option"))
     elif option:
         raise ConvlensError("--option applies to one experiment, not to all (use --quick for tiny settings)")
+    if run_dir is not None:
+        if name != "faithfulness":
+            raise ConvlensError(
+                f"RUN: only `convlens lab faithfulness RUN` measures a run folder, not {name}"
+            )
+        if options.get("run") not in (None, run_dir):
+            raise ConvlensError(f"--option run={options['run']} and RUN {run_dir}: name the run once")
+        options["run"] = run_dir
     if options.get("run"):  # faithfulness of a run's maps: class maps only
         from convlens.cli.segment_cmds import refuse_segmentation
         from convlens.run import Run
@@ -86,7 +105,7 @@ def lab(
             "faithfulness scores class maps of whole images; see a pixel's Grad-CAM with "
             "`convlens explain RUN IMAGE --pixel ROW,COL`",
         )
-    dataset = load_dataset(data)
+    dataset = None if options.get("run") else load_dataset(data)  # a run is measured on its own data
     out_dir = out_dir or Path("runs") / "lab" / name
     start = time.perf_counter()
     records = []

@@ -1,11 +1,13 @@
 """Verdicts on a run: is a method's map faithful on this run's own test images, beyond noise?
 
 ``method_faithfulness`` measures one attribution method on a seeded sample of the run's test
-images: the deletion AUC of its maps against random orders of the same pixels (a t interval of
-the mean difference), with deleted pixels filled by a blur of the image (black or mean fill
+images: the deletion and insertion AUCs of its maps against random orders of the same pixels (a
+t interval of the mean difference; also against pixel brightness), with deleted pixels filled by a
+blur of the image (black or mean fill
 rewards a map that copies the image: measured in docs/inspect.md), and the rank correlation of
 its unsigned maps after every stage's weights are re-initialized, blank maps left out and
-counted. ``verdict_below`` turns an interval into "passes", "fails" or "inconclusive".
+counted. ``verdict_below`` turns an interval into "passes", "fails" or "inconclusive"; a method's
+verdict is deletion's and randomization's together (insertion is reported, not judged on).
 The curves and the randomization themselves live in ``convlens.inspect.faithfulness``.
 """
 
@@ -52,36 +54,47 @@ def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
     raise ConvlensError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}", parameter="fill")
 
 
-def deletion_aucs(
+CURVE_MODES = ("deletion", "insertion")
+
+
+def curve_aucs(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
     orders: torch.Tensor,
     fill: str = DEFAULT_FILL,
     steps: int = CURVE_STEPS,
+    mode: str = "deletion",
     batch_size: int = 2048,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(aucs (N,), curves (N, steps + 1)): the probability of ``targets`` as each image's pixels are
-    replaced by ``fill_images`` in ``orders`` (N, H*W; pixel indices, first deleted first), in
-    ``steps`` equal chunks; the area under each curve over the share deleted (0 .. 1). Batched."""
+    """(aucs (N,), curves (N, steps + 1)): the probability of ``targets`` as pixels change in
+    ``orders`` (N, H*W; pixel indices, first changed first), in ``steps`` equal chunks; the area
+    under each curve over the share changed (0 .. 1). Batched.
+
+    ``deletion``: each image's pixels become ``fill_images`` (a low AUC: the map found what the
+    model needs). ``insertion``: the fill's pixels become the image's, starting from the fill
+    (a high AUC: the first pixels put back restore the class)."""
+    if mode not in CURVE_MODES:
+        raise ConvlensError(f"mode must be deletion or insertion, got {mode!r}", parameter="mode")
     images = to_float(images).float()
     count, _, height, width = images.shape
     pixels = height * width
-    deleted = torch.round(torch.linspace(0, pixels, steps + 1)).long()  # (S,) pixels deleted per point
+    changed = torch.round(torch.linspace(0, pixels, steps + 1)).long()  # (S,) pixels changed per point
     rank = torch.empty(count, pixels, dtype=torch.long)
     rank.scatter_(1, orders.long(), torch.arange(pixels).expand(count, pixels).contiguous())
-    mask = (rank[:, None, :] < deleted[None, :, None]).view(count, steps + 1, 1, height, width).float()
+    mask = (rank[:, None, :] < changed[None, :, None]).view(count, steps + 1, 1, height, width).float()
     filled = fill_images(images, fill)
-    batch = images[:, None] * (1 - mask) + filled[:, None] * mask  # (N, S, C, H, W)
+    start, end = (images, filled) if mode == "deletion" else (filled, images)
+    batch = start[:, None] * (1 - mask) + end[:, None] * mask  # (N, S, C, H, W)
     batch = batch.flatten(0, 1)
     device = model_device(model)
     chunks = []
     with eval_mode(model), torch.no_grad():
-        for start in range(0, batch.shape[0], batch_size):
-            chunks.append(torch.softmax(model(batch[start : start + batch_size].to(device)).float(), 1).cpu())
+        for first in range(0, batch.shape[0], batch_size):
+            chunks.append(torch.softmax(model(batch[first : first + batch_size].to(device)).float(), 1).cpu())
     probabilities = torch.cat(chunks).view(count, steps + 1, -1)
     curves = probabilities.gather(2, targets.long().view(count, 1, 1).expand(count, steps + 1, 1))[..., 0]
-    aucs = torch.trapezoid(curves, deleted.float() / pixels, dim=1)
+    aucs = torch.trapezoid(curves, changed.float() / pixels, dim=1)
     return aucs, curves
 
 
@@ -178,16 +191,17 @@ def reference_aucs(
     seed: int = 0,
     repeats: int = 4,
     with_curves: bool = False,
+    mode: str = "deletion",
 ):
-    """(random (N,), brightness (N,)) deletion AUCs: random order averaged over ``repeats`` seeded
-    orders per image; brightness (the map that copies the image) for comparison. ``with_curves``:
-    and their mean curves, ``{"random": (S,), "brightness": (S,)}``."""
+    """(random (N,), brightness (N,)) ``mode`` AUCs (``curve_aucs``): random order averaged over
+    ``repeats`` seeded orders per image; brightness (the map that copies the image) for comparison.
+    ``with_curves``: and their mean curves, ``{"random": (S,), "brightness": (S,)}``."""
     count, _, height, width = images.shape
     orders = random_orders(count * repeats, height * width, seed)
     many = images.repeat(repeats, 1, 1, 1)
-    random, random_curves = deletion_aucs(model, many, targets.repeat(repeats), orders, fill, steps)
-    bright, bright_curves = deletion_aucs(
-        model, images, targets, map_orders(images.sum(dim=1), seed), fill, steps
+    random, random_curves = curve_aucs(model, many, targets.repeat(repeats), orders, fill, steps, mode)
+    bright, bright_curves = curve_aucs(
+        model, images, targets, map_orders(images.sum(dim=1), seed), fill, steps, mode
     )
     found = random.view(repeats, count).mean(dim=0), bright
     if with_curves:
@@ -195,12 +209,60 @@ def reference_aucs(
     return found
 
 
+def _compared(aucs: torch.Tensor, reference: torch.Tensor, keep: torch.Tensor) -> tuple[float, float, float]:
+    """(mean, low, high) of the per-image ``aucs - reference`` over the kept images."""
+    return mean_interval((aucs - reference)[keep])
+
+
+def curve_result(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    references: dict,
+    mode: str = "deletion",
+    fill: str = DEFAULT_FILL,
+    steps: int = CURVE_STEPS,
+    seed: int = 0,
+) -> dict:
+    """One method's ``mode`` curves on ``images`` from its ``maps`` (N, H, W), blank maps left out,
+    against ``references`` (``{"random": (N,), "brightness": (N,)}``): the per-image difference's mean
+    and t interval against each. The verdict is against random order: deletion passes when the whole
+    interval of (map − random) lies below 0, insertion when it lies above 0."""
+    keep = torch.tensor([not is_blank(m) for m in maps])
+    aucs, curve = torch.full((images.shape[0],), float("nan")), torch.full((steps + 1,), float("nan"))
+    if keep.any():
+        aucs[keep], curves = curve_aucs(
+            model, images[keep], targets[keep], map_orders(maps[keep], seed), fill, steps, mode
+        )
+        curve = curves.mean(dim=0)
+    mean, low, high = _compared(aucs, references["random"], keep)
+    versus, versus_low, versus_high = _compared(aucs, references["brightness"], keep)
+    verdict = verdict_below(low, high) if mode == "deletion" else verdict_below(-high, -low)
+    return {
+        "verdict": verdict,
+        "auc": float(aucs[keep].mean()) if keep.any() else None,
+        "random_auc": float(references["random"][keep].mean()) if keep.any() else None,
+        "brightness_auc": float(references["brightness"][keep].mean()) if keep.any() else None,
+        "difference": _finite(mean),  # map − random: below 0 is better for deletion, above for insertion
+        "interval": [_finite(low), _finite(high)],
+        "vs_brightness": {
+            "difference": _finite(versus),
+            "interval": [_finite(versus_low), _finite(versus_high)],
+        },
+        "images": int(keep.sum()),
+        "blank": int((~keep).sum()),
+        "per_image": [_finite(v) for v in aucs.tolist()],
+        "curve": [_finite(v) for v in curve.tolist()],  # mean probability at each step
+    }
+
+
 def method_faithfulness(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
     method,
-    random_aucs: torch.Tensor,
+    references: dict,
     fill: str = DEFAULT_FILL,
     steps: int = CURVE_STEPS,
     seed: int = 0,
@@ -209,12 +271,16 @@ def method_faithfulness(
 ) -> dict:
     """One method on ``images`` (N, C, H, W) for classes ``targets``, as JSON-ready numbers.
 
-    Deletion: each image's AUC with the method's map (ties at random) minus its ``random_aucs``;
-    the mean difference with its t interval (``verdict_below`` 0). Randomization: Spearman of the
-    unsigned map (``unsigned_map``) of the trained model and of the fully re-initialized one
-    (``randomized_copy``) on the first ``randomization_images``, mean and interval
-    (``verdict_below`` PASS_SPEARMAN). An image whose map is
-    blank (constant) is left out of either check and counted.
+    ``references``: ``{"deletion": {"random", "brightness"}, "insertion": {...}}``, per-image AUCs
+    (``reference_aucs``). Deletion and insertion (``curve_result``): each image's AUC with the
+    method's map (ties at random) against the references, mean difference with its t interval.
+    Randomization: Spearman of the unsigned map (``unsigned_map``) of the trained model and of the
+    fully re-initialized one (``randomized_copy``) on the first ``randomization_images``, mean and
+    interval (``verdict_below`` PASS_SPEARMAN). An image whose map is blank (constant) is left out
+    of either check and counted.
+
+    The verdict combines deletion and randomization (``combined_verdict``); insertion is reported
+    beside it, with its own noise-aware verdict, but does not decide.
     """
     shape = tuple(images.shape[-2:])
     results = [attribution_result(model, image, method, int(t), seed=seed + i, **options)
@@ -222,15 +288,10 @@ def method_faithfulness(
     maps = torch.stack(
         [torch.as_tensor(getattr(r, "map", r)).detach().float().cpu().reshape(shape) for r in results]
     )
-    keep = torch.tensor([not is_blank(m) for m in maps])
-    aucs, curve = torch.full((images.shape[0],), float("nan")), torch.full((steps + 1,), float("nan"))
-    if keep.any():
-        aucs[keep], curves = deletion_aucs(
-            model, images[keep], targets[keep], map_orders(maps[keep], seed), fill, steps
-        )
-        curve = curves.mean(dim=0)
-    difference = (aucs - random_aucs)[keep]
-    mean, low, high = mean_interval(difference)
+    measured = {
+        mode: curve_result(model, images, targets, maps, references[mode], mode, fill, steps, seed)
+        for mode in CURVE_MODES
+    }
     randomized, _ = randomized_copy(model, seed)
     rhos, blank_random = [], 0
     for i, (image, t) in enumerate(zip(images[:randomization_images], targets, strict=False)):
@@ -243,23 +304,13 @@ def method_faithfulness(
             continue
         rhos.append(spearman(trained, other))
     rho, rho_low, rho_high = mean_interval(torch.tensor(rhos, dtype=torch.float64))
-    deletion = verdict_below(low, high)
     randomization = verdict_below(rho_low, rho_high, PASS_SPEARMAN)
     return {
         "method": method_name(method),
-        "verdict": combined_verdict(deletion, randomization),
+        "stage": getattr(results[0], "stage", None),  # where a stage-taking method looked
+        "verdict": combined_verdict(measured["deletion"]["verdict"], randomization),
         "images": int(images.shape[0]),
-        "deletion": {
-            "verdict": deletion,
-            "auc": float(aucs[keep].mean()) if keep.any() else None,
-            "random_auc": float(random_aucs[keep].mean()) if keep.any() else None,
-            "difference": _finite(mean),
-            "interval": [_finite(low), _finite(high)],
-            "images": int(keep.sum()),
-            "blank": int((~keep).sum()),
-            "per_image": [_finite(v) for v in aucs.tolist()],
-            "curve": [_finite(v) for v in curve.tolist()],  # mean probability at each step
-        },
+        **measured,
         "randomization": {
             "verdict": randomization,
             "spearman": _finite(rho),

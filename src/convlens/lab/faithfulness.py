@@ -1,8 +1,9 @@
 """Which attribution map can be trusted? Every registered method against two sanity checks.
 
-With ``run`` (a run folder, ``--option run=RUN_DIR``) nothing is trained: the numbers are the run's
-own, as stored by ``convlens.inspect.analyses.run_faithfulness`` (blur fill, 16-step deletion against
-random order with a 95 % interval, full randomization; the verdict beside every map).
+With ``run`` (a run folder: ``convlens lab faithfulness RUN``) nothing is trained: the numbers are the
+run's own, as stored by ``convlens.inspect.run_faithfulness.run_faithfulness`` (blur fill, 16-step
+deletion and insertion against random order with 95 % intervals, full randomization; the verdict beside
+every map), and the run's default method (``method_choice.default_method``) is named.
 
 For N test images (the same number per class) of a freshly trained model, each registered
 attribution method gets:
@@ -45,18 +46,21 @@ class FaithfulnessResult(LabResult):
     seconds: float = 0.0
     run: str = ""  # the run folder measured ("" : a model trained here)
     verdicts: dict[str, dict] = field(default_factory=dict)  # method -> run_faithfulness's entry
+    default: dict = field(default_factory=dict)  # on a run: method_choice.default_method's choice and why
 
     def verdict(self, method: str) -> str:
         """One line: can ``method``'s maps be trusted on this model?"""
         if method in self.verdicts:
             found = self.verdicts[method]
             deletion, randomization = found["deletion"], found["randomization"]
-            low, high = deletion["interval"]
-            return (
-                f"{found['verdict']} on this run: deletion {deletion['verdict']} against random order "
-                f"(difference {deletion['difference']:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}), "
-                f"randomization {randomization['verdict']}"
-            )
+            insertion = found.get("insertion")
+            text = f"{found['verdict']} on this run: deletion {deletion['verdict']} against random order {_interval(deletion)}"
+            if insertion:
+                text += f", insertion {insertion['verdict']} {_interval(insertion)}"
+            text += f", randomization {randomization['verdict']}"
+            if self.default.get("key") == method:
+                text += f" — the run's default attribution: {self.default['why']}"
+            return text
         spearman, auc = self.spearman[method], self.deletion[method]
         random, brightness = self.deletion["random"], self.deletion["brightness"]
         if spearman >= 0.5:
@@ -66,6 +70,14 @@ class FaithfulnessResult(LabResult):
         if auc > brightness:
             return "use with care: depends on the model, beats random, but not plain pixel brightness"
         return "trust: depends on the model and finds the pixels it needs (beats brightness)"
+
+
+def _interval(curve: dict) -> str:
+    """(difference against random order, 95 % interval) of one stored curve result."""
+    if curve.get("difference") is None or None in curve["interval"]:
+        return "(no map that ranks pixels)"
+    low, high = curve["interval"]
+    return f"(difference {curve['difference']:+.3f}, 95 % interval {low:+.3f} to {high:+.3f})"
 
 
 def _balanced(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -163,13 +175,15 @@ def run(
 
 def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> FaithfulnessResult:
     """The run's own verdicts as a ``FaithfulnessResult`` (the lab's tables and figure)."""
-    from convlens.inspect.analyses import run_faithfulness
+    from convlens.inspect.method_choice import default_method
+    from convlens.inspect.run_faithfulness import run_faithfulness
     from convlens.run import Run
 
     if progress is not None:
         progress(0, 1, f"measuring {run_dir}")
     run = Run.open(run_dir)
-    found = run_faithfulness(run, list(methods) or None, seed=seed)
+    chosen = default_method(run) if not methods and seed == 0 else {}  # the default is chosen at seed 0
+    found = run_faithfulness(run, list(methods) or chosen.get("candidates") or None, seed=seed)
     reference, measured = found["reference"], found["methods"]
     curves = {name: entry["deletion"].get("curve", []) for name, entry in measured.items()}
     curves.update(
@@ -195,6 +209,7 @@ def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> Fait
         seconds_per_method={},
         run=str(run.folder),
         verdicts=measured,
+        default=chosen,
     )
 
 

@@ -66,7 +66,7 @@ def arithmetic(
 
 def _attribution_json(result) -> dict:
     """One ``Attribution`` as JSON: the map in [0, 1] with its colour limits, and its verdict on this
-    image and this run (``faithfulness``: see ``convlens.inspect.analyses.attribution_faithfulness``)."""
+    image and this run (``faithfulness``: see ``convlens.inspect.run_faithfulness.attribution_faithfulness``)."""
     from convlens.views.maps import map_limits
 
     return {
@@ -83,19 +83,14 @@ def _attribution_json(result) -> dict:
 def _judged(run: LoadedRun, model, pixels, results: list) -> None:
     """Set each result's ``faithfulness``: the run-level numbers measured once for all of them (on
     first need, then read from the run folder), this image's random orders once per class."""
-    from convlens.inspect.analyses import (
+    from convlens.inspect.run_faithfulness import (
         attribution_faithfulness,
-        grad_cam_default,
         image_reference,
-        method_key,
+        result_key,
         run_faithfulness,
     )
 
-    default = grad_cam_default(model)
-    keys = [
-        method_key(r.method, r.stage if r.method == "grad-cam" and r.stage != default else None)
-        for r in results
-    ]
+    keys = [result_key(model, r) for r in results]
     with contextlib.suppress(ConvlensError):  # each result says why below (e.g. no test images)
         run_faithfulness(run.run, keys, model=model)
     references = {}
@@ -200,10 +195,25 @@ def attributions(
 def grad_cam_stage_list(run: LoadedRun = Depends(get_run)) -> list[dict]:
     """Every stage Grad-CAM may look at, as ``{"stage", "rectified", "default"}``: the rectified ones
     (after a ReLU) first; Grad-CAM before a ReLU weighs evidence the network throws away."""
-    from convlens.inspect.analyses import grad_cam_stages
+    from convlens.inspect.cam_stages import grad_cam_stages
 
     with run.lock:
         return grad_cam_stages(run.model)
+
+
+@router.get(
+    "/runs/{run_id}/default-attribution", summary="The attribution method measured most faithful on this run"
+)
+def default_attribution(run: LoadedRun = Depends(get_run)) -> dict:
+    """``{"method", "stage", "passes", "verdict", "drop", "interval", "vs_brightness", "why", ...}``
+    (``convlens.inspect.method_choice.default_method``): the most faithful method that passes on the
+    run's own test images, or, when none passes, the most faithful one marked as not passing. The
+    first request on a checkpoint measures every method (seconds to a minute on a small model; the
+    page says so while it waits); later ones read the run's faithfulness.json."""
+    from convlens.inspect.method_choice import default_method
+
+    with run.slow_lock:  # measuring takes a while: on the run's own copy, as the maps are
+        return default_method(run.run, model=run.slow_model())
 
 
 @router.post("/runs/{run_id}/attack", summary="Fool it: FGSM or PGD on one image")

@@ -1,5 +1,7 @@
 // Where it looks: one map over the input per registered attribution method (GET /api/registry),
-// all asked for in one request, so the image is sent and echoed back once.
+// all asked for in one request, so the image is sent and echoed back once. The run's default method
+// (GET .../default-attribution: the most faithful one that passes, measured on the run's own test
+// images) comes first, with why it was chosen; its stage is the menu's default selection.
 
 import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
@@ -13,6 +15,11 @@ export class AttributionView {
     this.target.addEventListener("change", refresh);
     this.stage.addEventListener("change", refresh);
     this.methods = []; // [name, label] of every registered attribution method
+    this.chosen = null; // the run's default-attribution answer, once it arrives
+    this.note = el("p", { id: "attr-default", class: "note" });
+    this.box.before(this.note);
+    this.refresh = refresh;
+    this.stage.addEventListener("change", () => { this.stagePicked = true; });
   }
 
   registryLoaded(registry) {
@@ -27,7 +34,50 @@ export class AttributionView {
     const targets = state.card.stages.filter((s) => s.layer?.grad_cam_target);
     this.stage.replaceChildren(new Option("last rectified stage (pool after the last conv)", ""), ...targets.map((s) => new Option(s.name, s.name)));
     this.box.replaceChildren();
-    this.loadStages(state.run.id);
+    this.chosen = null;
+    this.stagePicked = false; // until the user picks a stage, the measured default's stage is selected
+    this.loadStages(state.run.id).then(() => this.loadDefault(state.run.id));
+  }
+
+  // the first request on a run measures every method (a while); later ones read the stored result
+  async loadDefault(runId) {
+    this.note.className = "note";
+    this.note.textContent = "measuring which attribution method is most faithful on this run (once; stored with the run)…";
+    let chosen;
+    try {
+      chosen = await getJSON(`/api/runs/${encodeURIComponent(runId)}/default-attribution`);
+    } catch (error) {
+      this.note.textContent = `default method not measured: ${error.message}`;
+      return;
+    }
+    if (this.runId !== undefined && this.runId !== runId) return;
+    this.chosen = chosen;
+    const label = this.methods.find(([name]) => name === chosen.method)?.[1] ?? chosen.method;
+    const where = chosen.stage ? ` at ${chosen.stage}` : "";
+    this.note.className = chosen.passes ? "note verdict-passes" : chosen.passes === false ? "note verdict-fails" : "note";
+    this.note.dataset.method = chosen.method;
+    this.note.dataset.passes = String(chosen.passes);
+    this.note.textContent = chosen.passes
+      ? `default on this run: ${label}${where}, ${chosen.why}`
+      : `default on this run: ${label}${where} — ${chosen.why}`;
+    const option = [...this.stage.options].find((o) => o.value === chosen.stage);
+    if (option && !option.text.includes("measured")) option.text += " — chosen by measurement";
+    if (option && !this.stagePicked && this.stage.value !== chosen.stage) {
+      this.stage.value = chosen.stage;
+      this.refresh(); // the maps again, at the measured stage
+    } else {
+      this.markDefault();
+    }
+  }
+
+  // the default method's figure first, marked
+  markDefault() {
+    if (!this.chosen) return;
+    const figure = this.box.querySelector(`figure.attr[data-method="${CSS.escape(this.chosen.method)}"]`);
+    if (!figure || figure.classList.contains("attr-default")) return;
+    figure.classList.add("attr-default");
+    figure.querySelector(".attr-title")?.append(" (default)");
+    this.box.prepend(figure);
   }
 
   // rectified stages first; the others (before a ReLU) marked, in a group of their own
@@ -75,11 +125,12 @@ export class AttributionView {
     const figures = this.methods.map(([method, label]) =>
       this.figure(label, body.attributions?.[method] ?? { error: body.error ?? "no answer" }, image, state));
     this.box.replaceChildren(...figures);
+    this.markDefault();
     if (body.source) this.box.dataset.source = body.source; // which input these maps belong to
   }
 
   figure(title, result, image, state) {
-    if (result.error) return el("figure", { class: "attr" }, el("figcaption", { text: title }), el("p", { class: "error", text: result.error }));
+    if (result.error) return el("figure", { class: "attr", "data-method": result.method ?? "" }, el("figcaption", { class: "attr-title", text: title }), el("p", { class: "error", text: result.error }));
     const map = unpack(result.map);
     const [height, width] = map.shape;
     const base = paintImage(document.createElement("canvas"), image);
@@ -96,7 +147,7 @@ export class AttributionView {
     const caption = `${title} for class ${state.card.class_names[result.target]} ` +
       `(p = ${percent(result.probability)})${result.stage ? ` at ${result.stage}` : ""}`;
     const judged = result.faithfulness?.run?.verdict;
-    return el("figure", { class: `attr${judged === "fails" ? " attr-fails" : ""}`, "data-judged": judged ?? "" },
+    return el("figure", { class: `attr${judged === "fails" ? " attr-fails" : ""}`, "data-judged": judged ?? "", "data-method": result.method },
       el("figcaption", { class: "attr-title", text: judged === "fails" ? `${title} ✗ fails on this run` : title }),
       overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }), verdict(result.faithfulness),
       result.stage ? stageChannelLinks(result.stage, state.card) : null); // Grad-CAM: its stage's channels

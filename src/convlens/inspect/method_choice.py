@@ -1,0 +1,148 @@
+"""Which attribution map to show by default on a run: the most faithful one that passes, measured.
+
+``default_method`` measures every registered method on the run's own test images
+(``run_faithfulness``; a stage-taking method such as Grad-CAM at each rectified stage,
+``cam_stages.grad_cam_stages``) and picks, among those whose verdict passes (deletion beats random
+order with its 95 % interval below 0, and the map changes when the weights are re-initialized),
+the one whose deletion AUC drops furthest below random order's. When none passes it says so and
+falls back to the largest drop, marked as not passing. The measurement is stored with the run
+(``faithfulness.json``), so only the first call on a checkpoint measures.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from convlens.errors import ConvlensError
+from convlens.inspect.attribution import ATTRIBUTIONS
+from convlens.inspect.cam_stages import grad_cam_default, grad_cam_stages, takes_stage
+from convlens.inspect.run_faithfulness import (
+    method_key,
+    run_faithfulness,
+    save_faithfulness,
+    stored_faithfulness,
+    weights_sha,
+)
+
+FALLBACK = "grad-cam"  # shown, unjudged, when nothing can be measured (no test images)
+
+
+def candidate_keys(model: nn.Module) -> list[str]:
+    """Every registered method, a stage-taking one once per rectified stage Grad-CAM may look at
+    (its default stage as its bare name; the default stage alone when no stage is rectified)."""
+    stages = grad_cam_stages(model)
+    default = grad_cam_default(model)
+    rectified = [s["stage"] for s in stages if s["rectified"]] or ([default] if default else [])
+    keys = []
+    for entry in ATTRIBUTIONS:
+        if not takes_stage(entry):
+            keys.append(entry.name)
+        else:
+            keys += [method_key(entry.name, None if stage == default else stage) for stage in rectified]
+    return keys
+
+
+def _measured(run, keys: list[str], model: nn.Module) -> tuple[dict, dict]:
+    """Run-level results of ``keys`` and, for a method that cannot explain this model, its error."""
+    try:
+        return run_faithfulness(run, keys, model=model)["methods"], {}
+    except ConvlensError:
+        pass  # one method failed (or no test images): each on its own, to tell which
+    found, errors = {}, {}
+    for key in keys:
+        try:
+            found[key] = run_faithfulness(run, [key], model=model)["methods"][key]
+        except ConvlensError as error:
+            errors[key] = str(error)
+    return found, errors
+
+
+def deletion_drop(entry: dict) -> tuple[float, float, float] | None:
+    """(drop, low, high): random order's deletion AUC minus the map's, mean and 95 % interval."""
+    deletion = entry["deletion"]
+    if deletion.get("difference") is None or None in deletion["interval"]:
+        return None
+    low, high = deletion["interval"]
+    return -deletion["difference"], -high, -low
+
+
+def _label(key: str) -> str:
+    name, _, stage = key.partition("@")
+    return ATTRIBUTIONS.get(name).label + (f" at {stage}" if stage else "")
+
+
+def _why(key: str, entry: dict, passes: bool, passing: int) -> str:
+    drop, low, high = deletion_drop(entry)
+    rho = entry["randomization"]["spearman"]
+    numbers = f"deletion drop {drop:.2f} vs random ({low:.2f} to {high:.2f})"
+    if passes:
+        others = f"; the largest drop of the {passing} that passed" if passing > 1 else ""
+        return f"chosen because it passed on this run: {numbers}, randomization Spearman {rho:.2f}{others}"
+    return (
+        f"no method passed on this run; {_label(key)} has the largest {numbers} but it "
+        f"{entry['verdict'] if entry['verdict'] == 'fails' else 'does not pass'} "
+        f"(deletion {entry['deletion']['verdict']}, randomization {entry['randomization']['verdict']}, "
+        f"Spearman {rho:.2f})"
+    )
+
+
+def default_method(run, model: nn.Module | None = None) -> dict:
+    """The run's default attribution: ``{"method", "stage", "key", "passes", "verdict", "drop",
+    "interval", "vs_brightness", "why", "candidates", "errors"}``.
+
+    ``passes``: whether the chosen method passed (None when nothing could be measured: then it is
+    Grad-CAM at its default stage, unjudged, and ``why`` says why). ``stage``: where a stage-taking
+    method looks (None for input-space methods). Stored under ``"default"`` in the run's
+    faithfulness.json. ``model``: the run's model or a copy of it (the explorer's own).
+    """
+    model = run.model if model is None else model
+    keys = candidate_keys(model)
+    stored = stored_faithfulness(run).get("default")
+    if (
+        isinstance(stored, dict)
+        and stored.get("candidates") == keys
+        and stored.get("weights_sha256") == weights_sha(run)
+    ):
+        return {k: v for k, v in stored.items() if k != "weights_sha256"}
+    found, errors = _measured(run, keys, model)
+    scored = {key: deletion_drop(entry) for key, entry in found.items()}
+    passing = [key for key in found if found[key]["verdict"] == "passes" and scored[key] is not None]
+    pool = passing or [key for key in found if scored[key] is not None]
+    if not pool:
+        reason = "; ".join(f"{key}: {text}" for key, text in errors.items()) or "no method could be measured"
+        name = FALLBACK if FALLBACK in ATTRIBUTIONS else ATTRIBUTIONS.names()[0]
+        return {
+            "method": name, "stage": None, "key": name, "passes": None, "verdict": None, "drop": None,
+            "interval": None, "vs_brightness": None, "why": f"not measured on this run ({reason})",
+            "candidates": keys, "errors": errors,
+        }  # fmt: skip
+    best = max(pool, key=lambda key: scored[key][0])  # ties: the first registered
+    entry = found[best]
+    drop, low, high = scored[best]
+    versus = entry["deletion"]["vs_brightness"]
+    name, _, stage = best.partition("@")
+    chosen = {
+        "method": name,
+        "stage": stage or entry.get("stage"),
+        "key": best,
+        "passes": bool(passing),
+        "verdict": entry["verdict"],
+        "drop": drop,
+        "interval": [low, high],
+        # brightness minus the map: above 0 the map deletes better than the brightest pixels first
+        "vs_brightness": None
+        if versus["difference"] is None or None in versus["interval"]
+        else {"drop": -versus["difference"], "interval": [-versus["interval"][1], -versus["interval"][0]]},
+        "why": _why(best, entry, bool(passing), len(passing)),
+        "candidates": keys,
+        "errors": errors,
+    }
+    _store(run, chosen)
+    return chosen
+
+
+def _store(run, chosen: dict) -> None:
+    stored = stored_faithfulness(run)
+    if stored.get("methods"):
+        stored["default"] = {**chosen, "weights_sha256": weights_sha(run)}
+        save_faithfulness(run, stored)
