@@ -192,18 +192,26 @@ def _stage_tables(run: Run) -> list[dict]:
 
 def _attributions(run: Run, image, label: int) -> Section:
     """Every registered attribution method on one test image: where the model looks, method by method,
-    each with its verdict on this run and this image (``analyses.attribution_faithfulness``)."""
-    from convlens.inspect.analyses import attribution_faithfulness, image_reference, run_faithfulness
+    each with its verdict on this run and this image (``run_faithfulness.attribution_faithfulness``);
+    the run's default (``method_choice.default_method``) first, with why it was chosen."""
     from convlens.inspect.attribution import ATTRIBUTIONS
+    from convlens.inspect.method_choice import default_method
+    from convlens.inspect.run_faithfulness import attribution_faithfulness, image_reference, run_faithfulness
     from convlens.views import plots
     from convlens.views.tables import faithfulness_table
 
+    chosen = default_method(run)
+    entries = sorted(ATTRIBUTIONS, key=lambda entry: entry.name != chosen["method"])  # the default first
     maps, failed, verdicts = [], [], []
-    for entry in ATTRIBUTIONS:
+    for entry in entries:
+        stage = chosen["stage"] if entry.name == chosen["method"] else None
         try:
-            maps.append((entry.label, entry.call(run.model, image, target=None)))
+            result = entry.call(run.model, image, target=None, stage=stage)
         except ConvlensError as exc:  # e.g. Grad-CAM on a model without convolutions
             failed.append(f"{entry.label}: {exc}")
+            continue
+        at = f" at {result.stage}" if result.stage else ""
+        maps.append((entry.label + at + (" (default)" if entry.name == chosen["method"] else ""), result))
     note = ""
     try:
         measured = run_faithfulness(run, [result.method for _, result in maps])
@@ -224,10 +232,11 @@ def _attributions(run: Run, image, label: int) -> Section:
             run, image, result, random_aucs=references[result.target]
         )
         verdicts.append((label_text, result.faithfulness))
+    shown = ATTRIBUTIONS.get(chosen["method"]).label + (f" at {chosen['stage']}" if chosen["stage"] else "")
     text = (
         f"A test image of class {run.class_names[label]}, explained for the predicted class by each of the "
         f"{len(ATTRIBUTIONS)} registered attribution methods ({', '.join(e.label for e in ATTRIBUTIONS)}; "
-        "1 = mattered most)." + note
+        f"1 = mattered most). The default on this run, first, is {shown}: {chosen['why']}." + note
     )
     if failed:
         text += " Not available: " + "; ".join(failed) + "."
