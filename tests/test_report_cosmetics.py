@@ -292,3 +292,31 @@ def test_the_report_page_fits_a_phone_and_captions_name_the_class(chromium, repo
                 )
         finally:
             page.close()
+
+
+@pytest.mark.slow  # a whole report: its attribution faithfulness alone takes minutes on two busy cores
+@pytest.mark.browser
+def test_a_photo_run_report_fits_a_phone_and_names_the_class_it_explains(chromium, photo_run, tmp_path):
+    """The same, end to end: ``convlens report`` of a colour photo run, read in Chromium."""
+    import re
+
+    from convlens.report import build_report
+    from convlens.views.plots.output import PAGE_WIDTH_PX
+
+    report = build_report(photo_run, tmp_path / "report.html")
+    said = re.search(r"A test image of class (\w+), explained", report.read_text(encoding="utf-8"))
+    assert said is not None
+    for width, height in ((360, 740), (1280, 800)):
+        page = chromium.new_page(viewport={"width": width, "height": height})
+        try:
+            page.goto(report.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            caption = page.locator("section#attributions figcaption").inner_text()
+            assert f"explains the class {said.group(1)} " in caption
+            shown = page.evaluate(
+                "[...document.querySelectorAll('img')].map(i => [i.naturalWidth, i.getBoundingClientRect().width])"
+            )
+            if width == 1280:
+                assert all(abs(on_screen - min(natural, PAGE_WIDTH_PX)) < 1 for natural, on_screen in shown)
+        finally:
+            page.close()
