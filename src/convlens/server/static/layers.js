@@ -6,7 +6,7 @@
 import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane } from "./draw.js";
 import { stageExplanation } from "./explain-text.js";
-import { neuronLink } from "./neuron-link.js";
+import { hasNeuronPanel, neuronLink } from "./neuron-link.js";
 
 const SHOWN_INPUTS = 16; // input channels of a filter drawn in its row
 const OPERATION_CHANNELS = 8; // channels shown in input → output pairs
@@ -233,7 +233,9 @@ export class LayersView {
     } catch (error) {
       message(this.top, error.message, "error");
     }
-    this.top.prepend(neuronLink(stage, channel, `open ${stage} channel ${channel} in the neuron panel ›`));
+    if (hasNeuronPanel(this.state.card, stage)) {
+      this.top.prepend(neuronLink(stage, channel, `open ${stage} channel ${channel} in the neuron panel ›`));
+    }
   }
 }
 

@@ -9,8 +9,10 @@ export function openNeuron(stage, channel) {
 }
 
 // The stages whose channels have a panel (convlens.inspect.neurons.neuron_stages, read from the run
-// card): those with a feature map, after the input's normalization.
+// card): those with a feature map, after the input's normalization. A segmentation run has none:
+// the panel's ablation asks about one class per image (the endpoint refuses such a run).
 export function hasNeuronPanel(card, stage) {
+  if (card?.task === "segmentation") return false;
   const found = card?.stages.find((s) => s.name === stage);
   return Boolean(found && found.shape.length === 3 && found.layer?.role !== "normalize");
 }

@@ -18,11 +18,11 @@ export class NeuronPanel {
     this.pending = false;
     this.title = el("h2", { id: "neuron-title" });
     this.body = el("div", { class: "neuron-body", id: "neuron-body" });
-    const close = el("button", { class: "neuron-close", id: "neuron-close", type: "button", text: "close ✕",
+    this.closeButton = el("button", { class: "neuron-close", id: "neuron-close", type: "button", text: "close ✕",
       onclick: () => this.close() });
     this.box = el("section", { id: "neuron-panel", class: "neuron-panel", role: "dialog",
       "aria-labelledby": "neuron-title", hidden: "" },
-    el("div", { class: "neuron-head" }, this.title, close), this.body);
+    el("div", { class: "neuron-head" }, this.title, this.closeButton), this.body);
     document.body.append(this.box);
     document.addEventListener(OPEN_NEURON, (event) => this.open(event.detail));
     document.addEventListener("keydown", (event) => {
@@ -36,6 +36,7 @@ export class NeuronPanel {
     this.box.hidden = false;
     this.title.textContent = neuronTitle(target, this.state.card);
     this.box.scrollTop = 0;
+    this.closeButton.focus({ preventScroll: true }); // the keyboard is in the panel; Escape closes it
     if (!known) { // a flat stage, the normalization or a name this run lacks: said in the panel
       this.asked++;
       this.box.dataset.state = "error";
@@ -93,7 +94,7 @@ export class NeuronPanel {
     this.body.querySelector(".neuron-loading")?.remove();
     this.body.prepend(el("p", { class: "note neuron-loading", id: "neuron-loading",
       text: `computing ${target.stage} channel ${target.channel} for ${input?.kind === "test" ? `test image ${input.index}` : "your image"}: ` +
-        "its kernel, map, top patches over the test images and the effect of zeroing it…" }));
+        "its kernel, map, what it responds to, its top patches over the test images and the effect of zeroing it…" }));
     try {
       if (!run || !input) throw new Error("pick a test image or draw one first: the panel shows the channel on the current input");
       const body = await postImage(`/api/runs/${encodeURIComponent(run.id)}/neuron`, input,
