@@ -128,14 +128,23 @@ def test_the_panel_opens_from_the_network_view_with_the_models_kernel_and_the_se
 def test_the_panel_opens_from_grad_cam_with_the_channels_share(open_page, explorer, digits_run):
     page = open_page(width=1280, height=800)
     page.click('#tabs button[data-tab="attribution"]')
-    channels = page.locator("#attr-maps details.neuron-channels").first
+    # the view measures its default method first and may redraw at the stage it chose: wait for it
+    page.wait_for_function(
+        "() => !document.getElementById('attr-default').textContent.startsWith('measuring')", timeout=60_000
+    )
+    chosen = page.locator("#attr-stage").input_value()
+    channels = page.locator(
+        f'#attr-maps details.neuron-channels[data-stage="{chosen}"]'
+        if chosen
+        else "#attr-maps details.neuron-channels"
+    ).first
     channels.wait_for(timeout=30_000)
     stage = channels.get_attribute("data-stage")  # the stage Grad-CAM looked at, as its caption says
     caption = channels.locator("xpath=..").inner_text()
     assert caption.startswith("Grad-CAM") and f" at {stage}" in caption
     channels.locator("summary").click()
     channels.locator('button.neuron-link[data-channel="5"]').click()
-    source = page.locator("#network").get_attribute("data-source") or "test image 0"
+    source = page.locator("#attr-maps").get_attribute("data-source")  # the maps' input: the panel's too
     wait_for_panel(page, stage, 5, source)
     body = neuron_json(explorer, digits_run.name, int(source.split()[-1]), stage, 5)
     share = page.locator("#neuron-grad-cam")
