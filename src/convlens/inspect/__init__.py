@@ -42,8 +42,10 @@ from convlens.inspect.cells import elementwise
 from convlens.inspect.convolve import KERNELS, Convolution, ConvolutionCell, convolve, parse_kernel
 from convlens.inspect.featureviz import (
     FeatureVisualization,
+    RegularisedVisualization,
     TopImages,
     feature_visualization,
+    regularised_visualization,
     top_activating_images,
 )
 from convlens.inspect.filters import ConvFilters, conv_filters
@@ -87,6 +89,7 @@ __all__ = [
     "NormalizeCell",
     "PoolCell",
     "ReceptiveField",
+    "RegularisedVisualization",
     "ReluCell",
     "SoftmaxCell",
     "StageActivation",
@@ -119,6 +122,7 @@ __all__ = [
     "receptive_field",
     "receptive_fields",
     "register_layer_kind",
+    "regularised_visualization",
     "rise",
     "saliency",
     "smoothgrad",

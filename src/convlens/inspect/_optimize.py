@@ -125,6 +125,28 @@ def is_affine_stage(model: nn.Module, stage: str) -> bool:
     return False
 
 
+def affine_twin(model: nn.Module, stage: str) -> str | None:
+    """The last affine stage before ``stage`` with its output shape (``conv1`` for ``relu1``): its
+    closed-form optimum is a strong start, the exact optimum when ``stage`` is its ReLU."""
+    twin, shape = None, stage_shape(model, stage)
+    for name, _ in model_stages(model):
+        if name == stage:
+            return twin
+        if is_affine_stage(model, name) and stage_shape(model, name) == shape:
+            twin = name
+    return None
+
+
+def sign_optimum(
+    score: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], device
+) -> torch.Tensor:
+    """The exact maximum over [0, 1] pixels of ``score`` (rows,), affine in the pixels of a batch
+    of ``shape``: 1 where a pixel's weight (the gradient, the same at every input) is positive."""
+    start = torch.zeros(shape, device=device, requires_grad=True)
+    (weights,) = torch.autograd.grad(score(start).sum(), start)  # rows are independent
+    return (weights > 0).float()
+
+
 def frequency_scale(height: int, width: int, decay: float = DECAY) -> torch.Tensor:
     """1 / |frequency| per rfft2 coefficient, so coarse structure is cheap and noise is expensive."""
     fy = torch.fft.fftfreq(height)[:, None]  # (H, 1)

@@ -22,15 +22,17 @@ from convlens.data.bundle import to_float
 from convlens.errors import ConvlensError
 from convlens.inspect._optimize import (
     GAIN,
+    affine_twin,
     ascend,
     check_channels,
     check_steps,
     is_affine_stage,
     logit,
+    sign_optimum,
     stage_output,
     stage_shape,
 )
-from convlens.inspect._stages import SOFTMAX, eval_mode, find_stage, input_shape, model_device, model_stages
+from convlens.inspect._stages import SOFTMAX, eval_mode, find_stage, input_shape, model_device
 
 
 @dataclass
@@ -51,13 +53,13 @@ class UnitOptimum:
     dead: bool | None = None  # no searched image turns the unit above 0 (None: no images searched)
 
 
-def _unit(model: nn.Module, stage: str, channel: int) -> tuple[tuple[int, int] | None, tuple[int, ...]]:
-    """The centre cell of ``channel``'s map (None on a flat stage) and the stage's output shape."""
+def _centre_cell(model: nn.Module, stage: str, channel: int) -> tuple[int, int] | None:
+    """The centre cell of ``channel``'s map (None on a flat stage), the channel checked."""
     if stage != SOFTMAX:
         find_stage(model, stage)  # an unknown name lists the valid ones
     shape = stage_shape(model, stage)
     check_channels(model, stage, [channel], shape)
-    return ((shape[1] // 2, shape[2] // 2) if len(shape) == 3 else None), shape
+    return (shape[1] // 2, shape[2] // 2) if len(shape) == 3 else None
 
 
 def _window(model: nn.Module, stage: str, channel: int, cell) -> tuple[int, int, int, int]:
@@ -78,23 +80,12 @@ def _unit_scores(model: nn.Module, stage: str, channel: int, cell, images: torch
 
 
 def _affine_optimum(model: nn.Module, stage: str, channel: int, cell) -> torch.Tensor:
-    """(C, H, W): the exact optimum of an affine stage's unit: 1 where its weight (its gradient,
-    the same at every input) is positive, else 0."""
-    start = torch.zeros(1, *input_shape(model), device=model_device(model), requires_grad=True)
-    (weights,) = torch.autograd.grad(_unit_scores(model, stage, channel, cell, start, True).sum(), start)
-    return (weights[0] > 0).float()
+    """(C, H, W): the exact optimum of an affine stage's unit (the sign pattern of its weights)."""
 
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        return _unit_scores(model, stage, channel, cell, batch, keep_graph=True)
 
-def _affine_twin(model: nn.Module, stage: str, shape: tuple[int, ...]) -> str | None:
-    """The last affine stage before ``stage`` with the same output shape: its unit's optimum is a
-    good start (the exact optimum when ``stage`` is a ReLU of it)."""
-    twin = None
-    for name, _ in model_stages(model):
-        if name == stage:
-            return twin
-        if is_affine_stage(model, name) and stage_shape(model, name) == shape:
-            twin = name
-    return None
+    return sign_optimum(score, (1, *input_shape(model)), model_device(model))[0]
 
 
 def _best_image(model, stage, channel, cell, images: torch.Tensor, batch_size: int = 500):
@@ -133,7 +124,7 @@ def unit_optimum(
             f"images: expected N x {'x'.join(map(str, shape_in))}, got {tuple(images.shape)}",
             parameter="images",
         )
-    cell, shape = _unit(model, stage, channel)
+    cell = _centre_cell(model, stage, channel)
     top, left, bottom, right = window = _window(model, stage, channel, cell)
     best = _best_image(model, stage, channel, cell, images) if images is not None else None
     with eval_mode(model):
@@ -141,7 +132,7 @@ def unit_optimum(
             image, taken, closed = _affine_optimum(model, stage, channel, cell), 0, True
         else:
             starts = [] if best is None else [best[2]]
-            twin = _affine_twin(model, stage, shape)
+            twin = affine_twin(model, stage)
             if twin is not None:
                 starts.append(_affine_optimum(model, twin, channel, cell))
             image, taken, closed = _ascend_unit(
