@@ -16,7 +16,7 @@ from convlens.inspect import run_faithfulness as measuring
 from convlens.inspect.analyses import explanation_attribution
 from convlens.inspect.attribution import ATTRIBUTIONS
 from convlens.inspect.cam_stages import grad_cam_stages
-from convlens.inspect.run_faithfulness import FAITHFULNESS_FILE, run_faithfulness
+from convlens.inspect.run_faithfulness import FAITHFULNESS_FILE, run_faithfulness, stored_faithfulness
 from convlens.inspect.verdicts import (
     combined_verdict,
     method_faithfulness,
@@ -32,6 +32,13 @@ IMAGES, SEED, STEPS, REPEATS, RANDOMIZED = 24, 3, 16, 4, 16
 def run_dir(digits_run, tmp_path):
     """A private copy of the digits run: the stored file must not leak into other tests."""
     return shutil.copytree(digits_run, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def measured_dir(digits_run, tmp_path_factory):
+    """One copy of the digits run for the tests that only read its measurement at the default
+    settings: every candidate method is measured once (on the first test's need), not per test."""
+    return shutil.copytree(digits_run, tmp_path_factory.mktemp("measured") / "run")
 
 
 def _blur(image: np.ndarray) -> np.ndarray:
@@ -203,8 +210,8 @@ def test_the_verdict_rule_on_constructed_numbers():
     assert combined_verdict("inconclusive", "passes") == "inconclusive"
 
 
-def test_one_image_carries_its_verdict_and_the_runs(run_dir):
-    run = Run.open(run_dir)
+def test_one_image_carries_its_verdict_and_the_runs(measured_dir):
+    run = Run.open(measured_dir)
     images, _, _ = run.test_data(limit=1, seed=11)
     result = explanation_attribution(run.model, images[0], "saliency", run=run)
     found = result.faithfulness
@@ -229,27 +236,30 @@ def test_grad_cam_stages_list_rectified_stages_first(digits_model):
     assert [s["stage"] for s in stages if s["default"]] == ["pool2"]
 
 
-def test_the_reports_attribution_section_carries_the_verdicts(run_dir):
+def test_the_reports_attribution_section_carries_the_verdicts(measured_dir):
     from convlens.report import _attributions, render_report
 
-    run = Run.open(run_dir)
+    run = Run.open(measured_dir)
     images, labels, _ = run.test_data(limit=1, seed=4)
     section = _attributions(run, images[0], int(labels[0]))
-    stored = run_faithfulness(run)["methods"]
+    chosen = stored_faithfulness(run)["default"]
+    stored = stored_faithfulness(run)["methods"]
+    # the measured default first, at its stage; the others after it in registry order
+    keys = [chosen["key"]] + [m for m in ATTRIBUTIONS.names() if m != chosen["method"]]
     (table,) = section.tables
-    assert [row[1] for row in table["rows"]] == [stored[m]["verdict"] for m in ATTRIBUTIONS.names()]
-    assert [row[2] for row in table["rows"]] == [
-        f"{stored[m]['deletion']['auc']:.3f}" for m in ATTRIBUTIONS.names()
-    ]
+    assert [row[1] for row in table["rows"]] == [stored[k]["verdict"] for k in keys]
+    assert [row[2] for row in table["rows"]] == [f"{stored[k]['deletion']['auc']:.3f}" for k in keys]
+    assert table["rows"][0][0].endswith("(default)")
+    assert "The default on this run, first, is" in section.text and chosen["why"] in section.text
     assert "faithfulness on this run" in render_report("t", [section])
 
 
-def test_the_lab_experiment_reports_the_runs_own_numbers(run_dir):
+def test_the_lab_experiment_reports_the_runs_own_numbers(measured_dir):
     from convlens.lab import run_experiment
     from convlens.views.lab import TABLES
 
-    result = run_experiment("faithfulness", None, run=str(run_dir), methods=["saliency", "occlusion"])
-    stored = run_faithfulness(Run.open(run_dir), ["saliency", "occlusion"])
+    result = run_experiment("faithfulness", None, run=str(measured_dir), methods=["saliency", "occlusion"])
+    stored = run_faithfulness(Run.open(measured_dir), ["saliency", "occlusion"])
     for method, entry in stored["methods"].items():
         assert result.deletion[method] == entry["deletion"]["auc"]
         assert result.spearman[method] == entry["randomization"]["spearman"]
@@ -260,16 +270,62 @@ def test_the_lab_experiment_reports_the_runs_own_numbers(run_dir):
     assert [row[0] for row in table.rows][:2] == ["saliency", "occlusion"]
 
 
-def test_explain_prints_the_verdict_and_its_json_carries_it(run_dir, run_cli, tmp_path):
+def test_explain_prints_the_verdict_and_its_json_carries_it(measured_dir, run_cli, tmp_path):
     import json
 
-    code, out, err = run_cli("explain", run_dir, "digits:3", "--out", tmp_path / "x", "--json")
+    code, out, err = run_cli("explain", measured_dir, "digits:3", "--out", tmp_path / "x", "--json")
     assert code == 0, err
     found = json.loads(out)["attribution"]["faithfulness"]
     assert found["verdict"] in ("passes", "fails", "inconclusive")
     assert {"deletion_auc", "random_deletion_auc", "interval", "run"} <= set(found)
     assert found["run"]["verdict"] in ("passes", "fails", "inconclusive")
     assert len(repr(found["deletion_auc"])) <= 9  # 6 significant digits, no float32 noise
-    code, out, err = run_cli("explain", run_dir, "digits:3", "--out", tmp_path / "y")
+    shown = json.loads(out)["attribution"]
+    chosen = stored_faithfulness(Run.open(measured_dir))["default"]
+    assert shown["chosen_by"] == "measurement" and shown["default"]["why"] == chosen["why"]
+    assert (shown["method"], shown["stage"]) == (chosen["method"], chosen["stage"])
+    code, out, err = run_cli("explain", measured_dir, "digits:3", "--out", tmp_path / "y")
     assert code == 0, err
-    assert f"{found['run']['verdict']} on this run: deletion AUC" in " ".join(out.split())
+    text = " ".join(out.split())
+    assert f"{found['run']['verdict']} on this run: deletion AUC" in text
+    assert chosen["why"] in text
+
+
+def test_stage_picks_feature_maps_and_cam_stage_the_attribution(measured_dir, run_cli, tmp_path):
+    import json
+
+    code, out, err = run_cli("explain", measured_dir, "digits:3", "--stage", "conv2", "--method", "grad-cam",
+                             "--out", tmp_path / "x", "--json")  # fmt: skip
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["attribution"]["stage"] == "pool2"  # --stage conv2 does not move Grad-CAM
+    assert any(f.endswith("stage-conv2.png") for f in found["files"])
+    code, out, err = run_cli(
+        "explain", measured_dir, "digits:3", "--cam-stage", "relu1", "--out", tmp_path / "y", "--json"
+    )
+    assert code == 0, err
+    assert (json.loads(out)["attribution"]["method"], json.loads(out)["attribution"]["stage"]) == (
+        "grad-cam",
+        "relu1",
+    )
+    code, _, err = run_cli("explain", measured_dir, "digits:3", "--cam-stage", "fc", "--out", tmp_path / "z")
+    assert code == 2 and "--cam-stage: Grad-CAM cannot look at 'fc'; choose one of: relu1, pool1" in err
+    assert "conv1 (before a ReLU)" in err and "Traceback" not in err
+    code, _, err = run_cli(
+        "explain", measured_dir, "digits:3", "--method", "saliency", "--cam-stage", "relu1"
+    )
+    assert code == 2 and "--cam-stage: saliency looks at pixels, not at a stage" in err
+
+
+def test_lab_faithfulness_takes_the_run_as_an_argument(measured_dir, run_cli, tmp_path):
+    import json
+
+    code, out, err = run_cli("lab", "faithfulness", measured_dir, "--out", tmp_path / "lab", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    stored = stored_faithfulness(Run.open(measured_dir))
+    assert result["default"]["key"] == stored["default"]["key"]
+    for key, entry in stored["methods"].items():
+        assert result["deletion"][key] == entry["deletion"]["auc"]
+    code, _, err = run_cli("lab", "locality", measured_dir)
+    assert code == 2 and "RUN: only `convlens lab faithfulness RUN` measures a run folder" in err
