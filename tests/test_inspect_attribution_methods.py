@@ -163,6 +163,31 @@ def test_grad_cam_plus_plus_on_a_hand_checkable_model():
     torch.testing.assert_close(grad_cam_plus_plus(model, image, target=1).raw, 2 / 9 * a0)
 
 
+class _DeadBranch(nn.Module):
+    """A convolution whose map the class score never reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.unread = nn.Conv2d(1, 2, 1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+
+    def stages(self):
+        return [("conv", self.conv), ("unread", self.unread), ("head", self.head)]
+
+    def forward(self, x):
+        self.unread(x)
+        return self.head(self.conv(x))
+
+
+def test_a_stage_the_score_does_not_read_has_an_empty_map():
+    torch.manual_seed(0)
+    model = _DeadBranch().eval()
+    for function in (grad_cam, grad_cam_plus_plus):
+        result = function(model, torch.rand(1, 2, 2), target=0, stage="unread")
+        assert not result.raw.any() and not result.map.any()
+
+
 # --- RISE ---------------------------------------------------------------------------------------
 
 
@@ -305,3 +330,17 @@ def test_explain_draws_each_method(run_copy, run_cli, tmp_path, method):
     summary = json.loads(stdout)
     assert summary["attribution"]["method"] == method
     assert (out / f"attribution-{method}.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_a_cuda_model_gives_the_cpus_map(trained, method):
+    """Noise and masks are drawn on the CPU, so the device changes nothing but rounding."""
+    import copy
+
+    model, images = trained
+    function = ATTRIBUTIONS.get(method).function
+    on_cpu = function(model, images[0], target=3)
+    on_gpu = function(copy.deepcopy(model).cuda(), images[0].cuda(), target=3)
+    assert on_gpu.map.device.type == "cpu"
+    torch.testing.assert_close(on_gpu.map, on_cpu.map, atol=1e-3, rtol=1e-3)

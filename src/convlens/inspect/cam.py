@@ -89,7 +89,9 @@ def stage_map_and_gradient(
         handle.remove()
     if not kept:
         raise ConvlensError("stage did not run in the forward pass; choose another stage", parameter="stage")
-    (gradient,) = torch.autograd.grad(logits[0, target], kept[0])
+    (gradient,) = torch.autograd.grad(logits[0, target], kept[0], allow_unused=True)
+    if gradient is None:  # a branch the class score does not read: nothing there raises it
+        gradient = torch.zeros_like(kept[0])
     return kept[0].detach(), gradient.detach()
 
 
