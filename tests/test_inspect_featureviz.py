@@ -34,7 +34,7 @@ def _assert_beats_every_live_channel(model, images, stage, result) -> None:
 def test_optimized_image_beats_the_most_activating_test_image(digits_model, digits, stage):
     model, _ = digits_model
     images = digits.test_images[:200]
-    result = feature_visualization(model, stage, steps=48, images=images)
+    result = feature_visualization(model, stage, steps=32, images=images)
     assert result.images.shape == (len(result.channels), 1, 8, 8)
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert result.closed_form == (stage == "conv1") and not result.regularised
