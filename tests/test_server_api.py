@@ -232,6 +232,7 @@ def test_features_and_top_images(client, run_id, digits_model, digits):
     ]
     assert scores[0] == pytest.approx(max(all_scores), abs=1e-5)
     assert top["images"][0]["index"] == int(np.argmax(all_scores))
+    assert body["activation"][3] >= max(all_scores)  # the best test image is one of the starts
 
 
 def test_playground_edge_kernel_on_smiley_equals_scipy(client):

@@ -91,7 +91,11 @@ def features(
 
     def compute():
         channels = list(range(min(MAX_CHANNELS, run.model_channels(stage))))
-        return feature_visualization(run.slow_model(), stage, channels, steps=FEATURE_STEPS)
+        try:  # each channel's best test image is one start: the optimum never ends below it
+            images = run.test_split()[0]
+        except ConvlensError:
+            images = None
+        return feature_visualization(run.slow_model(), stage, channels, steps=FEATURE_STEPS, images=images)
 
     result = _cached(run, ("features", stage), compute, slow=True)
     return JSONResponse(
