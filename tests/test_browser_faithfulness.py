@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from convlens.inspect.attribution import ATTRIBUTIONS
 from testing_helpers import pick_test_image
 
 pytestmark = pytest.mark.browser  # the `chromium` fixture (conftest.py) skips without /usr/bin/chromium
@@ -33,13 +34,23 @@ def test_the_verdict_stands_beside_every_map(open_page, run_copy, tmp_path):
     page.click('#tabs button[data-tab="attribution"]')
     page.wait_for_selector("#attr-maps figure.attr .verdict-run", timeout=60_000)
     page.screenshot(path=tmp_path / "verdicts.png", full_page=True)
+    # the run's measured default: named with why, its stage selected, its map first and marked
+    page.wait_for_selector("#attr-default[data-method]", timeout=120_000)
+    page.wait_for_selector("#attr-maps figure.attr-default .verdict-run", timeout=60_000)
     stored = json.loads((run_copy / "faithfulness.json").read_text())
+    chosen = stored["default"]
+    note = page.locator("#attr-default").inner_text()
+    assert note.startswith("default on this run: ") and chosen["why"] in note, note
+    if chosen["stage"]:
+        assert page.locator("#attr-stage").input_value() == chosen["stage"]
     figures = page.locator("#attr-maps figure.attr")
-    assert figures.count() == 4
+    assert figures.count() == len(ATTRIBUTIONS)
+    assert figures.nth(0).get_attribute("data-method") == chosen["method"]
+    assert "(default)" in figures.nth(0).locator(".attr-title").inner_text()
     for i in range(figures.count()):
         figure = figures.nth(i)
         method = figure.locator("canvas.attr-overlay").get_attribute("data-method")
-        measured = stored["methods"][method]
+        measured = stored["methods"][chosen["key"] if method == chosen["method"] else method]
         line = figure.locator(".verdict-run")
         text = line.inner_text()
         assert text.startswith(f"{measured['verdict']} on this run"), text
