@@ -83,7 +83,8 @@ def test_insertion_by_hand(digits_model, digits):
 def _entry(verdict: str, difference: float, half: float = 0.02, rho: float = 0.2) -> dict:
     deletion = {"verdict": verdict, "difference": difference, "interval": [difference - half, difference + half],
                 "vs_brightness": {"difference": difference + 0.1, "interval": [difference + 0.05, difference + 0.15]}}  # fmt: skip
-    return {"verdict": verdict, "deletion": deletion, "stage": None,
+    deletion.update(images=32, blank=0)
+    return {"verdict": verdict, "deletion": deletion, "stage": None, "images": 32,
             "randomization": {"verdict": "passes" if rho < 0.5 else "fails", "spearman": rho}}  # fmt: skip
 
 
@@ -207,3 +208,20 @@ def _unsigned(result) -> torch.Tensor:
     if tuple(raw.shape[-2:]) == shape:
         return raw.reshape(-1, *shape).sum(0)
     return torch.nn.functional.interpolate(raw[None, None], size=shape, mode="bilinear")[0, 0]
+
+
+def test_one_image_is_no_interval_and_a_mostly_blank_method_is_no_default(digits_run, tmp_path, monkeypatch):
+    from convlens.inspect.verdicts import mean_interval, verdict_below
+
+    mean, low, high = mean_interval(torch.tensor([-0.3]))
+    assert mean == pytest.approx(-0.3) and verdict_below(low, high) == "inconclusive"
+    run = Run.open(shutil.copytree(digits_run, tmp_path / "run"))
+    names = ATTRIBUTIONS.names()
+    found = {name: _entry("passes", -0.1) for name in names}
+    found[names[0]] = _entry("passes", -0.3)  # the largest drop, but blank on 10 of 32 images
+    found[names[0]]["deletion"].update(images=22, blank=10)
+    for name in names[1:]:
+        found[name]["deletion"].update(images=32, blank=0)
+    monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    assert default_method(run)["method"] == names[1]

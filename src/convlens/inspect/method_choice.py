@@ -4,7 +4,8 @@
 (``run_faithfulness``; a stage-taking method such as Grad-CAM at each rectified stage,
 ``cam_stages.grad_cam_stages``) and picks, among those whose verdict passes (deletion beats random
 order with its 95 % interval below 0, and the map changes when the weights are re-initialized),
-the one whose deletion AUC drops furthest below random order's. When none passes it says so and
+the one whose deletion AUC drops furthest below random order's (at most a quarter of its maps blank).
+When none passes it says so and
 falls back to the largest drop, marked as not passing. The measurement is stored with the run
 (``faithfulness.json``), so only the first call on a checkpoint measures.
 """
@@ -66,6 +67,13 @@ def deletion_drop(entry: dict) -> tuple[float, float, float] | None:
     return -deletion["difference"], -high, -low
 
 
+def _passes(entry: dict) -> bool:
+    """Passes on the run with at most a quarter of its maps blank: a default that shows nothing on
+    many images is no default (Grad-CAM at a late pooling can be blank on most Fashion-MNIST images)."""
+    deletion = entry["deletion"]
+    return entry["verdict"] == "passes" and 4 * deletion["blank"] <= deletion["images"] + deletion["blank"]
+
+
 def _label(key: str) -> str:
     name, _, stage = key.partition("@")
     return ATTRIBUTIONS.get(name).label + (f" at {stage}" if stage else "")
@@ -82,7 +90,7 @@ def _why(key: str, entry: dict, passes: bool, passing: int) -> str:
         f"no method passed on this run; {_label(key)} has the largest {numbers} but it "
         f"{entry['verdict'] if entry['verdict'] == 'fails' else 'does not pass'} "
         f"(deletion {entry['deletion']['verdict']}, randomization {entry['randomization']['verdict']}, "
-        f"Spearman {rho:.2f})"
+        f"Spearman {rho:.2f}, {entry['deletion']['blank']} of {entry['images']} maps blank)"
     )
 
 
@@ -106,7 +114,7 @@ def default_method(run, model: nn.Module | None = None) -> dict:
         return {k: v for k, v in stored.items() if k != "weights_sha256"}
     found, errors = _measured(run, keys, model)
     scored = {key: deletion_drop(entry) for key, entry in found.items()}
-    passing = [key for key in found if found[key]["verdict"] == "passes" and scored[key] is not None]
+    passing = [key for key in found if _passes(found[key]) and scored[key] is not None]
     pool = passing or [key for key in found if scored[key] is not None]
     if not pool:
         reason = "; ".join(f"{key}: {text}" for key, text in errors.items()) or "no method could be measured"

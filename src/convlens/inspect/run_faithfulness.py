@@ -34,7 +34,8 @@ from convlens.inspect.verdicts import (
 FAITHFULNESS_FILE = "faithfulness.json"  # in the run folder, keyed by the checkpoint's weights
 FAITHFULNESS_IMAGES = 32  # test images per run-level measurement
 IMAGE_REPEATS = 32  # random orders one image's map is compared with
-MEASURES = ("deletion", "insertion", "randomization")  # a stored file measured otherwise is measured again
+# what is measured and how it is judged: a stored file measured otherwise is measured again
+MEASURES = ("deletion", "insertion", "randomization", "no interval from one image")
 
 
 def method_key(method: str, stage: str | None = None) -> str:

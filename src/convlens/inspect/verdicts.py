@@ -110,13 +110,14 @@ def random_orders(count: int, pixels: int, seed: int = 0) -> torch.Tensor:
 
 
 def mean_interval(values: torch.Tensor, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean, low, high): Student's t interval of the mean (low = high = mean for one value)."""
+    """(mean, low, high): Student's t interval of the mean. One value has no interval: low and high
+    are NaN, so no verdict can pass on a single image."""
     from scipy.stats import t
 
     values = torch.as_tensor(values, dtype=torch.float64).flatten()
     mean = float(values.mean()) if values.numel() else float("nan")
     if values.numel() < 2:
-        return mean, mean, mean
+        return mean, float("nan"), float("nan")
     half = (
         float(t.ppf(0.5 + confidence / 2, values.numel() - 1)) * float(values.std()) / values.numel() ** 0.5
     )
