@@ -225,3 +225,28 @@ def test_one_image_is_no_interval_and_a_mostly_blank_method_is_no_default(digits
     monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
     monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
     assert default_method(run)["method"] == names[1]
+
+
+def test_a_stored_default_is_chosen_again_when_the_measurement_changes(digits_run, tmp_path, monkeypatch):
+    import json
+
+    run = Run.open(shutil.copytree(digits_run, tmp_path / "run"))
+    names = ATTRIBUTIONS.names()
+    found = {name: _entry("passes", -0.1 - 0.01 * i) for i, name in enumerate(names)}
+    monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    path = run.folder / FAITHFULNESS_FILE
+    settings = method_choice.measurement_settings()
+    path.write_text(
+        json.dumps(
+            {"weights_sha256": method_choice.weights_sha(run), "settings": settings, "methods": {"x": 1}}
+        )
+    )
+    assert default_method(run)["method"] == names[-1]
+    assert json.loads(path.read_text())["default"]["method"] == names[-1]  # stored
+    found = {name: _entry("passes", -0.3 + 0.01 * i) for i, name in enumerate(names)}
+    assert default_method(run)["method"] == names[-1]  # read back: nothing measured again
+    stale = json.loads(path.read_text())
+    stale["settings"] = {**settings, "measures": ["deletion"]}  # measured by an older rule
+    path.write_text(json.dumps(stale))
+    assert default_method(run)["method"] == names[0]

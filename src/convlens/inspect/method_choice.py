@@ -18,6 +18,7 @@ from convlens.errors import ConvlensError
 from convlens.inspect.attribution import ATTRIBUTIONS
 from convlens.inspect.cam_stages import grad_cam_default, grad_cam_stages, takes_stage
 from convlens.inspect.run_faithfulness import (
+    measurement_settings,
     method_key,
     run_faithfulness,
     save_faithfulness,
@@ -105,11 +106,13 @@ def default_method(run, model: nn.Module | None = None) -> dict:
     """
     model = run.model if model is None else model
     keys = candidate_keys(model)
-    stored = stored_faithfulness(run).get("default")
+    found = stored_faithfulness(run)
+    stored = found.get("default")
     if (
         isinstance(stored, dict)
         and stored.get("candidates") == keys
-        and stored.get("weights_sha256") == weights_sha(run)
+        and found.get("settings") == measurement_settings()  # chosen from the default settings' numbers
+        and found.get("weights_sha256") == stored.get("weights_sha256") == weights_sha(run)
     ):
         return {k: v for k, v in stored.items() if k != "weights_sha256"}
     found, errors = _measured(run, keys, model)
@@ -151,6 +154,6 @@ def default_method(run, model: nn.Module | None = None) -> dict:
 
 def _store(run, chosen: dict) -> None:
     stored = stored_faithfulness(run)
-    if stored.get("methods"):
+    if stored.get("methods") and stored.get("settings") == measurement_settings():
         stored["default"] = {**chosen, "weights_sha256": weights_sha(run)}
         save_faithfulness(run, stored)

@@ -91,6 +91,24 @@ def save_faithfulness(run, stored: dict) -> dict:
     return stored
 
 
+def measurement_settings(
+    images: int = FAITHFULNESS_IMAGES,
+    seed: int = 0,
+    fill: str = DEFAULT_FILL,
+    steps: int = CURVE_STEPS,
+    randomization_images: int = 16,
+) -> dict:
+    """The settings a stored measurement is keyed by (with the weights): any change measures again."""
+    return {
+        "images": images,
+        "seed": seed,
+        "fill": fill,
+        "steps": steps,
+        "randomization_images": randomization_images,
+        "measures": list(MEASURES),
+    }
+
+
 def run_faithfulness(
     run,
     methods: list[str] | tuple[str, ...] | None = None,
@@ -116,14 +134,7 @@ def run_faithfulness(
     keys = list(dict.fromkeys(methods or ATTRIBUTIONS.names()))
     for key in keys:
         ATTRIBUTIONS.get(key.split("@")[0], parameter="methods")
-    settings = {
-        "images": images,
-        "seed": seed,
-        "fill": fill,
-        "steps": steps,
-        "randomization_images": randomization_images,
-        "measures": list(MEASURES),
-    }
+    settings = measurement_settings(images, seed, fill, steps, randomization_images)
     sha = weights_sha(run)
     stored = stored_faithfulness(run)
     if stored.get("weights_sha256") != sha or stored.get("settings") != settings:
