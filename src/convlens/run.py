@@ -17,6 +17,7 @@ from torch import nn
 from convlens.errors import ConvlensError
 
 CHECKPOINT_NAMES = ("model", "best", "last")  # what `convlens train` writes into a run folder
+PREDICT_BATCH = 100  # images read, made float and classified at a time from a FloatImages
 
 
 @dataclass
@@ -183,26 +184,42 @@ class Run:
             )
         return dataset, spec
 
-    def test_data(self, data: str | None = None, limit: int | None = None, seed: int = 0):
-        """``(float images, labels, spec)``: a seeded sample of ``limit`` test images (None: all).
+    def test_split(self, data: str | None = None, limit: int | None = None, seed: int = 0):
+        """``(images, labels, spec)``: a seeded sample of ``limit`` test images (None: all), the
+        images a ``data.rows.FloatImages`` that reads and makes float only what is asked of it.
 
-        Only the sampled images are read and made float: a cached folder's test split stays on
-        disk (``data.rows.take``), so 100 images of a 20,000-image split cost 100 images."""
-        from convlens.data import to_float
-        from convlens.data.rows import take
+        This is how a whole split is walked (the report): memory holds a batch, not the split
+        as floats, however large the folder (a cached folder's split stays on disk)."""
+        from convlens.data.rows import FloatImages
         from convlens.data.transforms import sample_indices
 
         dataset, spec = self.data(data)
         index = sample_indices(dataset.test_labels.shape[0], limit, seed)
-        return to_float(take(dataset.test_images, index)), dataset.test_labels[index], spec
+        return FloatImages(dataset.test_images, index), dataset.test_labels[index], spec
+
+    def test_data(self, data: str | None = None, limit: int | None = None, seed: int = 0):
+        """``(float images, labels, spec)``: ``test_split``'s sample as one float tensor.
+
+        For a sample (``limit``): only the sampled images are read and made float, so 100 images
+        of a 20,000-image split cost 100 images. A whole split: ``test_split``."""
+        images, labels, spec = self.test_split(data, limit, seed)
+        return images[:], labels, spec
 
     # ------------------------------------------------------------------------- predictions
 
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (N, classes) of float images (N, C, H, W) in [0, 1]."""
+    def predict(self, images) -> torch.Tensor:
+        """Softmax probabilities (N, classes) of float images (N, C, H, W) in [0, 1], a tensor or
+        a ``FloatImages`` (``test_split``), which is read a batch at a time."""
+        from convlens.data.rows import FloatImages
         from convlens.predict import predict_probabilities
 
-        return predict_probabilities(self.model, images)
+        if not isinstance(images, FloatImages):
+            return predict_probabilities(self.model, images)
+        # read batches of predict_probabilities' own: the same forward passes as for one tensor
+        parts = [
+            predict_probabilities(self.model, batch, PREDICT_BATCH) for batch in images.batches(PREDICT_BATCH)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, self.num_classes)
 
     def check_shift(self, image: torch.Tensor):
         """How far ``image`` (C, H, W) in [0, 1] is from the training images (``convlens.shift``).

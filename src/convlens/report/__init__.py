@@ -345,7 +345,9 @@ def report_sections(
             parameter="lab_dir",
         )
     run = Run.open(run_dir)
-    images, labels, spec = run.test_data(data)  # whole test split, seeded order
+    # the whole test split in its seeded order, read and made float a batch at a time: a
+    # section takes the few images it shows, and predictions come batch by batch (Run.predict)
+    images, labels, spec = run.test_split(data)
     lab_dir = Path(lab_dir) if lab_dir is not None else run.folder / "lab"
     if run.task == "segmentation":  # a class per pixel: its own sections, none that needs one per image
         from convlens.report.segmentation import segmentation_builders
