@@ -306,6 +306,7 @@ with open(path, "wb") as handle:  # a sparse file: 20,000 test images at 3x64x64
 images = open_mapped(path)
 dataset = types.SimpleNamespace(test_images=images, test_labels=torch.arange(count) % 4)
 run = types.SimpleNamespace(data=lambda data: (dataset, "a cached folder"))
+run.test_split = lambda *args: Run.test_split(run, *args)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 pixels, labels, spec = Run.test_data(run, limit=50, seed=3)
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -331,7 +332,9 @@ def test_a_sample_of_the_test_split_reads_only_its_images(tmp_path, monkeypatch)
     assert facts["grown_kib"] < 32 * 1024  # the split as floats would be 960 MiB
     folder = _folder(tmp_path / "photos", per_class=8, broken=False)
     dataset = read_image_folder(folder, image_size=(16, 16), cache=True)
-    run = type("FakeRun", (), {"data": lambda self, data: (dataset, "photos")})()
+    run = type(
+        "FakeRun", (), {"data": lambda self, data: (dataset, "photos"), "test_split": Run.test_split}
+    )()
     reads = []
     original = rows._read_rows
     monkeypatch.setattr(

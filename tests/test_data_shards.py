@@ -79,9 +79,46 @@ def test_pack_writes_webdataset_shards_read_back_as_the_same_images(tmp_path, ru
     assert shards.class_names == direct.class_names and shards.input_shape == direct.input_shape
     assert _rows(shards.train_images, shards.train_labels) == _rows(direct.train_images, direct.train_labels)
     assert _rows(shards.test_images, shards.test_labels) == _rows(direct.test_images, direct.test_labels)
-    again = load_dataset(tmp_path / "shards")  # unpacked once: the same cache entry
+    again = load_dataset(tmp_path / "shards")  # decoded once: the same cache entry
     assert torch.equal(again.train_images, shards.train_images)
-    assert len(list((tmp_path / "cache" / "shards").iterdir())) == 2  # the folder and its lock
+    assert not (tmp_path / "cache" / "shards").exists()  # decoded from the members: no unpacked copy
+    entries = [p.name for p in (tmp_path / "cache" / "folders").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and entries[0].startswith("shards-")
+
+
+def test_a_replaced_shard_decodes_only_its_images_and_a_bad_member_is_skipped(tmp_path, caplog):
+    import io
+    import logging
+
+    from convlens.data import decode_workers
+
+    folder = _folder(tmp_path / "photos")
+    pack_folder(folder, tmp_path / "shards", shard_size=5)
+    first = load_dataset(tmp_path / "shards")
+    shard = tmp_path / "shards" / "train-000001.tar"
+    with tarfile.open(shard) as archive:  # the same samples, one image's bytes broken
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    broken = members[0][0].name
+    with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as archive:
+        for member, data in members:
+            data = b"not an image" if member.name == broken else data
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    decoded = []
+    real = decode_workers._decode_into
+    caplog.set_level(logging.WARNING, logger="convlens")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            decode_workers,
+            "_decode_into",
+            lambda row, path, target: decoded.append(path.split("\0")[-1]) or real(row, path, target),
+        )
+        second = load_dataset(tmp_path / "shards")
+    assert sorted(decoded) == sorted(m.name for m, _ in members if not m.name.endswith(".cls"))
+    assert "(5 modified)" in caplog.text and "keeping 16 from the cache" in caplog.text
+    assert f"train-000001.tar:{broken}: cannot decode image" in caplog.text
+    assert second.train_labels.shape[0] == first.train_labels.shape[0] - 1
+    assert torch.equal(second.test_images, first.test_images)
 
 
 def test_bad_pack_arguments_and_damaged_shards_are_one_line_errors(tmp_path, run_cli):

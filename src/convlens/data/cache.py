@@ -106,9 +106,13 @@ def read_cached_folder(
     seed: int = 0,
     workers: int | None = None,
     progress=None,
+    files: list[list] | None = None,
 ) -> Dataset:
-    """The folder of ``listing`` as a Dataset read from the cache, built first if needed."""
-    files = _file_list(listing)
+    """The folder of ``listing`` as a Dataset read from the cache, built first if needed.
+
+    ``files``: [name, size, mtime in ns] per entry of ``listing.files``, what the cache is keyed
+    by, when the files are not plain files to stat (tar members: ``data.shards``)."""
+    files = _file_list(listing) if files is None else files
     signature = _signature(listing, files, image_size, seed)
     root = folders_dir()
     name = _entry_name(listing.root, image_size)

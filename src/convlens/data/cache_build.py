@@ -71,7 +71,7 @@ def build_entry(
     if size is None:  # a guess from the headers; the decoded sizes have the last word below
         todo = [i for i in range(len(listing.files)) if i not in kept_before]
         found = header_shapes(listing.files, target, workers, todo)
-        shapes = [s for s in found if s is not None] + [o[0] for o in kept_before.values() if o[0]]
+        shapes = [s for s in found if s is not None] + [o[0][0] for o in kept_before.values() if o[0][0]]
         size = choose_size(shapes, root, quiet=True) if shapes else (1, 1)
     if kept_before and tuple(size) != old_size:
         log.warning("%s: the images' size changed to %dx%d; decoding every image again", where, *size)

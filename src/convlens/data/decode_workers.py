@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from convlens.data.readers import NonFinitePixelsError, decode_image, image_to_tensor, is_grayscale
+from convlens.data.tar_members import image_source
 from convlens.errors import ConvlensError
 
 FILES_PER_TASK = 256  # most files in one task: a few tasks per worker keep both busy to the end
@@ -143,7 +144,7 @@ def _header_task(run: tuple[int, int]) -> list[tuple[int, tuple[int, int] | None
     found = []
     for position in job.positions[run[0] : run[1]]:
         try:
-            with Image.open(job.files[position]) as img:
+            with Image.open(image_source(job.files[position])) as img:
                 img.draft(None, (job.target[1], job.target[0]))  # the scale decode_image decodes at
                 found.append((position, (img.size[1], img.size[0])))
         except Exception:  # unreadable here: skipped, with its reason, when decoded
@@ -168,9 +169,10 @@ def header_shapes(
 
 
 def _decode_into(row: np.ndarray, path: str, target: tuple[int, int]) -> Outcome:
-    """Decode one file into ``row`` (3, H, W), as ``readers.image_to_tensor`` would make it."""
+    """Decode one file (or tar member, ``data.tar_members``) into ``row`` (3, H, W), as
+    ``readers.image_to_tensor`` would make it."""
     try:
-        array = decode_image(Path(path), target)  # (h, w, 3) uint8
+        array = decode_image(image_source(path), target)  # (h, w, 3) uint8
     except NonFinitePixelsError as exc:
         return None, False, str(exc), True
     except ConvlensError as exc:

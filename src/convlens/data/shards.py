@@ -8,30 +8,29 @@ class index as text), plus ``classes.txt`` (one class name a line, in index orde
 samples are shuffled (seeded) before packing, so every shard holds every class. Plain
 ``tarfile``: the ``webdataset`` library and ``tar`` read it too.
 
-``read_shards`` opens such a folder as a Dataset: each machine unpacks its shards once into
-``cache_dir()/shards/`` (keyed by the shards' names, sizes and times; several processes wait
-for the first) and reads that as an image folder, through the decoded cache for large sets;
-under torchrun each rank then reads only its share of that cache (``train.distributed``).
+``read_shards`` opens such a folder as a Dataset through the decoded-image cache
+(``data.cache``), decoding each image straight from its bytes inside the shard: nothing is
+unpacked. The cache entry is keyed by every member's shard, name, size and the shard's time,
+so a replaced shard decodes only its own images again; several processes of a machine wait
+for the first to build it, and under torchrun each rank reads only its share of the entry
+(``train.distributed``). Each machine still decodes every shard once: a node that decodes
+only the shards its ranks train on needs a sampler per node (docs/distributed.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from convlens.data.builtins import cache_dir
 from convlens.data.bundle import Dataset
-from convlens.data.cache import entry_lock, read_image_folder
-from convlens.data.readers import DEFAULT_TEST_FRACTION, IMAGE_SUFFIXES, list_image_folder
+from convlens.data.cache import read_cached_folder
+from convlens.data.readers import DEFAULT_TEST_FRACTION, IMAGE_SUFFIXES, FolderListing, list_image_folder
+from convlens.data.tar_members import member_reference
 from convlens.data.transforms import stratified_split
 from convlens.errors import ConvlensError, printable
 
@@ -127,9 +126,13 @@ def is_shard_folder(path: Path) -> bool:
     return path.is_dir() and (path / shard_name("train", 0)).is_file()
 
 
-def read_shards(path: str | Path, image_size: tuple[int, int] | None = None) -> Dataset:
+def read_shards(path: str | Path, image_size: tuple[int, int] | None = None, seed: int = 0) -> Dataset:
     """A folder of ``train-NNNNNN.tar`` (and ``test-NNNNNN.tar``) shards with ``classes.txt``, as
-    ``convlens pack`` writes it; unpacked once per machine, then read as an image folder."""
+    ``convlens pack`` writes it, read through the decoded-image cache straight from the members.
+
+    Listing reads the tar headers and the small ``.cls`` members only; the images are decoded
+    from their bytes inside the shards (``data.tar_members``), so no unpacked copy is written.
+    Without test shards, ``seed`` picks the stratified test split, as for an image folder."""
     path = Path(path)
     classes = path / CLASSES_FILE
     if not classes.is_file():
@@ -137,40 +140,42 @@ def read_shards(path: str | Path, image_size: tuple[int, int] | None = None) -> 
             f"{printable(path)}: no {CLASSES_FILE}; expected a folder written by convlens pack"
         )
     class_names = [line for line in classes.read_text(encoding="utf-8").splitlines() if line]
-    shards = {split: sorted(path.glob(f"{split}-[0-9]*.tar")) for split in SPLITS}
-    facts = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for split in SPLITS for p in shards[split]]
-    key = hashlib.sha256(json.dumps([str(path.resolve()), class_names, facts]).encode()).hexdigest()[:16]
-    root = cache_dir() / "shards"
-    unpacked = root / f"{path.name[:40] or 'shards'}-{key}"
-    root.mkdir(parents=True, exist_ok=True)
-    with entry_lock(root / f".{unpacked.name}.lock"):
-        if not (unpacked / ".complete").is_file():
-            _unpack(shards, class_names, unpacked)
-    dataset = read_image_folder(unpacked, image_size=image_size)
+    listing, files = list_shard_folder(path, class_names)
+    dataset = read_cached_folder(listing, image_size, seed, files=files)
     dataset.name, dataset.source = path.name, f"tar shards {path} (train-*.tar, test-*.tar)"
     return dataset
 
 
-def _unpack(shards: dict[str, list[Path]], class_names: list[str], unpacked: Path) -> None:
-    """Every sample as ``SPLIT/CLASS/KEY.EXT`` under a temp folder renamed to ``unpacked``."""
-    work = Path(tempfile.mkdtemp(dir=unpacked.parent, prefix=f".{unpacked.name}.", suffix=".tmp"))
-    try:
-        for split, paths in shards.items():
-            for name in class_names:
-                (work / split / name).mkdir(parents=True)
-            for shard in paths:
-                _unpack_shard(shard, class_names, work / split)
-        (work / ".complete").write_text("")
-        shutil.rmtree(unpacked, ignore_errors=True)
-        os.replace(work, unpacked)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+def list_shard_folder(path: Path, class_names: list[str]) -> tuple[FolderListing, list[list]]:
+    """The shards' images as an image folder's listing (member references for files, training
+    then test, class by class, by shard and key) and the cache's key facts per image."""
+    listing = FolderListing(path, class_names, False, [], [], 0)
+    facts: list[list] = []
+    for split in SPLITS:
+        found = []  # (label, shard, key, reference, facts)
+        for shard in sorted(path.glob(f"{split}-[0-9]*.tar")):
+            mtime = shard.stat().st_mtime_ns
+            for key, label, member in _members(shard, class_names):
+                reference = member_reference(shard, member.offset_data, member.size, member.name)
+                found.append(
+                    (label, shard.name, key, reference, [f"{shard.name}/{member.name}", member.size, mtime])
+                )
+        found.sort(key=lambda sample: sample[:3])
+        if split == "test":
+            listing.test_start, listing.has_splits = len(listing.files), bool(found)
+        listing.files += [Path(sample[3]) for sample in found]
+        listing.labels += [sample[0] for sample in found]
+        facts += [sample[4] for sample in found]
+    if not listing.files:
+        raise ConvlensError(f"{printable(path)}: the shards hold no image")
+    return listing, facts
 
 
-def _unpack_shard(shard: Path, class_names: list[str], split_dir: Path) -> None:
+def _members(shard: Path, class_names: list[str]) -> list[tuple[str, int, tarfile.TarInfo]]:
+    """(key, class index, image member) of every sample of ``shard``, checked as ``pack_folder``
+    writes them; the image bytes are not read (tarfile seeks over them)."""
     where = printable(shard)
-    images: dict[str, tuple[str, bytes]] = {}
+    images: dict[str, tarfile.TarInfo] = {}
     labels: dict[str, int] = {}
     try:
         with tarfile.open(shard, "r:") as archive:
@@ -178,9 +183,8 @@ def _unpack_shard(shard: Path, class_names: list[str], split_dir: Path) -> None:
                 key, dot, suffix = member.name.partition(".")
                 if not member.isfile() or not dot or "/" in member.name or not key.isalnum():
                     raise ConvlensError(f"{where}: unexpected member {printable(member.name)!r}")
-                data = archive.extractfile(member).read()
                 if suffix == "cls":
-                    text = data.decode("ascii", "replace").strip()
+                    text = archive.extractfile(member).read(32).decode("ascii", "replace").strip()
                     if not text.isdigit() or int(text) >= len(class_names):
                         raise ConvlensError(
                             f"{where}: {printable(member.name)} holds {printable(text)!r}; expected a "
@@ -188,10 +192,10 @@ def _unpack_shard(shard: Path, class_names: list[str], split_dir: Path) -> None:
                         )
                     labels[key] = int(text)
                 elif f".{suffix.lower()}" in IMAGE_SUFFIXES:
-                    images[key] = (suffix.lower(), data)
+                    images[key] = member
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ConvlensError(f"{where}: cannot read the shard ({exc})") from None
-    for key, (suffix, data) in images.items():
+    for key in images:
         if key not in labels:
             raise ConvlensError(f"{where}: sample {key} has no .cls member")
-        (split_dir / class_names[labels[key]] / f"{shard.stem}-{key}.{suffix}").write_bytes(data)
+    return [(key, labels[key], member) for key, member in images.items()]
