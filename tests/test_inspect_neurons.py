@@ -16,6 +16,7 @@ from torch import nn
 from any_models import Handwritten
 from convlens.errors import ConvlensError
 from convlens.inspect import open_model
+from convlens.inspect.channel_ranking import grad_cam_ranking
 from convlens.inspect.neuron_effects import channel_ablations, grad_cam_share
 from convlens.inspect.neurons import feeders, neuron, neuron_kernel, neuron_stages
 from convlens.models._registry import Normalize, StagedModel
@@ -182,6 +183,64 @@ def test_grad_cam_share_against_the_gradient_by_hand_and_captum(tiny, images):
         image.unsqueeze(0), target=target, relu_attributions=False
     )
     assert float(cam.detach().mean()) == pytest.approx(sum(s.contribution for s in shares), abs=1e-6)
+
+
+def test_grad_cam_ranking_orders_the_stage_by_the_contributions_by_hand(tiny, images):
+    from captum.attr import LayerGradCam
+
+    image = images[0][7]
+    outputs = by_hand(tiny, image.unsqueeze(0))
+    target = 1 - int(outputs["logits"][0].argmax()) % 2  # a class other than the predicted one, too
+    for explained in (None, target):
+        chosen = int(outputs["logits"][0].argmax()) if explained is None else explained
+        (gradient,) = torch.autograd.grad(outputs["logits"][0, chosen], outputs["relu2"], retain_graph=True)
+        weights = gradient[0].mean(dim=(1, 2))  # (4,)
+        contributions = weights * outputs["relu2"][0].detach().mean(dim=(1, 2))
+        ranking = grad_cam_ranking(tiny, "relu2", image, explained)
+        assert ranking.target == chosen and ranking.stage == "relu2"
+        order = [line.channel for line in ranking.channels]
+        assert sorted(order) == [0, 1, 2, 3]
+        ranked = contributions.detach()[order]  # the contributions by hand, in the ranking's order
+        assert bool((ranked[:-1] >= ranked[1:] - 1e-7).all())  # largest first (ties: either order)
+        for line in ranking.channels:
+            assert line.weight == pytest.approx(float(weights[line.channel]), abs=1e-6)
+            assert line.contribution == pytest.approx(float(contributions[line.channel]), abs=1e-6)
+        cam = LayerGradCam(tiny, dict(tiny.stages())["relu2"]).attribute(
+            image.unsqueeze(0), target=chosen, relu_attributions=False
+        )
+        assert ranking.map_mean == pytest.approx(float(cam.detach().mean()), abs=1e-6)
+        if ranking.map_mean > 0:
+            assert sum(line.share for line in ranking.channels) == pytest.approx(1.0)
+            top = ranking.channels[0]
+            assert top.share == pytest.approx(float(contributions.max() / contributions.sum()), abs=1e-5)
+        else:
+            assert all(line.share is None for line in ranking.channels)
+    first = grad_cam_ranking(tiny, "relu2", image).channels[0].channel
+    assert grad_cam_share(tiny, "relu2", first, image).rank == 1
+    with pytest.raises(ConvlensError, match=r"^stage 'fc' has no channels to visualize") as refused:
+        grad_cam_ranking(tiny, "fc", image)
+    assert refused.value.parameter == "stage"
+
+
+def test_the_regularised_visualization_is_measured_on_the_picture_it_returns(tiny, images):
+    pictures, labels = images
+    assert neuron(tiny, "relu2", 1, pictures[0], pictures, labels).visualization is None  # not asked
+    found = neuron(
+        tiny, "relu2", 1, pictures[0], pictures, labels, visualization=True, visualization_steps=16
+    )
+    picture = found.visualization
+    assert picture.steps == 16 and picture.image.shape == (1, 8, 8)
+    assert float(picture.image.min()) >= 0 and float(picture.image.max()) <= 1
+    reached = by_hand(tiny, picture.image.unsqueeze(0))["relu2"][0, 1].detach().mean()
+    assert picture.activation == pytest.approx(float(reached), abs=1e-6)
+    means = by_hand(tiny, pictures)["relu2"][:, 1].mean(dim=(1, 2)).detach()  # (N,) each test image's
+    assert picture.best_image_index == int(means.argmax())
+    assert picture.best_image_activation == pytest.approx(float(means.max()), abs=1e-6)
+    with pytest.raises(
+        ConvlensError, match=r"^visualization_steps must be a whole number >= 1, got 0$"
+    ) as refused:
+        neuron(tiny, "relu2", 1, pictures[0], visualization=True, visualization_steps=0)
+    assert refused.value.parameter == "visualization_steps"
 
 
 def test_graph_model_kernels_through_batchnorm_and_none_after_a_merge():

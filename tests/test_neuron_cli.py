@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 import torch
 
 
@@ -34,6 +36,15 @@ def test_json_carries_the_kernel_map_patches_and_ablation(
     assert (
         0 <= found["sample_ablation"]["accuracy_after"] <= 1 and found["dead"] is None
     )  # conv: not rectified
+    picture = found["visualization"]  # the whole channel's regularised picture, measured here too
+    with torch.no_grad():
+        reached = torch.tensor([picture["image"]])
+        for name, module in model.stages():
+            reached = module(reached)
+            if name == "conv2":
+                break
+    assert picture["activation"] == pytest.approx(float(reached[0, 5].mean()), abs=1e-5)
+    assert isinstance(picture["best_image_index"], int) and picture["steps"] > 0
     assert (tmp_path / "neuron-conv2-5.png").is_file() and found["file"] == str(
         tmp_path / "neuron-conv2-5.png"
     )
@@ -47,6 +58,7 @@ def test_text_summary_and_the_figure(run_cli, digits_run, tmp_path):
     assert out.startswith("relu1 channel 2 (relu, one of 16)")
     assert "kernel conv1[2]: 1 input channels of 3x3 reading normalize" in out
     assert "zeroed on 360 test images" in out and "Grad-CAM at relu1" in out
+    assert re.search(r"channel visualization reaches [\d.e+-]+; best test image [\d.e+-]+ \(#\d+\)", out)
     assert (tmp_path / "neuron-relu1-2.png").stat().st_size > 1000
 
 

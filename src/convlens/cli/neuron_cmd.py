@@ -39,8 +39,9 @@ def neuron(
     ),
 ) -> None:
     """One channel in full: kernel and feeders, its map on an image, what its centre unit responds
-    to most, the top and bottom test patches (cropped to the receptive field), whether it is dead,
-    and what zeroing it does.
+    to most, the regularised visualization of the whole channel beside the best test image's
+    activation, the top and bottom test patches (cropped to the receptive field), whether it is
+    dead, and what zeroing it does.
 
     Examples:
 
@@ -77,7 +78,9 @@ def neuron(
         found = run.input(image, invert=invert)
     shift = found.shift_json()
     shift_warning(found.source, shift, invert)
-    result = inspect_neuron(run.model, stage, channel, found.pixels, test_images, test_labels, optimum=True)
+    result = inspect_neuron(
+        run.model, stage, channel, found.pixels, test_images, test_labels, optimum=True, visualization=True
+    )
     folder = out_dir if out_dir is not None else run.folder / "neurons"
     figure = neuron_figure(result, found.pixels, run.class_names, test_labels)
     path = plots.save_png(figure, folder / f"neuron-{stage}-{channel}.png")

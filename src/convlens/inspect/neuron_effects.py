@@ -6,7 +6,8 @@ mean change of each image's own predicted-class probability and the accuracy bef
 Grad-CAM's share is the number Grad-CAM itself forms for the channel at that stage: its weight
 (the gradient of the class's logit, averaged over the map's cells) times the channel's mean
 activation; the Grad-CAM map is the sum of these weighted maps, so the contribution is this
-channel's part of the map's mean before Grad-CAM's final ReLU.
+channel's part of the map's mean before Grad-CAM's final ReLU (``grad_cam_terms`` forms it for
+every channel at once; ``channel_ranking.grad_cam_ranking`` orders a stage by it).
 
 Both need one class per image (logits N x classes); a segmentation model's per-pixel answer
 has neither, and gets None.
@@ -155,11 +156,12 @@ def channel_ablations(
     return effects
 
 
-def grad_cam_share(
-    model: nn.Module, stage: str, channel: int, image: torch.Tensor, target: int | None = None
-) -> GradCamShare | None:
-    """Grad-CAM's weight and weighted mean activation of ``channel`` at ``stage`` for ``target``
-    (default: the predicted class), and its rank among the stage's channels."""
+def grad_cam_terms(
+    model: nn.Module, stage: str, image: torch.Tensor, target: int | None
+) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+    """(target, weights (C,), contributions (C,)) of Grad-CAM at ``stage``: each channel's mean
+    gradient of the target's logit over the map, and that times the channel's mean activation.
+    None for a per-pixel model (no one logit per class)."""
     batch, _ = as_batch(model, image)
     kept: dict[str, torch.Tensor] = {}
 
@@ -180,7 +182,18 @@ def grad_cam_share(
         handle.remove()
     feature_map = kept["map"].detach()[0].double()  # (C, h, w)
     weights = gradient[0].double().mean(dim=(1, 2))  # (C,) Grad-CAM's alpha
-    contributions = weights * feature_map.mean(dim=(1, 2))  # (C,)
+    return target, weights, weights * feature_map.mean(dim=(1, 2))
+
+
+def grad_cam_share(
+    model: nn.Module, stage: str, channel: int, image: torch.Tensor, target: int | None = None
+) -> GradCamShare | None:
+    """Grad-CAM's weight and weighted mean activation of ``channel`` at ``stage`` for ``target``
+    (default: the predicted class), and its rank among the stage's channels."""
+    terms = grad_cam_terms(model, stage, image, target)
+    if terms is None:
+        return None
+    target, weights, contributions = terms
     rank = int((contributions > contributions[channel]).sum()) + 1
     return GradCamShare(
         target=target,

@@ -7,8 +7,10 @@
 - how it computes: its kernel (the convolution's weights for this output channel, and the bias;
   for a ReLU, BatchNorm or pooling stage, those of the convolution feeding it), its feature map
   on the image and the arithmetic of its strongest cell (``cell_arithmetic``);
-- what it responds to: the optimum of its centre unit (``unit_optimum``), and the top and bottom
-  test-image patches, cropped to the receptive field of their strongest cell (``neuron_patches``);
+- what it responds to: the optimum of its centre unit (``unit_optimum``), the regularised
+  visualization of the whole channel (``regularised_visualization``) beside the best test image's
+  activation, and the top and bottom test-image patches, cropped to the receptive field of their
+  strongest cell (``neuron_patches``);
 - where it matters: ablation and Grad-CAM's share (``neuron_effects``);
 - what feeds it: the channels of the previous stage with the most kernel weight.
 
@@ -34,6 +36,7 @@ from convlens.inspect._stages import (
 )
 from convlens.inspect.arithmetic import cell_arithmetic
 from convlens.inspect.cells import Cell
+from convlens.inspect.featureviz import RegularisedVisualization, regularised_visualization
 from convlens.inspect.filters import conv_filters
 from convlens.inspect.hooks import StageRecorder
 from convlens.inspect.layer_kinds import layer_kind, mixes_channels, rectifies, stage_role
@@ -102,6 +105,7 @@ class Neuron:
     bottom_patches: list[Patch] = field(default_factory=list)
     sample_ablation: SampleAblation | None = None
     optimum: UnitOptimum | None = None  # what the centre unit responds to most, when asked for
+    visualization: RegularisedVisualization | None = None  # the whole channel's legible picture, when asked
 
     @property
     def dead_label(self) -> str | None:
@@ -128,9 +132,9 @@ def _map_shapes(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
     }
 
 
-def check_neuron(model: nn.Module, stage: str, channel: int) -> tuple[int, int, int]:
-    """The stage's map shape (C, h, w) after checking ``stage`` and ``channel``; a ConvlensError
-    naming the parameter and its valid values otherwise."""
+def check_neuron_stage(model: nn.Module, stage: str) -> tuple[int, int, int]:
+    """The stage's map shape (C, h, w) after checking that ``stage`` has channels with a panel; a
+    ConvlensError naming the parameter and its valid values otherwise."""
     if not isinstance(stage, str):
         raise ConvlensError(f"stage must be a stage name, got {type(stage).__name__}", parameter="stage")
     shapes = _map_shapes(model)
@@ -142,12 +146,19 @@ def check_neuron(model: nn.Module, stage: str, channel: int) -> tuple[int, int, 
         raise ConvlensError(
             f"stage {stage!r} has no channels to visualize; choose one of: {valid}", parameter="stage"
         )
-    count = shapes[stage][0]
+    return shapes[stage]
+
+
+def check_neuron(model: nn.Module, stage: str, channel: int) -> tuple[int, int, int]:
+    """The stage's map shape (C, h, w) after checking ``stage`` and ``channel``; a ConvlensError
+    naming the parameter and its valid values otherwise."""
+    shape = check_neuron_stage(model, stage)
+    count = shape[0]
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < count:
         raise ConvlensError(
             f"channel must be 0..{count - 1} for stage {stage!r}, got {channel!r}", parameter="channel"
         )
-    return shapes[stage]
+    return shape
 
 
 def previous_stage(model: nn.Module, stage: str) -> str | None:
@@ -256,6 +267,8 @@ def neuron(
     peaks: StagePeaks | None = None,
     optimum: bool = False,
     optimum_steps: int = 200,
+    visualization: bool = False,
+    visualization_steps: int = 256,
 ) -> Neuron:
     """``channel`` of ``stage`` on ``image`` (C, H, W): kernel, feature map, strongest cell's
     arithmetic, feeders, ablation and Grad-CAM share; with ``test_images`` (N, C, H, W) also the
@@ -264,10 +277,15 @@ def neuron(
     explorer keeps one per stage). ``optimum``: add what the channel's centre unit responds to
     most (``unit_optimum``: exact for a stage affine in the pixels, else a gradient search that
     starts from the best test image too, ``optimum_steps`` long), the slowest part, so off unless
-    asked for."""
+    asked for. ``visualization``: add the regularised visualization of the whole channel
+    (``regularised_visualization``, ``visualization_steps`` long, with the best of ``test_images``
+    beside it), as slow and off for the same reason."""
     count, height, width = check_neuron(model, stage, channel)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConvlensError(f"k must be a whole number >= 0, got {k!r}", parameter="k")
+    for name, steps in (("optimum_steps", optimum_steps), ("visualization_steps", visualization_steps)):
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConvlensError(f"{name} must be a whole number >= 1, got {steps!r}", parameter=name)
     feature_map = _feature_map(model, image, stage, channel)
     strongest = divmod(int(feature_map.flatten().argmax()), width)
     receptive = _field(model, stage)
@@ -311,4 +329,8 @@ def neuron(
         found.sample_ablation = sample_ablation(model, stage, channel, test_images, test_labels)
     if optimum:
         found.optimum = unit_optimum(model, stage, channel, images=test_images, steps=optimum_steps)
+    if visualization:
+        found.visualization = regularised_visualization(
+            model, stage, channel, images=test_images, steps=visualization_steps
+        )
     return found

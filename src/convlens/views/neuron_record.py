@@ -102,11 +102,12 @@ def neuron_record(
         },
         "sample_ablation": as_dict(sample) if sample is not None else None,
         "grad_cam": None if share is None else {**as_dict(share), "class": _class(share.target, class_names)},
-        "optimum": _optimum(neuron.optimum, encode),
+        "optimum": optimum_record(neuron.optimum, encode),
+        "visualization": visualization_record(neuron.visualization, encode),
     }
 
 
-def _optimum(optimum, encode: Encode) -> dict | None:
+def optimum_record(optimum, encode: Encode = _lists) -> dict | None:
     """What the centre unit responds to most (``unit_optimum``), when the neuron was asked for it."""
     if optimum is None:
         return None
@@ -120,6 +121,31 @@ def _optimum(optimum, encode: Encode) -> dict | None:
         "steps": optimum.steps,
         "best_image_activation": optimum.best_image_activation,
         "best_image_index": optimum.best_image_index,
+    }
+
+
+def visualization_record(visualization, encode: Encode = _lists) -> dict | None:
+    """The whole channel's regularised visualization (``regularised_visualization``) beside the
+    best test image's activation, when the neuron was asked for it."""
+    if visualization is None:
+        return None
+    return {
+        "image": encode(visualization.image),
+        "activation": visualization.activation,
+        "best_image_activation": visualization.best_image_activation,
+        "best_image_index": visualization.best_image_index,
+        "steps": visualization.steps,
+    }
+
+
+def grad_cam_ranking_record(ranking, class_names: list[str]) -> dict:
+    """A stage's channels by Grad-CAM contribution (``grad_cam_ranking``) as plain JSON values."""
+    return {
+        "stage": ranking.stage,
+        "target": ranking.target,
+        "class": _class(ranking.target, class_names),
+        "map_mean": ranking.map_mean,
+        "channels": as_dict(ranking.channels),
     }
 
 
@@ -165,6 +191,15 @@ def neuron_lines(neuron, class_names: list[str], labels: torch.Tensor | None = N
         best = optimum.best_image_activation
         beside = f" (best test image: {best:.4g})" if best is not None else ""
         lines.append(f"responds to: its optimum ({how}) reaches {optimum.activation:.4g}{beside}")
+    picture = neuron.visualization
+    if picture is not None:
+        best = ""
+        if picture.best_image_activation is not None:
+            best = f"; best test image {picture.best_image_activation:.4g} (#{picture.best_image_index})"
+        lines.append(
+            f"channel visualization reaches {picture.activation:.4g}{best} "
+            f"(regularised: {picture.steps} steps, each jittered, scaled and rotated)"
+        )
     if neuron.top_patches:
         lines.append(
             f"top patches of {neuron.image_count} test images: {_patch_list(neuron.top_patches, labels, class_names)}"

@@ -2,8 +2,8 @@
 stage side by side, one row each (``neuron_rows``, the report's section).
 
 Rendering only: every number drawn here is a field of ``convlens.inspect.neurons.Neuron``.
-Kernels and feature maps use the convention's colours (weights diverging around 0); patches and
-optimum images are pixels.
+Kernels and feature maps use the convention's colours (weights diverging around 0); patches,
+optimum and visualization images are pixels.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ def _optimum(axis, neuron) -> None:
     picture(axis, optimum.crop, f"{label}\nreaches {optimum.activation:.3g}")
 
 
+def _visualization(axis, neuron) -> None:
+    found = neuron.visualization
+    best = (
+        "" if found.best_image_activation is None else f"\nbest test image {found.best_image_activation:.3g}"
+    )
+    picture(axis, found.image, f"channel visualization\nreaches {found.activation:.3g}{best}")
+
+
 def _patch_title(patch, class_names: Sequence[str] | None, labels: torch.Tensor | None) -> str:
     title = f"#{patch.index}: {patch.value:.2f}"
     if labels is not None and class_names and labels[patch.index].ndim == 0:
@@ -79,7 +87,8 @@ def neuron_figure(
     labels: torch.Tensor | None = None,
 ) -> Figure:
     """One channel in full: kernel, feature map on ``image`` (its strongest cell outlined), the
-    image with that cell's receptive field, the unit's optimum, and the top and bottom patches."""
+    image with that cell's receptive field, the unit's optimum, the channel's regularised
+    visualization (when the neuron has one), and the top and bottom patches."""
     k = max(len(neuron.top_patches), len(neuron.bottom_patches))
     columns = max(4, k)
     bands = [(neuron.top_patches, "top"), (neuron.bottom_patches, "bottom")]
@@ -88,7 +97,10 @@ def neuron_figure(
     panel, *rows = figure.subfigures(
         1 + len(bands), 1, height_ratios=[2.3] + [1.7] * len(bands), squeeze=False
     )[:, 0]
-    kernel_axis, map_axis, field_axis, optimum_axis = panel.subplots(1, 4)
+    drawn_visualization = neuron.visualization is not None
+    kernel_axis, map_axis, field_axis, optimum_axis, *picture_axis = panel.subplots(
+        1, 4 + drawn_visualization
+    )
     _kernel(kernel_axis, panel, neuron)
     limits = colour_limits(neuron.feature_map)
     drawn = show_map(map_axis, neuron.feature_map, limits)
@@ -113,6 +125,8 @@ def neuron_figure(
         )
     )
     _optimum(optimum_axis, neuron)
+    if drawn_visualization:
+        _visualization(picture_axis[0], neuron)
     for band, (patches, what) in zip(rows, bands, strict=True):
         axes = band.subplots(1, columns)
         for j, axis in enumerate(axes):
