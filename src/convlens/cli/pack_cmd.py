@@ -30,8 +30,9 @@ def pack_command(
     Writes OUT/train-000000.tar, train-000001.tar ... and test-000000.tar ..., each sample a
     KEY.jpg (the file's bytes as they were; .png etc. for other images) and a KEY.cls (its class
     index), plus OUT/classes.txt. Training images are shuffled first, so each shard holds every
-    class. `convlens train --data OUT` reads the shards (unpacked once per machine into the cache);
-    under torchrun each process reads its share.
+    class. `convlens train --data OUT` decodes the shards once per machine into the cache,
+    straight from the tar members (nothing unpacked); under torchrun each process reads its
+    share of the cache.
 
     Examples:
 
