@@ -14,6 +14,13 @@ Besides the registered models, recipes can name ``layout`` (registered by this s
 string of 3x3 conv+BatchNorm+ReLU stages such as ``s24-48p-96p`` (``s``: stride 2, ``p``: a 2x2
 max-pool after it), then flatten (or global average pooling with ``gap``), an optional hidden
 linear layer with ReLU (``hidden``), optional dropout, and one linear layer — to try a design before it becomes a model family.
+They can also name ``trick`` (``bench/record_tricks.py``): the default convnet with the tricks of
+the fast-training records switched on one at a time (frozen whitening first convolution, dirac
+initialisation, pooling before the first BatchNorm/ReLU). Every run's final model is also
+scored with test-time augmentation (``tta_flip``, ``tta_shift``: logits averaged over views). A recipe's
+``"schedule": "linear"`` anneals OneCycle linearly instead of by a cosine.
+
+``--target 0.98`` adds the epoch at which each run's test accuracy first reached 98 % to the table.
 
 One JSON line per run goes to stdout (and ``--out``) as soon as it finishes; a table sorted by
 median test accuracy ends the output.
@@ -34,9 +41,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import matmul_peak_gflops, median
+from _common import cpu_pressure, matmul_peak_gflops, median
 from convlens.models import register_model
 from convlens.models._registry import Normalize, StagedModel, flat_features
+from record_tricks import linear_decay, use_training_images, view_averaged_accuracy
 
 
 @register_model("layout", limits={"dropout": (0.0, 0.9)})
@@ -78,6 +86,7 @@ def layout(
 
 def run_one(job: dict) -> dict:
     """One training in this process; the row the table shows."""
+    from convlens.checkpoint import read_checkpoint
     from convlens.data import load_dataset
     from convlens.models import create_model, flops_per_image
     from convlens.train import TrainConfig, fit
@@ -85,11 +94,20 @@ def run_one(job: dict) -> dict:
     if job.get("cudnn_benchmark"):
         torch.backends.cudnn.benchmark = True
     dataset = load_dataset(job["data"])
+    use_training_images(dataset.train_images)  # for the trick family's whitening
+    if job.get("schedule") == "linear":
+        linear_decay()
     config = TrainConfig(**{**job["config"], "seed": job["seed"], "device": job["device"]})
+    pressure = cpu_pressure()
     rate = matmul_peak_gflops() if job["device"] == "cpu" else None
     with tempfile.TemporaryDirectory() as run_dir:
         result = fit(dataset, config, run_dir)
         saved = json.loads((Path(run_dir) / "model.json").read_text())["training"]
+        _, trained_model, _, _ = read_checkpoint(Path(run_dir) / "model.json")
+    averaged = {  # test-time augmentation of the model fit kept (its training is unchanged)
+        f"tta_{kind}": view_averaged_accuracy(trained_model, dataset.test_images, dataset.test_labels, kind)
+        for kind in ("flip", "shift")
+    }
     chosen = TrainConfig(**saved)
     model = create_model(chosen.model, dataset.input_shape, dataset.num_classes, **chosen.model_options)
     trained = sum(row["epoch_seconds"] * row["images_per_second"] for row in result.history)
@@ -103,6 +121,8 @@ def run_one(job: dict) -> dict:
         "seconds": result.train_seconds,
         "img_s": trained / result.train_seconds,
         "mflop": flops_per_image(model, dataset.input_shape) / 1e6,
+        **averaged,
+        "pressure": f"{pressure} -> {cpu_pressure()}",
         "matmul": rate,
         "scaled": result.train_seconds * rate / 234 if rate else None,
         "tests": [round(row["test_accuracy"], 4) for row in result.history],
@@ -148,13 +168,19 @@ def sweep(jobs: list[dict], parallel: int, threads: int, out: Path | None) -> li
     return rows
 
 
-def table(rows: list[dict]) -> None:
+def epochs_to(row: dict, target: float) -> int | None:
+    """The first epoch whose test accuracy reached ``target``; None if none did."""
+    return next((epoch for epoch, test in enumerate(row["tests"], 1) if test >= target), None)
+
+
+def table(rows: list[dict], target: float | None = None) -> None:
     by_label: dict[str, list[dict]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row)
     summary = []
     for label, runs in by_label.items():
         scaled = [r["scaled"] for r in runs if r["scaled"]]
+        reached = [e for e in (epochs_to(r, target) for r in runs) if e] if target else []
         summary.append(
             (
                 median([r["test"] for r in runs]),
@@ -165,16 +191,23 @@ def table(rows: list[dict]) -> None:
                 median([r["img_s"] for r in runs]),
                 runs[0]["mflop"],
                 len(runs),
+                f"{median(reached):g} ({len(reached)}/{len(runs)})" if reached else f"- (0/{len(runs)})",
+                " ".join(f"{100 * r['test']:.2f}" for r in sorted(runs, key=lambda r: r["seed"])),
+                "/".join(f"{100 * median([r[key] for r in runs]):.2f}" for key in ("tta_flip", "tta_shift")),
             )
         )
+    reach = f" {'ep to ' + format(target, '.0%'):>11}" if target else ""
     print(
-        f"\n{'label':<34} {'runs':>4} {'test med':>9} {'min':>7} {'train s':>8} {'scaled':>7} {'img/s':>9} {'MFLOP':>6}"
+        f"\n{'label':<34} {'runs':>4} {'test med':>9} {'min':>7} {'train s':>8} {'scaled':>7} {'img/s':>9} "
+        f"{'MFLOP':>6}{reach} {'TTA flip/shift':>14}  per seed"
     )
-    for test, label, low, seconds, scaled, rate, mflop, count in sorted(summary, reverse=True):
+    for test, label, low, seconds, scaled, rate, mflop, count, epochs, seeds, tta in sorted(
+        summary, reverse=True
+    ):
         shown = f"{scaled:7.1f}" if scaled else f"{'-':>7}"
         print(
             f"{label:<34} {count:>4} {100 * test:>8.2f}% {100 * low:>6.2f}% {seconds:>8.1f} {shown} "
-            f"{rate:>9,.0f} {mflop:>6.2f}"
+            f"{rate:>9,.0f} {mflop:>6.2f}{f' {epochs:>11}' if target else ''} {tta:>14}  {seeds}"
         )
 
 
@@ -189,6 +222,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (and cores) per run")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per recipe without its own list")
     parser.add_argument("--out", type=Path, help="also append each run's JSON line here")
+    parser.add_argument("--target", type=float, help="also show epochs to this test accuracy, e.g. 0.98")
+    parser.add_argument("--table", type=Path, help="only print the table of an earlier --out file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--cores", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,6 +233,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
+    if args.table:
+        table([json.loads(line) for line in args.table.read_text().splitlines() if line], args.target)
+        return
     recipes = json.loads(Path(args.recipes).read_text())
     jobs = [
         {
@@ -206,12 +244,13 @@ def main() -> None:
             "data": recipe.get("data", args.data),
             "device": args.device,
             "cudnn_benchmark": recipe.get("cudnn_benchmark", False),
+            "schedule": recipe.get("schedule", "cosine"),
             "seed": seed,
         }
         for recipe in recipes
         for seed in recipe.get("seeds", range(args.seeds))
     ]
-    table(sweep(jobs, args.jobs, args.threads, args.out))
+    table(sweep(jobs, args.jobs, args.threads, args.out), args.target)
 
 
 if __name__ == "__main__":
