@@ -9,6 +9,7 @@ from convlens.cli import (  # noqa: F401  (registers the commands, in the order 
     catalog_cmds,
     core,
     export_cmd,
+    features_cmd,
     import_cmd,
     inspect_cmds,
     lab_cmds,
