@@ -5,7 +5,9 @@ scikit-image's astronaut, chelsea, coffee and rocket photos; offline) into a tem
 reused when it is already there. Then, in the same run:
 
 - decoding images/s with one worker process against two (``data.decode_workers.decode_all``
-  on the same 4,000 files, warm in the page cache; best of 3, alternated);
+  on the whole folder (at most 20,000 files) as a training run decodes it, warm in the page
+  cache; best of 3, alternated. A small sample would mostly time the pool's start: 4,000 files
+  gave 1.47x where the whole 20,000 give about 2x on the same machine);
 - ``convlens train --data FOLDER --image-size 128 --epochs 1`` in a subprocess with an empty
   folder cache (it decodes the folder into the cache, then trains one epoch): training images/s,
   peak RSS of that process (``os.wait4``'s ``ru_maxrss``: the process and its decode workers,
@@ -40,7 +42,7 @@ from _common import cpu_pressure, matmul_peak_gflops
 REFERENCE_GFLOPS = 234.0
 CLASSES = ("astronaut", "chelsea", "coffee", "rocket")
 SIDE = 128
-DECODE_SAMPLE = 4_000
+DECODE_SAMPLE = 20_000
 
 # Runs the CLI with one hook: the time of the first batch the training loop reads, written to
 # $BENCH_FIRST_BATCH (seconds since the epoch), so start-up is measured from outside.
@@ -203,6 +205,7 @@ def main() -> None:
     print(
         f"{100 * cold['result']['test_accuracy']:.2f} % (cold) / {100 * warm['result']['test_accuracy']:.2f} % (warm)\n"
     )
+    bound = "≤ 2 GiB at 20,000" if args.count <= 20_000 else "≤ 3 GiB at 100,000"
     print("| measure | value (scaled to 234 GFLOP/s) | target |")
     print("|---|---|---|")
     print(f"| decoding, 1 worker | {decoded[1]:,.0f} images/s | |")
@@ -212,9 +215,9 @@ def main() -> None:
     )
     print(f"| first run: launch to first batch (decode + cache) | {secs(cold['first_batch'])} | |")
     print(f"| first run: whole command | {secs(cold['total'])} | |")
-    print(f"| first run: peak RSS | {cold['peak_rss'] / gib:.2f} GiB | ≤ 2 GiB at 20,000 |")
+    print(f"| first run: peak RSS | {cold['peak_rss'] / gib:.2f} GiB | {bound} |")
     print(f"| second run (cache hit): launch to first batch | {secs(warm['first_batch'])} | ≤ 5 s |")
-    print(f"| second run: peak RSS | {warm['peak_rss'] / gib:.2f} GiB | ≤ 2 GiB at 20,000 |")
+    print(f"| second run: peak RSS | {warm['peak_rss'] / gib:.2f} GiB | {bound} |")
     same = cold["result"]["history"][0]["train_loss"] == warm["result"]["history"][0]["train_loss"]
     print(f"\nsame training loss on both runs: {same}")
     print(f"CPU pressure after: {cpu_pressure()}")
