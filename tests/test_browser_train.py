@@ -86,3 +86,19 @@ def test_explorer_without_runs_opens_on_the_train_view(chromium, tmp_path):
         assert said.startswith("epochs must be a whole number 1..100, got 0") and "--" not in said
         page.close()
     assert all("status of 400" in error for error in page.errors), page.errors  # the refused POST
+
+
+def test_a_shared_link_to_a_view_that_needs_no_run_opens_it_without_runs(chromium, tmp_path):
+    """A teacher's playground link works on an explorer with an empty runs folder; a link to a view
+    that explains a run still opens Train there."""
+    from convlens.server.background import BackgroundServer
+
+    with BackgroundServer([], runs_dir=tmp_path / "runs") as url:
+        page = open_page(chromium, url, "?pg-dataset=xor#playground2d")
+        assert page.locator("#tab-playground2d").is_visible()
+        assert not page.locator("#tab-train").is_visible()
+        page.close()
+        page = open_page(chromium, url, "#attribution")
+        assert page.locator("#tab-train").is_visible()
+        page.close()
+    assert page.errors == [], page.errors

@@ -105,6 +105,7 @@ def test_the_built_in_tabs_keep_their_names_titles_and_order(digits_run):
     assert [(v["name"], v["label"]) for v in listed] == BUILT_IN_TABS
     assert [v["name"] for v in listed if v["uses_input"]] == ["overview", "segment", "attribution", "attack"]
     assert [v["name"] for v in listed if v["opens_without_runs"]] == ["train"]
+    assert [v["name"] for v in listed if not v["needs_run"]] == ["playground", "playground2d", "train"]
 
 
 def test_a_plugin_view_serves_only_its_own_folder(digits_run, toy_view):

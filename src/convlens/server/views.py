@@ -46,6 +46,7 @@ class ExplorerView:
     styles: tuple[str, ...] = ()  # style sheets, relative to ``folder``
     uses_input: bool = False  # computes from the input panel's image: shown beside it, redrawn with it
     opens_without_runs: bool = False  # the tab the page opens on while no run is loaded
+    needs_run: bool = True  # False: works with no run loaded, so a shared link opens it even then
     help: str = ""
     # the runs it can explain: a classification view (softmax bars, attacks) means nothing for a
     # model that answers a class per pixel; the page hides a tab whose tasks exclude the run's
@@ -68,6 +69,7 @@ class ExplorerView:
             "styles": [self.url(style) for style in self.styles],
             "uses_input": self.uses_input,
             "opens_without_runs": self.opens_without_runs,
+            "needs_run": self.needs_run,
             "tasks": list(self.tasks),
         }
 
@@ -87,6 +89,7 @@ def register_view(
     styles: tuple[str, ...] = (),
     uses_input: bool = False,
     opens_without_runs: bool = False,
+    needs_run: bool = True,
     help: str = "",
     tasks: tuple[str, ...] = TASKS,
 ) -> ExplorerView:
@@ -127,6 +130,7 @@ def register_view(
         styles=tuple(styles),
         uses_input=uses_input,
         opens_without_runs=opens_without_runs,
+        needs_run=needs_run,
         help=help,
         tasks=tuple(tasks),
     )
@@ -190,6 +194,7 @@ def _register_built_in_views() -> None:
         module="playground.js",
         markup="views/playground.html",
         router=playground.router,
+        needs_run=False,
         help="one kernel sliding over a small grid, step by step",
     )
     register_view(
@@ -200,6 +205,7 @@ def _register_built_in_views() -> None:
         markup="views/playground2d.html",
         styles=("playground2d.css",),
         router=playground2d.router,
+        needs_run=False,
         help="a small dense network learning a 2-D data set, live",
     )
     register_view(
@@ -250,6 +256,7 @@ def _register_built_in_views() -> None:
         styles=("train.css",),
         router=train_api.router,
         opens_without_runs=True,
+        needs_run=False,
         help="train a model from the page and watch any run learn",
     )
 

@@ -199,9 +199,10 @@ async function start() {
   });
   await Promise.all(Object.values(views).map((view) => view.started?.(state)));
   if (state.runs.length) await selectRun(state.runs[0].id);
-  // no run yet: open the view that makes one (Train)
+  // no run yet: open the view that makes one (Train), or the linked one if it needs no run
   const first = state.runs.length ? declared[0] : declared.find((v) => v.opens_without_runs) ?? declared[0];
-  showTab(state.runs.length ? location.hash.slice(1) || first.name : first.name);
+  const linked = declared.find((v) => v.name === location.hash.slice(1) && (state.runs.length || !v.needs_run));
+  showTab(linked?.name ?? first.name);
   document.body.dataset.ready = "true";
 }
 
