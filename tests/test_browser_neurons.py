@@ -1,7 +1,9 @@
-"""The neuron panel in Debian Chromium (Playwright): opened from the Network view, from Grad-CAM in
-"Where it looks" and from "What layers learned"; its kernel against the checkpoint's weights, its
-patches and effects against the endpoint's JSON, a feeder link opening the feeding channel, a new
-input redrawing it, a server error shown inside it, and no sideways scrolling at 1280 or 360 px.
+"""The neuron panel in Debian Chromium (Playwright): opened from the Network view, from Grad-CAM's
+strongest channels in "Where it looks" (listed in the ranking endpoint's order) and from "What
+layers learned"; its kernel against the checkpoint's weights, its patches, effects and a relu2
+channel's regularised visualization against the endpoints' JSON, a feeder link opening the
+feeding channel, a new input redrawing it, a server error shown inside it, and no sideways
+scrolling at 1280 or 360 px.
 """
 
 from __future__ import annotations
@@ -125,7 +127,14 @@ def test_the_panel_opens_from_the_network_view_with_the_models_kernel_and_the_se
     assert page.locator("#neuron-panel").is_hidden()
 
 
-def test_the_panel_opens_from_grad_cam_with_the_channels_share(open_page, explorer, digits_run):
+def ranking_json(explorer: str, run_id: str, test_index: int, stage: str, target: int) -> dict:
+    data = {"test_index": test_index, "stage": stage, "target": target}
+    response = httpx.post(f"{explorer}api/runs/{run_id}/neuron-ranking", data=data, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_grad_cam_lists_its_strongest_channels_and_opens_one_with_its_share(open_page, explorer, digits_run):
     page = open_page(width=1280, height=800)
     page.click('#tabs button[data-tab="attribution"]')
     # the view measures its default method first and may redraw at the stage it chose: wait for it
@@ -133,26 +142,78 @@ def test_the_panel_opens_from_grad_cam_with_the_channels_share(open_page, explor
         "() => !document.getElementById('attr-default').textContent.startsWith('measuring')", timeout=60_000
     )
     chosen = page.locator("#attr-stage").input_value()
-    channels = page.locator(
-        f'#attr-maps details.neuron-channels[data-stage="{chosen}"]'
+    grad_cam = page.locator('#attr-maps figure.attr[data-method="grad-cam"]')
+    ranking = grad_cam.locator(
+        f'.neuron-ranking[data-stage="{chosen}"][data-ready="true"]'
         if chosen
-        else "#attr-maps details.neuron-channels"
-    ).first
-    channels.wait_for(timeout=30_000)
-    stage = channels.get_attribute("data-stage")  # the stage Grad-CAM looked at, as its caption says
-    caption = channels.locator("xpath=..").inner_text()
-    assert caption.startswith("Grad-CAM") and f" at {stage}" in caption
-    channels.locator("summary").click()
-    channels.locator('button.neuron-link[data-channel="5"]').click()
+        else ".neuron-ranking[data-ready=true]"
+    )
+    ranking.wait_for(timeout=30_000)
+    stage = ranking.get_attribute("data-stage")  # the stage Grad-CAM looked at, as its caption says
+    assert f" at {stage}" in grad_cam.inner_text()
     source = page.locator("#attr-maps").get_attribute("data-source")  # the maps' input: the panel's too
-    wait_for_panel(page, stage, 5, source)
-    body = neuron_json(explorer, digits_run.name, int(source.split()[-1]), stage, 5)
+    index = int(source.split()[-1])
+    target = int(ranking.get_attribute("data-target"))  # the class the map explains
+    expected = ranking_json(explorer, digits_run.name, index, stage, target)
+    lines = ranking.locator("li.neuron-ranked-channel").all()
+    assert len(lines) == 8  # the strongest 8 shown, in the ranking's order, with their share
+    assert [int(line.get_attribute("data-channel")) for line in lines] == [
+        c["channel"] for c in expected["channels"][:8]
+    ]
+    for line, ranked in zip(lines, expected["channels"], strict=False):
+        assert float(line.get_attribute("data-contribution")) == pytest.approx(ranked["contribution"])
+        if ranked["share"] is not None:
+            assert line.locator(".neuron-share").inner_text() == f"{100 * ranked['share']:.1f} %"
+    folded = ranking.locator("details.neuron-channels")
+    assert not folded.evaluate("d => d.open")  # the rest folded, in the same order
+    assert [int(b.get_attribute("data-channel")) for b in folded.locator("button.neuron-link").all()] == [
+        c["channel"] for c in expected["channels"][8:]
+    ]
+    channel = expected["channels"][0]["channel"]
+    lines[0].locator("button.neuron-link").click()
+    wait_for_panel(page, stage, channel, source)
+    body = neuron_json(explorer, digits_run.name, index, stage, channel)
     share = page.locator("#neuron-grad-cam")
-    assert int(share.get_attribute("data-rank")) == body["grad_cam"]["rank"]
+    assert int(share.get_attribute("data-rank")) == body["grad_cam"]["rank"] == 1
     assert float(share.get_attribute("data-contribution")) == pytest.approx(body["grad_cam"]["contribution"])
-    assert f"rank {body['grad_cam']['rank']} of 32 channels" in share.inner_text()
-    # a pooling or ReLU channel's kernel is that of the convolution making it: conv2's filter 5
-    assert page.locator("#neuron-kernel h3").inner_text() == "Kernel (conv2, filter 5)"
+    assert "rank 1 of 32 channels" in share.inner_text()
+    # a pooling or ReLU channel's kernel is that of the convolution making it
+    assert page.locator("#neuron-kernel h3").inner_text() == f"Kernel (conv2, filter {channel})"
+
+
+def test_a_relu2_channel_shows_its_regularised_visualization_beside_the_best_test_image(
+    open_page, explorer, digits_run
+):
+    page = open_page(width=1280, height=800)
+    page.wait_for_selector('#network .stage[data-stage="relu2"] canvas.fmap')
+    page.evaluate(
+        "document.dispatchEvent(new CustomEvent('open-neuron', {detail: {stage: 'relu2', channel: 3}}))"
+    )
+    page.wait_for_selector(f'{READY}[data-stage="relu2"][data-channel="3"]', timeout=20_000)
+    page.wait_for_selector("#neuron-panel[data-pictures=ready]", timeout=60_000)
+    response = httpx.get(
+        f"{explorer}api/runs/{digits_run.name}/neuron-pictures", params={"stage": "relu2", "channel": 3}
+    )
+    picture = response.json()["visualization"]
+    shown = page.locator("#neuron-visualization-activation")
+    best = page.locator("#neuron-visualization-best")
+    assert float(shown.get_attribute("data-value")) == pytest.approx(picture["activation"])
+    assert float(best.get_attribute("data-value")) == pytest.approx(picture["best_image_activation"])
+    assert shown.locator("strong").inner_text() == f"{picture['activation']:.3f}"
+    assert best.locator("strong").inner_text() == f"{picture['best_image_activation']:.3f}"
+    assert f"#{picture['best_image_index']}" in best.inner_text()
+    canvas = page.locator("canvas.neuron-visualization")
+    assert canvas.evaluate("c => [c.width, c.height, getComputedStyle(c).imageRendering]") == [
+        8,
+        8,
+        "pixelated",
+    ]
+    assert canvas.bounding_box()["width"] >= 8 * 8  # enlarged
+    # the pictures follow the channel, not the input: another test image keeps them, redrawn at once
+    other = pick_test_image(page, 5)
+    wait_for_panel(page, "relu2", 3, f"test image {other}")
+    assert page.locator("#neuron-panel").get_attribute("data-pictures") == "ready"
+    assert float(shown.get_attribute("data-value")) == pytest.approx(picture["activation"])
 
 
 def test_the_panel_fits_a_phone_and_shows_errors_inside(open_page, digits_model):
@@ -165,6 +226,7 @@ def test_the_panel_fits_a_phone_and_shows_errors_inside(open_page, digits_model)
     # conv1 is linear in the pixels: its centre unit's optimum is white where the kernel is positive
     model, _ = digits_model
     kernel = dict(model.stages())["conv1"].weight[2, 0].detach().numpy()  # (3, 3)
+    page.wait_for_selector("#neuron-panel[data-pictures=ready]", timeout=30_000)
     optimum = page.locator("#neuron-optimum canvas")
     rgba = optimum.evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
     red = np.array(rgba[::4]).reshape(kernel.shape)

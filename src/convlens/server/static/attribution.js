@@ -5,7 +5,7 @@
 
 import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane, percent } from "./draw.js";
-import { stageChannelLinks } from "./neuron-link.js";
+import { rankedChannelLinks } from "./neuron-ranking.js";
 
 export class AttributionView {
   constructor({ refresh }) {
@@ -150,7 +150,7 @@ export class AttributionView {
     return el("figure", { class: `attr${judged === "fails" ? " attr-fails" : ""}`, "data-judged": judged ?? "", "data-method": result.method },
       el("figcaption", { class: "attr-title", text: judged === "fails" ? `${title} ✗ fails on this run` : title }),
       overlay, colourLegend(limits, "importance"), el("figcaption", { text: caption }), verdict(result.faithfulness),
-      result.stage ? stageChannelLinks(result.stage, state.card) : null); // Grad-CAM: its stage's channels
+      result.stage ? rankedChannelLinks(result.stage, result.target, state) : null); // its stage's strongest channels
   }
 }
 

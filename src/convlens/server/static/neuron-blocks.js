@@ -1,5 +1,6 @@
 // The neuron panel's blocks (neuron.js asks for them): one channel's kernel, its feature map on the
-// current input with its strongest cell's arithmetic, what it responds to, the test patches that
+// current input with its strongest cell's arithmetic, what one unit and the whole channel respond to
+// (pictureBlocks, fetched apart: they take gradient searches), the test patches that
 // excite it most and least, what zeroing it changes, and the channels feeding it. Every number is
 // the server's (convlens.views.neuron_record); here they are only laid out and put into words.
 
@@ -11,6 +12,7 @@ import { hasNeuronPanel, neuronLink } from "./neuron-link.js";
 const MAP_PIXELS = 168; // on-screen size of the longest side of the feature map and of the input
 const PATCH_PIXELS = 60; // of the largest patch; smaller ones (cut by the image's edge) keep the scale
 const OPTIMUM_PIXELS = 120;
+const VISUALIZATION_PIXELS = 168;
 const KERNEL_DIGITS = 3;
 const MARK = "#00b8d4"; // the selected-cell colour of the Network view
 
@@ -134,12 +136,11 @@ function mapBlock(body) {
       el("summary", { text: `the arithmetic of cell (${row}, ${col})` }), arithmetic));
 }
 
-function optimumBlock(body) {
-  const optimum = body.optimum;
+function optimumBlock(optimum) {
   const title = "What one unit responds to";
   if (!optimum) {
     return block("optimum", title, "This answer carries no unit optimum (the server did not compute one for " +
-      "this channel); “What layers learned” shows an image optimized for the whole channel.");
+      "this channel).");
   }
   const crop = unpack(optimum.crop);
   const [, height, width] = crop.shape;
@@ -154,8 +155,52 @@ function optimumBlock(body) {
     `sees and enlarged: ${how}. It reaches ${fmt(optimum.activation, 3)}${best}.`;
   const beside = optimum.best_image_index === null || optimum.best_image_index === undefined ? null
     : el("figcaption", { text: `best test image (#${optimum.best_image_index}): ${fmt(optimum.best_image_activation, 3)}` });
-  return block("optimum", title, text, el("figure", { id: "neuron-optimum", "data-activation": optimum.activation }, canvas,
+  return block("optimum", title, text, el("figure", { id: "neuron-optimum-figure", "data-activation": optimum.activation }, canvas,
     el("figcaption", { text: `this pattern: ${fmt(optimum.activation, 3)}` }), beside));
+}
+
+// one number of the side-by-side pair under the channel visualization
+function compared(id, label, value) {
+  return el("p", { class: "neuron-compared", id, "data-value": value ?? "" },
+    el("span", { class: "note", text: label }), el("strong", { text: value === null ? "—" : fmt(value, 3) }));
+}
+
+function visualizationBlock(picture) {
+  const title = "What the whole channel responds to";
+  if (!picture) {
+    return block("visualization", title, "This answer carries no channel visualization (the server did not " +
+      "compute one for this channel).");
+  }
+  const image = unpack(picture.image);
+  const [, height, width] = image.shape;
+  const canvas = enlarged(paintImage(el("canvas", { class: "neuron-visualization" }), image),
+    zoomFor(height, width, VISUALIZATION_PIXELS));
+  const text = "A regularised visualization: an image grown from noise to raise this channel's mean value over its " +
+    "whole map, shifted, scaled and rotated a little at every step so that only a pattern that still works when " +
+    "moved survives, as the channel meets it in real images: easier to read than the strongest possible input, so it " +
+    `may reach less than the best test image. Both numbers are that mean, measured on the picture as drawn (${picture.steps} steps).`;
+  const best = picture.best_image_index === null ? "best test image" : `best test image (#${picture.best_image_index})`;
+  return block("visualization", title, text,
+    el("div", { class: "neuron-figures" },
+      el("figure", { id: "neuron-visualization-figure", "data-activation": picture.activation }, canvas,
+        el("figcaption", { text: `${width}×${height} pixels, enlarged` })),
+      el("div", { class: "neuron-compare" },
+        compared("neuron-visualization-activation", "this picture", picture.activation),
+        compared("neuron-visualization-best", best, picture.best_image_activation))));
+}
+
+// The two pictures of what the channel responds to (GET .../neuron-pictures); before they
+// arrive, one line each saying they are being searched.
+export function pictureBlocks(pictures) {
+  if (!pictures) {
+    return [
+      block("optimum", "What one unit responds to", "searching for the input that drives the channel's centre " +
+        "unit hardest (gradient ascent, once per channel)…"),
+      block("visualization", "What the whole channel responds to", "drawing the regularised visualization of the " +
+        "whole channel (once per channel)…"),
+    ];
+  }
+  return [optimumBlock(pictures.optimum), visualizationBlock(pictures.visualization)];
 }
 
 function patchFigures(patches, classNames, kind) {
@@ -241,13 +286,14 @@ function feedersBlock(body, card) {
   return block("feeders", "Fed by", text, el("ul", { class: "neuron-feeders", id: "neuron-feeders" }, ...rows));
 }
 
-// Every block of one answer of POST /neuron, in reading order.
-export function neuronBlocks(body, card) {
+// Every block of one answer of POST /neuron, in reading order; `pictures` ({optimum,
+// visualization}: the answer itself, or GET .../neuron-pictures), null while they are searched.
+export function neuronBlocks(body, card, pictures = null) {
   const dead = body.dead ? el("p", { class: "neuron-dead", id: "neuron-dead", text: `${body.dead_label}: ` +
     "whatever the image, this channel passes nothing on, so the next layer never hears from it." }) : null;
   return [
     el("p", { class: "note", text: `${body.kind.replace(/_/g, " ")} stage, ${body.map_size.join("×")} map.` }),
-    dead, kernelBlock(body), mapBlock(body), optimumBlock(body), patchesBlock(body, card), effectBlock(body),
+    dead, kernelBlock(body), mapBlock(body), ...pictureBlocks(pictures), patchesBlock(body, card), effectBlock(body),
     feedersBlock(body, card),
   ].filter(Boolean);
 }

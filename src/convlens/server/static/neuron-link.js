@@ -29,21 +29,3 @@ export function neuronLink(stage, channel, text = null) {
   button.addEventListener("click", () => openNeuron(stage, channel));
   return button;
 }
-
-// Every channel of `stage` as a link, folded under one line (the Grad-CAM view's stage): the
-// answer names no ranking of the stage's channels, so each panel gives its channel's Grad-CAM
-// contribution and rank. null for a stage without a panel.
-export function stageChannelLinks(stage, card) {
-  if (!hasNeuronPanel(card, stage)) return null;
-  const count = card.stages.find((s) => s.name === stage).shape[0];
-  const box = document.createElement("details");
-  box.className = "neuron-channels";
-  box.dataset.stage = stage;
-  const summary = document.createElement("summary");
-  summary.textContent = `the ${count} channels of ${stage}: open one in the neuron panel`;
-  const links = document.createElement("div");
-  links.className = "neuron-links";
-  for (let channel = 0; channel < count; channel++) links.append(neuronLink(stage, channel, String(channel)));
-  box.append(summary, links);
-  return box;
-}

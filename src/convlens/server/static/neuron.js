@@ -2,11 +2,13 @@
 // /api/runs/ID/neuron, convlens.views.neuron_record; keys in docs/explorer.md, "Neuron panel").
 // It is no tab: any view opens it for a channel (neuron-link.js: openNeuron, or a neuronLink
 // button), it slides in over the page, and it follows the input as the tabs do: a new image redraws it.
-// The blocks themselves are drawn by neuron-blocks.js.
+// The blocks themselves are drawn by neuron-blocks.js. The two pictures of what the channel
+// responds to take gradient searches (once per channel): the panel is drawn first, and they
+// follow from GET .../neuron-pictures (data-pictures on the panel says "loading", "ready", "error").
 
-import { postImage } from "./api.js";
+import { getJSON, postImage } from "./api.js";
 import { el, message } from "./draw.js";
-import { neuronBlocks, neuronTitle } from "./neuron-blocks.js";
+import { neuronBlocks, neuronTitle, pictureBlocks } from "./neuron-blocks.js";
 import { OPEN_NEURON, hasNeuronPanel } from "./neuron-link.js";
 
 export class NeuronPanel {
@@ -16,6 +18,7 @@ export class NeuronPanel {
     this.asked = 0; // requests made; only the newest one's answer is drawn
     this.busy = false;
     this.pending = false;
+    this.pictures = null; // {run, stage, channel, answer}: the last pictures drawn, kept for a new input
     this.title = el("h2", { id: "neuron-title" });
     this.body = el("div", { class: "neuron-body", id: "neuron-body" });
     this.closeButton = el("button", { class: "neuron-close", id: "neuron-close", type: "button", text: "close ✕",
@@ -52,6 +55,7 @@ export class NeuronPanel {
     this.asked++; // an answer still on its way is not drawn
     this.box.hidden = true;
     delete this.box.dataset.state;
+    delete this.box.dataset.pictures;
     this.body.replaceChildren();
   }
 
@@ -98,13 +102,17 @@ export class NeuronPanel {
     try {
       if (!run || !input) throw new Error("pick a test image or draw one first: the panel shows the channel on the current input");
       const body = await postImage(`/api/runs/${encodeURIComponent(run.id)}/neuron`, input,
-        { stage: target.stage, channel: target.channel });
+        { stage: target.stage, channel: target.channel, pictures: false });
       if (!current()) return;
-      this.body.replaceChildren(...neuronBlocks(body, card));
+      const kept = this.pictures?.run === run.id && this.pictures.stage === target.stage &&
+        this.pictures.channel === target.channel ? this.pictures.answer : null; // the input changed, not the channel
+      this.body.replaceChildren(...neuronBlocks(body, card, kept));
       this.box.dataset.state = "ready";
       this.box.dataset.stage = body.stage;
       this.box.dataset.channel = body.channel;
       this.box.dataset.source = body.source;
+      if (kept) this.box.dataset.pictures = "ready";
+      else this.loadPictures(run, target, current); // not awaited: the next input or channel need not wait
     } catch (error) {
       if (!current()) return;
       this.box.dataset.state = "error";
@@ -112,5 +120,27 @@ export class NeuronPanel {
     } finally {
       if (current()) this.box.removeAttribute("aria-busy");
     }
+  }
+
+  // the unit optimum and the channel visualization, in place of their "searching" lines
+  async loadPictures(run, target, current) {
+    this.box.dataset.pictures = "loading";
+    const query = new URLSearchParams({ stage: target.stage, channel: target.channel });
+    let pictures;
+    try {
+      pictures = await getJSON(`/api/runs/${encodeURIComponent(run.id)}/neuron-pictures?${query}`);
+    } catch (error) {
+      if (!current()) return;
+      this.box.dataset.pictures = "error";
+      for (const line of this.body.querySelectorAll("#neuron-optimum .neuron-text, #neuron-visualization .neuron-text")) {
+        line.textContent = `not computed: ${error.message}`;
+        line.classList.add("error");
+      }
+      return;
+    }
+    if (!current()) return;
+    this.pictures = { run: run.id, stage: target.stage, channel: target.channel, answer: pictures };
+    for (const drawn of pictureBlocks(pictures)) this.body.querySelector(`#${drawn.id}`)?.replaceWith(drawn);
+    this.box.dataset.pictures = "ready";
   }
 }
