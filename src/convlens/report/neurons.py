@@ -17,6 +17,9 @@ IMPORTANT = 4  # channels shown per stage
 SAMPLE = 200  # test images the channels are ranked and their patches found on (the seeded order's first)
 MAX_RANKED = 64  # channels ablated per stage: a wider stage is ranked on its first 64
 OPTIMUM_STEPS = 48  # each search starts from the best test image, so a short one still beats it
+# The panel's regularised channel visualization is left out here: even batched per stage (4
+# channels at once), its 256 steps took longer than the rest of this section on a digits run;
+# `convlens neuron` and the explorer show it.
 
 __all__ = ["IMPORTANT", "SAMPLE", "important_channels"]
 
@@ -69,6 +72,7 @@ def important_channels(run: Run, images, labels) -> Section:
         "percentage points; accuracy before → after; how many predictions change). Each row shows "
         "the channel's kernel, the input its centre unit responds to most (cropped to its receptive "
         "field), and the test images whose strongest cell of the channel is highest, cropped to that "
-        "cell's receptive field. `convlens neuron RUN --stage S --channel C` shows one in full."
+        "cell's receptive field. `convlens neuron RUN --stage S --channel C` shows one in full, with "
+        "the regularised visualization of the whole channel."
     )
     return section
