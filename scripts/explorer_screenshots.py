@@ -1,4 +1,5 @@
-"""Takes the explorer's screenshots used by README.md and docs/explorer.md (docs/img/explorer-*.png).
+"""Takes the explorer's screenshots used by README.md and docs/explorer.md (docs/img/explorer-*.png,
+docs/img/train-view.png and docs/img/playground2d.png).
 
     convlens train --data mnist5k --out runs/mnist
     python scripts/explorer_screenshots.py runs/mnist            # writes docs/img/explorer-*.png
@@ -10,6 +11,8 @@ as the browser tests do; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,19 +58,26 @@ def main() -> None:
 
     from convlens.server.background import BackgroundServer
 
-    with BackgroundServer([options.run_dir]) as url, sync_playwright() as playwright:
+    run_dir, out = options.run_dir.resolve(), options.out.resolve()
+    scratch = tempfile.TemporaryDirectory()  # the Train view's run goes here, not into the repository
+    os.chdir(scratch.name)  # so the Train view names its runs folder "runs", not a temporary path
+    with (
+        scratch,
+        BackgroundServer([run_dir], runs_dir=Path("runs"), max_trainings=1) as url,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(url)
         page.wait_for_selector("body[data-ready=true]", timeout=60_000)
         index = clearest_example(url, page)
         page.locator(f'#test-strip canvas.thumb[data-index="{index}"]').click()
-        take(page, options.out, "overview", f'#network[data-source="test image {index}"]')
+        take(page, out, "overview", f'#network[data-source="test image {index}"]')
 
         fmap = page.locator('.stage[data-stage="conv1"] canvas.fmap').nth(2)
         box = fmap.bounding_box()
         fmap.click(position={"x": box["width"] * 0.45, "y": box["height"] * 0.3})
-        take(page, options.out, "arithmetic", "#arith-total", full_page=True)
+        take(page, out, "arithmetic", "#arith-total", full_page=True)
 
         tab(page, "playground")
         page.click('#pg-presets button[data-kernel="edge"]')
@@ -75,20 +85,50 @@ def main() -> None:
         page.click("#pg-reset")
         for _ in range(9):
             page.click("#pg-step-button")
-        take(page, options.out, "playground", "#pg-sum")
+        take(page, out, "playground", "#pg-sum")
 
         tab(page, "attribution")
-        take(page, options.out, "attribution", f'#attr-maps[data-source="test image {index}"]')
+        take(page, out, "attribution", f'#attr-maps[data-source="test image {index}"]')
 
         tab(page, "attack")
         page.locator("#attack-eps").fill("0.15")
-        take(page, options.out, "attack", '#attack-verdict:has-text("ε = 0.15")')
+        take(page, out, "attack", '#attack-verdict:has-text("ε = 0.15")')
 
         tab(page, "layers")
-        take(page, options.out, "layers", "#layers-features canvas.feature", full_page=True)
+        take(page, out, "layers", "#layers-features canvas.feature", full_page=True)
+
+        page.evaluate(  # the panel a channel link opens (Network, Where it looks, What layers learned)
+            "document.dispatchEvent(new CustomEvent('open-neuron', {detail: {stage: 'relu2', channel: 3}}))"
+        )
+        page.wait_for_selector('#neuron-panel[data-state=ready][data-stage="relu2"]', timeout=60_000)
+        take(page, out, "neuron", "#neuron-panel[data-pictures=ready]")
+        page.locator("#neuron-close").click()
 
         tab(page, "card")
-        take(page, options.out, "card", "#card-confusion", full_page=True)
+        take(page, out, "card", "#card-confusion", full_page=True)
+
+        tab(page, "playground2d")  # the spiral, trained live for a while, then paused
+        page.wait_for_selector("#pg2-test-loss[data-value]", timeout=20_000)
+        page.click("#pg2-play")
+        page.wait_for_timeout(6_000)
+        page.click("#pg2-play")
+        page.wait_for_selector("#pg2-play:not([data-waiting])")
+        page.wait_for_timeout(600)
+        page.screenshot(path=out / "playground2d.png")
+        print(f"wrote {out / 'playground2d.png'}")
+
+        tab(page, "train")  # a small digits model trained from the page, its curves and snapshots
+        page.select_option("#train-data", "digits")
+        page.select_option("#train-model", "convnet")
+        page.fill("#train-epochs", "8")
+        page.click("#train-start")
+        page.wait_for_selector('#train-curves[data-run^="digits-convnet"]', timeout=60_000)
+        page.wait_for_selector(
+            '#train-curves[data-run^="digits-convnet"][data-done=finished]', timeout=300_000
+        )
+        page.wait_for_timeout(1_000)
+        page.screenshot(path=out / "train-view.png")
+        print(f"wrote {out / 'train-view.png'}")
         browser.close()
 
 
