@@ -1,6 +1,11 @@
 """What each layer learned: a stage's filters, feature-visualization images per channel, and the
 test images that drive a channel hardest — all from ``convlens.inspect``, cached per run
 because the weights never change while the server runs.
+
+A stage affine in the pixels (conv1) also gets each channel's unit optimum: the whole-image
+optimum of such a stage is a nearly flat square (every pixel that all the kernel's taps reach
+pulls the same way), while one unit's optimum inside its receptive field is the kernel's sign
+pattern — what the page shows.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ def features(
     ),
 ) -> JSONResponse:
     """For each channel of ``stage`` (up to 64), an input optimized to excite it most
-    (activation maximization), and the mean activation it reaches."""
+    (activation maximization), and the mean activation it reaches. A stage affine in the pixels
+    (``closed_form``) adds ``units``: per channel, its centre unit's exact optimum cropped to the
+    unit's receptive field (``window``, end-exclusive) and the value it reaches; otherwise null."""
     from convlens.inspect import feature_visualization
 
     _spatial_stage(run, stage)
@@ -98,6 +105,11 @@ def features(
         return feature_visualization(run.slow_model(), stage, channels, steps=FEATURE_STEPS, images=images)
 
     result = _cached(run, ("features", stage), compute, slow=True)
+    units = None
+    if result.closed_form:  # exact and closed form: one gradient per channel, no search
+        units = _cached(
+            run, ("unit-optima", stage), lambda: _unit_optima(run, stage, result.channels), slow=True
+        )
     return JSONResponse(
         {
             "stage": stage,
@@ -106,8 +118,27 @@ def features(
             "closed_form": result.closed_form,
             "images": packed(result.images),
             "activation": result.activation.tolist(),
+            "units": units,
         }
     )
+
+
+def _unit_optima(run: LoadedRun, stage: str, channels: list[int]) -> list[dict]:
+    """Each channel's centre-unit optimum cropped to its receptive field, as the page draws it."""
+    from convlens.inspect import unit_optimum
+
+    model = run.slow_model()
+    found = [unit_optimum(model, stage, channel) for channel in channels]
+    return [
+        {
+            "channel": optimum.channel,
+            "cell": list(optimum.cell),
+            "window": list(optimum.window),  # (top, left, bottom, right) input pixels, end-exclusive
+            "activation": optimum.activation,
+            "crop": packed(optimum.crop),
+        }
+        for optimum in found
+    ]
 
 
 @router.get("/runs/{run_id}/top-images", summary="The test images that excite one channel most")

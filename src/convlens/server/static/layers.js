@@ -1,14 +1,17 @@
 // What each layer learned: the kernels of a conv stage at a readable size (each weight on hover),
-// one feature-visualization image per channel, and (on click) the test images that excite that
-// channel most. A stage without filters (ReLU, pooling, BatchNorm, flatten) shows what it does:
-// the maps it receives next to the maps it makes, for the current input.
+// one feature-visualization image per channel — for a stage linear in the pixels (conv1), what
+// one unit of it responds to instead: its receptive field's exact optimum, the kernel's sign
+// pattern — and (on click) the test images that excite that channel most. A stage without filters
+// (ReLU, pooling, BatchNorm, flatten) shows what it does: the maps it receives next to the maps it
+// makes, for the current input.
 
 import { getJSON, postImage, unpack } from "./api.js";
 import { colourFor, colourLegend, el, fmt, message, paintImage, paintPlane } from "./draw.js";
 import { stageExplanation } from "./explain-text.js";
 import { hasNeuronPanel, neuronLink } from "./neuron-link.js";
 
-const SHOWN_INPUTS = 16; // input channels of a filter drawn in its row
+const SHOWN_INPUTS = 16;
+const UNIT_PIXELS = 64; // on-screen size of the longest side of a unit optimum, pixelated // input channels of a filter drawn in its row
 const OPERATION_CHANNELS = 8; // channels shown in input → output pairs
 const PAIR_PIXELS = 84; // on-screen size of the largest side of an input map in a pair
 const WITH_FILTERS = ["convolution", "block"]; // roles (convlens.inspect.layer_facts) that have kernels
@@ -72,6 +75,7 @@ export class LayersView {
     const current = () => this.loaded === token; // a newer choice wins over a slower answer
     this.top.replaceChildren();
     document.getElementById("layers-features-note").textContent = "";
+    document.getElementById("layers-features-title").textContent = "Feature visualization";
     const stages = this.state.card.stages;
     const at = stages.findIndex((s) => s.name === stage);
     const hasFilters = WITH_FILTERS.includes(stages[at].layer.role);
@@ -198,6 +202,10 @@ export class LayersView {
   }
 
   drawFeatures(body, base) {
+    if (body.units) {
+      this.drawUnits(body, base);
+      return;
+    }
     const images = unpack(body.images);
     const [count, channels, height, width] = images.shape;
     const size = channels * height * width;
@@ -211,10 +219,38 @@ export class LayersView {
       return tile;
     });
     this.features.replaceChildren(...tiles);
-    const how = body.closed_form ? "each image the exact optimum of its channel (this stage is linear in the pixels)"
-      : `each image optimized for ${body.steps} steps to excite its channel`;
-    document.getElementById("layers-features-note").textContent = `${count} channels, ${how}; ` +
-      "click one for the test images that excite it most";
+    document.getElementById("layers-features-note").textContent = `${count} channels, each image optimized for ` +
+      `${body.steps} steps to excite its channel; click one for the test images that excite it most`;
+  }
+
+  // A stage affine in the pixels: its whole-image optimum is a nearly flat square, so each tile shows
+  // what one unit responds to — its receptive field's pixels, enlarged (the server's crop).
+  drawUnits(body, base) {
+    const tiles = body.units.map((unit) => {
+      const crop = unpack(unit.crop);
+      const [channels, height, width] = crop.shape;
+      const zoom = Math.max(1, Math.floor(UNIT_PIXELS / Math.max(height, width)));
+      const canvas = paintImage(el("canvas", { class: "feature unit-optimum" }), crop);
+      canvas.style.width = `${width * zoom}px`;
+      canvas.style.height = `${height * zoom}px`;
+      const [top, left, bottom, right] = unit.window;
+      const tile = el("figure", { class: "feature-tile unit-tile", "data-channel": unit.channel,
+        "data-window": unit.window.join(","), "data-activation": unit.activation, "data-input-channels": channels,
+        title: `channel ${unit.channel}: the unit at (${unit.cell.join(", ")}) sees input rows ${top}..${bottom - 1}, ` +
+          `cols ${left}..${right - 1}; this pattern drives it to ${fmt(unit.activation, 3)}, its highest` },
+      canvas, el("figcaption", { text: `#${unit.channel}` }));
+      tile.addEventListener("click", () => this.showTop(base, body.stage, unit.channel, tile));
+      return tile;
+    });
+    this.features.replaceChildren(...tiles);
+    const [channels, height, width] = unpack(body.units[0].crop).shape;
+    const colours = channels === 3 ? "each colour full where its weight is positive, off where negative"
+      : "white where the weight is positive, black where negative";
+    document.getElementById("layers-features-title").textContent = `What one unit of ${body.stage} responds to`;
+    document.getElementById("layers-features-note").textContent = `${body.stage} is linear in the pixels, so the ` +
+      `input that excites one of its units most is the sign pattern of its kernel: ${colours}; the ` +
+      `whole-image optimum would be a nearly flat square. Each tile: the ${height}×${width} pixels the ` +
+      "centre unit sees, enlarged; click one for the test images that excite its channel most";
   }
 
   async showTop(base, stage, channel, tile) {
