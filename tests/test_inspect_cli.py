@@ -148,8 +148,9 @@ def test_explain_and_features_write_into_the_run_folder_by_default(run_cli, digi
     assert files and all(f.parent == run / "explain" and f.is_file() for f in files)
     # -k is --top-k, as in predict
     code, out, err = run_cli(
-        "features", run, "--stage", "conv1", "--channels", "0,1", "--steps", "2", "-k", "1", "--json"
-    )
+        "features", run, "--stage", "conv1", "--mean", "--channels", "0,1", "--steps", "2", "-k", "1",
+        "--json",
+    )  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
     assert Path(result["file"]) == run / "features" / "features-conv1.png" and Path(result["file"]).is_file()

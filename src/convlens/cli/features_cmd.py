@@ -11,6 +11,12 @@ from convlens.cli.inspect_cmds import parse_ints
 from convlens.cli.render import StepProgress, err, out, print_json
 from convlens.errors import ConvlensError
 
+LINEAR_STAGE = (
+    "{stage} is linear in the pixels, so the input that excites one of its units most is the sign "
+    "pattern of its kernel: 1 where the weight is positive, 0 where negative (the whole-image "
+    "optimum, --mean, would be a nearly flat square)"
+)
+
 
 @app.command()
 def features(
@@ -28,11 +34,15 @@ def features(
     top_k: int = typer.Option(
         6, "--top-k", "-k", help="Test images per channel that excite it most (0: none)."
     ),
-    unit: bool = typer.Option(
-        False,
-        "--unit",
-        help="Optimize the centre unit of each channel's map instead of the channel's mean, "
-        "and show it cropped to its receptive field beside the best test patch (units-STAGE.png).",
+    unit: bool | None = typer.Option(
+        None,
+        "--unit/--mean",
+        help="--unit: optimize the centre unit of each channel's map, shown cropped to its receptive "
+        "field beside the best test patch (units-STAGE.png); --mean: the channel's mean over the "
+        "whole image (features-STAGE.png). Default: --unit for a stage linear in the pixels (conv1: "
+        "its unit optimum is the kernel's sign pattern, its mean's a nearly flat square), --mean "
+        "otherwise.",
+        show_default=False,
     ),
     regularised: bool = typer.Option(
         False,
@@ -45,7 +55,8 @@ def features(
     """What each channel looks for: an optimized image per channel, next to the test images that excite it most.
 
     The optimized image starts from each channel's best test image among others, so it never
-    ends below it; a dead channel (no test image turns it on) is labelled dead.
+    ends below it; a dead channel (no test image turns it on) is labelled dead. A stage linear in
+    the pixels (conv1) shows what one unit responds to (--unit) unless --mean or --regularised.
 
     Examples:
 
@@ -53,7 +64,9 @@ def features(
 
       convlens features runs/mnist --stage conv2 --channels 0,1,2,3 --out features/
 
-      convlens features runs/mnist --stage conv1 --unit   (each kernel's sign pattern: what one unit detects)
+      convlens features runs/mnist --stage conv1   (each kernel's sign pattern: what one unit detects; units-conv1.png)
+
+      convlens features runs/mnist --stage conv1 --mean   (the whole-image optimum: a nearly flat square per channel)
 
       convlens features runs/mnist --stage relu2 --channels 0,1,2,3 --regularised
     """
@@ -68,6 +81,10 @@ def features(
         raise ConvlensError(f"--top-k: expected 0 or more, got {top_k}")
     if unit and regularised:
         raise ConvlensError("--unit and --regularised: pick one (a unit's optimum is not regularised)")
+    if unit is None:  # a linear stage's channel optimum is nearly flat; its unit's is the kernel
+        from convlens.inspect import is_affine_stage
+
+        unit = not regularised and is_affine_stage(model, stage)
     if chosen is None:
         from convlens.inspect import receptive_field
 
@@ -174,6 +191,8 @@ def _unit_features(model, stage, chosen, test_images, steps, out_dir, as_json) -
         return print_json(
             {"stage": stage, "closed_form": optima[0].closed_form, "units": rows, "file": str(path)}
         )
+    if optima[0].closed_form:
+        out.print(LINEAR_STAGE.format(stage=stage), markup=False)
     for optimum in optima:
         top, left, bottom, right = optimum.window
         line = f"channel {optimum.channel}: {optimum.activation:.3g} in rows {top}..{bottom - 1}, cols {left}..{right - 1}"

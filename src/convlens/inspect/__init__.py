@@ -7,6 +7,7 @@ JSON); the CLI, the report and the web page only render them.
 from __future__ import annotations
 
 from convlens.inspect._data import as_dict
+from convlens.inspect._optimize import is_affine_stage
 from convlens.inspect._stages import SOFTMAX, find_stage, is_spatial_stage, stage_inputs, stage_names
 from convlens.inspect.any_model import open_model
 from convlens.inspect.arithmetic import (
@@ -109,6 +110,7 @@ __all__ = [
     "grad_cam_plus_plus",
     "grad_cam_stage",
     "integrated_gradients",
+    "is_affine_stage",
     "is_spatial_stage",
     "last_conv_stage",
     "layer_facts",

@@ -29,7 +29,10 @@ def unit_optima(optima: list, best_images: torch.Tensor | None = None) -> Figure
     unit = "each unit" if first.cell is None else f"the centre unit {first.cell}"
     title = f"{first.stage}: what {unit} responds to, cropped to its receptive field (input rows, cols)"
     if first.closed_form:
-        title += "\na stage linear in the pixels: the exact optimum, the sign pattern of the kernel"
+        title += (
+            "\nlinear in the pixels: the exact optimum is the kernel's sign pattern"
+            " (white + / black −); the whole-image optimum would be a nearly flat square"
+        )
     if best_images is not None:
         title += "\nleft: optimum; right: the test patch that drives the unit hardest"
     figure.suptitle(title, fontsize=10)
