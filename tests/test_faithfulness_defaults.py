@@ -95,7 +95,7 @@ def test_the_default_is_the_largest_drop_among_the_methods_that_pass(digits_run,
     found[names[1]] = _entry("passes", -0.15)
     found[names[2]] = _entry("passes", -0.25)
     monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
-    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model, progress=None: (found, {}))
     chosen = default_method(run)
     assert (chosen["method"], chosen["passes"]) == (names[2], True)
     assert chosen["drop"] == pytest.approx(0.25) and chosen["interval"] == pytest.approx([0.23, 0.27])
@@ -104,7 +104,7 @@ def test_the_default_is_the_largest_drop_among_the_methods_that_pass(digits_run,
     )
     # none passes: the largest drop, marked as not passing, and the text says so
     found = {name: _entry("inconclusive", -0.1 - 0.01 * i) for i, name in enumerate(names)}
-    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model, progress=None: (found, {}))
     (run.folder / FAITHFULNESS_FILE).unlink(missing_ok=True)
     chosen = default_method(run)
     assert chosen["method"] == names[-1] and chosen["passes"] is False
@@ -223,7 +223,7 @@ def test_one_image_is_no_interval_and_a_mostly_blank_method_is_no_default(digits
     for name in names[1:]:
         found[name]["deletion"].update(images=32, blank=0)
     monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
-    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model, progress=None: (found, {}))
     assert default_method(run)["method"] == names[1]
 
 
@@ -234,7 +234,7 @@ def test_a_stored_default_is_chosen_again_when_the_measurement_changes(digits_ru
     names = ATTRIBUTIONS.names()
     found = {name: _entry("passes", -0.1 - 0.01 * i) for i, name in enumerate(names)}
     monkeypatch.setattr(method_choice, "candidate_keys", lambda model: list(names))
-    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model: (found, {}))
+    monkeypatch.setattr(method_choice, "_measured", lambda run, keys, model, progress=None: (found, {}))
     path = run.folder / FAITHFULNESS_FILE
     settings = method_choice.measurement_settings()
     path.write_text(

@@ -249,7 +249,10 @@ def test_the_registry_lists_them_with_their_options():
     }
     assert defaults["smoothgrad"] == {"samples": 32, "noise": 0.15, "seed": 0}
     assert defaults["grad-cam++"] == {"stage": None}
-    assert defaults["rise"] == {"masks": 1000, "cells": 8, "keep": 0.5, "seed": 0}
+    # masks None: by the image's size (random_masks.default_masks), as integrated gradients' samples
+    assert defaults["rise"] == {"masks": None, "cells": 8, "keep": 0.5, "seed": 0}
+    kinds = {p["name"]: p["kind"] for p in described["rise"]["parameters"]}
+    assert kinds["masks"] == "int"
     assert all(described[name]["help"] for name in NEW_METHODS)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convlens.cli.render import err, out, print_tables, significant
+from convlens.cli.render import StepProgress, err, out, print_tables, significant
 from convlens.errors import ConvlensError
 
 
@@ -27,8 +27,9 @@ def check_cam_stage(model, method: str | None, cam_stage: str | None) -> str | N
     return cam_stage
 
 
-def measuring_note(run, method: str | None) -> None:
-    """One line on stderr before the first measurement of a run: it takes a while, once."""
+def measuring_note(run, method: str | None) -> bool:
+    """One line on stderr before the first measurement of a run (it takes a while, once); whether
+    one is coming (then a progress bar follows it)."""
     from convlens.inspect.run_faithfulness import FAITHFULNESS_FILE, stored_faithfulness
 
     if method is None and not stored_faithfulness(run).get("default"):
@@ -38,6 +39,8 @@ def measuring_note(run, method: str | None) -> None:
             markup=False,
             soft_wrap=True,
         )
+        return True
+    return False
 
 
 def write_explanation(run, pixels, image, out_dir: Path, stage, target, method, cam_stage) -> dict:
@@ -75,7 +78,13 @@ def write_explanation(run, pixels, image, out_dir: Path, stage, target, method, 
     files.append(plots.save_png(probabilities, out_dir / "probabilities.png"))
     # None: no Grad-CAM here; with the run, the map carries its verdict on this run and this image
     # (and, when no method was named, the measured choice and why, under faithfulness["default"])
-    attribution = explanation_attribution(model, pixels, method, target, cam_stage, run=run)
+    if measuring_note(run, method):
+        with StepProgress("faithfulness") as bar:
+            attribution = explanation_attribution(
+                model, pixels, method, target, cam_stage, run=run, progress=bar
+            )
+    else:
+        attribution = explanation_attribution(model, pixels, method, target, cam_stage, run=run)
     if attribution is not None:
         figure = plots.attribution_map(pixels, attribution, class_names[attribution.target])
         file_name = (

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from convlens.cli.app import app
-from convlens.cli.explain_output import check_cam_stage, measuring_note, print_explanation, write_explanation
+from convlens.cli.explain_output import check_cam_stage, print_explanation, write_explanation
 from convlens.cli.render import (
     err,
     grid_text,
@@ -157,7 +157,6 @@ def explain(
         return None
     if out_dir is None:
         out_dir = run.folder / "explain"
-    measuring_note(run, method)
     summary = write_explanation(run, pixels, image, out_dir, stage, target_index, method, cam_stage)
     summary["shift"] = shift
     if as_json:

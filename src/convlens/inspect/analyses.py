@@ -91,6 +91,7 @@ def explanation_attribution(
     target: int | None = None,
     stage: str | None = None,
     run=None,
+    progress=None,
 ) -> Attribution | None:
     """The attribution `convlens explain` shows: registered ``method`` for ``target`` (default: the
     prediction).
@@ -103,13 +104,14 @@ def explanation_attribution(
     so a bad target is the same error with or without convolutions.
 
     With ``run`` (a ``Run``), the result carries ``faithfulness``: this image's verdict and the
-    run's (``attribution_faithfulness``).
+    run's (``attribution_faithfulness``). ``progress(done, total, what)``: while the run's default is
+    measured (its first call on a checkpoint).
     """
     chosen = None
     if method is None and run is not None:
         from convlens.inspect.method_choice import default_method
 
-        chosen = default_method(run, model=model)
+        chosen = default_method(run, model=model, progress=progress)
         method, stage = chosen["method"], stage if stage is not None else chosen["stage"]
     entry = ATTRIBUTIONS.get(method or "grad-cam")
     cam_stage = stage if stage is not None and is_grad_cam_target(model, stage) else None

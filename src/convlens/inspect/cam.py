@@ -155,7 +155,7 @@ def grad_cam(
 
     The default stage is the last rectified spatial stage (``grad_cam_stage``: pool2 on the
     convnet); any spatial stage can be named. How faithful the maps are depends on the run:
-    ``convlens.inspect.analyses.run_faithfulness`` measures it (docs/inspect.md).
+    ``convlens.inspect.run_faithfulness.run_faithfulness`` measures it (docs/inspect.md).
     """
     return class_activation_map("grad-cam", grad_cam_weights, model, image, target, stage)
 

@@ -12,14 +12,15 @@ falls back to the largest drop, marked as not passing. The measurement is stored
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from convlens.errors import ConvlensError
 from convlens.inspect.attribution import ATTRIBUTIONS
-from convlens.inspect.cam_stages import grad_cam_default, grad_cam_stages, takes_stage
+from convlens.inspect.faithfulness_budget import candidate_keys, run_budget
 from convlens.inspect.run_faithfulness import (
     measurement_settings,
-    method_key,
     run_faithfulness,
     save_faithfulness,
     stored_faithfulness,
@@ -29,29 +30,16 @@ from convlens.inspect.run_faithfulness import (
 FALLBACK = "grad-cam"  # shown, unjudged, when nothing can be measured (no test images)
 
 
-def candidate_keys(model: nn.Module) -> list[str]:
-    """Every registered method, a stage-taking one once per rectified stage Grad-CAM may look at
-    (its default stage as its bare name; the default stage alone when no stage is rectified)."""
-    stages = grad_cam_stages(model)
-    default = grad_cam_default(model)
-    rectified = [s["stage"] for s in stages if s["rectified"]] or ([default] if default else [])
-    keys = []
-    for entry in ATTRIBUTIONS:
-        if not takes_stage(entry):
-            keys.append(entry.name)
-        else:
-            keys += [method_key(entry.name, None if stage == default else stage) for stage in rectified]
-    return keys
-
-
-def _measured(run, keys: list[str], model: nn.Module) -> tuple[dict, dict]:
+def _measured(run, keys: list[str], model: nn.Module, progress=None) -> tuple[dict, dict]:
     """Run-level results of ``keys`` and, for a method that cannot explain this model, its error."""
     try:
-        return run_faithfulness(run, keys, model=model)["methods"], {}
+        return run_faithfulness(run, keys, model=model, progress=progress)["methods"], {}
     except ConvlensError:
         pass  # one method failed (or no test images): each on its own, to tell which
     found, errors = {}, {}
-    for key in keys:
+    for done, key in enumerate(keys):
+        if progress is not None:
+            progress(done, len(keys), f"measuring {key}")
         try:
             found[key] = run_faithfulness(run, [key], model=model)["methods"][key]
         except ConvlensError as error:
@@ -83,7 +71,7 @@ def _label(key: str) -> str:
 def _why(key: str, entry: dict, passes: bool, passing: int) -> str:
     drop, low, high = deletion_drop(entry)
     rho = entry["randomization"]["spearman"]
-    numbers = f"deletion drop {drop:.2f} vs random ({low:.2f} to {high:.2f})"
+    numbers = f"deletion drop {drop:.2f} vs random ({low:.2f} to {high:.2f}) on {entry['images']} test images"
     if passes:
         others = f"; the largest drop of the {passing} that passed" if passing > 1 else ""
         return f"chosen because it passed on this run: {numbers}, randomization Spearman {rho:.2f}{others}"
@@ -95,7 +83,9 @@ def _why(key: str, entry: dict, passes: bool, passing: int) -> str:
     )
 
 
-def default_method(run, model: nn.Module | None = None) -> dict:
+def default_method(
+    run, model: nn.Module | None = None, progress: Callable[[int, int, str], None] | None = None
+) -> dict:
     """The run's default attribution: ``{"method", "stage", "key", "passes", "verdict", "drop",
     "interval", "vs_brightness", "why", "candidates", "errors"}``.
 
@@ -103,19 +93,22 @@ def default_method(run, model: nn.Module | None = None) -> dict:
     Grad-CAM at its default stage, unjudged, and ``why`` says why). ``stage``: where a stage-taking
     method looks (None for input-space methods). Stored under ``"default"`` in the run's
     faithfulness.json. ``model``: the run's model or a copy of it (the explorer's own).
+    ``progress(done, total, what)``: while measuring (the first call on a checkpoint), per method.
+    The number of test images follows the model's cost (``faithfulness_budget``).
     """
     model = run.model if model is None else model
     keys = candidate_keys(model)
     found = stored_faithfulness(run)
     stored = found.get("default")
+    settings = _settings(model)
     if (
         isinstance(stored, dict)
         and stored.get("candidates") == keys
-        and found.get("settings") == measurement_settings()  # chosen from the default settings' numbers
+        and found.get("settings") == settings  # chosen from the budgeted default settings' numbers
         and found.get("weights_sha256") == stored.get("weights_sha256") == weights_sha(run)
     ):
         return {k: v for k, v in stored.items() if k != "weights_sha256"}
-    found, errors = _measured(run, keys, model)
+    found, errors = _measured(run, keys, model, progress)
     scored = {key: deletion_drop(entry) for key, entry in found.items()}
     passing = [key for key in found if _passes(found[key]) and scored[key] is not None]
     pool = passing or [key for key in found if scored[key] is not None]
@@ -148,12 +141,18 @@ def default_method(run, model: nn.Module | None = None) -> dict:
         "candidates": keys,
         "errors": errors,
     }
-    _store(run, chosen)
+    _store(run, chosen, settings)
     return chosen
 
 
-def _store(run, chosen: dict) -> None:
+def _settings(model: nn.Module) -> dict:
+    """The settings ``run_faithfulness`` measures the candidates with by default (its budget)."""
+    budget = run_budget(model)
+    return measurement_settings(images=budget["images"], randomization_images=budget["randomization_images"])
+
+
+def _store(run, chosen: dict, settings: dict) -> None:
     stored = stored_faithfulness(run)
-    if stored.get("methods") and stored.get("settings") == measurement_settings():
+    if stored.get("methods") and stored.get("settings") == settings:
         stored["default"] = {**chosen, "weights_sha256": weights_sha(run)}
         save_faithfulness(run, stored)

@@ -12,6 +12,8 @@ difference must lie below 0) together with the randomization check; insertion is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from convlens.data import to_float
 from convlens.errors import ConvlensError
 from convlens.inspect.attribution import ATTRIBUTIONS, Attribution
 from convlens.inspect.cam_stages import grad_cam_default, takes_stage
+from convlens.inspect.faithfulness_budget import method_key, run_budget
 from convlens.inspect.verdicts import (
     CURVE_MODES,
     CURVE_STEPS,
@@ -32,15 +35,10 @@ from convlens.inspect.verdicts import (
 )
 
 FAITHFULNESS_FILE = "faithfulness.json"  # in the run folder, keyed by the checkpoint's weights
-FAITHFULNESS_IMAGES = 32  # test images per run-level measurement
+FAITHFULNESS_IMAGES = 32  # test images per run-level measurement on a cheap model (faithfulness_budget)
 IMAGE_REPEATS = 32  # random orders one image's map is compared with
 # what is measured and how it is judged: a stored file measured otherwise is measured again
 MEASURES = ("deletion", "insertion", "randomization", "no interval from one image")
-
-
-def method_key(method: str, stage: str | None = None) -> str:
-    """How a run-level result is stored: the method, or ``METHOD@STAGE`` off its default stage."""
-    return f"{method}@{stage}" if stage else method
 
 
 def result_key(model: nn.Module, attribution: Attribution) -> str:
@@ -109,31 +107,93 @@ def measurement_settings(
     }
 
 
+def measure_methods(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    targets: torch.Tensor,
+    keys: list[str],
+    fill: str = DEFAULT_FILL,
+    steps: int = CURVE_STEPS,
+    seed: int = 0,
+    randomization_images: int = 16,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[dict, dict]:
+    """(reference, methods): the reference curves (random order, brightness) on ``pixels`` and each
+    of ``keys`` (``METHOD`` or ``METHOD@STAGE``) measured by ``verdicts.method_faithfulness``, as
+    stored in faithfulness.json. The run's measurement and the lab's model trained on the spot share it.
+    ``progress(done, total, what)`` before each key and once at the end."""
+    references, stored_references = {}, {}
+    for mode in CURVE_MODES:
+        random, brightness, curves = reference_aucs(
+            model, pixels, targets, fill, steps, seed, with_curves=True, mode=mode
+        )
+        references[mode] = {"random": random, "brightness": brightness}
+        stored_references[mode] = {
+            "random_auc": float(random.mean()),
+            "brightness_auc": float(brightness.mean()),
+            "random_curve": curves["random"].tolist(),
+            "brightness_curve": curves["brightness"].tolist(),
+        }
+    reference = {
+        **stored_references["deletion"],  # deletion's at the top: what the verdict is judged on
+        "insertion": stored_references["insertion"],
+        "fractions": (
+            torch.round(torch.linspace(0, pixels[0, 0].numel(), steps + 1)) / pixels[0, 0].numel()
+        ).tolist(),
+    }
+    methods = {}
+    for done, key in enumerate(keys):
+        if progress is not None:
+            progress(done, len(keys), f"measuring {key} on {pixels.shape[0]} test images")
+        name, _, stage = key.partition("@")
+        options = {"stage": stage} if stage else {}
+        methods[key] = method_faithfulness(
+            model, pixels, targets, name, references, fill, steps, seed, randomization_images, **options
+        )
+    if progress is not None:
+        progress(len(keys), len(keys), "measured")
+    return reference, methods
+
+
 def run_faithfulness(
     run,
     methods: list[str] | tuple[str, ...] | None = None,
-    images: int = FAITHFULNESS_IMAGES,
+    images: int | None = None,
     seed: int = 0,
     model: nn.Module | None = None,
     fill: str = DEFAULT_FILL,
     steps: int = CURVE_STEPS,
-    randomization_images: int = 16,
+    randomization_images: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Each method's faithfulness on ``run``'s own test images (``verdicts.method_faithfulness``):
     a seeded sample of ``images``, the model's prediction as target, deletion and insertion against
     random order and pixel brightness (``reference_aucs``), full weight randomization on the first
     ``randomization_images``. A method's ``verdict`` is deletion's with randomization's.
 
-    ``methods``: registered names, or ``METHOD@STAGE`` (default: every registered method). Stored in
-    ``RUN_DIR/faithfulness.json`` (atomically) with the checkpoint's weights' SHA-256 and these
-    settings; a method already there is read back, a changed checkpoint or setting measures again.
-    ``model``: the run's model or a copy of it (the explorer's own).
+    ``images`` None: as many as the model's cost allows (``faithfulness_budget.measurement_budget``
+    for every candidate method: 32 on digits and mnist5k, down to 8 on a costly model; fewer images
+    widen the intervals the verdicts are judged on); ``randomization_images`` None: half of them, at
+    most 16. ``methods``: registered names, or ``METHOD@STAGE`` (default: every registered method).
+    Stored in ``RUN_DIR/faithfulness.json`` (atomically) with the checkpoint's weights' SHA-256 and
+    these settings; a method already there is read back, a changed checkpoint or setting measures
+    again. ``model``: the run's model or a copy of it (the explorer's own). ``progress(done, total,
+    what)``: while measuring, per method.
     """
-    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 2):
         raise ConvlensError(f"images must be an integer of at least 2, got {images!r}", parameter="images")
     keys = list(dict.fromkeys(methods or ATTRIBUTIONS.names()))
     for key in keys:
         ATTRIBUTIONS.get(key.split("@")[0], parameter="methods")
+    model = run.model if model is None else model
+    if images is None:
+        budget = run_budget(model)
+        images, randomization_images = (
+            budget["images"],
+            randomization_images or budget["randomization_images"],
+        )
+    elif randomization_images is None:
+        randomization_images = min(16, images)
     settings = measurement_settings(images, seed, fill, steps, randomization_images)
     sha = weights_sha(run)
     stored = stored_faithfulness(run)
@@ -146,35 +206,13 @@ def run_faithfulness(
         }
     missing = [key for key in keys if key not in stored["methods"]]
     if missing:
-        model = run.model if model is None else model
         pixels, _, spec = run.test_data(limit=images, seed=seed)
         targets = _predictions(model, pixels)  # the model's prediction is the class explained
-        references, stored_references = {}, {}
-        for mode in CURVE_MODES:
-            random, brightness, curves = reference_aucs(
-                model, pixels, targets, fill, steps, seed, with_curves=True, mode=mode
-            )
-            references[mode] = {"random": random, "brightness": brightness}
-            stored_references[mode] = {
-                "random_auc": float(random.mean()),
-                "brightness_auc": float(brightness.mean()),
-                "random_curve": curves["random"].tolist(),
-                "brightness_curve": curves["brightness"].tolist(),
-            }
         stored["data"] = spec
-        stored["reference"] = {
-            **stored_references["deletion"],  # deletion's at the top: what the verdict is judged on
-            "insertion": stored_references["insertion"],
-            "fractions": (
-                torch.round(torch.linspace(0, pixels[0, 0].numel(), steps + 1)) / pixels[0, 0].numel()
-            ).tolist(),
-        }
-        for key in missing:
-            name, _, stage = key.partition("@")
-            options = {"stage": stage} if stage else {}
-            stored["methods"][key] = method_faithfulness(
-                model, pixels, targets, name, references, fill, steps, seed, randomization_images, **options
-            )
+        stored["reference"], measured = measure_methods(
+            model, pixels, targets, missing, fill, steps, seed, randomization_images, progress
+        )
+        stored["methods"].update(measured)
         stored.pop("default", None)  # chosen among the methods stored before: choose again
         save_faithfulness(run, stored)
     return {**stored, "methods": {key: stored["methods"][key] for key in keys}}

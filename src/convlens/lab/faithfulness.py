@@ -1,19 +1,15 @@
 """Which attribution map can be trusted? Every registered method against two sanity checks.
 
+The numbers and verdicts are the run path's (``convlens.inspect.run_faithfulness.measure_methods``,
+verdicts in ``convlens.inspect.verdicts``): for each test image, the model's prediction explained,
+deletion and insertion curves (blur fill, 16 steps) against random order and pixel brightness, a
+verdict that passes only when the 95 % t interval of the difference lies below 0, and the Spearman
+correlation with the maps of the fully re-initialized model (passes when its interval lies below 0.5).
+
 With ``run`` (a run folder: ``convlens lab faithfulness RUN``) nothing is trained: the numbers are the
-run's own, as stored by ``convlens.inspect.run_faithfulness.run_faithfulness`` (blur fill, 16-step
-deletion and insertion against random order with 95 % intervals, full randomization; the verdict beside
-every map), and the run's default method (``method_choice.default_method``) is named.
-
-For N test images (the same number per class) of a freshly trained model, each registered
-attribution method gets:
-
-- cascading randomization (Adebayo et al. 2018): the mean Spearman rank correlation of its
-  maps with the maps of the same model re-initialized stage by stage from the top; a map
-  that survives (≥ 0.5) explains the image, not the model;
-- a deletion curve (Petsiuk et al. 2018): its highest-ranked pixels turned black 8 at a time,
-  the area under the class-probability curve (lower = the map found what the model needs),
-  next to a random ranking and to plain pixel brightness (both model-free).
+run's own, as stored in ``RUN_DIR/faithfulness.json``, and the run's default method
+(``method_choice.default_method``) is named. Without it a model is trained here, and N of its
+test images (the same number per class) are measured the same way.
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ import torch
 from convlens.data import Dataset, to_float
 from convlens.errors import ConvlensError
 from convlens.lab._common import LabResult, check_positive, register_experiment, train_quick
-
-CLOSE_TO_RANDOM = 0.05  # a deletion AUC within this of the random ranking's is "no better than random"
 
 
 @dataclass
@@ -49,27 +43,20 @@ class FaithfulnessResult(LabResult):
     default: dict = field(default_factory=dict)  # on a run: method_choice.default_method's choice and why
 
     def verdict(self, method: str) -> str:
-        """One line: can ``method``'s maps be trusted on this model?"""
-        if method in self.verdicts:
-            found = self.verdicts[method]
-            deletion, randomization = found["deletion"], found["randomization"]
-            insertion = found.get("insertion")
-            text = f"{found['verdict']} on this run: deletion {deletion['verdict']} against random order {_interval(deletion)}"
-            if insertion:
-                text += f", insertion {insertion['verdict']} {_interval(insertion)}"
-            text += f", randomization {randomization['verdict']}"
-            if self.default.get("key") == method:
-                text += f" — the run's default attribution: {self.default['why']}"
-            return text
-        spearman, auc = self.spearman[method], self.deletion[method]
-        random, brightness = self.deletion["random"], self.deletion["brightness"]
-        if spearman >= 0.5:
-            return "do not trust: the map survives weight randomization (it shows the image, not the model)"
-        if auc >= random - CLOSE_TO_RANDOM:
-            return "do not trust: depends on the model, but ranks pixels no better than random"
-        if auc > brightness:
-            return "use with care: depends on the model, beats random, but not plain pixel brightness"
-        return "trust: depends on the model and finds the pixels it needs (beats brightness)"
+        """One line: can ``method``'s maps be trusted on this model? The run's noise-aware verdict
+        (``verdicts.method_faithfulness``): deletion against random order with its 95 % interval,
+        randomization, and insertion beside them."""
+        found = self.verdicts[method]
+        deletion, randomization = found["deletion"], found["randomization"]
+        insertion = found.get("insertion")
+        where = "this run" if self.run else "this model"
+        text = f"{found['verdict']} on {where}: deletion {deletion['verdict']} against random order {_interval(deletion)}"
+        if insertion:
+            text += f", insertion {insertion['verdict']} {_interval(insertion)}"
+        text += f", randomization {randomization['verdict']}"
+        if self.default.get("key") == method:
+            text += f" — the run's default attribution: {self.default['why']}"
+        return text
 
 
 def _interval(curve: dict) -> str:
@@ -98,29 +85,27 @@ def run(
     epochs: int = 3,
     images: int = 100,
     methods: tuple[str, ...] = (),
-    step: int = 8,
     seed: int = 0,
     progress=None,
     run: str = "",
 ) -> FaithfulnessResult:
-    """Train a model; randomization Spearman and deletion AUC of every attribution method
-    (``methods``: all registered ones when empty) on ``images`` test images.
+    """Train a model; every attribution method's (``methods``: all registered ones when empty)
+    noise-aware verdict on ``images`` test images, measured as on a run (``measure_methods``).
 
     ``run``: a run folder instead: its stored numbers (``run_faithfulness``, measured on first need
-    with its own settings; ``dataset``, ``model_name``, ``epochs``, ``images`` and ``step`` are not used).
+    with its own settings; ``dataset``, ``model_name``, ``epochs`` and ``images`` are not used).
 
     ``progress(methods done, methods, what)`` before each method and at the end.
     """
-    import time
-
     from convlens.inspect.attribution import ATTRIBUTIONS
-    from convlens.inspect.faithfulness import attribution_map, deletion_curve, randomization_check
+    from convlens.inspect.run_faithfulness import measure_methods
+    from convlens.inspect.verdicts import CURVE_STEPS
+    from convlens.predict import predict_probabilities
 
     if run:
         return _on_run(run, methods, seed, progress)
     check_positive("epochs", epochs)
     check_positive("images", images)
-    check_positive("step", step)
     methods = tuple(methods) or tuple(ATTRIBUTIONS.names())
     for method in methods:
         if method not in ATTRIBUTIONS:
@@ -133,43 +118,58 @@ def run(
     model, accuracy = train_quick(dataset, model_name, epochs, seed)
     chosen = _balanced(dataset.test_labels, images)
     pixels = to_float(dataset.test_images[chosen]).float()
-    labels = dataset.test_labels[chosen].long()
-    curves, deletion, spearman, per_stage, seconds = {}, {}, {}, {}, {}
-    for reference in ("random", "brightness"):
-        curve = deletion_curve(model, pixels, labels, reference, step=step, seed=seed)
-        curves[reference], deletion[reference] = curve.probabilities.tolist(), curve.auc
-    fractions = curve.fractions.tolist()
-    for index, method in enumerate(methods):
-        if progress is not None:
-            progress(index + 1, len(methods) + 1, method)
-        start = time.perf_counter()
-        maps = torch.stack(
-            [
-                attribution_map(model, image, method, int(label), seed=seed + i)
-                for i, (image, label) in enumerate(zip(pixels, labels, strict=True))
-            ]
-        )  # fmt: skip  (N, H, W): computed once, for both checks
-        curve = deletion_curve(model, pixels, labels, method, step=step, seed=seed, maps=maps)
-        check = randomization_check(model, pixels, method, labels=labels, seed=seed, maps=maps)
-        curves[method], deletion[method] = curve.probabilities.tolist(), curve.auc
-        spearman[method] = check.mean
-        per_stage[method] = dict(zip(check.stages, check.per_step.tolist(), strict=True))
-        seconds[method] = time.perf_counter() - start
-    if progress is not None:
-        progress(len(methods) + 1, len(methods) + 1, "done")
+    targets = predict_probabilities(model, pixels).argmax(dim=1)  # the prediction is explained, as on a run
+    # the run's measurement and verdicts (run_faithfulness.measure_methods), on this model
+    reference, measured = measure_methods(
+        model,
+        pixels,
+        targets,
+        list(methods),
+        steps=CURVE_STEPS,
+        seed=seed,
+        randomization_images=min(16, pixels.shape[0]),
+        progress=None if progress is None else lambda done, total, what: progress(done + 1, total + 1, what),
+    )
+    return _result(
+        dataset.name,
+        model_name,
+        epochs,
+        accuracy,
+        pixels.shape[0],
+        round(pixels[0, 0].numel() / CURVE_STEPS),
+        reference,
+        measured,
+        "",
+        {},
+    )
+
+
+def _result(
+    dataset, model, epochs, accuracy, images, step, reference, measured, run, chosen
+) -> FaithfulnessResult:
+    """The lab's result from ``measure_methods``'s numbers (a run's stored ones or a model's here)."""
+    curves = {name: entry["deletion"].get("curve", []) for name, entry in measured.items()}
+    curves.update(
+        {"random": reference.get("random_curve", []), "brightness": reference.get("brightness_curve", [])}
+    )
+    deletion = {name: entry["deletion"]["auc"] for name, entry in measured.items()}
+    deletion.update({"random": reference["random_auc"], "brightness": reference["brightness_auc"]})
     return FaithfulnessResult(
-        dataset=dataset.name,
-        model=model_name,
+        dataset=dataset,
+        model=model,
         epochs=epochs,
         accuracy=accuracy,
-        images=int(chosen.numel()),
+        images=images,
         step=step,
-        fractions=fractions,
+        fractions=list(reference.get("fractions", [])),
         curves=curves,
         deletion=deletion,
-        spearman=spearman,
-        spearman_per_stage=per_stage,
-        seconds_per_method=seconds,
+        spearman={name: entry["randomization"]["spearman"] for name, entry in measured.items()},
+        spearman_per_stage={name: {"all": e["randomization"]["spearman"]} for name, e in measured.items()},
+        seconds_per_method={},
+        run=run,
+        verdicts=measured,
+        default=chosen,
     )
 
 
@@ -182,40 +182,32 @@ def _on_run(run_dir: str, methods: tuple[str, ...], seed: int, progress) -> Fait
     if progress is not None:
         progress(0, 1, f"measuring {run_dir}")
     run = Run.open(run_dir)
-    chosen = default_method(run) if not methods and seed == 0 else {}  # the default is chosen at seed 0
-    found = run_faithfulness(run, list(methods) or chosen.get("candidates") or None, seed=seed)
-    reference, measured = found["reference"], found["methods"]
-    curves = {name: entry["deletion"].get("curve", []) for name, entry in measured.items()}
-    curves.update(
-        {"random": reference.get("random_curve", []), "brightness": reference.get("brightness_curve", [])}
+    chosen = (
+        default_method(run, progress=progress) if not methods and seed == 0 else {}
+    )  # the default is chosen at seed 0
+    found = run_faithfulness(
+        run, list(methods) or chosen.get("candidates") or None, seed=seed, progress=progress
     )
-    deletion = {name: entry["deletion"]["auc"] for name, entry in measured.items()}
-    deletion.update({"random": reference["random_auc"], "brightness": reference["brightness_auc"]})
     pixels = run.input_shape[1] * run.input_shape[2]
     if progress is not None:
         progress(1, 1, "done")
-    return FaithfulnessResult(
-        dataset=str(found.get("data") or run.dataset.get("name", "")),
-        model=run.model_name,
-        epochs=int(run.metrics.get("epochs", run.training.get("epochs", 0)) or 0),
-        accuracy=float(run.test_accuracy or 0.0),
-        images=int(found["settings"]["images"]),
-        step=round(pixels / found["settings"]["steps"]),
-        fractions=list(reference.get("fractions", [])),
-        curves=curves,
-        deletion=deletion,
-        spearman={name: entry["randomization"]["spearman"] for name, entry in measured.items()},
-        spearman_per_stage={name: {"all": e["randomization"]["spearman"]} for name, e in measured.items()},
-        seconds_per_method={},
-        run=str(run.folder),
-        verdicts=measured,
-        default=chosen,
+    return _result(
+        str(found.get("data") or run.dataset.get("name", "")),
+        run.model_name,
+        int(run.metrics.get("epochs", run.training.get("epochs", 0)) or 0),
+        float(run.test_accuracy or 0.0),
+        int(found["settings"]["images"]),
+        round(pixels / found["settings"]["steps"]),
+        found["reference"],
+        found["methods"],
+        str(run.folder),
+        chosen,
     )
 
 
 register_experiment(
     "faithfulness",
     run,
-    quick={"epochs": 1, "images": 10, "step": 16},
+    quick={"epochs": 1, "images": 10},
     help="every attribution method: does it survive weight randomization, does it find the pixels that matter?",
 )

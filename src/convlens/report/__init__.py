@@ -246,8 +246,11 @@ def _lab(lab_dir: Path) -> Section:
     return section
 
 
-def _classification_builders(run: Run, images, labels, spec: str, eps: float, lab_dir: Path) -> list:
-    """(what, build) for each section of a classifier's report, in order."""
+def _classification_builders(
+    run: Run, images, labels, spec: str, eps: float, lab_dir: Path, progress=None
+) -> list:
+    """(what, build) for each section of a classifier's report, in order; ``progress`` also follows the
+    attribution section's first measurement of the run (its own count, labelled)."""
     from convlens.inspect.analyses import correct_sample
     from convlens.report.neurons import important_channels
 
@@ -261,7 +264,7 @@ def _classification_builders(run: Run, images, labels, spec: str, eps: float, la
         ("filters", lambda: _filters(run.model)),
         ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
         ("important channels", lambda: important_channels(run, images, labels)),
-        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]))),
+        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]), progress)),
         ("attacks", lambda: _attacks(run, images, labels, eps)),
         ("lab results", lambda: _lab(lab_dir)),
     ]
@@ -301,7 +304,7 @@ def report_sections(
             ("filters", lambda: _filters(run.model)),
         ]
     else:
-        builders = _classification_builders(run, images, labels, spec, eps, lab_dir)
+        builders = _classification_builders(run, images, labels, spec, eps, lab_dir, progress)
     sections = []
     for done, (what, build) in enumerate(builders):
         if progress is not None:

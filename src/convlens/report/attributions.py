@@ -10,17 +10,18 @@ from convlens.report.parts import table_dict as _table
 from convlens.run import Run
 
 
-def attributions_section(run: Run, image, label: int) -> Section:
+def attributions_section(run: Run, image, label: int, progress=None) -> Section:
     """Every registered attribution method on one test image: where the model looks, method by method,
     each with its verdict on this run and this image (``run_faithfulness.attribution_faithfulness``);
-    the run's default (``method_choice.default_method``) first, with why it was chosen."""
+    the run's default (``method_choice.default_method``) first, with why it was chosen.
+    ``progress(done, total, what)``: while the run is measured (the first report of a checkpoint)."""
     from convlens.inspect.attribution import ATTRIBUTIONS
     from convlens.inspect.method_choice import default_method
     from convlens.inspect.run_faithfulness import attribution_faithfulness, image_reference, run_faithfulness
     from convlens.views import plots
     from convlens.views.tables import faithfulness_table
 
-    chosen = default_method(run)
+    chosen = default_method(run, progress=progress)
     entries = sorted(ATTRIBUTIONS, key=lambda entry: entry.name != chosen["method"])  # the default first
     maps, failed, verdicts = [], [], []
     for entry in entries:

@@ -163,7 +163,7 @@ def _number(value, digits: int = 3) -> str:
 
 def faithfulness_line(label: str, found: dict | None) -> str:
     """One line: ``label``'s verdict on this run and on this image, with the numbers
-    (``convlens.inspect.analyses.attribution_faithfulness``)."""
+    (``convlens.inspect.run_faithfulness.attribution_faithfulness``)."""
     if not found:
         return f"{label}: faithfulness not measured"
     run = found.get("run")
