@@ -76,7 +76,8 @@ export class AttributionView {
     const figure = this.box.querySelector(`figure.attr[data-method="${CSS.escape(this.chosen.method)}"]`);
     if (!figure || figure.classList.contains("attr-default")) return;
     figure.classList.add("attr-default");
-    figure.querySelector(".attr-title")?.append(" (default)");
+    // a badge, not only colour: the outline and the word both say which map is the default
+    figure.querySelector(".attr-title")?.append(" ", el("span", { class: "attr-default-mark", text: "(default)" }));
     this.box.prepend(figure);
   }
 
@@ -155,7 +156,7 @@ export class AttributionView {
 }
 
 // "passes / fails / inconclusive on this run (numbers)" and this image's drop against random;
-// every number is the server's (convlens.inspect.analyses.attribution_faithfulness)
+// every number is the server's (convlens.inspect.run_faithfulness.attribution_faithfulness)
 function verdict(found) {
   if (!found) return null;
   const box = el("div", { class: "verdict" });
