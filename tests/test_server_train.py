@@ -1,5 +1,6 @@
 """Training from the explorer: POST /api/train starts a training job (convlens.train.jobs) in a
-child process, its events stream one per epoch then done, DELETE stops it resumably, a body
+child process, its events stream one per epoch then done, DELETE stops it resumably, a stopped
+one is listed with its epoch and POST .../resume continues it to the end, a body
 that breaks the schema is a 422 and a bad value a 400, each naming the request's field, too
 many at once is 429; runs written by a separate training are followed; the per-epoch
 snapshots are what the model really held (checked against last.* and a fresh initialization).
@@ -173,6 +174,73 @@ def test_delete_stops_resumably_and_a_second_training_is_429_or_replaces(explore
     assert httpx.delete(f"{url}api/train/{third.json()['id']}", timeout=60).json()["status"] == "stopped"
 
 
+def test_a_stopped_training_is_listed_watchable_and_resumes_to_the_end(explorer, digits):
+    """A training interrupted after epoch 1 of 2 (as a stop or a reload leaves it) is listed as
+    stopped with its epoch, replays its epoch and snapshots, and POST .../resume continues it in
+    its own folder to a finished run; what cannot be resumed is refused naming why."""
+    from convlens.train import TrainConfig, fit
+    from testing_helpers import StopAfter
+
+    url, runs_dir = explorer
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C once epoch 1 is saved
+        fit(digits, TrainConfig(epochs=2, seed=4), runs_dir / "cut", observer=StopAfter(1))
+    (runs_dir / "nothing-saved").mkdir()
+    deadline = time.monotonic() + 30
+    while "cut" not in (listed := {s["id"]: s for s in httpx.get(url + "api/train").json()["stopped"]}):
+        assert time.monotonic() < deadline  # the runs dir is looked at again within a second
+        time.sleep(0.2)
+    assert listed["cut"] == {
+        "id": "cut",
+        "epoch": 1,
+        "epochs": 2,
+        "status": "stopped",
+        "resumable": True,
+        "message": "interrupted; it resumes from its last saved epoch",
+        "folder": str(runs_dir / "cut"),
+        "data": "digits",
+    }
+    assert "nothing-saved" not in listed  # nothing to resume there
+    assert httpx.get(f"{url}api/train/cut/snapshots").json()["epochs"] == [0, 1]
+    replay = events(url, "cut")
+    assert [e["epoch"] for e in replay[:-1]] == [1]
+    assert replay[-1] == {**replay[-1], "status": "stopped", "resumable": True, "run": None}
+
+    foreign = httpx.post(
+        f"{url}api/train/cut/resume", json={}, headers={"Origin": "http://elsewhere.example"}
+    )
+    assert foreign.status_code == 403
+    answer = httpx.post(f"{url}api/train/cut/resume", json={"page": "page-resume"}, timeout=60)
+    assert answer.status_code == 202
+    assert answer.json() == {"id": "cut", "events": "/api/train/cut/events"}
+    twice = httpx.post(f"{url}api/train/cut/resume", timeout=60)  # no body: no page
+    assert (
+        twice.status_code == 409
+        and twice.json()["detail"] == "run 'cut' is training now; stop it first or wait for it to end"
+    )
+    stream = events(url, "cut")
+    assert [e["epoch"] for e in stream[:-1]] == [1, 2] and stream[0]["epochs"] == 2
+    assert stream[-1] == {**stream[-1], "status": "finished", "epochs_done": 2, "run": "cut"}
+    rows = (runs_dir / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+    listing = httpx.get(url + "api/train").json()
+    assert "cut" in listing["runs"] and "cut" not in [s["id"] for s in listing["stopped"]]
+
+    for run_id, status, detail in [
+        ("cut", 409, "run 'cut' has finished; there is nothing to resume"),
+        ("nothing-saved", 409, "run 'nothing-saved' saved no epoch; there is nothing to resume"),
+        ("no-such-run", 404, "no run 'no-such-run'"),
+    ]:
+        refused = httpx.post(f"{url}api/train/{run_id}/resume", json={}, timeout=60)
+        assert refused.status_code == status and refused.json()["detail"].startswith(detail), refused.json()
+        assert "\n" not in refused.json()["detail"] and "--" not in refused.json()["detail"]
+    for body, status, detail in [
+        ({"page": "../x"}, 400, "page: expected the page's id"),
+        ({"data": "digits"}, 422, "data: Extra inputs are not permitted"),
+    ]:
+        refused = httpx.post(f"{url}api/train/cut/resume", json=body, timeout=60)
+        assert refused.status_code == status and detail in refused.json()["detail"]
+
+
 def test_a_run_written_by_another_training_is_followed(explorer, digits):
     from convlens.train import TrainConfig, fit
 
@@ -216,6 +284,10 @@ def test_training_needs_a_runs_dir(digits_run):
     client = TestClient(create_app([digits_run], allowed_hosts=["testserver"]))
     answer = client.post("/api/train", json={"data": "digits", "epochs": 1})
     assert answer.status_code == 409 and "runs folder" in answer.json()["detail"]
+    run_id = client.get("/api/runs").json()[0]["id"]
+    answer = client.post(f"/api/train/{run_id}/resume", json={})
+    assert answer.status_code == 409 and "runs folder" in answer.json()["detail"]
+    assert client.get("/api/train").json()["stopped"] == []
     assert client.get("/api/train").json()["runs_dir"] is None
 
 

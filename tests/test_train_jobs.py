@@ -1,7 +1,8 @@
 """Training jobs (convlens.train.jobs) and following a run folder (convlens.train.follow): a job
 trains digits in a child process running the library's entry point and is followed epoch by
 epoch; a bad request is a ConvlensError naming its field; a child's failure is a record in the
-run folder; a stop leaves the run resumable though the caller ignores SIGINT; a run started
+run folder; a stop leaves the run resumable though the caller ignores SIGINT, and a resumed job
+ends as the run never stopped (or is refused, naming why); a run started
 with `convlens train` is followed the same way; metrics.jsonl is read incrementally and a
 folder trained again from its first epoch is told from fit's last rewrite."""
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from convlens.errors import ConvlensError
 from convlens.train.follow import Ended, EpochEvent, Follower, MetricsReader, Restart, folder_outcome, follow
@@ -200,3 +202,69 @@ def test_a_follower_says_restart_then_the_new_epochs(tmp_path):
     assert [e.epoch for e in first] == [1, 2]
     assert isinstance(second[0], Restart) and [e.epoch for e in second[1:]] == [1]
     assert third == [Ended(folder_outcome(tmp_path), 1)] and follower.ended
+
+
+def test_a_stopped_training_resumed_as_a_job_ends_as_the_uninterrupted_run(tmp_path, digits):
+    """``resume`` continues from last.* in a child: the epochs saved are replayed, the rest follow,
+    and history and weights are those of the same seed trained without a stop."""
+    from convlens.checkpoint import load_checkpoint
+    from convlens.train import TrainConfig, fit
+    from convlens.train.follow import interrupted_at
+    from convlens.train.jobs import NotResumable, resume
+    from testing_helpers import StopAfter
+
+    config = TrainConfig(epochs=2, seed=2)
+    whole = fit(digits, config, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C once epoch 1 is saved
+        fit(digits, config, cut, observer=StopAfter(1))
+    assert interrupted_at(cut) == 1 and interrupted_at(tmp_path / "whole") is None
+    job = resume(cut)
+    events = list(follow(cut, job, poll_s=0.05))
+    assert [e.epoch for e in events[:-1]] == [1, 2] and all(e.planned_epochs == 2 for e in events[:-1])
+    assert events[-1] == Ended(JobOutcome("finished"), 2)
+    assert interrupted_at(cut) is None
+
+    def timeless(rows):
+        return [{k: v for k, v in row.items() if "second" not in k} for row in rows]
+
+    resumed = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert timeless(resumed) == timeless(whole.history)
+    model_whole, _ = load_checkpoint(tmp_path / "whole")
+    model_cut, _ = load_checkpoint(cut)
+    for (name, a), (_, b) in zip(
+        model_whole.state_dict().items(), model_cut.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(NotResumable, match="has finished; there is nothing to resume") as raised:
+        resume(cut)
+    assert raised.value.parameter == "run_folder" and raised.value.why.startswith("has finished")
+
+
+def test_resume_refuses_a_folder_with_no_epoch_saved_one_in_training_and_a_path_for_a_server(
+    tmp_path, digits
+):
+    import shutil
+
+    from convlens.runlock import RunLock
+    from convlens.train import TrainConfig, fit
+    from convlens.train.jobs import NotResumable, resumable_data, resume
+    from testing_helpers import StopAfter
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotResumable, match="saved no epoch"):
+        resume(tmp_path / "empty")
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit(digits, TrainConfig(epochs=2), cut, observer=StopAfter(1))
+    with RunLock(cut), pytest.raises(NotResumable, match="is training now"):
+        resume(cut)
+    assert resumable_data(cut) == "digits"
+    folder_data = tmp_path / "cut-on-a-path"
+    shutil.copytree(cut, folder_data)
+    last = json.loads((folder_data / "last.json").read_text())
+    last["dataset"]["spec"] = str(tmp_path / "images")
+    (folder_data / "last.json").write_text(json.dumps(last))
+    assert resumable_data(folder_data) == str(tmp_path / "images")  # from Python, a path is data
+    with pytest.raises(NotResumable, match="not a built-in data set"):
+        resumable_data(folder_data, builtin_only=True)

@@ -1,5 +1,5 @@
-"""The Train view's API: start a training, follow it epoch by epoch, stop it, and scrub any run's
-per-epoch snapshots (first-layer kernels and a probe image's feature maps, ``train.snapshots``).
+"""The Train view's API: start a training, follow it epoch by epoch, stop it, resume a stopped
+one, and scrub any run's per-epoch snapshots (first-layer kernels and a probe image's feature maps, ``train.snapshots``).
 
 Run ids are the server's: a training gets a new folder of the runs dir named by ``RunStore``;
 the client only ever names an id the server listed, never a path.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path as FilePath
@@ -24,7 +25,14 @@ from convlens.server.encode import packed
 from convlens.server.runs import RunStore
 from convlens.server.streams import PAGE_SCHEMA, page_id, sse
 from convlens.server.training import Training, Trainings
-from convlens.train.follow import EpochEvent, Follower, Restart, training_alive
+from convlens.train.follow import (
+    EpochEvent,
+    Follower,
+    Restart,
+    interrupted_at,
+    planned_epochs,
+    training_alive,
+)
 from convlens.train.jobs import MAX_EPOCHS, TrainJob
 
 router = APIRouter(prefix="/api/train", responses=ERRORS)
@@ -115,16 +123,23 @@ def trainings_of(request: Request) -> Trainings:
 
 @router.get("", summary="What can be trained here, and the trainings under way")
 def overview(request: Request) -> dict:
-    """Built-in data sets and models to choose from, the limits, the loaded runs' ids, and every
-    training under way in the served folders (started here or with ``convlens train``)."""
+    """Built-in data sets and models to choose from, the limits, the loaded runs' ids, every
+    training under way in the served folders (started here or with ``convlens train``), and
+    ``stopped``: the runs dir's trainings that ended before their schedule did, each with the
+    epoch it resumes from (``POST /api/train/{id}/resume``)."""
     from convlens.data import list_datasets
     from convlens.models import list_families
 
     trainings, store = trainings_of(request), get_store(request)
     under_way = {t.run_id: t.summary() for t in trainings.trainings.values() if t.running}
+    stopped = []
     for run_id, folder in store.folders().items():
-        if run_id not in under_way and run_id not in trainings.trainings and training_alive(folder):
+        if run_id in under_way:
+            continue
+        if run_id not in trainings.trainings and training_alive(folder):
             under_way[run_id] = {"id": run_id, "status": "running", "external": True}
+        elif store.runs_dir is not None and (epoch := interrupted_at(folder)) is not None:
+            stopped.append(_stopped(run_id, folder, epoch))
     return {
         "runs_dir": str(store.runs_dir) if store.runs_dir is not None else None,
         "datasets": [row for row in list_datasets() if row["available"]],
@@ -133,6 +148,27 @@ def overview(request: Request) -> dict:
         "at_once": trainings.at_once,
         "runs": list(store.runs),
         "trainings": list(under_way.values()),
+        "stopped": stopped,
+    }
+
+
+def _stopped(run_id: str, folder: FilePath, epoch: int) -> dict:
+    """A training that ended before its schedule did: the epoch it resumes from, the epochs
+    planned, how it ended, and its folder and data (for the equivalent ``convlens train``)."""
+    from convlens.train.follow import folder_outcome
+
+    outcome = folder_outcome(folder)
+    try:
+        data = json.loads((folder / "last.json").read_text())["dataset"]["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        data = None
+    return {
+        "id": run_id,
+        "epoch": epoch,
+        "epochs": planned_epochs(folder),
+        **outcome.to_json(),
+        "folder": str(folder),
+        "data": data,
     }
 
 
@@ -157,6 +193,42 @@ async def start(request: Request, body: TrainBody) -> JSONResponse:  # type: ign
         )
     job = TrainJob(**body.model_dump(exclude={"page"}))
     training = await run_in_threadpool(trainings_of(request).start, job, page)
+    return JSONResponse(
+        {"id": training.run_id, "events": f"/api/train/{training.run_id}/events"}, status_code=202
+    )
+
+
+class ResumeBody(BaseModel):
+    """The body of ``POST /api/train/{id}/resume``: only the asking page (the settings, the
+    schedule and the data are the run's own, read from its ``last.json``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    page: str | None = Field(
+        None,
+        description="the asking page's id (8 to 64 letters, digits, - or _): its next training "
+        "replaces this one",
+        json_schema_extra=PAGE_SCHEMA,
+    )
+
+
+@router.post(
+    "/{run_id}/resume",
+    status_code=202,
+    summary="Resume a stopped training in its own run folder from its last saved epoch",
+    responses={
+        **POST_ERRORS,
+        202: {"description": "resumed: its id (the same), and where its events stream"},
+        409: answer("the run has finished, is training, saved no epoch, or there is no runs dir"),
+        429: answer("as many trainings run as the explorer allows at once"),
+    },
+)
+async def resume(request: Request, body: ResumeBody | None = None, run_id: str = RUN_ID) -> JSONResponse:
+    """A training job (``convlens.train.jobs.resume``) that continues ``RUNS_DIR/<id>`` from its
+    ``last.*``, as ``convlens train --out RUNS_DIR/<id> --resume`` does: the same schedule, seed
+    and data, bit-exact; its events replay the epochs so far, then continue. A page's running
+    training stops first, as with ``POST /api/train``."""
+    page = page_id(body.page) if body is not None and body.page is not None else None
+    training = await run_in_threadpool(trainings_of(request).resume, run_id, page)
     return JSONResponse(
         {"id": training.run_id, "events": f"/api/train/{training.run_id}/events"}, status_code=202
     )
@@ -229,7 +301,8 @@ async def epoch_events(
 )
 def stop(request: Request, run_id: str = RUN_ID) -> dict:
     """SIGINT to the child, as Ctrl-C: it stops between two batches and ``last.*`` stays
-    resumable (``convlens train --out RUNS_DIR/<id> --resume``). Stopping a training that has
+    resumable (``POST /api/train/{id}/resume``, or ``convlens train --out RUNS_DIR/<id>
+    --resume``). Stopping a training that has
     ended answers how it ended."""
     store, trainings = get_store(request), trainings_of(request)
     training: Training | None = trainings.get(run_id)

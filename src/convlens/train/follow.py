@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convlens.runlock import LOCK_NAME, pid_alive
-from convlens.train.jobs import ERROR_RECORD, JobOutcome, TrainingJob, read_error, stopped_outcome
+from convlens.train.jobs import (
+    ERROR_RECORD,
+    JobOutcome,
+    TrainingJob,
+    has_finished,
+    read_error,
+    stopped_outcome,
+)
 
 POLL_S = 0.25  # how often ``follow`` looks at the folder: a new epoch shows within a quarter second
 MAX_METRICS_BYTES = 64 * 2**20  # a larger metrics.jsonl is no training's: it is not read
@@ -185,13 +192,27 @@ def folder_outcome(folder: Path) -> JobOutcome:
     """How the last training of a folder nobody here started ended: finished when ``model.json``
     is at least as new as ``last.json``; failed when a job's failure record is; else stopped
     (resumable when ``last.json`` exists)."""
-    model, last = folder / "model.json", folder / "last.json"
-    if _newer(model, last):
+    last = folder / "last.json"
+    if has_finished(folder):
         return JobOutcome("finished")
     error = read_error(folder)
     if error is not None and _newer(folder / ERROR_RECORD, last):  # a job's child failed
         return JobOutcome("failed", last.is_file(), error.message, error.parameter)
     return stopped_outcome(folder)
+
+
+def interrupted_at(folder: Path) -> int | None:
+    """The last epoch saved by a training of ``folder`` that ended before its schedule did
+    (stopped, killed or failed): where ``train.jobs.resume`` continues. None when the folder's
+    training finished, still runs, or saved no epoch."""
+    last = folder / "last.json"
+    if not last.is_file() or has_finished(folder) or training_alive(folder):
+        return None
+    try:
+        epoch = json.loads(last.read_text())["resume"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def _newer(path: Path, than: Path) -> bool:

@@ -4,7 +4,8 @@
 module's ``main`` (a library entry point, not the command line) on the serialized
 ``TrainConfig``. A child process keeps the caller responsive (training holds the cores and the
 GIL for minutes) and makes stopping simple and safe: SIGINT stops it between two batches and
-leaves ``last.*`` resumable, as Ctrl-C does for ``convlens train``. The child runs in a session
+leaves ``last.*`` resumable, as Ctrl-C does for ``convlens train``; ``resume(folder)`` continues
+such a training in a new child, as ``convlens train --resume`` does. The child runs in a session
 of its own, so a Ctrl-C at the caller's terminal reaches the caller, which stops each job once.
 
 A child that fails writes what went wrong as a record in the run folder (``job-error.json``:
@@ -194,6 +195,19 @@ def read_error(folder: Path) -> JobError | None:
         return None
 
 
+def has_finished(folder: Path) -> bool:
+    """Whether the last training of ``folder`` finished: its final ``model.json`` is at least as
+    new as ``last.json`` (a resumed and stopped again run has a newer ``last.json``)."""
+    try:
+        final = (folder / "model.json").stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        return final >= (folder / "last.json").stat().st_mtime_ns
+    except OSError:
+        return True
+
+
 def stopped_outcome(folder: Path) -> JobOutcome:
     """A training interrupted in ``folder``: resumable once its first epoch was saved."""
     resumable = (folder / "last.json").is_file()
@@ -263,13 +277,62 @@ def start(job: TrainJob, run_folder: str | Path, threads: int | None = None) -> 
     ConvlensError here, before any child starts. ``threads``: the child's PyTorch CPU threads
     (several jobs at once should share the cores); None: CONVLENS_THREADS, else PyTorch's default.
     """
-    from convlens.runlock import refuse_if_locked
-    from convlens.storage import preflight, remove_quietly
-
     job.check()
     config = job.config()
     config.check()
+    return _spawn(Path(run_folder), job.data, config, resume=False, threads=threads)
+
+
+class NotResumable(ConvlensError):
+    """A run folder a job cannot resume; ``why`` says it in a few words (after the run's name)."""
+
+    def __init__(self, folder: Path, why: str) -> None:
+        super().__init__(f"run_folder {folder}: {why}", parameter="run_folder")
+        self.why = why
+
+
+def resumable_data(run_folder: str | Path, builtin_only: bool = False) -> str:
+    """The data spec an interrupted training of ``run_folder`` resumes on (its ``last.json``'s);
+    a NotResumable when it has finished, trains now, saved no epoch or cannot be resumed exactly.
+    ``builtin_only``: a folder trained on a path is refused too (a server names no path)."""
+    from convlens.data import is_builtin
+    from convlens.runlock import lock_holder
+    from convlens.train.resume_schema import check_resumable
+
     folder = Path(run_folder)
+    if lock_holder(folder) is not None:
+        raise NotResumable(folder, "is training now; stop it first or wait for it to end")
+    if not (folder / "last.json").is_file():
+        raise NotResumable(folder, "saved no epoch; there is nothing to resume (start a new training)")
+    if has_finished(folder):
+        raise NotResumable(folder, "has finished; there is nothing to resume")
+    try:
+        check_resumable(folder / "last.json")
+        data = json.loads((folder / "last.json").read_text())["dataset"]["spec"]
+    except (ConvlensError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise NotResumable(folder, f"cannot be resumed exactly: {exc}") from None
+    if not isinstance(data, str) or (builtin_only and not is_builtin(data)):
+        raise NotResumable(
+            folder, "was trained on a data folder, not a built-in data set; resume it where it was started"
+        )
+    return data
+
+
+def resume(run_folder: str | Path, threads: int | None = None, builtin_only: bool = False) -> TrainingJob:
+    """Continue the interrupted training in ``run_folder`` from its last saved epoch in a child
+    process, as ``convlens train --resume`` does: the saved schedule, seed and data, bit-exact
+    (``last.*`` holds the weights, optimizer, schedule and random state). Refusals
+    (``resumable_data``) are raised here, before any child starts."""
+    folder = Path(run_folder)
+    data = resumable_data(folder, builtin_only)
+    return _spawn(folder, data, TrainConfig(), resume=True, threads=threads)  # the saved config wins
+
+
+def _spawn(folder: Path, data: str, config: TrainConfig, resume: bool, threads: int | None) -> TrainingJob:
+    """The child that trains (or resumes) ``config`` on ``data`` into ``folder``."""
+    from convlens.runlock import refuse_if_locked
+    from convlens.storage import preflight, remove_quietly
+
     refuse_if_locked(folder, parameter="run_folder")
     preflight(folder, parameter="run_folder")
     remove_quietly(folder / ERROR_RECORD)  # an earlier job's record is not this one's
@@ -283,7 +346,7 @@ def start(job: TrainJob, run_folder: str | Path, threads: int | None = None) -> 
         env=environment,
         start_new_session=True,  # a Ctrl-C at the terminal reaches the caller, which stops each job once
     )
-    spec = {"run_folder": str(folder), "data": job.data, "config": dataclasses.asdict(config)}
+    spec = {"run_folder": str(folder), "data": data, "config": dataclasses.asdict(config), "resume": resume}
     with contextlib.suppress(BrokenPipeError):  # a child that died at once: its outcome says so
         process.stdin.write(json.dumps(spec).encode())
         process.stdin.close()
@@ -299,7 +362,7 @@ def main() -> None:
     folder = Path(spec["run_folder"])
     try:
         set_threads(os.environ.get(THREADS_VARIABLE), THREADS_VARIABLE)
-        _train(spec["data"], TrainConfig(**spec["config"]), folder)
+        _train(spec["data"], TrainConfig(**spec["config"]), folder, spec.get("resume", False))
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     except Exception as exc:
@@ -316,7 +379,7 @@ def main() -> None:
         sys.exit(2)
 
 
-def _train(data: str, config: TrainConfig, folder: Path) -> None:
+def _train(data: str, config: TrainConfig, folder: Path, resume: bool) -> None:
     from convlens.data import load_dataset
     from convlens.runlock import refuse_if_locked
     from convlens.train.fitting import fit
@@ -329,4 +392,4 @@ def _train(data: str, config: TrainConfig, folder: Path) -> None:
         if exc.parameter is not None:
             raise
         raise ConvlensError(f"data: {exc}", parameter="data") from None
-    fit(dataset, config, folder)
+    fit(dataset, config, folder, resume=resume)
