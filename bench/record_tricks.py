@@ -21,6 +21,9 @@ mirror (``flip``), or over the image and its four one-pixel shifts (``shift``).
 
 ``linear_decay`` switches ``fit``'s OneCycle schedule to linear annealing (airbench's
 triangular schedule) for the rest of the process: the sweep calls it in a run's own process.
+
+``python bench/record_tricks.py`` times one training step of the defaults against pooling first,
+in CPU seconds (interleaved, best of 5), for the two data sets' default models.
 """
 
 from __future__ import annotations
@@ -160,3 +163,48 @@ def trick(
             conv.weight.copy_(whitening_filters(_training_images, dict(stages)["normalize"], width))
             conv.weight.requires_grad_(False)
     return model
+
+
+def step_cpu_seconds(model: nn.Module, batch: int = 64, steps: int = 20) -> float:
+    """CPU seconds per SGD step on random 28x28 batches (CPU time, so that other processes on
+    a shared machine distort it less than wall-clock time)."""
+    import time
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    pixels = torch.rand(batch, *model.in_shape).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, model.num_classes, (batch,))
+    model = model.to(memory_format=torch.channels_last).train()
+    for step in range(steps + 3):  # 3 warm-up steps
+        if step == 3:
+            start = time.process_time()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(pixels), labels).backward()
+        optimizer.step()
+    return (time.process_time() - start) / steps
+
+
+if __name__ == "__main__":  # python bench/record_tricks.py: step cost of the first-block orders
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import cpu_pressure
+
+    torch.set_num_threads(1)
+    large = {"blocks": 3, "batchnorm": True, "pool_last": False, "hidden": 64}
+    candidates = {
+        "mnist5k default": {},
+        "mnist5k conv-pool-BN-ReLU": {"first_block": "pool-bn-relu"},
+        "Fashion default": large,
+        "Fashion conv-pool-BN-ReLU": {**large, "first_block": "pool-bn-relu"},
+    }
+    print(f"pressure before: {cpu_pressure()}; 1 thread, batch 64, best of 5 interleaved rounds")
+    best = dict.fromkeys(candidates, float("inf"))
+    for _ in range(5):
+        for label, options in candidates.items():
+            torch.manual_seed(0)
+            model = trick((1, 28, 28), 10, (0.5,), (0.25,), **options)
+            best[label] = min(best[label], step_cpu_seconds(model))
+    for label, seconds in best.items():
+        print(f"{label:<28} {1000 * seconds:6.2f} ms CPU per step  ({64 / seconds:,.0f} img/s per thread)")
+    print(f"pressure after: {cpu_pressure()}")
