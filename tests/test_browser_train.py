@@ -102,3 +102,59 @@ def test_a_shared_link_to_a_view_that_needs_no_run_opens_it_without_runs(chromiu
         assert page.locator("#tab-train").is_visible()
         page.close()
     assert page.errors == [], page.errors
+
+
+@pytest.mark.slow  # a 100-epoch schedule (early stopping ends it sooner), so a stop lands early
+def test_a_training_stopped_from_the_page_is_watchable_after_a_reload_and_resumes(chromium, tmp_path):
+    """Issue 23, defect 4: a stopped training said "(resumable)" with no way to resume, and a
+    reload dropped it from the watch menu."""
+    import httpx
+
+    from convlens.server.background import BackgroundServer
+
+    with BackgroundServer([], runs_dir=tmp_path / "runs", max_trainings=1) as url:
+        page = open_page(chromium, url, "#train")
+        page.select_option("#train-data", "digits")
+        page.select_option("#train-model", "convnet")
+        page.fill("#train-epochs", "100")  # long enough that the stop lands after epoch 1 or 2
+        page.click("#train-start")
+        page.wait_for_selector('#train-curves[data-run^="digits-convnet"]', timeout=30_000)
+        run_id = page.locator("#train-curves").get_attribute("data-run")
+        wait_until(lambda: int(page.locator("#train-curves").get_attribute("data-epochs")) >= 1, page)
+        page.click("#train-stop")
+        page.wait_for_selector("#train-curves[data-done=stopped]", timeout=60_000)
+        page.wait_for_selector("#train-resume-box", state="visible", timeout=20_000)  # Resume at once
+        stopped_at = httpx.get(url + "api/train").json()["stopped"][0]
+        assert stopped_at["id"] == run_id and 1 <= stopped_at["epoch"] < 100
+
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        option = page.locator(f'#train-watch option[value="{run_id}"]')
+        wait_until(lambda: option.count() == 1, page, timeout_s=30)
+        assert option.inner_text() == f"{run_id} (stopped at epoch {stopped_at['epoch']} of 100)"
+        page.select_option("#train-watch", run_id)
+        page.wait_for_selector("#train-curves[data-done=stopped]", timeout=30_000)
+        epochs = int(page.locator("#train-curves").get_attribute("data-epochs"))
+        assert epochs == stopped_at["epoch"]  # its curves so far ...
+        assert (
+            page.locator("#train-last").inner_text().startswith(f"epoch {epochs} of 100 (where it stopped)")
+        )
+        page.wait_for_selector(f'#train-snapshot[data-epoch="{epochs}"]', timeout=20_000)  # ... and snapshots
+        said = page.locator("#train-stopped-text").inner_text()
+        assert f"stopped at epoch {epochs} of 100" in said and "exactly where it stopped" in said
+        command = page.locator("#train-resume-command").inner_text()
+        assert command == f"convlens train --data digits --out {tmp_path / 'runs' / run_id} --resume"
+        assert page.locator(f'#run-select option[value="{run_id}"]').count() == 0  # not a run yet
+
+        page.click("#train-resume")
+        page.wait_for_selector("#train-resume-box", state="hidden", timeout=20_000)
+        page.wait_for_selector("#train-curves[data-done=finished]", timeout=300_000)
+        done = int(page.locator("#train-curves").get_attribute("data-epochs"))
+        assert epochs < done <= 100  # on from where it stopped (early stopping may end it sooner)
+        assert f"finished after {done} epochs" in page.locator("#train-status").inner_text()
+        page.wait_for_selector(f'#run-select option[value="{run_id}"]', state="attached", timeout=20_000)
+        watched = page.locator(f'#train-watch option[value="{run_id}"]')
+        wait_until(lambda: watched.inner_text() == run_id, page, timeout_s=20)  # no longer "(training)"
+        page.close()
+    assert page.errors == [], page.errors
+    assert page.elsewhere == [], page.elsewhere

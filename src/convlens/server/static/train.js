@@ -1,6 +1,7 @@
 // Train and watch it learn: start a training on a built-in data set, follow its curves epoch by
-// epoch (server-sent events from GET /api/train/ID/events), and scrub any run's per-epoch
-// snapshots: the first layer's kernels and a fixed probe image's feature maps.
+// epoch (server-sent events from GET /api/train/ID/events), resume a stopped one where it stopped
+// (POST /api/train/ID/resume), and scrub any run's per-epoch snapshots: the first layer's kernels
+// and a fixed probe image's feature maps.
 // Every number comes from the server (metrics.jsonl and the snapshots fit() wrote).
 
 import { PAGE_ID, getJSON, postJSON, unpack } from "./api.js";
@@ -24,6 +25,17 @@ function curveChart(title, rows, planned, what, options) {
   return lineChart(title, rows.map((r) => r.epoch), series, { ...options, lastEpoch: planned || null });
 }
 
+// A word of a command line as a POSIX shell reads it: quoted only when it has to be.
+function shellWord(word) {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+// How a stopped training reads in the watch menu: where it stopped and where it was going.
+function stoppedLabel(stopped) {
+  const how = stopped.status === "failed" ? "failed after" : "stopped at";
+  return `${stopped.id} (${how} epoch ${stopped.epoch}${stopped.epochs ? ` of ${stopped.epochs}` : ""})`;
+}
+
 // The epoch that is the model: marked in metrics.jsonl once training ended (`selected`), which a
 // finished run's events replay; a training watched live learns it from its run card at the end.
 function keptEpoch(watching) {
@@ -38,6 +50,8 @@ export class TrainView {
     this.epochs = document.getElementById("train-epochs");
     this.startButton = document.getElementById("train-start");
     this.stopButton = document.getElementById("train-stop");
+    this.resumeBox = document.getElementById("train-resume-box");
+    this.resumeButton = document.getElementById("train-resume");
     this.status = document.getElementById("train-status");
     this.watchSelect = document.getElementById("train-watch");
     this.curves = document.getElementById("train-curves");
@@ -47,9 +61,11 @@ export class TrainView {
     this.watching = null; // {id, rows, planned, source, done, index}
     this.mine = null; // the id of the training this page started last
     this.knownRuns = null;
+    this.stopped = new Map(); // id → a training that ended before its schedule (GET /api/train)
     this.snapshots = new Map(); // "id/epoch" → snapshot body
     this.startButton.addEventListener("click", () => this.start());
     this.stopButton.addEventListener("click", () => this.stop());
+    this.resumeButton.addEventListener("click", () => this.resume());
     this.watchSelect.addEventListener("change", () => this.watch(this.watchSelect.value));
     this.slider.addEventListener("input", () => this.showEpoch(Number(this.slider.value), true));
     // what the tab shows, before any run is loaded too (explainViews updates it per run)
@@ -75,7 +91,9 @@ export class TrainView {
           "a run joins the run menu when it finishes.";
       }
     }
+    this.stopped = new Map((info.stopped ?? []).map((stopped) => [stopped.id, stopped]));
     this.fillWatchList(info);
+    this.showResume();
     const runs = info.runs.join("\n");
     if (this.knownRuns !== null && runs !== this.knownRuns) document.dispatchEvent(new CustomEvent("runs-changed"));
     this.knownRuns = runs;
@@ -93,9 +111,11 @@ export class TrainView {
 
   fillWatchList(info) {
     const chosen = this.watchSelect.value;
+    const training = new Set(info.trainings.map((t) => t.id));
     const options = [
       ...info.trainings.map((t) => new Option(`${t.id} (training${t.external ? ", convlens train" : ""})`, t.id)),
-      ...info.runs.filter((id) => !info.trainings.some((t) => t.id === id)).map((id) => new Option(id, id)),
+      ...[...this.stopped.values()].filter((s) => !training.has(s.id)).map((s) => new Option(stoppedLabel(s), s.id)),
+      ...info.runs.filter((id) => !training.has(id) && !this.stopped.has(id)).map((id) => new Option(id, id)),
     ];
     if (this.watching && !options.some((o) => o.value === this.watching.id)) {
       options.unshift(new Option(this.watching.id, this.watching.id));
@@ -146,12 +166,55 @@ export class TrainView {
     }
   }
 
-  // Follow one run or training: its epochs (all so far, then live) and its snapshots.
-  watch(id) {
-    if (!id || this.watching?.id === id) return;
+  // Continue the watched stopped training in its own folder from its last saved epoch: the same
+  // stream, so the curves replay the epochs so far and go on from there.
+  async resume() {
+    const stopped = this.stopped.get(this.watching?.id);
+    if (!stopped) return;
+    this.resumeButton.disabled = true;
+    this.status.className = "note";
+    this.status.textContent = `resuming ${stopped.id}…`;
+    try {
+      const body = await postJSON(`/api/train/${encodeURIComponent(stopped.id)}/resume`, { page: PAGE_ID });
+      this.mine = body.id;
+      this.stopped.delete(body.id);
+      this.status.textContent = `training ${body.id} again from epoch ${stopped.epoch + 1}…`;
+      this.stopButton.disabled = false;
+      this.watch(body.id, true);
+      await this.load();
+    } catch (error) {
+      this.status.textContent = error.message;
+      this.status.className = "error";
+    } finally {
+      this.resumeButton.disabled = false;
+    }
+  }
+
+  // The watched training ended before its schedule did: say what it kept, offer Resume and the
+  // command that does the same in a terminal.
+  showResume() {
+    const stopped = this.watching?.done ? this.stopped.get(this.watching.id) : null;
+    this.resumeBox.hidden = !stopped;
+    if (!stopped) return;
+    const planned = stopped.epochs ? ` of ${stopped.epochs}` : "";
+    document.getElementById("train-stopped-text").textContent =
+      `${stopped.id} ${stopped.status === "failed" ? "failed after" : "stopped at"} epoch ${stopped.epoch}${planned}. ` +
+      "Its last saved epoch (last.json) holds the weights, the optimizer's momentum, the learning-rate schedule and " +
+      "the random generators' state, so Resume continues exactly where it stopped: the remaining epochs give the " +
+      "same curves and model as a training that never stopped. It joins the run menu when it finishes.";
+    document.getElementById("train-resume-command").textContent = stopped.data
+      ? `convlens train --data ${shellWord(stopped.data)} --out ${shellWord(stopped.folder)} --resume`
+      : `convlens train --out ${shellWord(stopped.folder)} --resume`;
+  }
+
+  // Follow one run or training: its epochs (all so far, then live) and its snapshots; ``again``
+  // follows it anew though it is watched (a resumed training).
+  watch(id, again = false) {
+    if (!id || (this.watching?.id === id && !again)) return;
     this.watching?.source?.close();
     const watching = { id, rows: [], planned: null, done: null, index: null, source: null, follow: true };
     this.watching = watching;
+    this.showResume();
     if (![...this.watchSelect.options].some((o) => o.value === id)) this.watchSelect.prepend(new Option(id, id));
     this.watchSelect.value = id;
     this.curves.dataset.run = id;
@@ -196,7 +259,8 @@ export class TrainView {
       this.status.className = done.status === "failed" ? "error" : "note";
       this.status.textContent = {
         finished: `${done.id} finished after ${done.epochs_done} epochs; it is in the run menu now`,
-        stopped: `${done.id} stopped after ${done.epochs_done} epochs${done.resumable ? " (resumable)" : ""}`,
+        stopped: `${done.id} stopped after ${done.epochs_done} epochs` +
+          (done.resumable ? "; Resume continues it from there" : ", before its first epoch was saved"),
         failed: `${done.id} failed: ${done.message}`,
       }[done.status] ?? done.status;
     }
@@ -205,6 +269,9 @@ export class TrainView {
       this.loadKept(watching, done.run);
     }
     if (!watching.index) this.newSnapshot(watching, null); // a run without per-epoch events
+    if (watching.rows.length && this.watching === watching) this.drawCurves(); // "(where it stopped)"
+    this.load().catch(() => null); // the watch menu says how it ended (stopped: Resume)
+    this.showResume();
   }
 
   // Which epoch the finished run kept and why (its card: metrics.selected_epoch and selection).
@@ -233,7 +300,7 @@ export class TrainView {
     const last = rows[rows.length - 1];
     if (last) {
       this.curves.append(el("p", { class: "note", id: "train-last", text: `epoch ${last.epoch}${planned ? ` of ${planned}` : ""}` +
-        `${this.watching.done ? " (the last)" : ""}: train loss ${fmt(last.train_loss, 3)}, test accuracy ${percent(last.test_accuracy)}` }));
+        `${{ finished: " (the last)", stopped: " (where it stopped)" }[this.watching.done?.status] ?? ""}: train loss ${fmt(last.train_loss, 3)}, test accuracy ${percent(last.test_accuracy)}` }));
     }
     const model = rows.find((row) => row.epoch === kept);
     if (model) { // the model is the kept epoch, not the last one: its numbers are the run's
