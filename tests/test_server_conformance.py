@@ -198,6 +198,7 @@ def test_every_operation_conforms_with_every_check(explorer, tmp_path):
     a minute on two cores."""
     result = check_conformance(explorer, tmp_path, examples=8, seed=25, timeout=120)
     assert result["cases"] > 500
+    assert f"POST /api/train/{RUN}/resume" in result["operations"]  # a finished run: 409, naming why
 
 
 def test_a_schema_valid_request_is_refused_only_for_a_documented_reason(explorer):
@@ -216,6 +217,7 @@ def test_options_and_unknown_methods_name_every_method_of_the_path(explorer):
     for path, allowed in [
         ("/api/train", "GET, POST"),
         (f"/api/train/{RUN}", "DELETE"),
+        (f"/api/train/{RUN}/resume", "POST"),
         ("/api/playground2d/start", "POST"),  # not a page id: DELETE /api/playground2d/{page} is elsewhere
         ("/api/playground2d/page-0001", "DELETE"),
     ]:
