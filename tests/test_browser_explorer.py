@@ -151,7 +151,9 @@ def test_every_tab_renders(page, tab, tmp_path):
     }[tab]
     page.wait_for_selector(ready, timeout=30_000)
     if tab == "attribution":
-        assert page.locator("#attr-maps canvas.attr-overlay").count() == 4
+        from convlens.inspect import ATTRIBUTIONS
+
+        assert page.locator("#attr-maps canvas.attr-overlay").count() == len(ATTRIBUTIONS.names())
     if tab == "layers":
         page.locator("#layers-features .feature-tile").first.click()
         page.wait_for_selector("#layers-top canvas.feature")

@@ -58,7 +58,9 @@ def test_every_map_view_has_a_colour_bar_with_the_servers_values(page, explorer,
         )
     page.click('#tabs button[data-tab="attribution"]')
     page.wait_for_selector("#attr-maps canvas.attr-overlay[data-method=occlusion]", timeout=30_000)
-    assert page.locator("#attr-maps figure.attr .colour-bar").count() == 4
+    from convlens.inspect import ATTRIBUTIONS
+
+    assert page.locator("#attr-maps figure.attr .colour-bar").count() == len(ATTRIBUTIONS.names())
     page.click('#tabs button[data-tab="attack"]')
     page.wait_for_selector("#attack-images .colour-bar .colour-bar-tick.middle")
     page.click('#tabs button[data-tab="layers"]')

@@ -65,7 +65,18 @@ def test_predict_and_explain_name_the_graphs_stages(run_cli, imported, tmp_path)
     # stages (25 s here: the slow test below)
     stage = grad_cam_stage(run.model)
     assert stage == "layer4.1.relu_1"
-    explained = _json(run_cli, "explain", run_dir, image, "--stage", stage, "--out", tmp_path / "explain")
+    explained = _json(
+        run_cli,
+        "explain",
+        run_dir,
+        image,
+        "--stage",
+        stage,
+        "--method",
+        "grad-cam",
+        "--out",
+        tmp_path / "explain",
+    )
     assert explained["grad_cam"]["stage"] == stage
     names = [name for name, _ in run.model.stages()]
     assert [row["stage"] for row in explained["stages"]] == [*names, "softmax"]
@@ -112,7 +123,7 @@ def test_without_data_predict_and_explain_still_work(run_cli, without_data, impo
     top = _json(run_cli, "predict", without_data, image)[0]["predictions"][0]
     assert top["class"] in NAMES
     explained = _json(
-        run_cli, "explain", without_data, "smiley", "--stage", "layer2.0.add", "--out", tmp_path
+        run_cli, "explain", without_data, "smiley", "--cam-stage", "layer2.0.add", "--out", tmp_path
     )
     assert explained["grad_cam"]["stage"] == "layer2.0.add"
 

@@ -287,7 +287,16 @@ def test_an_imported_resnet18_works_with_every_command(run_cli, tmp_path, state)
     predicted = _reference_probabilities(state, images, mean, std).argmax(dim=1)
     assert json.loads(out)["test_accuracy"] == pytest.approx(float((predicted == labels).float().mean()))
     code, out, err = run_cli(
-        "explain", run, image, "--stage", "layer4.1.relu_1", "--out", tmp_path / "x", "--json"
+        "explain",
+        run,
+        image,
+        "--method",
+        "grad-cam",
+        "--cam-stage",
+        "layer4.1.relu_1",
+        "--out",
+        tmp_path / "x",
+        "--json",
     )
     assert code == 0, err
     explained = json.loads(out)

@@ -25,7 +25,9 @@ def _assert_beats_every_live_channel(model, images, stage, result) -> None:
         assert result.dead[row] == (not live), (stage, channel)
         own = activations(model, result.images[row])[stage][channel].mean()
         assert float(own) == pytest.approx(float(result.activation[row]), abs=1e-5)
-        assert float(result.best_image_activation[row]) == pytest.approx(float(per_image[:, channel].max()))
+        assert float(result.best_image_activation[row]) == pytest.approx(
+            float(per_image[:, channel].max()), rel=1e-5, abs=1e-6
+        )  # float32 means of the same maps, summed in another order
         if live:
             assert result.activation[row] >= per_image[:, channel].max(), (stage, channel)
 

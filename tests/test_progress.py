@@ -69,14 +69,21 @@ def test_feature_visualization_reports_every_step(digits_model):
     closed.check(5)
 
 
-def test_report_reports_its_sections(digits_run):
+def test_report_reports_its_sections(digits_run, tmp_path):
+    import shutil
+
     from convlens.report import report_sections
 
+    run_dir = tmp_path / "run"  # a copy with nothing measured yet: the attribution section measures it
+    shutil.copytree(digits_run, run_dir, ignore=shutil.ignore_patterns("faithfulness.json"))
     progress = Recorder()
-    _, sections = report_sections(digits_run, progress=progress)
-    progress.check(len(sections))
-    assert [call[0] for call in progress.calls] == list(range(len(sections) + 1))
-    assert progress.calls[7][2] == "attacks"
+    _, sections = report_sections(run_dir, progress=progress)
+    progress.check(len(sections))  # one total, never back: the measurement's steps are the section's
+    measuring = [call for call in progress.calls if call[2].startswith("attributions: ")]
+    assert measuring and {call[0] for call in measuring} == {7}
+    shown = [call for call in progress.calls if call not in measuring]
+    assert [call[0] for call in shown] == list(range(len(sections) + 1))
+    assert [call[2] for call in shown][-4:] == ["attributions", "attacks", "lab results", "done"]
 
 
 def test_lab_reports_coarse_steps(digits):

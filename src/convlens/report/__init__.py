@@ -256,7 +256,14 @@ def _classification_builders(
 
     probabilities = run.predict(images)  # (N, classes)
     sample = correct_sample(labels, probabilities)
-    return [
+
+    def measuring(done: int, total: int, what: str) -> None:
+        """The first measurement's own steps, told as the attribution section's: one total, never back."""
+        if progress is not None:
+            at = [name for name, _ in builders].index("attributions")
+            progress(at, len(builders), f"attributions: {what} ({done}/{total})")
+
+    builders = [
         ("overview", lambda: _overview(run)),
         ("training curves", lambda: _training(run)),
         ("confusion matrix", lambda: _confusion(run, labels, probabilities.argmax(1), spec)),
@@ -264,10 +271,11 @@ def _classification_builders(
         ("filters", lambda: _filters(run.model)),
         ("feature maps", lambda: _feature_maps(run, images[sample], int(labels[sample]))),
         ("important channels", lambda: important_channels(run, images, labels)),
-        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]), progress)),
+        ("attributions", lambda: _attributions(run, images[sample], int(labels[sample]), measuring)),
         ("attacks", lambda: _attacks(run, images, labels, eps)),
         ("lab results", lambda: _lab(lab_dir)),
     ]
+    return builders
 
 
 def report_sections(

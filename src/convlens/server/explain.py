@@ -213,6 +213,11 @@ def default_attribution(run: LoadedRun = Depends(get_run)) -> dict:
     later ones read the run's faithfulness.json."""
     from convlens.inspect.method_choice import default_method
 
+    if run.run.task == "segmentation":
+        raise ConvlensError(
+            f"run {run.run_id!r} is a segmentation model (a class per pixel): its attribution is one "
+            f"pixel's Grad-CAM, POST /api/runs/{run.run_id}/pixel"
+        )
     with run.slow_lock:  # measuring takes a while: on the run's own copy, as the maps are
         return default_method(run.run, model=run.slow_model())
 

@@ -36,6 +36,7 @@ export class AttributionView {
     this.box.replaceChildren();
     this.chosen = null;
     this.stagePicked = false; // until the user picks a stage, the measured default's stage is selected
+    if (state.card.task === "segmentation") return; // no whole-image attribution: the Segment tab explains pixels
     this.loadStages(state.run.id).then(() => this.loadDefault(state.run.id));
   }
 

@@ -89,7 +89,9 @@ def attribution_grid(
         name = str(class_names[first.target]) if class_names else str(first.target)
         shown = name if class_names else f"class {name}"  # a bare index over a picture says nothing
         titles = [(axes[0], f"input\n{shown}, p = {first.probability:.3f}")]
-        add_caption(figure, f"Every map explains the class {name} (p = {first.probability:.3f} on this image).")
+        add_caption(
+            figure, f"Every map explains the class {name} (p = {first.probability:.3f} on this image)."
+        )
     picture(axes[0], image)
     for axis, (label, attribution) in zip(axes[1:panels], maps, strict=True):
         heat = attribution.map.detach().cpu().float()
