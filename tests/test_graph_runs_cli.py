@@ -123,7 +123,16 @@ def test_without_data_predict_and_explain_still_work(run_cli, without_data, impo
     top = _json(run_cli, "predict", without_data, image)[0]["predictions"][0]
     assert top["class"] in NAMES
     explained = _json(
-        run_cli, "explain", without_data, "smiley", "--cam-stage", "layer2.0.add", "--out", tmp_path
+        run_cli,
+        "explain",
+        without_data,
+        "smiley",
+        "--stage",
+        "layer2.0.add",
+        "--cam-stage",
+        "layer2.0.add",
+        "--out",
+        tmp_path,
     )
     assert explained["grad_cam"]["stage"] == "layer2.0.add"
 

@@ -290,6 +290,8 @@ def test_an_imported_resnet18_works_with_every_command(run_cli, tmp_path, state)
         "explain",
         run,
         image,
+        "--stage",  # one stage's feature maps, not all 70
+        "layer4.1.relu_1",
         "--method",
         "grad-cam",
         "--cam-stage",

@@ -266,6 +266,7 @@ def _pasted_folder(root, count: int = 24):
     return root
 
 
+@pytest.mark.slow  # about 40 s: the default U-Net recipe end to end; resume is also checked by the faster test above
 def test_a_users_mask_folder_trains_with_defaults_predicts_masks_and_resumes_exactly(tmp_path):
     from PIL import Image
 

@@ -219,25 +219,17 @@ def test_a_stopped_training_resumed_as_a_job_ends_as_the_uninterrupted_run(tmp_p
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C once epoch 1 is saved
         fit(digits, config, cut, observer=StopAfter(1))
     assert interrupted_at(cut) == 1 and interrupted_at(tmp_path / "whole") is None
-    job = resume(cut)
+    job = resume(cut, threads=torch.get_num_threads())  # the reference's threads: the same sums, bit for bit
     events = list(follow(cut, job, poll_s=0.05))
     assert [e.epoch for e in events[:-1]] == [1, 2] and all(e.planned_epochs == 2 for e in events[:-1])
     assert events[-1] == Ended(JobOutcome("finished"), 2)
     assert interrupted_at(cut) is None
 
     def timeless(rows):
-        return [
-            {k: v for k, v in row.items() if "second" not in k and not k.endswith("_loss")} for row in rows
-        ]
+        return [{k: v for k, v in row.items() if "second" not in k} for row in rows]
 
     resumed = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert timeless(resumed) == timeless(whole.history)
-    # training is bit-exact (train_loss and the weights below); a held-out loss is a float32 mean the
-    # child process may sum with another thread count, so it agrees to float32 precision
-    for row, same in zip(resumed, whole.history, strict=True):
-        assert row["train_loss"] == same["train_loss"]
-        for key in ("val_loss", "test_loss"):
-            assert row[key] == pytest.approx(same[key], rel=1e-6), key
     model_whole, _ = load_checkpoint(tmp_path / "whole")
     model_cut, _ = load_checkpoint(cut)
     for (name, a), (_, b) in zip(
