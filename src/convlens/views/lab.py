@@ -268,7 +268,7 @@ def faithfulness_tables(result) -> list[Table]:
         Table(
             f"faithfulness of each attribution method: {result.model} on {result.dataset} "
             f"({result.epochs} epochs, {100 * result.accuracy:.1f} % test accuracy), {result.images} test images; "
-            f"Spearman < 0.5 passes randomization; deletion AUC: {result.step} pixels at a time, lower is better",
+            f"Spearman < 0.5 passes randomization; deletion AUC: {result.step} pixels at a time, deleted pixels filled with a blur of the image, lower is better",
             ["method", "randomization Spearman", "deletion AUC", "vs random", "vs brightness", "verdict"],
             rows,
         )
