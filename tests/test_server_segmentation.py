@@ -154,6 +154,9 @@ def test_classification_endpoints_do_not_break_on_a_segmentation_run(client, run
     assert "softmax" not in [stage["name"] for stage in body["stages"]]
     response = client.post(f"/api/runs/{run_id}/predict", data={"test_index": 0})
     assert response.status_code == 400 and "segment" in response.json()["detail"]
+    response = client.get(f"/api/runs/{run_id}/default-attribution")  # whole-image maps: one pixel's instead
+    detail = response.json()["detail"]
+    assert response.status_code == 400 and "\n" not in detail and f"/api/runs/{run_id}/pixel" in detail
 
 
 def test_the_segment_view_is_for_segmentation_runs_only(client):

@@ -11,8 +11,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from convlens.errors import ConvlensError
-from convlens.server.deps import ERRORS, UPLOAD_ERRORS, ImageRequest, get_run, get_store, image_request
+from convlens.server.deps import (
+    ERRORS,
+    UPLOAD_ERRORS,
+    ImageRequest,
+    get_run,
+    get_store,
+    image_request,
+    refuse_segmentation,
+)
 from convlens.server.encode import PackedTensor, packed
 from convlens.server.runs import LoadedRun, RunStore
 from convlens.server.uploads import ModelInput
@@ -212,10 +219,7 @@ def predict(request: ImageRequest = Depends(image_request)) -> JSONResponse:
     from convlens.predict import predict_probabilities
 
     run, image = request.run, request.image
-    if run.run.task == "segmentation":
-        raise ConvlensError(
-            f"run {run.run_id!r} is a segmentation model (a class per pixel); POST /api/runs/{run.run_id}/segment"
-        )
+    refuse_segmentation(run, f"; POST /api/runs/{run.run_id}/segment")
     with run.lock:  # another request's hooks may sit on the shared model; never run beside them
         probabilities = predict_probabilities(run.model, image.batch)[0]  # (classes,)
     return JSONResponse({**image_json(image), **probabilities_json(probabilities, run.class_names)})

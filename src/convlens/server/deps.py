@@ -82,6 +82,13 @@ def get_store(request: Request) -> RunStore:
     return request.app.state.runs
 
 
+def refuse_segmentation(run: LoadedRun, instead: str) -> None:
+    """A whole-image endpoint asked about a run that answers a class per pixel: one line, ending with
+    ``instead`` (what to ask for, or why not)."""
+    if run.run.task == "segmentation":
+        raise ConvlensError(f"run {run.run_id!r} is a segmentation model (a class per pixel){instead}")
+
+
 def get_run(request: Request, run_id: str = RUN_ID) -> LoadedRun:
     """The run named in the URL; an unknown id is a 404 naming the loaded ones."""
     return get_store(request).get(run_id)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from convlens.errors import ConvlensError
 from convlens.inspect import as_dict
 from convlens.server.api import image_json, probabilities_json
-from convlens.server.deps import UPLOAD_ERRORS, ImageRequest, get_run, image_request
+from convlens.server.deps import UPLOAD_ERRORS, ImageRequest, get_run, image_request, refuse_segmentation
 from convlens.server.encode import packed
 from convlens.server.runs import LoadedRun
 
@@ -213,11 +213,7 @@ def default_attribution(run: LoadedRun = Depends(get_run)) -> dict:
     later ones read the run's faithfulness.json."""
     from convlens.inspect.method_choice import default_method
 
-    if run.run.task == "segmentation":
-        raise ConvlensError(
-            f"run {run.run_id!r} is a segmentation model (a class per pixel): its attribution is one "
-            f"pixel's Grad-CAM, POST /api/runs/{run.run_id}/pixel"
-        )
+    refuse_segmentation(run, f": its attribution is one pixel's Grad-CAM, POST /api/runs/{run.run_id}/pixel")
     with run.slow_lock:  # measuring takes a while: on the run's own copy, as the maps are
         return default_method(run.run, model=run.slow_model())
 

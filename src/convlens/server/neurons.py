@@ -21,7 +21,14 @@ from fastapi.responses import JSONResponse
 
 from convlens.errors import ConvlensError
 from convlens.server.api import image_json
-from convlens.server.deps import ERRORS, UPLOAD_ERRORS, ImageRequest, get_run, image_request
+from convlens.server.deps import (
+    ERRORS,
+    UPLOAD_ERRORS,
+    ImageRequest,
+    get_run,
+    image_request,
+    refuse_segmentation,
+)
 from convlens.server.encode import packed
 from convlens.server.runs import LoadedRun
 
@@ -32,11 +39,7 @@ STAGE = "one of the run's stages with feature maps (GET /api/runs/{run_id}), e.g
 
 
 def _classifier(run: LoadedRun) -> None:
-    if run.run.task == "segmentation":
-        raise ConvlensError(
-            f"run {run.run_id!r} is a segmentation model (a class per pixel): the neuron panel "
-            "ablates one class per image"
-        )
+    refuse_segmentation(run, ": the neuron panel ablates one class per image")
 
 
 def _test_split(run: LoadedRun):
